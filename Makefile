@@ -1,0 +1,39 @@
+# agentlog -- `make help` lists the targets.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install up test test-fast bench lint clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv if missing and install agentlog with its dev tools
+
+up: $(STAMP) ## run the platform on local defaults (for now: the broker on 127.0.0.1:9092)
+	$(BIN)/agentlog up
+
+test: $(STAMP) ## run the whole test suite against real services
+	$(BIN)/pytest
+
+test-fast: $(STAMP) ## the suite without tests marked slow
+	$(BIN)/pytest -m 'not slow'
+
+bench: $(STAMP) ## print broker throughput and latency figures
+	$(BIN)/python -m tests.bench.bench_broker
+
+lint: $(STAMP) ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy streams schemas projections gateway workers agentlog_cli.py tests
+
+clean: ## remove the virtualenv and local data
+	rm -rf $(VENV) .agentlog .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,560 @@
+"""The HTTP gateway: authenticates, validates, records commands, and answers from projections.
+
+Writes go to Kafka as ``*Requested`` commands; the command handler decides their
+outcome. For agent and session commands the gateway then waits (briefly) for the outcome
+to be projected, so a client reads its own write in the response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from sse_starlette.sse import EventSourceResponse
+
+from projections.queries import ReadModel
+from projections.secrets import SecretStore
+from schemas import events
+from schemas.base import Fact
+from schemas.envelope import Envelope, envelope
+from streams.catalog import OUTPUT
+from streams.publisher import Publisher
+from streams.settings import Settings
+
+from .models import (
+    AgentCreate,
+    AgentPublic,
+    AgentUpdate,
+    AgentVersionPublic,
+    MessagePublic,
+    Page,
+    SessionCreate,
+    SessionPublic,
+    StepPublic,
+    ToolCallPublic,
+    ToolCreate,
+    ToolPublic,
+    TurnCreate,
+    TurnDetail,
+    TurnPublic,
+)
+from .problems import ProblemError, on_problem, on_validation
+
+SOURCE = "/gateway"
+_TERMINAL = ("completed", "failed", "rejected", "cancelled")
+REQUESTS = Counter("agentlog_gateway_requests", "HTTP requests", ["route", "status"])
+LATENCY = Histogram("agentlog_gateway_request_seconds", "HTTP request time", ["route"])
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class Gateway:
+    """The gateway's connections, shared by every request."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.publisher = Publisher(settings.kafka_bootstrap_servers)
+        self.read = ReadModel(settings.database_url, settings.database_schema)
+        self.secrets = SecretStore(settings.database_url, settings.database_schema)
+        self._keys: dict[str, tuple[str, float]] = {}
+
+    async def tenant_for(self, key: str) -> str | None:
+        digest = hash_key(key)
+        cached = self._keys.get(digest)
+        if cached and cached[1] > time.monotonic():
+            return cached[0]
+        tenant = await self.read.tenant_for_key_hash(digest)
+        if tenant is not None:
+            self._keys[digest] = (tenant, time.monotonic() + 60)
+        return tenant
+
+    async def record(self, tenant_id: str, data: Fact, **kwargs: Any) -> Envelope[Any]:
+        env = envelope(data, source=SOURCE, tenant_id=tenant_id, **kwargs)
+        await self.publisher.publish(env)
+        return env
+
+    async def outcome(
+        self, tenant_id: str, command_id: str, timeout: float = 10.0
+    ) -> dict[str, Any] | None:
+        deadline = time.monotonic() + timeout
+        delay = 0.002
+        while time.monotonic() < deadline:
+            found = await self.read.command_outcome(tenant_id, command_id)
+            if found is not None:
+                return found
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        return None
+
+
+async def authenticated_tenant(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> str:
+    """The tenant whose API key signed the request."""
+    if not authorization or not authorization.startswith("Bearer "):
+        raise ProblemError("UNAUTHENTICATED", "send 'Authorization: Bearer <api key>'")
+    gw: Gateway = request.app.state.gateway
+    found = await gw.tenant_for(authorization.removeprefix("Bearer ").strip())
+    if found is None:
+        raise ProblemError("UNAUTHENTICATED", "unknown API key")
+    return found
+
+
+TenantDep = Annotated[str, Depends(authenticated_tenant)]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    gw = Gateway(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await gw.publisher.start()
+        await gw.secrets.ensure()
+        yield
+        await gw.publisher.stop()
+        await gw.read.close()
+
+    app = FastAPI(
+        title="agentlog",
+        version="0.1.0",
+        description="Event-sourced AI agents. Every write is a command on a Kafka topic; "
+        "every read comes from a projection. Errors are RFC 9457 problem+json.",
+        lifespan=lifespan,
+    )
+    app.state.gateway = gw
+    app.add_exception_handler(ProblemError, on_problem)
+    app.add_exception_handler(RequestValidationError, on_validation)
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next: Any) -> Response:
+        started = time.perf_counter()
+        response: Response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        REQUESTS.labels(path, str(response.status_code)).inc()
+        LATENCY.labels(path).observe(time.perf_counter() - started)
+        return response
+
+    # -- health ----------------------------------------------------------------------
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"])
+    async def readyz() -> dict[str, str]:
+        try:
+            conn = await gw.read.connection()
+            await conn.execute("SELECT 1")
+        except Exception as exc:
+            raise ProblemError("NOT_READY", f"postgres: {exc}") from exc
+        return {"status": "ready"}
+
+    @app.get("/metrics", tags=["ops"])
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
+
+    # -- tools -----------------------------------------------------------------------
+
+    @app.post("/v1/tools", status_code=201, response_model=ToolPublic, tags=["tools"])
+    async def register_tool(body: ToolCreate, tenant_id: TenantDep) -> ToolPublic:
+        existing = {t["name"]: t for t in await gw.read.tools(tenant_id)}
+        tool_id = existing[body.name]["tool_id"] if body.name in existing else str(uuid.uuid4())
+        definition = events.ToolDefinition(
+            tool_id=tool_id,
+            name=body.name,
+            description=body.description,
+            url=str(body.url),
+            parameters=body.parameters,
+            timeout_s=body.timeout_s,
+        )
+        await gw.secrets.put(tenant_id, tool_id, body.secret_headers)
+        await gw.record(
+            tenant_id,
+            events.ToolRegistered(
+                tenant_id=tenant_id,
+                tool=definition,
+                secret_header_names=sorted(body.secret_headers),
+            ),
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            row = await gw.read.tool_by_id(tenant_id, tool_id)
+            if row is not None and row["definition"] == definition.model_dump(mode="json"):
+                return _tool(row)
+            await asyncio.sleep(0.005)
+        return ToolPublic(
+            **definition.model_dump(mode="json"), secret_header_names=sorted(body.secret_headers)
+        )
+
+    @app.get("/v1/tools", response_model=list[ToolPublic], tags=["tools"])
+    async def list_tools(tenant_id: TenantDep) -> list[ToolPublic]:
+        return [_tool(row) for row in await gw.read.tools(tenant_id)]
+
+    # -- agents ----------------------------------------------------------------------
+
+    async def agent_or_404(tenant_id: str, agent_id: str) -> dict[str, Any]:
+        row = await gw.read.agent(tenant_id, agent_id)
+        if row is None:
+            raise ProblemError("AGENT_NOT_FOUND", f"no agent {agent_id}")
+        return row
+
+    async def settle(tenant_id: str, env: Envelope[Any]) -> None:
+        found = await gw.outcome(tenant_id, env.id)
+        if found is not None and found["outcome"] == "rejected":
+            raise ProblemError(found["code"], found["detail"])
+
+    @app.post("/v1/agents", status_code=201, response_model=AgentPublic, tags=["agents"])
+    async def create_agent(body: AgentCreate, tenant_id: TenantDep) -> AgentPublic:
+        agent_id = str(uuid.uuid4())
+        env = await gw.record(
+            tenant_id,
+            events.AgentCreateRequested(
+                agent_id=agent_id, config=events.AgentConfig(**body.model_dump())
+            ),
+        )
+        await settle(tenant_id, env)
+        return _agent(await agent_or_404(tenant_id, agent_id))
+
+    @app.get("/v1/agents", response_model=Page, tags=["agents"])
+    async def list_agents(
+        tenant_id: TenantDep,
+        cursor: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    ) -> Page:
+        rows = await gw.read.agents(tenant_id, limit + 1, _decode_cursor(cursor))
+        return _page([_agent(r) for r in rows[:limit]], rows, limit, "agent_id")
+
+    @app.get("/v1/agents/{agent_id}", response_model=AgentPublic, tags=["agents"])
+    async def get_agent(agent_id: str, tenant_id: TenantDep) -> AgentPublic:
+        return _agent(await agent_or_404(tenant_id, agent_id))
+
+    @app.patch("/v1/agents/{agent_id}", response_model=AgentPublic, tags=["agents"])
+    async def update_agent(agent_id: str, body: AgentUpdate, tenant_id: TenantDep) -> AgentPublic:
+        await agent_or_404(tenant_id, agent_id)
+        changes = body.model_dump(exclude_none=True)
+        if not changes:
+            raise ProblemError("VALIDATION_FAILED", "nothing to update")
+        env = await gw.record(
+            tenant_id, events.AgentUpdateRequested(agent_id=agent_id, changes=changes)
+        )
+        await settle(tenant_id, env)
+        return _agent(await agent_or_404(tenant_id, agent_id))
+
+    @app.post("/v1/agents/{agent_id}/disable", response_model=AgentPublic, tags=["agents"])
+    async def disable_agent(agent_id: str, tenant_id: TenantDep) -> AgentPublic:
+        await agent_or_404(tenant_id, agent_id)
+        env = await gw.record(tenant_id, events.AgentDisableRequested(agent_id=agent_id))
+        await settle(tenant_id, env)
+        return _agent(await agent_or_404(tenant_id, agent_id))
+
+    @app.get(
+        "/v1/agents/{agent_id}/versions", response_model=list[AgentVersionPublic], tags=["agents"]
+    )
+    async def agent_versions(agent_id: str, tenant_id: TenantDep) -> list[AgentVersionPublic]:
+        await agent_or_404(tenant_id, agent_id)
+        return [AgentVersionPublic(**r) for r in await gw.read.agent_versions(tenant_id, agent_id)]
+
+    # -- sessions --------------------------------------------------------------------
+
+    async def session_or_404(tenant_id: str, session_id: str) -> dict[str, Any]:
+        row = await gw.read.session(tenant_id, session_id)
+        if row is None:
+            raise ProblemError("SESSION_NOT_FOUND", f"no session {session_id}")
+        return row
+
+    async def open_session(tenant_id: str, body: SessionCreate) -> dict[str, Any]:
+        await agent_or_404(tenant_id, body.agent_id)
+        session_id = str(uuid.uuid4())
+        env = await gw.record(
+            tenant_id,
+            events.SessionCreateRequested(
+                session_id=session_id, agent_id=body.agent_id, metadata=body.metadata
+            ),
+        )
+        await settle(tenant_id, env)
+        return await session_or_404(tenant_id, session_id)
+
+    @app.post("/v1/sessions", status_code=201, response_model=SessionPublic, tags=["sessions"])
+    async def create_session(body: SessionCreate, tenant_id: TenantDep) -> SessionPublic:
+        return SessionPublic(**await open_session(tenant_id, body))
+
+    @app.get("/v1/sessions", response_model=Page, tags=["sessions"])
+    async def list_sessions(
+        tenant_id: TenantDep,
+        cursor: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    ) -> Page:
+        rows = await gw.read.sessions(tenant_id, limit + 1, _decode_cursor(cursor))
+        return _page([SessionPublic(**r) for r in rows[:limit]], rows, limit, "session_id")
+
+    @app.get("/v1/sessions/{session_id}", response_model=SessionPublic, tags=["sessions"])
+    async def get_session(session_id: str, tenant_id: TenantDep) -> SessionPublic:
+        return SessionPublic(**await session_or_404(tenant_id, session_id))
+
+    @app.get("/v1/sessions/{session_id}/messages", response_model=Page, tags=["sessions"])
+    async def list_messages(
+        session_id: str,
+        tenant_id: TenantDep,
+        cursor: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    ) -> Page:
+        await session_or_404(tenant_id, session_id)
+        after = -1
+        if cursor is not None:
+            try:
+                after = int(base64.urlsafe_b64decode(cursor.encode()).decode())
+            except ValueError:
+                raise ProblemError("INVALID_CURSOR", "cursor is not valid") from None
+        rows = await gw.read.messages(tenant_id, session_id, limit + 1, after)
+        items = [MessagePublic(**r) for r in rows[:limit]]
+        next_cursor = (
+            base64.urlsafe_b64encode(str(rows[limit - 1]["position"]).encode()).decode()
+            if len(rows) > limit
+            else None
+        )
+        return Page(items=items, next_cursor=next_cursor)
+
+    # -- turns -----------------------------------------------------------------------
+
+    async def start_turn(
+        tenant_id: str,
+        session_id: str,
+        message: str,
+        mode: Literal["chat", "invoke"],
+        wait: float,
+    ) -> Response:
+        if len(message.encode()) > settings.max_message_bytes:
+            raise ProblemError(
+                "MESSAGE_TOO_LARGE", f"the message exceeds {settings.max_message_bytes} bytes"
+            )
+        turn_id = str(uuid.uuid4())
+        env = await gw.record(
+            tenant_id,
+            events.TurnRequested(
+                session_id=session_id, turn_id=turn_id, message=message, mode=mode
+            ),
+        )
+        turn = await wait_for_turn(tenant_id, turn_id, wait)
+        if turn is not None and turn.status == "rejected":
+            raise ProblemError(turn.error_code or "VALIDATION_FAILED", turn.error_detail or "")
+        if turn is not None and turn.status in _TERMINAL:
+            return JSONResponse(turn.model_dump(mode="json"), status_code=200)
+        body = {
+            "turn_id": turn_id,
+            "session_id": session_id,
+            "status": "requested",
+            "command_id": env.id,
+            "links": _turn_links(session_id, turn_id),
+        }
+        return JSONResponse(body, status_code=202, headers={"Location": f"/v1/turns/{turn_id}"})
+
+    async def wait_for_turn(tenant_id: str, turn_id: str, wait: float) -> TurnPublic | None:
+        deadline = time.monotonic() + wait
+        delay = 0.001
+        while True:
+            row = await gw.read.turn(tenant_id, turn_id)
+            if row is not None and (row["status"] in _TERMINAL or wait <= 0):
+                return await _turn(gw, tenant_id, row)
+            if time.monotonic() >= deadline:
+                return None if row is None else await _turn(gw, tenant_id, row)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.02)
+
+    @app.post(
+        "/v1/sessions/{session_id}/turns",
+        status_code=202,
+        tags=["turns"],
+        responses={200: {"model": TurnPublic}, 202: {"description": "accepted"}},
+    )
+    async def create_turn(
+        session_id: str,
+        body: TurnCreate,
+        tenant_id: TenantDep,
+        wait: Annotated[float, Query(ge=0, le=300)] = 0,
+    ) -> Response:
+        await session_or_404(tenant_id, session_id)
+        return await start_turn(tenant_id, session_id, body.message, "chat", wait)
+
+    @app.post(
+        "/v1/agents/{agent_id}/invoke",
+        tags=["turns"],
+        responses={200: {"model": TurnPublic}, 202: {"description": "still running"}},
+    )
+    async def invoke(
+        agent_id: str,
+        body: TurnCreate,
+        tenant_id: TenantDep,
+        wait: Annotated[float, Query(ge=0, le=300)] = 60,
+    ) -> Response:
+        session = await open_session(
+            tenant_id, SessionCreate(agent_id=agent_id, metadata={"mode": "invoke"})
+        )
+        return await start_turn(tenant_id, session["session_id"], body.message, "invoke", wait)
+
+    @app.get("/v1/turns/{turn_id}", response_model=TurnDetail, tags=["turns"])
+    async def get_turn(turn_id: str, tenant_id: TenantDep) -> TurnDetail:
+        row = await gw.read.turn(tenant_id, turn_id)
+        if row is None:
+            raise ProblemError("TURN_NOT_FOUND", f"no turn {turn_id}")
+        public = await _turn(gw, tenant_id, row)
+        steps = [StepPublic(**s) for s in await gw.read.turn_steps(tenant_id, turn_id)]
+        calls = [ToolCallPublic(**c) for c in await gw.read.tool_calls(tenant_id, turn_id)]
+        return TurnDetail(**public.model_dump(), events=steps, tool_calls=calls)
+
+    @app.post("/v1/turns/{turn_id}/cancel", status_code=202, tags=["turns"])
+    async def cancel_turn(turn_id: str, tenant_id: TenantDep) -> dict[str, str]:
+        row = await gw.read.turn(tenant_id, turn_id)
+        if row is None:
+            raise ProblemError("TURN_NOT_FOUND", f"no turn {turn_id}")
+        if row["status"] in _TERMINAL:
+            raise ProblemError("TURN_NOT_ACTIVE", f"turn {turn_id} is {row['status']}")
+        await gw.record(
+            tenant_id, events.TurnCancelRequested(session_id=row["session_id"], turn_id=turn_id)
+        )
+        return {"turn_id": turn_id, "status": "cancel_requested"}
+
+    # -- streaming -------------------------------------------------------------------
+
+    @app.get(
+        "/v1/sessions/{session_id}/stream",
+        tags=["sessions"],
+        responses={200: {"content": {"text/event-stream": {}}}},
+    )
+    async def stream(
+        session_id: str,
+        tenant_id: TenantDep,
+        last_event_id: Annotated[str | None, Header()] = None,
+        start: Annotated[str, Query(pattern="^(now|beginning)$")] = "now",
+    ) -> EventSourceResponse:
+        """Server-sent events of the session's output. Event ids are log positions
+        (`partition:offset`): reconnect with `Last-Event-ID` to resume exactly after
+        the last event received, however long ago."""
+        await session_or_404(tenant_id, session_id)
+        resume = None
+        if last_event_id:
+            try:
+                resume = int(last_event_id.split(":")[1]) + 1
+            except (IndexError, ValueError):
+                raise ProblemError(
+                    "INVALID_CURSOR", "Last-Event-ID is not partition:offset"
+                ) from None
+        return EventSourceResponse(
+            _output_events(settings, gw.publisher, session_id, resume, start == "beginning"),
+            ping=15,
+        )
+
+    return app
+
+
+async def _output_events(
+    settings: Settings,
+    publisher: Publisher,
+    session_id: str,
+    resume: int | None,
+    from_beginning: bool,
+) -> AsyncIterator[dict[str, str]]:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=100,
+    )
+    await consumer.start()
+    try:
+        key = session_id.encode()
+        partition = await publisher.partition_of(OUTPUT.name, key)
+        tp = TopicPartition(OUTPUT.name, partition)
+        consumer.assign([tp])
+        if resume is not None:
+            consumer.seek(tp, resume)
+        elif from_beginning:
+            await consumer.seek_to_beginning(tp)
+        else:
+            await consumer.seek_to_end(tp)
+            await consumer.position(tp)  # resolve "now" before the client sends anything
+        while True:
+            batches = await consumer.getmany(tp, timeout_ms=1000)
+            for record in batches.get(tp, []):
+                if record.key != key:
+                    continue
+                headers = dict(record.headers)
+                kind = headers.get("ce_type", b"").decode().split(".")[2]
+                yield {
+                    "id": f"{partition}:{record.offset}",
+                    "event": kind,
+                    "data": (record.value or b"{}").decode(),
+                }
+    finally:
+        await consumer.stop()
+
+
+def _tool(row: dict[str, Any]) -> ToolPublic:
+    return ToolPublic(**row["definition"], secret_header_names=row["secret_header_names"])
+
+
+def _agent(row: dict[str, Any]) -> AgentPublic:
+    return AgentPublic(
+        agent_id=row["agent_id"],
+        version=row["version"],
+        status=row["status"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        **events.AgentConfig.model_validate(row["config"]).model_dump(),
+    )
+
+
+def _turn_links(session_id: str, turn_id: str) -> dict[str, str]:
+    return {
+        "self": f"/v1/turns/{turn_id}",
+        "stream": f"/v1/sessions/{session_id}/stream",
+        "messages": f"/v1/sessions/{session_id}/messages",
+        "cancel": f"/v1/turns/{turn_id}/cancel",
+    }
+
+
+async def _turn(gw: Gateway, tenant_id: str, row: dict[str, Any]) -> TurnPublic:
+    answer = None
+    if row["answer_message_id"]:
+        messages = await gw.read.messages(tenant_id, row["session_id"], 10_000)
+        answer = next(
+            (m["content"] for m in messages if m["message_id"] == row["answer_message_id"]), None
+        )
+    return TurnPublic(
+        **{k: row[k] for k in TurnPublic.model_fields if k in row},
+        answer=answer,
+        links=_turn_links(row["session_id"], row["turn_id"]),
+    )
+
+
+def _decode_cursor(cursor: str | None) -> tuple[Any, str] | None:
+    if cursor is None:
+        return None
+    try:
+        created, ident = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except ValueError:
+        raise ProblemError("INVALID_CURSOR", "cursor is not valid") from None
+    return created, ident
+
+
+def _page(items: list[Any], rows: list[dict[str, Any]], limit: int, id_field: str) -> Page:
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        token = json.dumps([last["created_at"].isoformat(), last[id_field]])
+        next_cursor = base64.urlsafe_b64encode(token.encode()).decode()
+    return Page(items=items, next_cursor=next_cursor)

@@ -1,0 +1,96 @@
+"""The one registry of error codes, rendered as RFC 9457 problem details.
+
+Domain outcomes carry the same codes (``TurnRejected.code``), so a rejection recorded in
+the log and the HTTP error a client sees never disagree. ``docs/api.md`` lists them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+PROBLEM_BASE = "https://agentlog.dev/problems/"
+
+
+@dataclass(frozen=True)
+class ProblemType:
+    status: int
+    title: str
+
+
+PROBLEMS: dict[str, ProblemType] = {
+    "UNAUTHENTICATED": ProblemType(401, "Missing or invalid API key"),
+    "VALIDATION_FAILED": ProblemType(422, "The request is not valid"),
+    "MALFORMED_BODY": ProblemType(400, "The request body is not valid JSON"),
+    "MESSAGE_TOO_LARGE": ProblemType(413, "The message is too large"),
+    "AGENT_NOT_FOUND": ProblemType(404, "No such agent"),
+    "AGENT_EXISTS": ProblemType(409, "The agent already exists"),
+    "AGENT_DISABLED": ProblemType(409, "The agent is disabled"),
+    "TOOL_UNKNOWN": ProblemType(422, "The agent names a tool that is not registered"),
+    "SESSION_NOT_FOUND": ProblemType(404, "No such session"),
+    "SESSION_EXISTS": ProblemType(409, "The session already exists"),
+    "TURN_NOT_FOUND": ProblemType(404, "No such turn"),
+    "TURN_IN_PROGRESS": ProblemType(409, "Another turn of this session is running"),
+    "TURN_NOT_ACTIVE": ProblemType(409, "The turn is not running"),
+    "INVALID_CURSOR": ProblemType(400, "The pagination cursor is not valid"),
+    "NOT_READY": ProblemType(503, "A dependency is not reachable"),
+    # Codes recorded on turns and tool calls (events), listed so clients know them all.
+    "TOOL_NOT_ALLOWED": ProblemType(422, "The model called a tool the agent may not use"),
+    "TOOL_SCHEMA_INVALID": ProblemType(422, "The model's tool arguments fail the tool's schema"),
+    "TOOL_CALL_LIMIT": ProblemType(422, "Too many tool calls in one turn"),
+    "TOOL_TIMEOUT": ProblemType(504, "The tool did not answer in time"),
+    "TOOL_HTTP_ERROR": ProblemType(502, "The tool answered with an HTTP error"),
+    "TOOL_UNAVAILABLE": ProblemType(502, "The tool could not be reached"),
+    "MAX_STEPS_EXCEEDED": ProblemType(422, "The turn needed more model calls than allowed"),
+    "MODEL_TIMEOUT": ProblemType(504, "The model provider did not answer in time"),
+    "MODEL_UNAVAILABLE": ProblemType(502, "The model provider failed"),
+    "MODEL_RATE_LIMITED": ProblemType(429, "The model provider is rate limiting"),
+    "MODEL_BAD_REQUEST": ProblemType(502, "The model provider refused the request"),
+    "MODEL_AUTH_FAILED": ProblemType(502, "The model provider refused our credentials"),
+    "MODEL_UNKNOWN": ProblemType(422, "The agent names a model no provider serves"),
+}
+
+
+class ProblemError(Exception):
+    def __init__(self, code: str, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        if code not in PROBLEMS:
+            raise KeyError(f"unregistered problem code {code}")
+        self.code = code
+        self.detail = detail
+        self.extra = extra
+
+
+def problem_response(code: str, detail: str, instance: str, **extra: Any) -> JSONResponse:
+    problem = PROBLEMS[code]
+    body = {
+        "type": PROBLEM_BASE + code.lower().replace("_", "-"),
+        "title": problem.title,
+        "status": problem.status,
+        "detail": detail,
+        "instance": instance,
+        "code": code,
+        **extra,
+    }
+    return JSONResponse(body, status_code=problem.status, media_type="application/problem+json")
+
+
+async def on_problem(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ProblemError)
+    return problem_response(exc.code, exc.detail, request.url.path, **exc.extra)
+
+
+async def on_validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+    if any(e["type"] == "json_invalid" for e in errors):
+        return problem_response(
+            "MALFORMED_BODY", "the body is not valid JSON", request.url.path, errors=errors
+        )
+    return problem_response(
+        "VALIDATION_FAILED", "the request failed validation", request.url.path, errors=errors
+    )

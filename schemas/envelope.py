@@ -1,0 +1,193 @@
+"""CloudEvents 1.0 envelopes, in Kafka binary content mode.
+
+``ce_*`` headers carry the attributes, the value is the JSON data, and the Kafka key is
+the ``partitionkey`` extension (the aggregate id). Conversion uses the CloudEvents SDK's
+Kafka binding.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import uuid
+from dataclasses import dataclass, replace
+from typing import Any, Generic, TypeVar
+
+from cloudevents.core.bindings import kafka as ce_kafka
+from cloudevents.core.v1.event import CloudEvent
+from pydantic import ValidationError
+
+from .base import Fact, fact_class
+
+F = TypeVar("F", bound=Fact)
+
+_ID_NAMESPACE = uuid.UUID("6f1c2f4e-5a0b-4c55-9a51-0e3b7d1f8a21")
+_CONTENT_TYPE = "application/json"
+
+
+class EnvelopeError(ValueError):
+    """A record that is not a readable agentlog CloudEvent (it goes to the dead-letter topic)."""
+
+
+def derived_id(causation_id: str, step: str) -> str:
+    """A deterministic event id: the same cause and step always give the same id, so a
+    retried write is recognisably the same event."""
+    return str(uuid.uuid5(_ID_NAMESPACE, f"{causation_id}/{step}"))
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def new_traceparent() -> str:
+    return f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01"
+
+
+def trace_id(traceparent: str) -> str:
+    return traceparent.split("-")[1]
+
+
+@dataclass(frozen=True)
+class Envelope(Generic[F]):
+    id: str
+    source: str
+    data: F
+    tenant_id: str
+    causation_id: str
+    correlation_id: str
+    sequence: int
+    traceparent: str
+    time: datetime.datetime
+
+    @property
+    def type(self) -> str:
+        return self.data.ce_type()
+
+    @property
+    def subject(self) -> str:
+        return self.data.subject
+
+    def follow(
+        self, data: Fact, *, step: str, source: str, sequence: int | None = None
+    ) -> Envelope[Any]:
+        """The envelope of an event caused by this one: derived id, same correlation and
+        trace, this event as its cause."""
+        return Envelope(
+            id=derived_id(self.id, step),
+            source=source,
+            data=data,
+            tenant_id=self.tenant_id,
+            causation_id=self.id,
+            correlation_id=self.correlation_id,
+            sequence=self.sequence + 1 if sequence is None else sequence,
+            traceparent=self.traceparent,
+            time=datetime.datetime.now(datetime.UTC),
+        )
+
+    def at(self, time: datetime.datetime) -> Envelope[F]:
+        return replace(self, time=time)
+
+
+def envelope(
+    data: F,
+    *,
+    source: str,
+    tenant_id: str,
+    id: str | None = None,
+    causation_id: str | None = None,
+    correlation_id: str | None = None,
+    sequence: int = 0,
+    traceparent: str | None = None,
+) -> Envelope[F]:
+    """The envelope of an event with no cause in the log (a request from outside)."""
+    event_id = id or new_id()
+    return Envelope(
+        id=event_id,
+        source=source,
+        data=data,
+        tenant_id=tenant_id,
+        causation_id=causation_id or event_id,
+        correlation_id=correlation_id or event_id,
+        sequence=sequence,
+        traceparent=traceparent or new_traceparent(),
+        time=datetime.datetime.now(datetime.UTC),
+    )
+
+
+def to_kafka(env: Envelope[Any]) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    """(key, value, headers) in CloudEvents Kafka binary mode."""
+    event = CloudEvent(
+        attributes={
+            "id": env.id,
+            "source": env.source,
+            "type": env.type,
+            "specversion": "1.0",
+            "subject": env.subject,
+            "time": env.time,
+            "datacontenttype": _CONTENT_TYPE,
+            "dataschema": env.data.dataschema(),
+            "tenantid": env.tenant_id,
+            "causationid": env.causation_id,
+            "correlationid": env.correlation_id,
+            "sequence": str(env.sequence),
+            "traceparent": env.traceparent,
+            "partitionkey": env.subject,
+        },
+        data=env.data.model_dump(mode="json"),
+    )
+    message = ce_kafka.to_binary_event(event)
+    key = message.key.encode() if isinstance(message.key, str) else message.key or b""
+    return key, message.value, list(message.headers.items())
+
+
+_REQUIRED = (
+    "id",
+    "source",
+    "type",
+    "subject",
+    "time",
+    "tenantid",
+    "causationid",
+    "correlationid",
+    "sequence",
+    "traceparent",
+)
+
+
+def from_kafka(
+    key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]] | None
+) -> Envelope[Any]:
+    """Parse and validate a record; raise EnvelopeError with the reason if it is not ours."""
+    header_map = {k: v for k, v in headers or ()}
+    if "ce_type" not in header_map:
+        raise EnvelopeError("not a CloudEvent in binary mode (no ce_type header)")
+    try:
+        event = ce_kafka.from_binary_event(
+            ce_kafka.KafkaMessage(headers=header_map, key=key, value=value or b"")
+        )
+    except Exception as exc:
+        raise EnvelopeError(f"unreadable CloudEvent: {exc}") from exc
+    attrs = event.get_attributes()
+    missing = [name for name in _REQUIRED if attrs.get(name) in (None, "")]
+    if missing:
+        raise EnvelopeError(f"missing CloudEvents attributes: {', '.join(missing)}")
+    try:
+        cls = fact_class(str(attrs["type"]))
+        data = cls.model_validate(event.get_data())
+        sequence = int(attrs["sequence"])
+    except (LookupError, ValidationError, ValueError, TypeError) as exc:
+        raise EnvelopeError(f"invalid {attrs['type']}: {exc}") from exc
+    time = attrs["time"]
+    if not isinstance(time, datetime.datetime):
+        raise EnvelopeError("time is not a timestamp")
+    return Envelope(
+        id=str(attrs["id"]),
+        source=str(attrs["source"]),
+        data=data,
+        tenant_id=str(attrs["tenantid"]),
+        causation_id=str(attrs["causationid"]),
+        correlation_id=str(attrs["correlationid"]),
+        sequence=sequence,
+        traceparent=str(attrs["traceparent"]),
+        time=time,
+    )

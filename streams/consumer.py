@@ -1,0 +1,230 @@
+"""Consumer plumbing shared by every worker and projector.
+
+A ``ConsumerRuntime`` reads its topics in a consumer group, turns records into envelopes
+(unreadable ones go to the dead-letter topic with the reason and their original
+position, and the consumer carries on), drops events it has already handled (by event
+id), hands batches to its ``Handler``, publishes what the handler returns, and only then
+commits the offsets: at-least-once delivery, with effects made exactly-once by
+deterministic event ids downstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
+
+from schemas.envelope import Envelope, EnvelopeError, from_kafka
+
+from .catalog import DEAD_LETTER
+from .catalog import group_id as catalog_group_id
+from .publisher import Publisher
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    topic: str
+    partition: int
+    offset: int
+
+
+Item = tuple[Envelope[Any], Position]
+
+
+class Handler(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def topics(self) -> Sequence[str]: ...
+
+    async def on_assigned(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """Prepare for newly assigned partitions; return offsets to start from, if any."""
+        ...
+
+    async def handle_batch(self, items: list[Item]) -> list[Envelope[Any]]:
+        """Handle records in log order; return the envelopes to publish."""
+        ...
+
+
+class SeenIds:
+    """A bounded memory of handled event ids (dedupe of redelivered duplicates)."""
+
+    def __init__(self, capacity: int = 200_000) -> None:
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._capacity = capacity
+
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self._ids
+
+    def add(self, event_id: str) -> None:
+        self._ids[event_id] = None
+        self._ids.move_to_end(event_id)
+        if len(self._ids) > self._capacity:
+            self._ids.popitem(last=False)
+
+
+_TRANSIENT = (OSError, KafkaError, asyncio.TimeoutError)
+_MAX_ATTEMPTS = 3
+
+
+class ConsumerRuntime:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        handler: Handler,
+        publisher: Publisher,
+        *,
+        group_id: str | None = None,
+        max_records: int = 500,
+        session_timeout_ms: int = 10_000,
+    ) -> None:
+        self.handler = handler
+        self.publisher = publisher
+        self.seen = SeenIds()
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap_servers,
+            group_id=group_id or catalog_group_id(handler.name),
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=max_records,
+            fetch_max_wait_ms=100,
+            session_timeout_ms=session_timeout_ms,
+            heartbeat_interval_ms=max(session_timeout_ms // 6, 100),
+        )
+        self._max_records = max_records
+        self.ready = asyncio.Event()
+        self._failure: Exception | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        runtime = self
+
+        class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+            async def on_partitions_revoked(self, revoked: Any) -> None:
+                pass
+
+            async def on_partitions_assigned(self, assigned: Any) -> None:
+                try:
+                    seeks = await runtime.handler.on_assigned(sorted(assigned))
+                except Exception as exc:
+                    # aiokafka would log and carry on without the handler's state: stop.
+                    runtime._failure = exc
+                    stop.set()
+                    return
+                for tp, offset in seeks.items():
+                    runtime.consumer.seek(tp, offset)
+                runtime.ready.set()
+
+        self.consumer.subscribe(list(self.handler.topics), listener=Listener())
+        await self.consumer.start()
+        try:
+            while not stop.is_set():
+                batches = await self.consumer.getmany(timeout_ms=100, max_records=self._max_records)
+                for tp, records in batches.items():
+                    await self._process(tp, records)
+        finally:
+            await self.consumer.stop()
+        if self._failure is not None:
+            raise RuntimeError(
+                f"{self.handler.name}: partition assignment failed"
+            ) from self._failure
+
+    async def _process(self, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]]) -> None:
+        items: list[Item] = []
+        for record in records:
+            try:
+                env = from_kafka(record.key, record.value, list(record.headers))
+            except EnvelopeError as exc:
+                await self.dead_letter(record, str(exc))
+                continue
+            if env.id in self.seen:
+                continue
+            items.append((env, Position(record.topic, record.partition, record.offset)))
+        if items:
+            await self._handle(items, records)
+        await self.consumer.commit({tp: records[-1].offset + 1})
+
+    async def _handle(self, items: list[Item], records: list[ConsumerRecord[Any, Any]]) -> None:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                outputs = await self.handler.handle_batch(items)
+                if outputs:
+                    await self.publisher.publish_all(outputs)
+                break
+            except _TRANSIENT as exc:
+                delay = min(0.1 * 2**attempt, 5.0)
+                log.warning(
+                    "transient failure, retrying",
+                    extra={"consumer": self.handler.name, "error": repr(exc), "delay": delay},
+                )
+                await asyncio.sleep(delay)
+            except Exception as exc:
+                if attempt < _MAX_ATTEMPTS:
+                    continue
+                log.exception(
+                    "handler failed; records to the dead-letter topic",
+                    extra={"consumer": self.handler.name},
+                )
+                for record in records:
+                    await self.dead_letter(record, f"handler failed: {exc!r}")
+                return
+        for env, _position in items:
+            self.seen.add(env.id)
+
+    async def dead_letter(self, record: ConsumerRecord[Any, Any], reason: str) -> None:
+        log.warning(
+            "record sent to the dead-letter topic",
+            extra={
+                "consumer": self.handler.name,
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+                "reason": reason,
+            },
+        )
+        headers = [
+            *list(record.headers),
+            ("dlq.reason", reason.encode()),
+            ("dlq.topic", record.topic.encode()),
+            ("dlq.partition", str(record.partition).encode()),
+            ("dlq.offset", str(record.offset).encode()),
+            ("dlq.consumer", self.handler.name.encode()),
+        ]
+        await self.publisher.send_raw(DEAD_LETTER.name, record.value, record.key, headers)
+
+
+async def read_range(
+    bootstrap_servers: str, tp: TopicPartition, start: int, end: int
+) -> list[Envelope[Any]]:
+    """Readable envelopes in [start, end) of one partition, without a group."""
+    if start >= end:
+        return []
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    found: list[Envelope[Any]] = []
+    try:
+        consumer.assign([tp])
+        consumer.seek(tp, start)
+        while True:
+            batches = await consumer.getmany(tp, timeout_ms=1000)
+            for record in batches.get(tp, []):
+                if record.offset >= end:
+                    return found
+                with contextlib.suppress(EnvelopeError):  # dead-lettered by its consumers
+                    found.append(from_kafka(record.key, record.value, list(record.headers)))
+                if record.offset == end - 1:
+                    return found
+    finally:
+        await consumer.stop()

@@ -1,0 +1,76 @@
+"""The typed publisher: envelopes in, records on the catalog's topic out.
+
+Idempotent producer with acks=all; the Kafka key is the envelope's partition key, so
+one aggregate's records stay in one partition, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
+
+from schemas.envelope import Envelope, to_kafka
+
+from .catalog import topic_for
+
+
+class Publisher:
+    def __init__(self, bootstrap_servers: str, *, linger_ms: int = 0) -> None:
+        self._bootstrap_servers = bootstrap_servers
+        self._linger_ms = linger_ms
+        self._producer_or_none: AIOKafkaProducer | None = None
+
+    @property
+    def _producer(self) -> AIOKafkaProducer:
+        if self._producer_or_none is None:
+            raise RuntimeError("Publisher.start() was not awaited")
+        return self._producer_or_none
+
+    async def start(self) -> None:
+        # Created here, not in __init__: aiokafka binds to the running event loop.
+        self._producer_or_none = AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap_servers,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=self._linger_ms,
+        )
+        await self._producer_or_none.start()
+
+    async def stop(self) -> None:
+        if self._producer_or_none is not None:
+            await self._producer_or_none.stop()
+
+    async def publish(self, env: Envelope[Any]) -> tuple[str, int, int]:
+        """Write one envelope; return (topic, partition, offset) once acknowledged."""
+        (position,) = await self.publish_all([env])
+        return position
+
+    async def publish_all(self, envs: list[Envelope[Any]]) -> list[tuple[str, int, int]]:
+        """Write envelopes in order (per key) and wait for every acknowledgement."""
+        futures = []
+        for env in envs:
+            topic = topic_for(type(env.data)).name
+            key, value, headers = to_kafka(env)
+            futures.append(await self._producer.send(topic, value, key=key, headers=headers))
+        metas = await asyncio.gather(*futures)
+        return [(m.topic, m.partition, m.offset) for m in metas]
+
+    async def enqueue(self, env: Envelope[Any]) -> asyncio.Future[Any]:
+        """Hand an envelope to the producer without waiting for its acknowledgement;
+        await the returned future (or flush) before relying on it being written."""
+        topic = topic_for(type(env.data)).name
+        key, value, headers = to_kafka(env)
+        return await self._producer.send(topic, value, key=key, headers=headers)
+
+    async def partition_of(self, topic: str, key: bytes) -> int:
+        """The partition our producer writes ``key`` to (murmur2, as Kafka's Java client)."""
+        partitions = sorted(await self._producer.partitions_for(topic))
+        return int(DefaultPartitioner()(key, partitions, partitions))
+
+    async def send_raw(
+        self, topic: str, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> None:
+        await (await self._producer.send(topic, value, key=key, headers=headers))

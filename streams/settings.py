@@ -1,0 +1,36 @@
+"""Settings of every agentlog process, read from the environment (``AGENTLOG_*``).
+
+One class for all roles, so local mode and the compose file use identical names; the
+defaults are this machine's local services.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AGENTLOG_", extra="ignore")
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    topic_prefix: str = Field(default="", description="prepended to every catalog topic name")
+    topic_partitions: int = Field(default=3, ge=1, description="partitions per catalog topic")
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    database_schema: str = "agentlog"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    qdrant_url: str = ":memory:"
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8080
+    max_message_bytes: int = 64 * 1024
+    max_steps_per_turn: int = 8
+    max_tool_calls_per_turn: int = 16
+    tool_result_max_bytes: int = 16 * 1024
+    model_timeout_s: float = 60.0
+    model_max_retries: int = 3
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_api_key: str = ""
+    anthropic_base_url: str = "https://api.anthropic.com"
+    anthropic_api_key: str = ""
+    consumer_session_timeout_ms: int = 10_000
+    log_level: str = "INFO"

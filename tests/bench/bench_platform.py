@@ -1,0 +1,201 @@
+"""Platform benchmark: per-turn overhead with the dev model, and gateway command intake.
+
+1. Turn overhead: turns on the zero-latency dev model at a steady rate; for each turn,
+   the time from ``turn.accepted`` to ``turn.completed`` as recorded in the log
+   (CloudEvents ``time``, microseconds). Prints p50/p99.
+2. Gateway intake: requests/s of ``POST /v1/sessions/{id}/turns`` (auth, validation,
+   produce with acks=all) against a bare FastAPI endpoint parsing the same body, both
+   served by one uvicorn process and loaded by wrk in the same run.
+
+    python -m tests.bench.bench_platform [--turns N] [--rate R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+from schemas import events
+from schemas.envelope import from_kafka
+from tests.kafka import REPO, BrokerProcess, free_port
+from tests.topics import read_all
+
+BARE_APP = """
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+class TurnCreate(BaseModel):
+    message: str
+
+app = FastAPI()
+
+@app.post("/turns", status_code=202)
+async def create(body: TurnCreate) -> dict[str, str]:
+    return {"status": "requested"}
+"""
+
+
+ROLE_COMMANDS = (["projector"], ["worker", "commands"], ["worker", "orchestrator"],
+                 ["worker", "model"], ["worker", "tool"], ["gateway"])
+
+
+def start_platform(bootstrap: str, tag: str) -> tuple[list[subprocess.Popen[bytes]], str, str]:
+    """One process per role, as deployed (the gateway apart from the workers)."""
+    import os
+
+    port = free_port()
+    env = {**os.environ, "AGENTLOG_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+           "AGENTLOG_TOPIC_PREFIX": f"{tag}.", "AGENTLOG_DATABASE_SCHEMA": tag,
+           "AGENTLOG_DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/test",
+           "AGENTLOG_GATEWAY_PORT": str(port), "AGENTLOG_LOG_LEVEL": "WARNING"}
+    cli = [sys.executable, "-m", "agentlog_cli"]
+    subprocess.run([*cli, "migrate"], cwd=REPO, env=env, check=True, capture_output=True)
+    procs = [subprocess.Popen([*cli, *role], cwd=REPO, env=env, stderr=subprocess.DEVNULL)
+             for role in ROLE_COMMANDS]
+    key = subprocess.run([*cli, "tenants", "create", "bench"], cwd=REPO, env=env, check=True,
+                         capture_output=True, text=True).stdout.strip()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/readyz").status_code == 200:
+                break
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)
+    return procs, url, key
+
+
+def drive_turns(api: httpx.Client, sessions: list[str], turns: int, rate: float) -> list[str]:
+    """Submit turns at a steady rate, each session one turn at a time."""
+    ids: list[str] = []
+    lock = threading.Lock()
+    per_session = turns // len(sessions)
+    interval = len(sessions) / rate
+
+    def run(session_id: str, offset: float) -> None:
+        time.sleep(offset)
+        for n in range(per_session):
+            started = time.monotonic()
+            response = api.post(f"/v1/sessions/{session_id}/turns?wait=10",
+                                json={"message": f"bench turn {n}"})
+            assert response.status_code == 200, response.text
+            with lock:
+                ids.append(response.json()["turn_id"])
+            time.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+    threads = [threading.Thread(target=run, args=(s, i / rate)) for i, s in enumerate(sessions)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return ids
+
+
+def turn_overheads(bootstrap: str, topic: str, turn_ids: set[str]) -> list[float]:
+    """accepted -> completed per turn, from the events' CloudEvents times, in ms."""
+    accepted: dict[str, float] = {}
+    completed: dict[str, float] = {}
+    for record in read_all(bootstrap, topic):
+        env = from_kafka(record.key, record.value, list(record.headers))
+        if isinstance(env.data, events.TurnAccepted) and env.data.turn_id in turn_ids:
+            accepted[env.data.turn_id] = env.time.timestamp()
+        elif isinstance(env.data, events.TurnCompleted) and env.data.turn_id in turn_ids:
+            completed[env.data.turn_id] = env.time.timestamp()
+    return [(completed[t] - accepted[t]) * 1000 for t in turn_ids if t in completed]
+
+
+def wrk(url: str, body: str, headers: dict[str, str], seconds: int) -> float:
+    script = Path(tempfile.mkstemp(suffix=".lua")[1])
+    lines = ['wrk.method = "POST"', f"wrk.body = [[{body}]]"]
+    lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
+    script.write_text("\n".join(lines) + "\n")
+    out = subprocess.run(["wrk", "-t1", "-c16", f"-d{seconds}s", "-s", str(script), url],
+                         capture_output=True, text=True, check=True).stdout
+    script.unlink()
+    non2xx = [line for line in out.splitlines() if "Non-2xx" in line]
+    if non2xx:
+        raise RuntimeError(f"errors under load: {non2xx[0]}")
+    return float(next(line.split()[1] for line in out.splitlines()
+                      if line.startswith("Requests/sec")))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--turns", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=50.0, help="turns per second")
+    parser.add_argument("--sessions", type=int, default=20)
+    parser.add_argument("--seconds", type=int, default=5, help="length of each wrk run")
+    args = parser.parse_args()
+
+    tag = f"bench_{uuid.uuid4().hex[:8]}"
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = BrokerProcess(Path(tmp) / "data").start()
+        platform, url, key = start_platform(broker.bootstrap, tag)
+        bare_port = free_port()
+        bare_dir = Path(tmp) / "bare"
+        bare_dir.mkdir()
+        (bare_dir / "bare_app.py").write_text(BARE_APP)
+        bare = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "bare_app:app", "--port", str(bare_port),
+             "--log-level", "warning", "--no-access-log"], cwd=bare_dir)
+        try:
+            headers = {"Authorization": f"Bearer {key}"}
+            api = httpx.Client(base_url=url, headers=headers, timeout=30)
+            agent = api.post("/v1/agents", json={"name": "bench", "model": "dev"}).json()
+            sessions = [api.post("/v1/sessions", json={"agent_id": agent["agent_id"]}).json()
+                        ["session_id"] for _ in range(args.sessions)]
+            drive_turns(api, sessions[:2], 20, 10)  # warm-up
+            started = time.monotonic()
+            turn_ids = drive_turns(api, sessions, args.turns, args.rate)
+            elapsed = time.monotonic() - started
+            overheads = sorted(turn_overheads(broker.bootstrap, f"{tag}.agentlog.events",
+                                              set(turn_ids)))
+            p50 = statistics.median(overheads)
+            p99 = overheads[min(len(overheads) - 1, int(0.99 * len(overheads)))]
+            print(f"turn overhead (dev model, accepted -> completed) over {len(overheads)} "
+                  f"turns at {len(turn_ids) / elapsed:.0f} turns/s: p50 {p50:.1f} ms, "
+                  f"p99 {p99:.1f} ms", flush=True)
+
+            if shutil.which("wrk") is None:
+                print("gateway intake: skipped (install wrk: apt-get install wrk)")
+                return
+            body = '{"message": "hello"}'
+            json_headers = {**headers, "Content-Type": "application/json"}
+            rounds = []
+            for _ in range(3):
+                bare_rps = wrk(f"http://127.0.0.1:{bare_port}/turns", body, json_headers,
+                               args.seconds)
+                intake_rps = wrk(f"{url}/v1/sessions/{sessions[-1]}/turns", body, json_headers,
+                                 args.seconds)
+                rounds.append((intake_rps, bare_rps))
+            ratios = [i / b for i, b in rounds]
+            print(f"gateway intake: {statistics.median(i for i, _ in rounds):,.0f} req/s vs bare "
+                  f"FastAPI {statistics.median(b for _, b in rounds):,.0f} req/s: "
+                  f"{statistics.median(ratios):.0%} (rounds: "
+                  + ", ".join(f"{r:.0%}" for r in ratios) + ")")
+        finally:
+            bare.terminate()
+            for proc in platform:
+                proc.terminate()
+            for proc in platform:
+                proc.wait(30)
+            broker.stop()
+            from tests.e2e.conftest import drop_schemas
+
+            drop_schemas(tag)
+
+
+if __name__ == "__main__":
+    main()

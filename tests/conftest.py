@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.kafka import BrokerProcess, external_bootstrap
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if external_bootstrap() or os.environ.get("AGENTLOG_TEST_KAFKA") == "testcontainers":
+        skip = pytest.mark.skip(reason="needs the embedded broker itself, not an external Kafka")
+        for item in items:
+            if "broker_internal" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Bootstrap servers of the Kafka the contract suite runs against."""
+    external = external_bootstrap()
+    if external:
+        yield external
+        return
+    if os.environ.get("AGENTLOG_TEST_KAFKA") == "testcontainers":
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer().with_kraft() as kafka:
+            yield kafka.get_bootstrap_server()
+        return
+    broker = BrokerProcess(tmp_path_factory.mktemp("kafka") / "data").start()
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def broker_factory(tmp_path: Path) -> Iterator[type[BrokerProcess]]:
+    """Start private brokers for one test (crash, retention and robustness tests)."""
+    started: list[BrokerProcess] = []
+
+    class _Tracked(BrokerProcess):
+        def start(self, timeout: float = 20.0) -> BrokerProcess:
+            started.append(self)
+            return super().start(timeout)
+
+    yield _Tracked
+    for broker in started:
+        if broker.proc is not None and broker.proc.poll() is None:
+            broker.proc.kill()
+            broker.proc.wait(5)
+
+
+@pytest.fixture
+def topic_name() -> str:
+    return f"t-{uuid.uuid4().hex[:12]}"

@@ -1,0 +1,150 @@
+"""The whole platform, for end-to-end tests: `agentlog up` against the suite's Kafka, with
+its own topics (prefix), Postgres schema and port, driven over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from tests.kafka import REPO, free_port
+
+DATABASE_URL = os.environ.get(
+    "AGENTLOG_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+@dataclass
+class Platform:
+    url: str
+    key: str
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def prefix(self) -> str:
+        return self.env["AGENTLOG_TOPIC_PREFIX"]
+
+    @property
+    def schema(self) -> str:
+        return self.env["AGENTLOG_DATABASE_SCHEMA"]
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url, timeout=30, headers={"Authorization": f"Bearer {self.key}"}
+        )
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")[-6000:]
+
+
+def platform_env(bootstrap: str, tag: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "AGENTLOG_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "AGENTLOG_TOPIC_PREFIX": f"{tag}.",
+        "AGENTLOG_DATABASE_URL": DATABASE_URL,
+        "AGENTLOG_DATABASE_SCHEMA": tag,
+        "AGENTLOG_GATEWAY_PORT": str(free_port()),
+        "AGENTLOG_TOPIC_PARTITIONS": "3",
+    }
+
+
+def drop_schemas(schema: str) -> None:
+    with psycopg.connect(DATABASE_URL, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", (f"{schema}%",)
+        ).fetchall()
+        for (name,) in rows:
+            conn.execute(f'DROP SCHEMA "{name}" CASCADE')
+
+
+@pytest.fixture
+def platform(bootstrap: str, tmp_path: Path) -> Iterator[Platform]:
+    tag = f"e2e_{uuid.uuid4().hex[:10]}"
+    env = platform_env(bootstrap, tag)
+    log_path = tmp_path / "platform.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agentlog_cli", "up", "--no-broker"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=log_path.open("wb"),
+    )
+    key = None
+    deadline = time.monotonic() + 60
+    assert proc.stdout is not None
+    while key is None and time.monotonic() < deadline:
+        line = proc.stdout.readline().decode()
+        if not line and proc.poll() is not None:
+            raise RuntimeError(f"platform exited: {log_path.read_text()[-4000:]}")
+        if line.strip().startswith("api key"):
+            key = line.split()[-1]
+    assert key, "platform did not print an API key"
+    platform = Platform(
+        f"http://127.0.0.1:{env['AGENTLOG_GATEWAY_PORT']}", key, env, proc, log_path
+    )
+    try:
+        yield platform
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        drop_schemas(tag)
+
+
+@dataclass
+class ToolServer:
+    """A real HTTP tool endpoint: /weather answers, /slow stalls, /broken fails."""
+
+    url: str
+    requests: list[dict[str, Any]] = field(default_factory=list)
+
+
+@pytest.fixture
+def tool_server() -> Iterator[ToolServer]:
+    received: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+            received.append({"path": self.path, "body": body, "headers": dict(self.headers)})
+            if self.path == "/slow":
+                time.sleep(3)
+            if self.path == "/broken":
+                self.send_response(500)
+                self.end_headers()
+                self.wfile.write(b"boom")
+                return
+            answer = json.dumps({"city": body.get("city"), "forecast": "sunny", "celsius": 21})
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(answer.encode())
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield ToolServer(f"http://127.0.0.1:{server.server_address[1]}", received)
+    finally:
+        server.shutdown()

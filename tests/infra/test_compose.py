@@ -1,0 +1,186 @@
+"""docker-compose.yml against the code: its services, their commands, their AGENTLOG_* names.
+
+Runs ``docker-compose config`` (the Debian package ``docker-compose``); no Docker engine is
+needed. Without the binary the tests that need it fail, unless AGENTLOG_SKIP_COMPOSE_TEST=1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streams.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+
+INFRA_SERVICES = {"kafka", "postgres", "redis", "qdrant"}
+HEALTH_CHECKED = {"kafka", "postgres", "redis"}
+# One process per role, exactly as the CLI spells them.
+ROLE_COMMANDS = {
+    ("agentlog", "migrate"),
+    ("agentlog", "gateway"),
+    ("agentlog", "projector"),
+    ("agentlog", "worker", "commands"),
+    ("agentlog", "worker", "orchestrator"),
+    ("agentlog", "worker", "model"),
+    ("agentlog", "worker", "tool"),
+}
+SETTINGS_VARIABLES = {f"AGENTLOG_{name.upper()}" for name in Settings.model_fields}
+
+_YAML_TO_JSON = "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)"
+
+
+def _docker_compose() -> str:
+    path = shutil.which("docker-compose")
+    if path is not None:
+        return path
+    if os.environ.get("AGENTLOG_SKIP_COMPOSE_TEST") == "1":
+        pytest.skip("docker-compose is not installed (AGENTLOG_SKIP_COMPOSE_TEST=1)")
+    pytest.fail(
+        "the docker-compose binary is missing: install the Debian package "
+        "(apt-get install -y docker-compose), or set AGENTLOG_SKIP_COMPOSE_TEST=1 to skip",
+        pytrace=False,
+    )
+
+
+def _run(args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        args, cwd=ROOT, input=stdin, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def _parse_yaml(text: str, compose: str) -> Any:
+    """Parse with PyYAML here if installed, else with the Python that runs docker-compose.
+
+    docker-compose 1.x (Debian's) is a Python program that needs PyYAML itself, so its
+    interpreter can always read what it printed.
+    """
+    try:
+        import yaml
+    except ImportError:
+        pass
+    else:
+        return yaml.safe_load(text)
+    with open(compose, "rb") as f:
+        first_line = f.readline().decode(errors="replace")
+    if not first_line.startswith("#!"):
+        pytest.fail(
+            "docker-compose printed YAML, and neither PyYAML nor a Python docker-compose "
+            "is available to read it: install PyYAML or a docker-compose with --format json",
+            pytrace=False,
+        )
+    converted = _run([*shlex.split(first_line[2:]), "-c", _YAML_TO_JSON], stdin=text)
+    assert converted.returncode == 0, f"could not read docker-compose's YAML:\n{converted.stderr}"
+    return json.loads(converted.stdout)
+
+
+@pytest.fixture(scope="module")
+def compose_config() -> dict[str, Any]:
+    """The resolved compose file (anchors merged, variables interpolated), as data."""
+    compose = _docker_compose()
+    command = [compose, "-f", COMPOSE_FILE.name, "config"]
+    json_output = "--format" in _run([compose, "config", "--help"]).stdout
+    if json_output:
+        command += ["--format", "json"]
+    result = _run(command)
+    assert result.returncode == 0, f"{shlex.join(command)} failed:\n{result.stderr}"
+    config = json.loads(result.stdout) if json_output else _parse_yaml(result.stdout, compose)
+    assert isinstance(config, dict)
+    return config
+
+
+def _services(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    services = config["services"]
+    assert isinstance(services, dict)
+    return services
+
+
+def _agentlog_services(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The services built from our Dockerfile."""
+    return {name: svc for name, svc in _services(config).items() if "build" in svc}
+
+
+def _environment(service: dict[str, Any]) -> dict[str, str | None]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):  # KEY=VALUE or bare KEY (passed through from the shell)
+        pairs = [item.split("=", 1) for item in env]
+        return {pair[0]: pair[1] if len(pair) == 2 else None for pair in pairs}
+    return {key: None if value is None else str(value) for key, value in env.items()}
+
+
+def _command(service: dict[str, Any]) -> tuple[str, ...]:
+    command = service.get("command", [])
+    return tuple(shlex.split(command) if isinstance(command, str) else command)
+
+
+def test_compose_config_lists_the_services(compose_config: dict[str, Any]) -> None:
+    services = _services(compose_config)
+    missing = INFRA_SERVICES - services.keys()
+    assert not missing, f"infrastructure services missing: {sorted(missing)}"
+    assert services["kafka"]["image"].startswith("apache/kafka")
+    assert services["postgres"]["image"] == "postgres:16"
+    assert services["redis"]["image"] == "redis:7"
+    assert services["qdrant"]["image"].startswith("qdrant/qdrant")
+    for name in HEALTH_CHECKED:
+        assert services[name].get("healthcheck", {}).get("test"), f"{name} has no health check"
+
+
+def test_every_agentlog_variable_is_a_settings_field() -> None:
+    """Any AGENTLOG_* name in the file, anchors and ${...} included: a typo fails here."""
+    names = set(re.findall(r"\bAGENTLOG_\w+", COMPOSE_FILE.read_text()))
+    assert names, "docker-compose.yml sets no AGENTLOG_* variable"
+    unknown = names - SETTINGS_VARIABLES
+    assert not unknown, f"not fields of streams.settings.Settings: {sorted(unknown)}"
+
+
+def test_agentlog_services_get_settings_variables_only(compose_config: dict[str, Any]) -> None:
+    environments = {
+        name: _environment(svc) for name, svc in _agentlog_services(compose_config).items()
+    }
+    for name, env in environments.items():
+        ours = {key for key in env if key.upper().startswith("AGENTLOG_")}
+        unknown = ours - SETTINGS_VARIABLES
+        assert not unknown, f"{name}: not fields of streams.settings.Settings: {sorted(unknown)}"
+        assert env.get("AGENTLOG_KAFKA_BOOTSTRAP_SERVERS") == "kafka:9092", name
+    first = next(iter(environments.values()))
+    differing = sorted(name for name, env in environments.items() if env != first)
+    assert not differing, f"services not sharing x-agentlog-env: {differing}"
+
+
+def test_one_agentlog_service_per_role_command(compose_config: dict[str, Any]) -> None:
+    entrypoints = re.findall(r"^ENTRYPOINT\s+(.+)$", DOCKERFILE.read_text(), re.MULTILINE)
+    assert [json.loads(e) for e in entrypoints] == [["agentlog"]]
+    services = _agentlog_services(compose_config)
+    commands: list[tuple[str, ...]] = []
+    for name, svc in services.items():
+        assert "entrypoint" not in svc, f"{name} overrides the image's agentlog entrypoint"
+        command = ("agentlog", *_command(svc))
+        assert command in ROLE_COMMANDS, f"{name}: {shlex.join(command)} is not a role command"
+        commands.append(command)
+    assert sorted(commands) == sorted(ROLE_COMMANDS), "each role must run exactly once"
+
+
+def test_roles_start_after_migrate_and_healthy_services(compose_config: dict[str, Any]) -> None:
+    services = _agentlog_services(compose_config)
+    by_command = {("agentlog", *_command(svc)): name for name, svc in services.items()}
+    migrate = by_command[("agentlog", "migrate")]
+    for name, svc in services.items():
+        depends_on = svc.get("depends_on", {})
+        conditions = {dep: spec["condition"] for dep, spec in depends_on.items()}
+        for dep in ("kafka", "postgres"):
+            assert conditions.get(dep) == "service_healthy", f"{name} must wait for {dep}"
+        if name != migrate:
+            assert conditions.get(migrate) == "service_completed_successfully", name
+    gateway = services[by_command[("agentlog", "gateway")]]
+    published = {(str(p["published"]), str(p["target"])) for p in gateway.get("ports", [])}
+    assert ("8080", "8080") in published, "the gateway must be published on 8080"

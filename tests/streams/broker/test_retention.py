@@ -1,0 +1,66 @@
+"""Retention deletes whole segments; consumers see the log start offset move."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.kafka import BrokerProcess
+from tests.streams.clients import AiokafkaClient, ConfluentClient, Sent
+
+pytestmark = pytest.mark.broker_internal
+
+
+def wait_for(condition, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.1)
+
+
+def produce_one_batch_each(client: ConfluentClient, topic: str, count: int) -> None:
+    for i in range(count):
+        client.produce(topic, [Sent(key=None, value=f"{i:04d}".encode() + b"x" * 200)])
+
+
+def test_retention_bytes_deletes_oldest_segments(
+    broker_factory: type[BrokerProcess], tmp_path: Path, topic_name: str
+) -> None:
+    broker = broker_factory(tmp_path / "data", "--retention-check-interval-ms", "100").start()
+    client = ConfluentClient(broker.bootstrap)
+    client.create_topic(
+        topic_name, 1, {"segment.bytes": "1024", "retention.bytes": "2048", "retention.ms": "-1"}
+    )
+    produce_one_batch_each(client, topic_name, 30)
+    partition_dir = tmp_path / "data" / "topics" / topic_name / "0"
+
+    wait_for(lambda: client.offsets(topic_name, 0)[0] > 0)
+    start, end = client.offsets(topic_name, 0)
+    assert end == 30
+    segments = sorted(partition_dir.glob("*.log"))
+    assert int(segments[0].stem) == start, "log start is the first remaining segment"
+    assert sum(s.stat().st_size for s in segments[:-1]) <= 2048
+
+    # Consumers from the beginning start at the new log start, for both clients.
+    for reader in (client, AiokafkaClient(broker.bootstrap)):
+        records = reader.consume(topic_name, end - start)
+        assert [r.offset for r in records] == list(range(start, end))
+
+
+def test_retention_ms_empties_an_expired_log(
+    broker_factory: type[BrokerProcess], tmp_path: Path, topic_name: str
+) -> None:
+    broker = broker_factory(tmp_path / "data", "--retention-check-interval-ms", "100").start()
+    client = ConfluentClient(broker.bootstrap)
+    client.create_topic(topic_name, 1, {"retention.ms": "600000"})
+    an_hour_ago = int(time.time() * 1000) - 3_600_000
+    client.produce(
+        topic_name,
+        [Sent(key=None, value=b"old", partition=0, timestamp_ms=an_hour_ago) for _ in range(5)],
+    )
+
+    wait_for(lambda: client.offsets(topic_name, 0) == (5, 5))
+    assert client.produce(topic_name, [Sent(key=None, value=b"fresh")]) == [(0, 5)]
+    assert [r.value for r in client.consume(topic_name, 1)] == [b"fresh"]

@@ -1,0 +1,119 @@
+"""Consumer groups over real clients: rebalances on join, leave and session expiry."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.kafka import REPO
+from tests.streams.clients import CLIENTS, ConfluentClient, Sent
+
+
+class Member:
+    def __init__(self, client: str, bootstrap: str, topic: str, group: str, out: Path) -> None:
+        self.out = out
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.streams.group_member", client, bootstrap, topic, group],
+            cwd=REPO,
+            stdout=out.open("wb"),
+        )
+
+    def events(self) -> list[dict[str, Any]]:
+        lines = self.out.read_bytes().splitlines()
+        return [json.loads(line) for line in lines if line.endswith(b"}")]
+
+    def values(self) -> set[str]:
+        return {e["v"] for e in self.events() if e["event"] == "record"}
+
+    def assignment(self) -> list[int] | None:
+        assigned = [e["partitions"] for e in self.events() if e["event"] == "assigned"]
+        return assigned[-1] if assigned else None
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(30)
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def members(tmp_path: Path) -> Iterator[list[Member]]:
+    started: list[Member] = []
+    yield started
+    for m in started:
+        if m.proc.poll() is None:
+            m.proc.kill()
+            m.proc.wait(10)
+
+
+def produce(bootstrap: str, topic: str, start: int, count: int) -> set[str]:
+    values = [str(i) for i in range(start, start + count)]
+    ConfluentClient(bootstrap).produce(
+        topic, [Sent(key=v.encode(), value=v.encode()) for v in values]
+    )
+    return set(values)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("client", [c.name for c in CLIENTS])
+def test_group_rebalances_on_leave_and_expiry_and_resumes_from_commits(
+    client: str, bootstrap: str, topic_name: str, tmp_path: Path, members: list[Member]
+) -> None:
+    ConfluentClient(bootstrap).create_topic(topic_name, 6)
+    group = f"g-{topic_name}"
+
+    def start_member(name: str) -> Member:
+        member = Member(client, bootstrap, topic_name, group, tmp_path / f"{name}.jsonl")
+        members.append(member)
+        return member
+
+    first = [start_member(f"m{i}") for i in range(3)]
+
+    def balanced() -> bool:
+        assignments = [m.assignment() for m in first]
+        if any(a is None or len(a) != 2 for a in assignments):
+            return False
+        return sorted(p for a in assignments for p in a or []) == list(range(6))
+
+    wait_until(balanced, 60, "three members with two partitions each")
+
+    expected = produce(bootstrap, topic_name, 0, 600)
+    wait_until(lambda: set().union(*(m.values() for m in first)) >= expected, 60, "first 600")
+
+    leaver, victim, survivor = first
+    leaver.stop()
+    victim.kill()
+    expected |= produce(bootstrap, topic_name, 600, 600)
+
+    # The killed member's partitions move only after its session times out.
+    wait_until(lambda: survivor.assignment() == list(range(6)), 60, "survivor owning all")
+    wait_until(lambda: set().union(*(m.values() for m in first)) >= expected, 60, "all 1200")
+    assert set().union(*(m.values() for m in first)) == expected
+
+    survivor.stop()
+    assert survivor.events()[-1]["event"] == "closed"
+    fresh = produce(bootstrap, topic_name, 1200, 300)
+    late = start_member("late")
+    wait_until(lambda: late.values() >= fresh, 60, "late member catching up")
+    time.sleep(1)
+    # Committed offsets survived the members: nothing before them is read again.
+    assert late.values() == fresh

@@ -1,0 +1,164 @@
+"""Effect workers: the only places that do slow I/O (model calls, HTTP tools).
+
+Each reads the events topic for its requests and records results as facts keyed like
+the request. Exactly-once effect rests on one rule: never perform a request whose
+result is already in the log. On partition assignment the worker reads ahead from the
+committed offset to the log end to learn which requests already have results, and it
+keeps learning from the results it sees (its own included) as it goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from projections.secrets import SecretStore
+from schemas import events
+from schemas.base import Fact
+from schemas.envelope import Envelope
+from streams.catalog import EVENTS, group_id
+from streams.consumer import Item, SeenIds, read_range
+
+log = logging.getLogger(__name__)
+
+
+class EffectWorker:
+    name: ClassVar[str]
+    topics: Sequence[str] = (EVENTS.name,)
+    request_type: ClassVar[type[Fact]]
+    result_types: ClassVar[tuple[type[Fact], ...]]
+    source: ClassVar[str]
+
+    def __init__(self, bootstrap_servers: str) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.done = SeenIds()
+        self._committed = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap_servers,
+            group_id=group_id(self.name),
+            enable_auto_commit=False,
+        )
+        self._started = False
+
+    def request_key(self, data: Any) -> str:
+        raise NotImplementedError
+
+    async def perform(self, env: Envelope[Any]) -> list[Envelope[Any]]:
+        raise NotImplementedError
+
+    async def on_assigned(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        if not self._started:
+            await self._committed.start()
+            self._started = True
+        ends = await self._committed.end_offsets(partitions)
+        for tp in partitions:
+            start = await self._committed.committed(tp) or 0
+            for env in await read_range(self.bootstrap_servers, tp, start, ends[tp]):
+                self._learn(env.data)
+        return {}
+
+    def _learn(self, data: Fact) -> None:
+        if isinstance(data, self.result_types):
+            self.done.add(self.request_key(data))
+
+    async def handle_batch(self, items: list[Item]) -> list[Envelope[Any]]:
+        work = []
+        for env, _position in items:
+            self._learn(env.data)
+            if isinstance(env.data, self.request_type):
+                key = self.request_key(env.data)
+                if key not in self.done:
+                    self.done.add(key)  # a duplicate request later in the batch is skipped
+                    work.append(env)
+        results = await asyncio.gather(*(self.perform(env) for env in work))
+        return [out for outs in results for out in outs]
+
+    async def close(self) -> None:
+        if self._started:
+            await self._committed.stop()
+
+
+class ToolWorker(EffectWorker):
+    """Calls HTTP tools: POST the arguments as JSON, record the (size-capped) answer.
+
+    Tools are not retried automatically: a tool call may not be idempotent.
+    """
+
+    name = "tool"
+    request_type = events.ToolCallRequested
+    result_types = (events.ToolCallCompleted, events.ToolCallFailed)
+    source = "/workers/tool"
+
+    def __init__(self, bootstrap_servers: str, secrets: SecretStore, max_result_bytes: int) -> None:
+        super().__init__(bootstrap_servers)
+        self.secrets = secrets
+        self.max_result_bytes = max_result_bytes
+        self.http = httpx.AsyncClient()
+
+    def request_key(self, data: Any) -> str:
+        return str(data.tool_call_id)
+
+    async def perform(self, env: Envelope[Any]) -> list[Envelope[Any]]:
+        req: events.ToolCallRequested = env.data
+        common: dict[str, Any] = {
+            "session_id": req.session_id,
+            "turn_id": req.turn_id,
+            "tool_call_id": req.tool_call_id,
+            "step": req.step,
+            "tool": req.tool,
+        }
+        # The call id lets a tool recognise a retried call (after a worker crash).
+        headers = {
+            **await self.secrets.get(env.tenant_id, req.tool_id),
+            "X-Agentlog-Tool-Call-Id": req.tool_call_id,
+        }
+        result: Fact
+        try:
+            response = await self.http.post(
+                req.url, json=req.arguments, headers=headers, timeout=req.timeout_s
+            )
+        except httpx.TimeoutException:
+            result = events.ToolCallFailed(
+                **common, code="TOOL_TIMEOUT", detail=f"no answer within {req.timeout_s} s"
+            )
+        except httpx.HTTPError as exc:
+            result = events.ToolCallFailed(
+                **common, code="TOOL_UNAVAILABLE", detail=type(exc).__name__
+            )
+        else:
+            body = response.content
+            text = body[: self.max_result_bytes].decode("utf-8", errors="replace")
+            if response.status_code >= 400:
+                result = events.ToolCallFailed(
+                    **common,
+                    code="TOOL_HTTP_ERROR",
+                    detail=f"HTTP {response.status_code}: {text[:500]}",
+                )
+            else:
+                result = events.ToolCallCompleted(
+                    **common,
+                    status_code=response.status_code,
+                    result=text,
+                    truncated=len(body) > self.max_result_bytes,
+                )
+        usage = events.UsageRecorded(
+            tenant_id=env.tenant_id,
+            usage_id=req.tool_call_id,
+            session_id=req.session_id,
+            turn_id=req.turn_id,
+            source="tool",
+            resource=req.tool,
+            calls=1,
+        )
+        return [
+            env.follow(result, step="result", source=self.source),
+            env.follow(usage, step="usage", source=self.source),
+        ]
+
+    async def close(self) -> None:
+        await self.http.aclose()
+        await super().close()

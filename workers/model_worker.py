@@ -1,0 +1,132 @@
+"""The model worker: performs ``ModelCallRequested`` with the agent's provider.
+
+Text streams to the output topic as ``OutputDelta`` while the call runs; the result is
+recorded as ``ModelCallCompleted`` or ``ModelCallFailed``, and usage (of every attempt,
+failed ones included) as ``UsageRecorded`` on the usage topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from schemas import events
+from schemas.base import Fact
+from schemas.envelope import Envelope
+from streams.publisher import Publisher
+from streams.settings import Settings
+
+from .effects import EffectWorker
+from .providers.base import ChatMessage, ModelRequest, ProviderError, ToolCall, ToolSpec
+from .providers.registry import ModelUnknownError, provider_for
+from .providers.retry import RetryPolicy, complete_with_retries
+
+
+class ModelWorker(EffectWorker):
+    name = "model"
+    request_type = events.ModelCallRequested
+    result_types = (events.ModelCallCompleted, events.ModelCallFailed)
+    source = "/workers/model"
+
+    def __init__(self, bootstrap_servers: str, settings: Settings) -> None:
+        super().__init__(bootstrap_servers)
+        self.settings = settings
+        self.policy = RetryPolicy(
+            max_retries=settings.model_max_retries, timeout_s=settings.model_timeout_s
+        )
+        self.deltas = Publisher(bootstrap_servers, linger_ms=2)
+        self._deltas_started = False
+
+    def request_key(self, data: Any) -> str:
+        return str(data.call_id)
+
+    async def perform(self, env: Envelope[Any]) -> list[Envelope[Any]]:
+        if not self._deltas_started:
+            await self.deltas.start()
+            self._deltas_started = True
+        req: events.ModelCallRequested = env.data
+        ids: dict[str, Any] = {"session_id": req.session_id, "turn_id": req.turn_id}
+        pending: list[asyncio.Future[Any]] = []
+
+        async def on_delta(text: str) -> None:
+            index = len(pending)
+            delta = events.OutputDelta(**ids, call_id=req.call_id, index=index, text=text)
+            step = f"delta-{index}"
+            pending.append(await self.deltas.enqueue(env.follow(delta, step=step,
+                                                                source=self.source)))
+
+        request = ModelRequest(
+            model=req.model,
+            messages=[
+                ChatMessage(
+                    role=m.role,
+                    content=m.content,
+                    tool_call_id=m.tool_call_id,
+                    tool_calls=[ToolCall(**c.model_dump()) for c in m.tool_calls],
+                )
+                for m in req.messages
+            ],
+            tools=[
+                ToolSpec(name=t.name, description=t.description, parameters=t.parameters)
+                for t in req.tools
+            ],
+        )
+        common: dict[str, Any] = {**ids, "call_id": req.call_id, "step": req.step}
+        outputs: list[Envelope[Any]] = []
+        result: Fact
+        try:
+            provider = provider_for(req.model, self.settings)
+            outcome = await complete_with_retries(provider, request, on_delta, self.policy)
+        except ModelUnknownError as exc:
+            result = events.ModelCallFailed(
+                **common, code="MODEL_UNKNOWN", detail=str(exc), usage=events.UsageValue()
+            )
+            return [env.follow(result, step="result", source=self.source)]
+        except ProviderError as exc:
+            usage = exc.usage or events.UsageValue()
+            result = events.ModelCallFailed(
+                **common,
+                code=exc.code,
+                detail=str(exc),
+                usage=events.UsageValue(
+                    input_tokens=usage.input_tokens, output_tokens=usage.output_tokens
+                ),
+            )
+            attempts_usage = result.usage
+        else:
+            response = outcome.response
+            attempts_usage = events.UsageValue(
+                input_tokens=outcome.usage.input_tokens, output_tokens=outcome.usage.output_tokens
+            )
+            result = events.ModelCallCompleted(
+                **common,
+                text=response.text,
+                tool_calls=[events.ToolCallValue(**c.model_dump()) for c in response.tool_calls],
+                usage=attempts_usage,
+                attempts=outcome.attempts,
+            )
+            message = events.OutputMessage(
+                **ids, call_id=req.call_id, text=response.text, final=not response.tool_calls
+            )
+            outputs.append(env.follow(message, step="output", source=self.source))
+        await asyncio.gather(*pending)  # deltas precede the result on the output topic
+        usage_fact = events.UsageRecorded(
+            tenant_id=env.tenant_id,
+            usage_id=req.call_id,
+            session_id=req.session_id,
+            turn_id=req.turn_id,
+            source="model",
+            resource=req.model,
+            input_tokens=attempts_usage.input_tokens,
+            output_tokens=attempts_usage.output_tokens,
+        )
+        return [
+            *outputs,
+            env.follow(result, step="result", source=self.source),
+            env.follow(usage_fact, step="usage", source=self.source),
+        ]
+
+    async def close(self) -> None:
+        if self._deltas_started:
+            await self.deltas.stop()
+        await super().close()

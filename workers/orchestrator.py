@@ -1,0 +1,310 @@
+"""The orchestrator: a process manager that decides each turn's next step.
+
+``decide(state, event)`` is pure: given a turn's state and the next event of its session,
+it returns the new state and the facts to record. It never calls a model, a tool or the
+database. Effects are requested as facts (``ModelCallRequested``, ``ToolCallRequested``)
+and their results come back as facts, so after a crash the orchestrator rebuilds its
+state from the log and never redoes a step whose result is already there.
+
+State is rebuilt on partition assignment behind an offset fence: once the projection
+has applied the partition up to the committed offset, the oldest still-running turn
+tells where to replay from (with outputs suppressed: they are already in the log).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import jsonschema
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from projections.queries import ReadModel
+from projections.store import wait_for_position
+from schemas import events
+from schemas.base import Fact
+from schemas.envelope import Envelope, derived_id
+from streams.catalog import EVENTS, group_id
+from streams.consumer import Item, SeenIds, read_range
+
+log = logging.getLogger(__name__)
+SOURCE = "/workers/orchestrator"
+
+
+@dataclass(frozen=True)
+class TurnState:
+    turn_id: str
+    session_id: str
+    config: events.AgentConfig
+    tools: dict[str, events.ToolDefinition]
+    messages: tuple[events.MessageValue, ...]
+    step: int = 0
+    call_id: str = ""
+    pending: frozenset[str] = frozenset()
+    tool_calls_made: int = 0
+    usage: events.UsageValue = field(default_factory=events.UsageValue)
+    done: bool = False
+
+
+Decision = tuple[TurnState | None, list[tuple[str, Fact]]]
+Step = tuple[TurnState, list[tuple[str, Fact]]]
+
+
+def decide(state: TurnState | None, data: Fact, event_id: str) -> Decision:
+    """The next state and the facts to record, each with its step name (for its id)."""
+    if isinstance(data, events.TurnAccepted):
+        return _start(data, event_id) if state is None else (state, [])
+    if state is None or state.done:
+        return state, []
+    if isinstance(data, events.TurnCancelled):
+        return replace(state, done=True), []
+    if isinstance(data, events.ModelCallCompleted) and data.call_id == state.call_id:
+        return _model_answered(state, data, event_id)
+    if isinstance(data, events.ModelCallFailed) and data.call_id == state.call_id:
+        usage = _add(state.usage, data.usage)
+        failed = events.TurnFailed(
+            session_id=state.session_id,
+            turn_id=state.turn_id,
+            code=data.code,
+            detail=data.detail,
+            usage=usage,
+        )
+        return replace(state, done=True, usage=usage), [("failed", failed)]
+    if isinstance(data, events.ToolCallCompleted | events.ToolCallFailed) and (
+        data.tool_call_id in state.pending
+    ):
+        content = (
+            data.result
+            if isinstance(data, events.ToolCallCompleted)
+            else f"error {data.code}: {data.detail}"
+        )
+        return _tool_answered(state, data.tool_call_id, content, event_id)
+    return state, []
+
+
+def _start(data: events.TurnAccepted, event_id: str) -> Step:
+    user = events.MessageValue(role="user", content=data.message)
+    system = (
+        [events.MessageValue(role="system", content=data.config.system_prompt)]
+        if data.config.system_prompt
+        else []
+    )
+    state = TurnState(
+        turn_id=data.turn_id,
+        session_id=data.session_id,
+        config=data.config,
+        tools={t.name: t for t in data.tools},
+        messages=(*system, *data.history, user),
+    )
+    ids: dict[str, Any] = {"session_id": data.session_id, "turn_id": data.turn_id}
+    started = events.TurnStarted(**ids)
+    appended = events.MessageAppended(
+        **ids, message_id=derived_id(event_id, "message"), message=user
+    )
+    state, request = _request_model(state, event_id)
+    return state, [("started", started), ("message", appended), *request]
+
+
+def _request_model(state: TurnState, cause_id: str) -> Step:
+    if state.step >= state.config.max_steps:
+        failed = events.TurnFailed(
+            session_id=state.session_id,
+            turn_id=state.turn_id,
+            code="MAX_STEPS_EXCEEDED",
+            detail=f"the turn took more than {state.config.max_steps} model calls",
+            usage=state.usage,
+        )
+        return replace(state, done=True), [("failed", failed)]
+    step = state.step + 1
+    call_id = derived_id(cause_id, f"model-call-{step}")
+    request = events.ModelCallRequested(
+        session_id=state.session_id,
+        turn_id=state.turn_id,
+        call_id=call_id,
+        step=step,
+        model=state.config.model,
+        messages=list(state.messages),
+        tools=list(state.tools.values()),
+    )
+    return replace(state, step=step, call_id=call_id, pending=frozenset()), [("model", request)]
+
+
+def _model_answered(state: TurnState, data: events.ModelCallCompleted, event_id: str) -> Step:
+    ids: dict[str, Any] = {"session_id": state.session_id, "turn_id": state.turn_id}
+    answer = events.MessageValue(
+        role="assistant", content=data.text or None, tool_calls=data.tool_calls
+    )
+    message_id = derived_id(event_id, "message")
+    state = replace(state, messages=(*state.messages, answer), usage=_add(state.usage, data.usage))
+    facts: list[tuple[str, Fact]] = [
+        ("message", events.MessageAppended(**ids, message_id=message_id, message=answer))
+    ]
+    if not data.tool_calls:
+        done = events.TurnCompleted(
+            **ids, message_id=message_id, usage=state.usage, steps=state.step
+        )
+        return replace(state, done=True), [*facts, ("completed", done)]
+    pending: set[str] = set()
+    rejected: list[tuple[str, str]] = []
+    made = state.tool_calls_made
+    for call in data.tool_calls:
+        tool = state.tools.get(call.name)
+        common: dict[str, Any] = {
+            **ids,
+            "tool_call_id": call.id,
+            "step": state.step,
+            "tool": call.name,
+        }
+        problem = _reject_reason(call, tool, made, state.config.max_tool_calls)
+        if problem is not None:
+            code, detail = problem
+            facts.append(
+                (
+                    f"tool-{call.id}",
+                    events.ToolCallRejected(
+                        **common, code=code, detail=detail, arguments=call.arguments
+                    ),
+                )
+            )
+            rejected.append((call.id, f"error {code}: {detail}"))
+            continue
+        assert tool is not None
+        made += 1
+        pending.add(call.id)
+        facts.append(
+            (
+                f"tool-{call.id}",
+                events.ToolCallRequested(
+                    **common,
+                    tool_id=tool.tool_id,
+                    url=tool.url,
+                    arguments=call.arguments,
+                    timeout_s=tool.timeout_s,
+                ),
+            )
+        )
+    state = replace(state, pending=frozenset(pending), tool_calls_made=made)
+    for call_id, content in rejected:
+        state = replace(
+            state,
+            messages=(
+                *state.messages,
+                events.MessageValue(role="tool", content=content, tool_call_id=call_id),
+            ),
+        )
+    if pending:
+        return state, facts
+    state, request = _request_model(state, event_id)
+    return state, [*facts, *request]
+
+
+RejectCode = Literal["TOOL_NOT_ALLOWED", "TOOL_SCHEMA_INVALID", "TOOL_CALL_LIMIT"]
+
+
+def _reject_reason(
+    call: events.ToolCallValue, tool: events.ToolDefinition | None, made: int, limit: int
+) -> tuple[RejectCode, str] | None:
+    if tool is None:
+        return "TOOL_NOT_ALLOWED", f"tool {call.name!r} is not allowed for this agent"
+    if made >= limit:
+        return "TOOL_CALL_LIMIT", f"more than {limit} tool calls in one turn"
+    try:
+        jsonschema.validate(call.arguments, tool.parameters)
+    except jsonschema.ValidationError as exc:
+        return "TOOL_SCHEMA_INVALID", exc.message
+    return None
+
+
+def _tool_answered(state: TurnState, tool_call_id: str, content: str, event_id: str) -> Step:
+    message = events.MessageValue(role="tool", content=content, tool_call_id=tool_call_id)
+    ids: dict[str, Any] = {"session_id": state.session_id, "turn_id": state.turn_id}
+    facts: list[tuple[str, Fact]] = [
+        (
+            "message",
+            events.MessageAppended(
+                **ids, message_id=derived_id(event_id, "message"), message=message
+            ),
+        )
+    ]
+    state = replace(
+        state, messages=(*state.messages, message), pending=state.pending - {tool_call_id}
+    )
+    if state.pending:
+        return state, facts
+    state, request = _request_model(state, event_id)
+    return state, [*facts, *request]
+
+
+def _add(a: events.UsageValue, b: events.UsageValue) -> events.UsageValue:
+    return events.UsageValue(
+        input_tokens=a.input_tokens + b.input_tokens,
+        output_tokens=a.output_tokens + b.output_tokens,
+    )
+
+
+class Orchestrator:
+    name = "orchestrator"
+    topics: Sequence[str] = (EVENTS.name,)
+
+    def __init__(self, bootstrap_servers: str, read_model: ReadModel, schema: str) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.read = read_model
+        self.schema = schema
+        self.turns: dict[str, TurnState] = {}
+        self._seen = SeenIds()
+        self._committed = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap_servers,
+            group_id=group_id("orchestrator"),
+            enable_auto_commit=False,
+        )
+        self._started = False
+
+    async def on_assigned(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        if not self._started:
+            await self._committed.start()
+            self._started = True
+        conn = await self.read.connection()
+        for tp in partitions:
+            committed = await self._committed.committed(tp) or 0
+            if committed > 0:
+                await wait_for_position(
+                    conn, self.schema, tp.topic, tp.partition, committed - 1, timeout=60
+                )
+            start = await self.read.open_turns_from(tp.partition, committed)
+            if start is None:
+                continue
+            replayed = await read_range(self.bootstrap_servers, tp, start, committed)
+            for env in replayed:
+                self._apply(env)  # outputs already in the log: only rebuild state
+            log.info(
+                "orchestrator state rebuilt",
+                extra={"partition": tp.partition, "from": start, "to": committed},
+            )
+        return {}
+
+    def _apply(self, env: Envelope[Any]) -> list[tuple[str, Fact]]:
+        if env.id in self._seen:
+            return []
+        self._seen.add(env.id)
+        turn_id = getattr(env.data, "turn_id", None)
+        if turn_id is None:
+            return []
+        state, facts = decide(self.turns.get(turn_id), env.data, env.id)
+        if state is None or state.done:
+            self.turns.pop(turn_id, None)
+        else:
+            self.turns[turn_id] = state
+        return facts
+
+    async def handle_batch(self, items: list[Item]) -> list[Envelope[Any]]:
+        outputs: list[Envelope[Any]] = []
+        for env, _position in items:
+            for step, fact in self._apply(env):
+                outputs.append(env.follow(fact, step=step, source=SOURCE))
+        return outputs
+
+    async def close(self) -> None:
+        if self._started:
+            await self._committed.stop()

@@ -1,0 +1,1 @@
+"""Model providers: one adapter per wire protocol, all behind ``ModelProvider``."""

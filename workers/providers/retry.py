@@ -1,0 +1,69 @@
+"""Timeouts and retries around one provider: retryable errors only, exponential backoff
+with jitter, and the usage of every attempt counted once."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass
+
+from .base import ModelProvider, ModelRequest, ModelResponse, OnDelta, ProviderError, Usage
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_retries: int = 3
+    timeout_s: float = 60.0
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 20.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    response: ModelResponse
+    usage: Usage  # summed over every attempt, failed ones included
+    attempts: int
+
+
+async def complete_with_retries(
+    provider: ModelProvider,
+    request: ModelRequest,
+    on_delta: OnDelta | None,
+    policy: RetryPolicy,
+) -> Outcome:
+    """Raises the last ProviderError (with the summed usage) when retries run out."""
+    spent = Usage()
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            async with asyncio.timeout(policy.timeout_s):
+                response = await provider.complete(request, on_delta)
+        except TimeoutError:
+            error = ProviderError(
+                "MODEL_TIMEOUT", f"no answer within {policy.timeout_s} s", retryable=True
+            )
+        except ProviderError as exc:
+            error = exc
+        else:
+            total = _add(spent, response.usage)
+            return Outcome(response.model_copy(update={"usage": total}), total, attempt)
+        if error.usage is not None:
+            spent = _add(spent, error.usage)
+        if not error.retryable or attempt > policy.max_retries:
+            error.usage = spent
+            raise error
+        retry_after = getattr(error, "retry_after", None)
+        delay = (
+            retry_after
+            if retry_after is not None
+            else min(policy.backoff_max_s, policy.backoff_base_s * 2 ** (attempt - 1))
+        )
+        await asyncio.sleep(delay * (0.5 + random.random() / 2))
+
+
+def _add(a: Usage, b: Usage) -> Usage:
+    return Usage(
+        input_tokens=a.input_tokens + b.input_tokens,
+        output_tokens=a.output_tokens + b.output_tokens,
+    )

@@ -1,0 +1,95 @@
+"""Assembling and running process roles: each worker, the projector, or all of them.
+
+Every role can run as its own process (``agentlog worker orchestrator``); ``agentlog up``
+runs them together in one process for local use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from projections.migrate import upgrade
+from projections.projector import Projector
+from projections.queries import ReadModel
+from projections.secrets import SecretStore
+from projections.store import ProjectionStore
+from streams.catalog import ensure_topics
+from streams.consumer import ConsumerRuntime, Handler
+from streams.publisher import Publisher
+from streams.settings import Settings
+
+from .commands import CommandHandler
+from .effects import ToolWorker
+from .model_worker import ModelWorker
+
+log = logging.getLogger(__name__)
+
+ROLES = ("projector", "commands", "orchestrator", "model", "tool")
+
+
+async def prepare(settings: Settings) -> None:
+    """Topics and database schemas, created or migrated; safe to run again."""
+    await ensure_topics(settings.kafka_bootstrap_servers, settings.topic_partitions)
+    await asyncio.to_thread(upgrade, settings.database_url, settings.database_schema)
+    await SecretStore(settings.database_url, settings.database_schema).ensure()
+
+
+def build_handler(role: str, settings: Settings) -> Handler:
+    bootstrap = settings.kafka_bootstrap_servers
+    read = ReadModel(settings.database_url, settings.database_schema)
+    if role == "projector":
+        return Projector(ProjectionStore(settings.database_url, settings.database_schema))
+    if role == "commands":
+        return CommandHandler(bootstrap, read, settings.database_schema, settings.max_message_bytes)
+    if role == "orchestrator":
+        from .orchestrator import Orchestrator
+
+        return Orchestrator(bootstrap, read, settings.database_schema)
+    if role == "model":
+        return ModelWorker(bootstrap, settings)
+    if role == "tool":
+        return ToolWorker(
+            bootstrap,
+            SecretStore(settings.database_url, settings.database_schema),
+            settings.tool_result_max_bytes,
+        )
+    raise ValueError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
+
+
+async def run_roles(settings: Settings, roles: list[str], stop: asyncio.Event) -> None:
+    """Run the given roles until ``stop`` is set; a role that crashes stops them all."""
+    publisher = Publisher(settings.kafka_bootstrap_servers)
+    await publisher.start()
+    handlers = [build_handler(role, settings) for role in roles]
+    runtimes = [
+        ConsumerRuntime(
+            settings.kafka_bootstrap_servers,
+            h,
+            publisher,
+            session_timeout_ms=settings.consumer_session_timeout_ms,
+        )
+        for h in handlers
+    ]
+    tasks = [
+        asyncio.create_task(r.run(stop), name=f"role:{h.name}")
+        for r, h in zip(runtimes, handlers, strict=True)
+    ]
+    log.info("roles running", extra={"roles": roles})
+    try:
+        done, _pending = await asyncio.wait(
+            [*tasks, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in done:
+            if task in tasks and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for handler in handlers:
+            close: Callable[[], Awaitable[Any]] | None = getattr(handler, "close", None)
+            if close is not None:
+                await close()
+        await publisher.stop()
