@@ -30,6 +30,8 @@ from .core import PROJECTION
 from .migrate import upgrade
 from .store import SWAP_LOCK, ProjectionStore
 
+# Folded one topic after the other, commands first: a command is always applied before
+# the outcome it caused (the command handler fences on it), so this is the live order.
 TOPICS = (COMMANDS.name, EVENTS.name)
 _SKIPPED_TABLES = {"alembic_version"}
 
@@ -68,13 +70,40 @@ async def table_hashes(conn: AsyncConnection[Any], schema: str) -> dict[str, str
     return hashes
 
 
+async def _row_diff(conn: AsyncConnection[Any], live: str, rebuilt: str, table: str) -> str:
+    """A few rows that only one side has, so an operator sees how a table differs."""
+    lines = [f"{table}:"]
+    for name, a, b in (("only live", live, rebuilt), ("only rebuilt", rebuilt, live)):
+        query = sql.SQL("SELECT t::text FROM (TABLE {}.{} EXCEPT TABLE {}.{}) t LIMIT 3").format(
+            sql.Identifier(a), sql.Identifier(table), sql.Identifier(b), sql.Identifier(table)
+        )
+        for (row,) in await (await conn.execute(query)).fetchall():
+            lines.append(f"  {name}: {row}")
+    return "\n".join(lines)
+
+
 async def _fold_until(
     store: ProjectionStore,
     consumer: AIOKafkaConsumer,
     targets: dict[TopicPartition, int],
     progress: Callable[[int], None],
 ) -> int:
-    """Apply events until every partition's next offset reaches its target."""
+    """Apply events until every partition's next offset reaches its target, topic by topic
+    in the order of ``TOPICS``."""
+    applied = 0
+    for topic in TOPICS:
+        in_topic = {tp: end for tp, end in targets.items() if tp.topic == topic}
+        applied += await _fold_topic_until(store, consumer, in_topic, progress, applied)
+    return applied
+
+
+async def _fold_topic_until(
+    store: ProjectionStore,
+    consumer: AIOKafkaConsumer,
+    targets: dict[TopicPartition, int],
+    progress: Callable[[int], None],
+    applied_before: int,
+) -> int:
     applied = 0
     positions = {tp: (await store.positions(tp.topic)).get(tp.partition, 0) for tp in targets}
     pending = {tp for tp, end in targets.items() if positions[tp] < end}
@@ -95,7 +124,7 @@ async def _fold_until(
                 items.append((env, Position(record.topic, record.partition, record.offset)))
         if items:
             applied += await store.apply(items)
-            progress(applied)
+            progress(applied_before + applied)
         pending = {tp for tp in pending if positions[tp] < targets[tp]}
     return applied
 
@@ -148,7 +177,10 @@ async def rebuild(
                     differing = sorted(
                         t for t in live_hashes if live_hashes[t] != rebuilt_hashes.get(t)
                     )
-                    raise RebuildMismatchError(f"tables differ: {', '.join(differing)}")
+                    details = [await _row_diff(lock, live, target, t) for t in differing]
+                    raise RebuildMismatchError(
+                        f"tables differ: {', '.join(differing)}\n" + "\n".join(details)
+                    )
                 out(f"rebuild: {len(live_hashes)} tables verified identical at the live position")
                 swapped_to = None
                 if swap:

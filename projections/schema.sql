@@ -7,6 +7,10 @@ CREATE TABLE {schema}.projection_positions (
     next_offset bigint NOT NULL,
     PRIMARY KEY (projection, topic, partition)
 );
+-- Every event id applied: an event re-published after a crash (same id) is applied once.
+CREATE TABLE {schema}.applied_events (
+    event_id text PRIMARY KEY
+);
 CREATE TABLE {schema}.tenants (
     tenant_id text PRIMARY KEY,
     display_name text NOT NULL,

@@ -94,16 +94,19 @@ class ProjectionStore:
                 ).fetchone()
                 stored[(topic, partition)] = int(row[0]) if row else 0
             next_offsets = dict(stored)
+            fresh: list[tuple[Envelope[Any], Position]] = []
             for env, pos in items:
                 key = (pos.topic, pos.partition)
                 if pos.offset < next_offsets[key]:
                     continue  # applied before a crash or rebalance; the position says so
+                next_offsets[key] = pos.offset + 1
+                fresh.append((env, pos))
+            for env, pos in await self._first_occurrences(conn, fresh):
                 ctx = Context(
                     env.id, env.tenant_id, env.causation_id, env.time, pos.partition, pos.offset
                 )
                 for op in project(env.data, ctx):
                     await self._execute(conn, op)
-                next_offsets[key] = pos.offset + 1
                 applied += 1
             for (topic, partition), offset in next_offsets.items():
                 if offset != stored[(topic, partition)]:
@@ -116,6 +119,29 @@ class ProjectionStore:
                         (self.projection, topic, partition, offset),
                     )
         return applied
+
+    async def _first_occurrences(
+        self, conn: AsyncConnection[Any], items: list[tuple[Envelope[Any], Position]]
+    ) -> list[tuple[Envelope[Any], Position]]:
+        """The items whose event id was never applied: a re-published event (same id,
+        later offset) is skipped, so live tables and a rebuild agree however often a
+        crash made a writer repeat itself."""
+        first: dict[str, tuple[Envelope[Any], Position]] = {}
+        for env, pos in items:
+            first.setdefault(env.id, (env, pos))
+        if not first:
+            return []
+        rows = await (
+            await conn.execute(
+                sql.SQL(
+                    "INSERT INTO {} (event_id) SELECT unnest(%s::text[])"
+                    " ON CONFLICT DO NOTHING RETURNING event_id"
+                ).format(self._table("applied_events")),
+                (list(first),),
+            )
+        ).fetchall()
+        new = {str(r[0]) for r in rows}
+        return [item for event_id, item in first.items() if event_id in new]
 
     async def _execute(self, conn: AsyncConnection[Any], op: Op) -> None:
         if isinstance(op, Upsert):

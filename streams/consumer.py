@@ -18,9 +18,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import psycopg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from schemas.envelope import Envelope, EnvelopeError, from_kafka
 
@@ -74,8 +75,10 @@ class SeenIds:
             self._ids.popitem(last=False)
 
 
-_TRANSIENT = (OSError, KafkaError, asyncio.TimeoutError)
+# Outages of Kafka or Postgres: retried with backoff until they pass, never dead-lettered.
+TRANSIENT_ERRORS = (OSError, KafkaError, TimeoutError, psycopg.OperationalError)
 _MAX_ATTEMPTS = 3
+_MAX_DELAY_S = 5.0
 
 
 class ConsumerRuntime:
@@ -105,25 +108,21 @@ class ConsumerRuntime:
         self._max_records = max_records
         self.ready = asyncio.Event()
         self._failure: Exception | None = None
+        self._busy = asyncio.Lock()  # held while a batch is handled or partitions prepared
 
     async def run(self, stop: asyncio.Event) -> None:
         runtime = self
 
         class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             async def on_partitions_revoked(self, revoked: Any) -> None:
-                pass
+                # The batch in hand is finished (published and committed) before another
+                # member may own its partition: one writer per key, even in a rebalance.
+                async with runtime._busy:
+                    pass
 
             async def on_partitions_assigned(self, assigned: Any) -> None:
-                try:
-                    seeks = await runtime.handler.on_assigned(sorted(assigned))
-                except Exception as exc:
-                    # aiokafka would log and carry on without the handler's state: stop.
-                    runtime._failure = exc
-                    stop.set()
-                    return
-                for tp, offset in seeks.items():
-                    runtime.consumer.seek(tp, offset)
-                runtime.ready.set()
+                async with runtime._busy:
+                    await runtime._prepare(sorted(assigned), stop)
 
         self.consumer.subscribe(list(self.handler.topics), listener=Listener())
         await self.consumer.start()
@@ -131,7 +130,8 @@ class ConsumerRuntime:
             while not stop.is_set():
                 batches = await self.consumer.getmany(timeout_ms=100, max_records=self._max_records)
                 for tp, records in batches.items():
-                    await self._process(tp, records)
+                    async with self._busy:
+                        await self._process(tp, records, stop)
         finally:
             await self.consumer.stop()
         if self._failure is not None:
@@ -139,7 +139,35 @@ class ConsumerRuntime:
                 f"{self.handler.name}: partition assignment failed"
             ) from self._failure
 
-    async def _process(self, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]]) -> None:
+    async def _prepare(self, partitions: list[TopicPartition], stop: asyncio.Event) -> None:
+        """Let the handler prepare for new partitions, retrying while the failure is an
+        outage; a handler that cannot prepare stops the consumer (aiokafka would carry on
+        without the handler's state)."""
+        delay = 0.2
+        while not stop.is_set():
+            try:
+                seeks = await self.handler.on_assigned(partitions)
+            except TRANSIENT_ERRORS as exc:
+                log.warning(
+                    "preparing partitions failed, retrying",
+                    extra={"consumer": self.handler.name, "error": repr(exc), "delay": delay},
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _MAX_DELAY_S)
+                continue
+            except Exception as exc:
+                log.exception("partition assignment failed", extra={"consumer": self.handler.name})
+                self._failure = exc
+                stop.set()
+                return
+            for tp, offset in seeks.items():
+                self.consumer.seek(tp, offset)
+            self.ready.set()
+            return
+
+    async def _process(
+        self, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]], stop: asyncio.Event
+    ) -> None:
         items: list[Item] = []
         for record in records:
             try:
@@ -150,21 +178,34 @@ class ConsumerRuntime:
             if env.id in self.seen:
                 continue
             items.append((env, Position(record.topic, record.partition, record.offset)))
-        if items:
-            await self._handle(items, records)
-        await self.consumer.commit({tp: records[-1].offset + 1})
+        if items and not await self._handle(items, records, stop):
+            return  # stopping: the records are redelivered to whoever owns them next
+        try:
+            await self.consumer.commit({tp: records[-1].offset + 1})
+        except (CommitFailedError, IllegalStateError) as exc:
+            # The partition moved to another member meanwhile; it gets these records
+            # again, and event-id dedupe makes that harmless.
+            log.warning(
+                "commit refused after a rebalance",
+                extra={"consumer": self.handler.name, "partition": str(tp), "error": repr(exc)},
+            )
 
-    async def _handle(self, items: list[Item], records: list[ConsumerRecord[Any, Any]]) -> None:
+    async def _handle(
+        self, items: list[Item], records: list[ConsumerRecord[Any, Any]], stop: asyncio.Event
+    ) -> bool:
+        """Handle and publish; False if the consumer is stopping before it could."""
         attempt = 0
         while True:
+            if stop.is_set():
+                return False
             attempt += 1
             try:
                 outputs = await self.handler.handle_batch(items)
                 if outputs:
                     await self.publisher.publish_all(outputs)
                 break
-            except _TRANSIENT as exc:
-                delay = min(0.1 * 2**attempt, 5.0)
+            except TRANSIENT_ERRORS as exc:
+                delay = min(0.1 * 2**attempt, _MAX_DELAY_S)
                 log.warning(
                     "transient failure, retrying",
                     extra={"consumer": self.handler.name, "error": repr(exc), "delay": delay},
@@ -179,9 +220,10 @@ class ConsumerRuntime:
                 )
                 for record in records:
                     await self.dead_letter(record, f"handler failed: {exc!r}")
-                return
+                return True
         for env, _position in items:
             self.seen.add(env.id)
+        return True
 
     async def dead_letter(self, record: ConsumerRecord[Any, Any], reason: str) -> None:
         log.warning(

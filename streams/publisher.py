@@ -63,7 +63,10 @@ class Publisher:
         await the returned future (or flush) before relying on it being written."""
         topic = topic_for(type(env.data)).name
         key, value, headers = to_kafka(env)
-        return await self._producer.send(topic, value, key=key, headers=headers)
+        sent: asyncio.Future[Any] = await self._producer.send(
+            topic, value, key=key, headers=headers
+        )
+        return sent
 
     async def partition_of(self, topic: str, key: bytes) -> int:
         """The partition our producer writes ``key`` to (murmur2, as Kafka's Java client)."""

@@ -52,8 +52,9 @@ class ModelWorker(EffectWorker):
             index = len(pending)
             delta = events.OutputDelta(**ids, call_id=req.call_id, index=index, text=text)
             step = f"delta-{index}"
-            pending.append(await self.deltas.enqueue(env.follow(delta, step=step,
-                                                                source=self.source)))
+            pending.append(
+                await self.deltas.enqueue(env.follow(delta, step=step, source=self.source))
+            )
 
         request = ModelRequest(
             model=req.model,

@@ -45,8 +45,14 @@ async def create(body: TurnCreate) -> dict[str, str]:
 """
 
 
-ROLE_COMMANDS = (["projector"], ["worker", "commands"], ["worker", "orchestrator"],
-                 ["worker", "model"], ["worker", "tool"], ["gateway"])
+ROLE_COMMANDS = (
+    ["projector"],
+    ["worker", "commands"],
+    ["worker", "orchestrator"],
+    ["worker", "model"],
+    ["worker", "tool"],
+    ["gateway"],
+)
 
 
 def start_platform(bootstrap: str, tag: str) -> tuple[list[subprocess.Popen[bytes]], str, str]:
@@ -54,16 +60,29 @@ def start_platform(bootstrap: str, tag: str) -> tuple[list[subprocess.Popen[byte
     import os
 
     port = free_port()
-    env = {**os.environ, "AGENTLOG_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-           "AGENTLOG_TOPIC_PREFIX": f"{tag}.", "AGENTLOG_DATABASE_SCHEMA": tag,
-           "AGENTLOG_DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/test",
-           "AGENTLOG_GATEWAY_PORT": str(port), "AGENTLOG_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "AGENTLOG_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "AGENTLOG_TOPIC_PREFIX": f"{tag}.",
+        "AGENTLOG_DATABASE_SCHEMA": tag,
+        "AGENTLOG_DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/test",
+        "AGENTLOG_GATEWAY_PORT": str(port),
+        "AGENTLOG_LOG_LEVEL": "WARNING",
+    }
     cli = [sys.executable, "-m", "agentlog_cli"]
     subprocess.run([*cli, "migrate"], cwd=REPO, env=env, check=True, capture_output=True)
-    procs = [subprocess.Popen([*cli, *role], cwd=REPO, env=env, stderr=subprocess.DEVNULL)
-             for role in ROLE_COMMANDS]
-    key = subprocess.run([*cli, "tenants", "create", "bench"], cwd=REPO, env=env, check=True,
-                         capture_output=True, text=True).stdout.strip()
+    procs = [
+        subprocess.Popen([*cli, *role], cwd=REPO, env=env, stderr=subprocess.DEVNULL)
+        for role in ROLE_COMMANDS
+    ]
+    key = subprocess.run(
+        [*cli, "tenants", "create", "bench"],
+        cwd=REPO,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
@@ -88,8 +107,9 @@ def drive_turns(api: httpx.Client, sessions: list[str], turns: int, rate: float)
         time.sleep(offset)
         for n in range(per_session):
             started = time.monotonic()
-            response = api.post(f"/v1/sessions/{session_id}/turns?wait=10",
-                                json={"message": f"bench turn {n}"})
+            response = api.post(
+                f"/v1/sessions/{session_id}/turns?wait=10", json={"message": f"bench turn {n}"}
+            )
             assert response.status_code == 200, response.text
             with lock:
                 ids.append(response.json()["turn_id"])
@@ -121,14 +141,19 @@ def wrk(url: str, body: str, headers: dict[str, str], seconds: int) -> float:
     lines = ['wrk.method = "POST"', f"wrk.body = [[{body}]]"]
     lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
     script.write_text("\n".join(lines) + "\n")
-    out = subprocess.run(["wrk", "-t1", "-c16", f"-d{seconds}s", "-s", str(script), url],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["wrk", "-t1", "-c16", f"-d{seconds}s", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     script.unlink()
     non2xx = [line for line in out.splitlines() if "Non-2xx" in line]
     if non2xx:
         raise RuntimeError(f"errors under load: {non2xx[0]}")
-    return float(next(line.split()[1] for line in out.splitlines()
-                      if line.startswith("Requests/sec")))
+    return float(
+        next(line.split()[1] for line in out.splitlines() if line.startswith("Requests/sec"))
+    )
 
 
 def main() -> None:
@@ -148,25 +173,42 @@ def main() -> None:
         bare_dir.mkdir()
         (bare_dir / "bare_app.py").write_text(BARE_APP)
         bare = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "bare_app:app", "--port", str(bare_port),
-             "--log-level", "warning", "--no-access-log"], cwd=bare_dir)
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "bare_app:app",
+                "--port",
+                str(bare_port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            cwd=bare_dir,
+        )
         try:
             headers = {"Authorization": f"Bearer {key}"}
             api = httpx.Client(base_url=url, headers=headers, timeout=30)
             agent = api.post("/v1/agents", json={"name": "bench", "model": "dev"}).json()
-            sessions = [api.post("/v1/sessions", json={"agent_id": agent["agent_id"]}).json()
-                        ["session_id"] for _ in range(args.sessions)]
+            sessions = [
+                api.post("/v1/sessions", json={"agent_id": agent["agent_id"]}).json()["session_id"]
+                for _ in range(args.sessions)
+            ]
             drive_turns(api, sessions[:2], 20, 10)  # warm-up
             started = time.monotonic()
             turn_ids = drive_turns(api, sessions, args.turns, args.rate)
             elapsed = time.monotonic() - started
-            overheads = sorted(turn_overheads(broker.bootstrap, f"{tag}.agentlog.events",
-                                              set(turn_ids)))
+            overheads = sorted(
+                turn_overheads(broker.bootstrap, f"{tag}.agentlog.events", set(turn_ids))
+            )
             p50 = statistics.median(overheads)
             p99 = overheads[min(len(overheads) - 1, int(0.99 * len(overheads)))]
-            print(f"turn overhead (dev model, accepted -> completed) over {len(overheads)} "
-                  f"turns at {len(turn_ids) / elapsed:.0f} turns/s: p50 {p50:.1f} ms, "
-                  f"p99 {p99:.1f} ms", flush=True)
+            print(
+                f"turn overhead (dev model, accepted -> completed) over {len(overheads)} "
+                f"turns at {len(turn_ids) / elapsed:.0f} turns/s: p50 {p50:.1f} ms, "
+                f"p99 {p99:.1f} ms",
+                flush=True,
+            )
 
             if shutil.which("wrk") is None:
                 print("gateway intake: skipped (install wrk: apt-get install wrk)")
@@ -175,16 +217,21 @@ def main() -> None:
             json_headers = {**headers, "Content-Type": "application/json"}
             rounds = []
             for _ in range(3):
-                bare_rps = wrk(f"http://127.0.0.1:{bare_port}/turns", body, json_headers,
-                               args.seconds)
-                intake_rps = wrk(f"{url}/v1/sessions/{sessions[-1]}/turns", body, json_headers,
-                                 args.seconds)
+                bare_rps = wrk(
+                    f"http://127.0.0.1:{bare_port}/turns", body, json_headers, args.seconds
+                )
+                intake_rps = wrk(
+                    f"{url}/v1/sessions/{sessions[-1]}/turns", body, json_headers, args.seconds
+                )
                 rounds.append((intake_rps, bare_rps))
             ratios = [i / b for i, b in rounds]
-            print(f"gateway intake: {statistics.median(i for i, _ in rounds):,.0f} req/s vs bare "
-                  f"FastAPI {statistics.median(b for _, b in rounds):,.0f} req/s: "
-                  f"{statistics.median(ratios):.0%} (rounds: "
-                  + ", ".join(f"{r:.0%}" for r in ratios) + ")")
+            print(
+                f"gateway intake: {statistics.median(i for i, _ in rounds):,.0f} req/s vs bare "
+                f"FastAPI {statistics.median(b for _, b in rounds):,.0f} req/s: "
+                f"{statistics.median(ratios):.0%} (rounds: "
+                + ", ".join(f"{r:.0%}" for r in ratios)
+                + ")"
+            )
         finally:
             bare.terminate()
             for proc in platform:

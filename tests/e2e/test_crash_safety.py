@@ -119,19 +119,22 @@ def test_kill_9_during_200_turns_loses_and_repeats_nothing(
         drivers = [threading.Thread(target=drive, args=(s, i)) for i, s in enumerate(sessions)]
         for d in drivers:
             d.start()
+        # Kill a random victim every 2-5 s for as long as turns run, each at least twice.
         rng = random.Random(7)
-        victims = [v for v in VICTIMS for _ in range(2)]
-        rng.shuffle(victims)
-        for victim in victims:
-            time.sleep(rng.uniform(1.0, 3.0))
+        deadline = time.monotonic() + 400
+        while any(d.is_alive() for d in drivers) and time.monotonic() < deadline:
+            time.sleep(rng.uniform(2.0, 5.0))
+            fewest = min(roles[v].kills for v in VICTIMS)
+            candidates = [v for v in VICTIMS if roles[v].kills == fewest] if fewest < 2 else VICTIMS
+            victim = rng.choice(candidates)
             roles[victim].kill()
             roles[victim].start()
         for d in drivers:
-            d.join(400)
+            d.join(10)
         assert not errors, errors[:5]
         assert len(finished) == 200
         assert Counter(finished.values()) == {"completed": 200}
-        assert all(roles[v].kills == 2 for v in VICTIMS)
+        assert all(roles[v].kills >= 2 for v in VICTIMS), {v: roles[v].kills for v in VICTIMS}
 
         platform = Platform(url, key, env, roles["gateway"].proc, tmp_path / "gateway.log")  # type: ignore[arg-type]
         results: Counter[str] = Counter()
@@ -164,8 +167,8 @@ def test_kill_9_during_200_turns_loses_and_repeats_nothing(
         assert set(calls) == requested_tools
         repeated = [c for c, n in calls.items() if n > 1]
         # Only calls cut off by a tool-worker kill before their result was recorded may
-        # run again: at most the in-flight batch of each of the two kills.
-        assert len(repeated) <= 2 * 20, repeated
+        # run again: at most one in-flight call per session for each kill.
+        assert len(repeated) <= roles["tool"].kills * len(sessions), repeated
 
         rebuild = subprocess.run(
             [sys.executable, "-m", "agentlog_cli", "projections", "rebuild", "core", "--no-swap"],
