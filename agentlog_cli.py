@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import secrets
 import signal
@@ -64,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--data-dir", type=Path, default=Path(".agentlog/broker"))
     sub.add_parser("migrate", help="create topics and migrate the read-model schema")
+    model_server = sub.add_parser(
+        "model-server",
+        help="serve the dev model over the OpenAI and Anthropic protocols (for offline use)",
+    )
+    model_server.add_argument("--host", default="127.0.0.1")
+    model_server.add_argument("--port", type=int, default=8400)
     sub.add_parser("gateway", help="run the HTTP gateway")
     sub.add_parser("projector", help="run the projector")
     worker = sub.add_parser("worker", help="run one worker role")
@@ -95,6 +102,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         from workers.runner import prepare
 
         asyncio.run(prepare(settings))
+    elif args.command == "model-server":
+        from workers.providers.protocol_server import ModelServer
+
+        server = ModelServer(args.host, args.port)
+        print(f"model server on {server.url} (OpenAI: {server.url}/v1)", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            server.serve_forever()
     elif args.command == "gateway":
         import uvicorn
 

@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
+from workers.providers.registry import MODEL_PATTERN
+
 
 class ToolCreate(BaseModel):
     name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
@@ -50,7 +52,9 @@ class ToolPublic(BaseModel):
 
 class AgentCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200)
-    model: str = Field("dev", description="`dev`, `openai:<model>` or `anthropic:<model>`")
+    model: str = Field(
+        "dev", pattern=MODEL_PATTERN, description="`dev`, `openai:<model>` or `anthropic:<model>`"
+    )
     system_prompt: str = ""
     tools: list[str] = Field(default_factory=list)
     max_steps: int = Field(8, ge=1, le=64)
@@ -72,7 +76,7 @@ class AgentCreate(BaseModel):
 
 class AgentUpdate(BaseModel):
     name: str | None = Field(None, min_length=1, max_length=200)
-    model: str | None = None
+    model: str | None = Field(None, pattern=MODEL_PATTERN)
     system_prompt: str | None = None
     tools: list[str] | None = None
     max_steps: int | None = Field(None, ge=1, le=64)

@@ -51,6 +51,7 @@ PROBLEMS: dict[str, ProblemType] = {
     "MODEL_RATE_LIMITED": ProblemType(429, "The model provider is rate limiting"),
     "MODEL_BAD_REQUEST": ProblemType(502, "The model provider refused the request"),
     "MODEL_AUTH_FAILED": ProblemType(502, "The model provider refused our credentials"),
+    "MODEL_BAD_RESPONSE": ProblemType(502, "The model provider answered in an unknown format"),
     "MODEL_UNKNOWN": ProblemType(422, "The agent names a model no provider serves"),
 }
 

@@ -373,7 +373,10 @@ def _(data: events.TurnFailed, ctx: Context) -> list[Op]:
 
 @project.register
 def _(data: events.TurnCancelled, ctx: Context) -> list[Op]:
-    return _turn(data, ctx, status="cancelled", finished_at=ctx.time)
+    return [
+        *_turn(data, ctx, status="cancelled", finished_at=ctx.time),
+        _outcome(ctx, data.session_id, "accepted"),
+    ]
 
 
 @project.register

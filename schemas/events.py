@@ -290,13 +290,16 @@ class ToolCallRejected(_ToolCallFact):
 
 
 class OutputDelta(_TurnFact):
-    """A piece of streamed model text, on the output topic for subscribers."""
+    """A piece of streamed model text, on the output topic for subscribers. A call that
+    failed mid-stream and was retried streams again under the next ``attempt``: the
+    text of earlier attempts is abandoned."""
 
     subsystem = "output"
     name = "delta"
     call_id: str
     index: int
     text: str
+    attempt: int = 1
 
 
 class OutputMessage(_TurnFact):

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     tool_result_max_bytes: int = 16 * 1024
     model_timeout_s: float = 60.0
     model_max_retries: int = 3
+    model_retry_backoff_s: float = Field(
+        default=0.5, description="first backoff between model call attempts (doubles)"
+    )
     openai_base_url: str = "https://api.openai.com/v1"
     openai_api_key: str = ""
     anthropic_base_url: str = "https://api.anthropic.com"

@@ -166,7 +166,8 @@ class CommandHandler:
 
     async def _fence(self, items: list[Item]) -> None:
         """Wait until the projection has applied these commands and every event written
-        so far, so decisions never rest on stale state."""
+        so far, so decisions never rest on stale state, and an outcome recorded before a
+        crash is seen (and not recorded twice)."""
         if not self._started:
             await self._offsets.start()
             self._started = True
@@ -187,6 +188,8 @@ class CommandHandler:
         outputs: list[Envelope[Any]] = []
         decided: dict[str, Fact] = {}  # outcomes within this batch, by aggregate id
         for env, _position in items:
+            if await self.read.command_outcome(env.tenant_id, env.id) is not None:
+                continue  # decided before a crash or rebalance: the outcome is in the log
             fact = await self._decide(env, decided)
             if isinstance(fact, events.AgentCommandRejected | events.SessionCommandRejected):
                 fact = fact.model_copy(update={"command_id": env.id})

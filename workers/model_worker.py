@@ -18,7 +18,7 @@ from streams.settings import Settings
 
 from .effects import EffectWorker
 from .providers.base import ChatMessage, ModelRequest, ProviderError, ToolCall, ToolSpec
-from .providers.registry import ModelUnknownError, provider_for
+from .providers.registry import ModelUnknownError, Providers
 from .providers.retry import RetryPolicy, complete_with_retries
 
 
@@ -30,9 +30,11 @@ class ModelWorker(EffectWorker):
 
     def __init__(self, bootstrap_servers: str, settings: Settings) -> None:
         super().__init__(bootstrap_servers)
-        self.settings = settings
+        self.providers = Providers(settings)
         self.policy = RetryPolicy(
-            max_retries=settings.model_max_retries, timeout_s=settings.model_timeout_s
+            max_retries=settings.model_max_retries,
+            timeout_s=settings.model_timeout_s,
+            backoff_base_s=settings.model_retry_backoff_s,
         )
         self.deltas = Publisher(bootstrap_servers, linger_ms=2)
         self._deltas_started = False
@@ -46,18 +48,30 @@ class ModelWorker(EffectWorker):
             self._deltas_started = True
         req: events.ModelCallRequested = env.data
         ids: dict[str, Any] = {"session_id": req.session_id, "turn_id": req.turn_id}
+        common: dict[str, Any] = {**ids, "call_id": req.call_id, "step": req.step}
+        result: Fact
         pending: list[asyncio.Future[Any]] = []
 
-        async def on_delta(text: str) -> None:
+        async def on_delta(attempt: int, text: str) -> None:
             index = len(pending)
-            delta = events.OutputDelta(**ids, call_id=req.call_id, index=index, text=text)
+            delta = events.OutputDelta(
+                **ids, call_id=req.call_id, index=index, text=text, attempt=attempt
+            )
             step = f"delta-{index}"
             pending.append(
                 await self.deltas.enqueue(env.follow(delta, step=step, source=self.source))
             )
 
+        try:
+            provider, model = self.providers.resolve(req.model)
+        except ModelUnknownError as exc:
+            result = events.ModelCallFailed(
+                **common, code="MODEL_UNKNOWN", detail=str(exc), usage=events.UsageValue()
+            )
+            return [env.follow(result, step="result", source=self.source)]
         request = ModelRequest(
-            model=req.model,
+            model=model,
+            call_id=req.call_id,
             messages=[
                 ChatMessage(
                     role=m.role,
@@ -72,17 +86,9 @@ class ModelWorker(EffectWorker):
                 for t in req.tools
             ],
         )
-        common: dict[str, Any] = {**ids, "call_id": req.call_id, "step": req.step}
         outputs: list[Envelope[Any]] = []
-        result: Fact
         try:
-            provider = provider_for(req.model, self.settings)
             outcome = await complete_with_retries(provider, request, on_delta, self.policy)
-        except ModelUnknownError as exc:
-            result = events.ModelCallFailed(
-                **common, code="MODEL_UNKNOWN", detail=str(exc), usage=events.UsageValue()
-            )
-            return [env.follow(result, step="result", source=self.source)]
         except ProviderError as exc:
             usage = exc.usage or events.UsageValue()
             result = events.ModelCallFailed(
@@ -128,6 +134,7 @@ class ModelWorker(EffectWorker):
         ]
 
     async def close(self) -> None:
+        await self.providers.close()
         if self._deltas_started:
             await self.deltas.stop()
         await super().close()

@@ -27,7 +27,7 @@ from schemas import events
 from schemas.base import Fact
 from schemas.envelope import Envelope, derived_id
 from streams.catalog import EVENTS, group_id
-from streams.consumer import Item, SeenIds, read_range
+from streams.consumer import Item, Position, SeenIds, read_range
 
 log = logging.getLogger(__name__)
 SOURCE = "/workers/orchestrator"
@@ -253,6 +253,8 @@ class Orchestrator:
         self.read = read_model
         self.schema = schema
         self.turns: dict[str, TurnState] = {}
+        # Per partition: the log end at assignment and the event ids found up to it.
+        self._published: dict[int, tuple[int, set[str]]] = {}
         self._seen = SeenIds()
         self._committed = AIOKafkaConsumer(
             bootstrap_servers=bootstrap_servers,
@@ -273,16 +275,35 @@ class Orchestrator:
                     conn, self.schema, tp.topic, tp.partition, committed - 1, timeout=60
                 )
             start = await self.read.open_turns_from(tp.partition, committed)
-            if start is None:
-                continue
-            replayed = await read_range(self.bootstrap_servers, tp, start, committed)
-            for env in replayed:
-                self._apply(env)  # outputs already in the log: only rebuild state
-            log.info(
-                "orchestrator state rebuilt",
-                extra={"partition": tp.partition, "from": start, "to": committed},
-            )
+            if start is not None:
+                for env in await read_range(self.bootstrap_servers, tp, start, committed):
+                    self._apply(env)  # outputs already in the log: only rebuild state
+                log.info(
+                    "orchestrator state rebuilt",
+                    extra={"partition": tp.partition, "from": start, "to": committed},
+                )
+            await self._learn_published(tp, committed)
         return {}
+
+    async def _learn_published(self, tp: TopicPartition, committed: int) -> None:
+        """Remember which events past the committed offset are in the log already: a
+        predecessor that crashed before committing published its decisions on them, and
+        they are not published again. Decisions go to the partition they were made on
+        (same session key), so reading this partition to its end finds them all."""
+        (end,) = (await self._committed.end_offsets([tp])).values()
+        ids = {env.id for env in await read_range(self.bootstrap_servers, tp, committed, end)}
+        if ids:
+            self._published[tp.partition] = (end, ids)
+
+    def _already_published(self, env: Envelope[Any], position: Position) -> bool:
+        window = self._published.get(position.partition)
+        if window is None:
+            return False
+        end, ids = window
+        if position.offset >= end:
+            del self._published[position.partition]  # past everything the predecessor wrote
+            return False
+        return env.id in ids
 
     def _apply(self, env: Envelope[Any]) -> list[tuple[str, Fact]]:
         if env.id in self._seen:
@@ -300,9 +321,11 @@ class Orchestrator:
 
     async def handle_batch(self, items: list[Item]) -> list[Envelope[Any]]:
         outputs: list[Envelope[Any]] = []
-        for env, _position in items:
+        for env, position in items:
             for step, fact in self._apply(env):
-                outputs.append(env.follow(fact, step=step, source=SOURCE))
+                output = env.follow(fact, step=step, source=SOURCE)
+                if not self._already_published(output, position):
+                    outputs.append(output)
         return outputs
 
     async def close(self) -> None:

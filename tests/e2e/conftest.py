@@ -21,6 +21,7 @@ import psycopg
 import pytest
 
 from tests.kafka import REPO, free_port
+from workers.providers.protocol_server import ModelServer
 
 DATABASE_URL = os.environ.get(
     "AGENTLOG_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -52,7 +53,9 @@ class Platform:
         return self.log_path.read_text(errors="replace")[-6000:]
 
 
-def platform_env(bootstrap: str, tag: str) -> dict[str, str]:
+def platform_env(bootstrap: str, tag: str, model_server: ModelServer) -> dict[str, str]:
+    """Settings of a platform with its own topics, schema and port, whose ``openai:`` and
+    ``anthropic:`` models are served by ``model_server``."""
     return {
         **os.environ,
         "AGENTLOG_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -61,6 +64,13 @@ def platform_env(bootstrap: str, tag: str) -> dict[str, str]:
         "AGENTLOG_DATABASE_SCHEMA": tag,
         "AGENTLOG_GATEWAY_PORT": str(free_port()),
         "AGENTLOG_TOPIC_PARTITIONS": "3",
+        "AGENTLOG_OPENAI_BASE_URL": f"{model_server.url}/v1",
+        "AGENTLOG_OPENAI_API_KEY": "sk-e2e",
+        "AGENTLOG_ANTHROPIC_BASE_URL": model_server.url,
+        "AGENTLOG_ANTHROPIC_API_KEY": "ak-e2e",
+        "AGENTLOG_MODEL_TIMEOUT_S": "2",
+        "AGENTLOG_MODEL_MAX_RETRIES": "2",
+        "AGENTLOG_MODEL_RETRY_BACKOFF_S": "0.05",
     }
 
 
@@ -74,9 +84,17 @@ def drop_schemas(schema: str) -> None:
 
 
 @pytest.fixture
-def platform(bootstrap: str, tmp_path: Path) -> Iterator[Platform]:
+def model_server() -> Iterator[ModelServer]:
+    """A real HTTP server speaking the OpenAI and Anthropic protocols; scriptable."""
+    server = ModelServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def platform(bootstrap: str, tmp_path: Path, model_server: ModelServer) -> Iterator[Platform]:
     tag = f"e2e_{uuid.uuid4().hex[:10]}"
-    env = platform_env(bootstrap, tag)
+    env = platform_env(bootstrap, tag, model_server)
     log_path = tmp_path / "platform.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "agentlog_cli", "up", "--no-broker"],

@@ -10,9 +10,12 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaProducer
 
+from schemas.envelope import from_kafka
 from tests.e2e.conftest import Platform, ToolServer
 from tests.e2e.test_turns import open_session, read_topic, setup_agent
 from tests.kafka import REPO
+from workers.providers.base import Usage
+from workers.providers.protocol_server import ModelServer, Reply
 
 
 def problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
@@ -168,3 +171,50 @@ def test_unreadable_command_goes_to_the_dead_letter_topic_and_work_goes_on(
     assert headers["dlq.topic"] == f"{platform.prefix}agentlog.commands".encode()
     assert b"not a CloudEvent" in headers["dlq.reason"]
     assert int(headers["dlq.offset"]) >= 0
+
+
+def test_provider_failures_and_timeouts_fail_the_turn_and_are_billed_once(
+    platform: Platform, model_server: ModelServer
+) -> None:
+    attempts = 1 + int(platform.env["AGENTLOG_MODEL_MAX_RETRIES"])
+    with platform.client() as api:
+        outcomes = {}
+        for model in ("openai:gpt-test", "anthropic:claude-test"):
+            created = api.post("/v1/agents", json={"name": model, "model": model})
+            assert created.status_code == 201, created.text
+            session_id = open_session(api, created.json()["agent_id"])
+
+            model_server.script(*(Reply(status=500) for _ in range(attempts)))
+            unavailable = turn(api, session_id, "hello")
+            model_server.script(*(Reply(stall_s=3, usage=Usage()) for _ in range(attempts)))
+            timed_out = turn(api, session_id, "hello again")
+            model_server.script(
+                Reply(chunks=("aban", "doned"), cut_after=1, usage=Usage(input_tokens=3)),
+                Reply(chunks=("recovered",), usage=Usage(input_tokens=4, output_tokens=1)),
+            )
+            recovered = turn(api, session_id, "third time")
+            outcomes[model] = [
+                (t["status"], t["error_code"], t["answer"])
+                for t in (unavailable, timed_out, recovered)
+            ]
+            if model.startswith("anthropic"):
+                # The cut attempt's input tokens (told by message_start) are billed too.
+                assert recovered["input_tokens"] == 3 + 4
+
+        problem(
+            api.post("/v1/agents", json={"name": "x", "model": "gpt-4o"}), 422, "VALIDATION_FAILED"
+        )
+
+    expected = [
+        ("failed", "MODEL_UNAVAILABLE", None),
+        ("failed", "MODEL_TIMEOUT", None),
+        ("completed", None, "recovered"),
+    ]
+    assert outcomes == {"openai:gpt-test": expected, "anthropic:claude-test": expected}
+    usage = [
+        from_kafka(r.key, r.value, list(r.headers)).data
+        for r in read_topic(platform, "agentlog.usage")
+    ]
+    model_usage = [u for u in usage if u.source == "model"]
+    assert len(model_usage) == 6, "one usage record per model call, failed ones included"
+    assert len({u.usage_id for u in model_usage}) == 6

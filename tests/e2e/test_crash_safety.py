@@ -24,6 +24,7 @@ from schemas.envelope import from_kafka
 from tests.e2e.conftest import Platform, ToolServer, drop_schemas, platform_env
 from tests.e2e.test_turns import read_topic, setup_agent
 from tests.kafka import REPO
+from workers.providers.protocol_server import ModelServer
 
 ROLES = ("projector", "commands", "orchestrator", "model", "tool")
 VICTIMS = ("model", "tool", "orchestrator", "projector")
@@ -67,10 +68,13 @@ class Role:
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_kill_9_during_200_turns_loses_and_repeats_nothing(
-    bootstrap: str, tmp_path: Path, tool_server: ToolServer
+    bootstrap: str, tmp_path: Path, tool_server: ToolServer, model_server: ModelServer
 ) -> None:
     tag = f"crash_{random.getrandbits(40):010x}"
-    env = {**platform_env(bootstrap, tag), "AGENTLOG_CONSUMER_SESSION_TIMEOUT_MS": "6000"}
+    env = {
+        **platform_env(bootstrap, tag, model_server),
+        "AGENTLOG_CONSUMER_SESSION_TIMEOUT_MS": "6000",
+    }
     subprocess.run(
         [sys.executable, "-m", "agentlog_cli", "migrate"],
         cwd=REPO,
@@ -93,7 +97,9 @@ def test_kill_9_during_200_turns_loses_and_repeats_nothing(
         url = f"http://127.0.0.1:{env['AGENTLOG_GATEWAY_PORT']}"
         api = httpx.Client(base_url=url, timeout=30, headers={"Authorization": f"Bearer {key}"})
         _wait_ready(api)
-        agent = setup_agent(api, tool_server)
+        # The model is the scripted provider (the dev rule over the OpenAI protocol), so
+        # the real adapter is cut off by the kills too.
+        agent = setup_agent(api, tool_server, model="openai:scripted")
         sessions = [
             api.post("/v1/sessions", json={"agent_id": agent["agent_id"]}).json()["session_id"]
             for _ in range(20)
@@ -158,6 +164,11 @@ def test_kill_9_during_200_turns_loses_and_repeats_nothing(
             usage_ids.setdefault(env_.data.usage_id, set()).add(env_.id)
         assert len(usage_ids) == len(results), "every call billed"
         assert all(len(ids) == 1 for ids in usage_ids.values()), "a call billed twice"
+
+        model_calls = Counter(r.headers["X-Agentlog-Call-Id"] for r in model_server.received)
+        assert set(model_calls) == {k.split(":", 1)[1] for k in results if k.startswith("model:")}
+        repeated_model = [c for c, n in model_calls.items() if n > 1]
+        assert len(repeated_model) <= roles["model"].kills * len(sessions), repeated_model
 
         calls = Counter(
             r["headers"]["X-Agentlog-Tool-Call-Id"]

@@ -25,50 +25,55 @@ def _words(text: str | None) -> int:
     return len((text or "").split())
 
 
+def answer(request: ModelRequest) -> ModelResponse:
+    """The dev model's whole answer to a request (pure)."""
+    usage_in = sum(_words(m.content) for m in request.messages)
+    last = request.messages[-1] if request.messages else None
+    if last is not None and last.role == "user" and (last.content or "").startswith("call "):
+        name, _, raw = (last.content or "")[5:].strip().partition(" ")
+        if name:
+            try:
+                arguments = json.loads(raw) if raw.strip() else {}
+            except json.JSONDecodeError:
+                arguments = {"input": raw}
+            digest = hashlib.sha256(request.model_dump_json().encode()).hexdigest()[:16]
+            call = ToolCall(
+                id=f"call_{digest}",
+                name=name,
+                arguments=arguments if isinstance(arguments, dict) else {},
+            )
+            return ModelResponse(
+                tool_calls=[call],
+                finish_reason="tool_calls",
+                usage=Usage(input_tokens=usage_in, output_tokens=1),
+            )
+    if last is not None and last.role == "tool":
+        called = next(
+            (c.name for m in request.messages for c in m.tool_calls if c.id == last.tool_call_id),
+            "tool",
+        )
+        text = f"tool {called} returned: {last.content}"
+    else:
+        user = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
+        text = f"echo: {user}"
+    return ModelResponse(text=text, usage=Usage(input_tokens=usage_in, output_tokens=_words(text)))
+
+
+def pieces(text: str) -> list[str]:
+    """How the dev model streams a text: word by word, each after the first with its
+    leading space, so the pieces join back to the text."""
+    words = text.split(" ")
+    return [word if i == 0 else f" {word}" for i, word in enumerate(words)] if text else []
+
+
 class DevModel(ModelProvider):
     name = "dev"
 
     async def complete(
         self, request: ModelRequest, on_delta: OnDelta | None = None
     ) -> ModelResponse:
-        usage_in = sum(_words(m.content) for m in request.messages)
-        last = request.messages[-1] if request.messages else None
-        if last is not None and last.role == "user" and (last.content or "").startswith("call "):
-            name, _, raw = (last.content or "")[5:].strip().partition(" ")
-            if name:
-                try:
-                    arguments = json.loads(raw) if raw.strip() else {}
-                except json.JSONDecodeError:
-                    arguments = {"input": raw}
-                digest = hashlib.sha256(request.model_dump_json().encode()).hexdigest()[:16]
-                call = ToolCall(
-                    id=f"call_{digest}",
-                    name=name,
-                    arguments=arguments if isinstance(arguments, dict) else {},
-                )
-                return ModelResponse(
-                    tool_calls=[call],
-                    finish_reason="tool_calls",
-                    usage=Usage(input_tokens=usage_in, output_tokens=1),
-                )
-        if last is not None and last.role == "tool":
-            called = next(
-                (
-                    c.name
-                    for m in request.messages
-                    for c in m.tool_calls
-                    if c.id == last.tool_call_id
-                ),
-                "tool",
-            )
-            text = f"tool {called} returned: {last.content}"
-        else:
-            user = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
-            text = f"echo: {user}"
-        words = text.split(" ")
+        response = answer(request)
         if on_delta is not None:
-            for i, word in enumerate(words):
-                await on_delta(word if i == 0 else f" {word}")
-        return ModelResponse(
-            text=text, usage=Usage(input_tokens=usage_in, output_tokens=len(words))
-        )
+            for piece in pieces(response.text):
+                await on_delta(piece)
+        return response

@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 
-from .base import ModelProvider, ModelRequest, ModelResponse, OnDelta, ProviderError, Usage
+from .base import ModelProvider, ModelRequest, ModelResponse, ProviderError, Usage
+
+# Called with the attempt number (from 1) and a piece of text.
+OnAttemptDelta = Callable[[int, str], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -28,17 +33,21 @@ class Outcome:
 async def complete_with_retries(
     provider: ModelProvider,
     request: ModelRequest,
-    on_delta: OnDelta | None,
+    on_delta: OnAttemptDelta | None,
     policy: RetryPolicy,
 ) -> Outcome:
-    """Raises the last ProviderError (with the summed usage) when retries run out."""
+    """Raises the last ProviderError (with the summed usage) when retries run out. Text
+    streamed by a failed attempt stays streamed: ``on_delta`` learns the attempt of each
+    piece, so a subscriber can drop an abandoned attempt's text."""
     spent = Usage()
     attempt = 0
     while True:
         attempt += 1
         try:
             async with asyncio.timeout(policy.timeout_s):
-                response = await provider.complete(request, on_delta)
+                response = await provider.complete(
+                    request, None if on_delta is None else partial(on_delta, attempt)
+                )
         except TimeoutError:
             error = ProviderError(
                 "MODEL_TIMEOUT", f"no answer within {policy.timeout_s} s", retryable=True
@@ -53,12 +62,10 @@ async def complete_with_retries(
         if not error.retryable or attempt > policy.max_retries:
             error.usage = spent
             raise error
-        retry_after = getattr(error, "retry_after", None)
-        delay = (
-            retry_after
-            if retry_after is not None
-            else min(policy.backoff_max_s, policy.backoff_base_s * 2 ** (attempt - 1))
-        )
+        if error.retry_after is not None:
+            await asyncio.sleep(min(error.retry_after, policy.backoff_max_s))
+            continue
+        delay = min(policy.backoff_max_s, policy.backoff_base_s * 2 ** (attempt - 1))
         await asyncio.sleep(delay * (0.5 + random.random() / 2))
 
 
