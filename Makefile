@@ -27,8 +27,9 @@ test: $(STAMP) ## run the whole test suite against real services
 test-fast: $(STAMP) ## the suite without tests marked slow
 	$(BIN)/pytest -m 'not slow'
 
-bench: $(STAMP) ## print broker throughput and latency figures
+bench: $(STAMP) ## print broker and platform figures (the platform part needs wrk)
 	$(BIN)/python -m tests.bench.bench_broker
+	$(BIN)/python -m tests.bench.bench_platform
 
 lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check .

@@ -7,23 +7,23 @@ to be projected, so a client reads its own write in the response.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import json
-import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from cachetools import LRUCache, TTLCache
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sse_starlette.sse import EventSourceResponse
 
+from projections.changes import Changes
 from projections.queries import ReadModel
 from projections.secrets import SecretStore
 from schemas import events
@@ -33,6 +33,7 @@ from streams.catalog import OUTPUT
 from streams.publisher import Publisher
 from streams.settings import Settings
 
+from .metrics import RequestMetrics
 from .models import (
     AgentCreate,
     AgentPublic,
@@ -54,8 +55,6 @@ from .problems import ProblemError, on_problem, on_validation
 
 SOURCE = "/gateway"
 _TERMINAL = ("completed", "failed", "rejected", "cancelled")
-REQUESTS = Counter("agentlog_gateway_requests", "HTTP requests", ["route", "status"])
-LATENCY = Histogram("agentlog_gateway_request_seconds", "HTTP request time", ["route"])
 
 
 def hash_key(key: str) -> str:
@@ -68,19 +67,34 @@ class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.publisher = Publisher(settings.kafka_bootstrap_servers)
-        self.read = ReadModel(settings.database_url, settings.database_schema)
+        self.read = ReadModel(
+            settings.database_url,
+            settings.database_schema,
+            tenant_scoped=True,
+            pool_size=settings.database_pool_size,
+        )
+        self.changes = Changes(settings.database_url, settings.database_schema)
         self.secrets = SecretStore(settings.database_url, settings.database_schema)
-        self._keys: dict[str, tuple[str, float]] = {}
+        # Valid keys for a minute; sessions for good (a session never changes tenant).
+        self._keys: TTLCache[str, str] = TTLCache(maxsize=10_000, ttl=60)
+        self._sessions: LRUCache[tuple[str, str], dict[str, Any]] = LRUCache(maxsize=100_000)
 
     async def tenant_for(self, key: str) -> str | None:
         digest = hash_key(key)
-        cached = self._keys.get(digest)
-        if cached and cached[1] > time.monotonic():
-            return cached[0]
-        tenant = await self.read.tenant_for_key_hash(digest)
-        if tenant is not None:
-            self._keys[digest] = (tenant, time.monotonic() + 60)
+        tenant = self._keys.get(digest)
+        if tenant is None:
+            tenant = await self.read.tenant_for_key_hash(digest)
+            if tenant is not None:
+                self._keys[digest] = tenant
         return tenant
+
+    async def session(self, tenant_id: str, session_id: str) -> dict[str, Any] | None:
+        row = self._sessions.get((tenant_id, session_id))
+        if row is None:
+            row = await self.read.session(tenant_id, session_id)
+            if row is not None:
+                self._sessions[(tenant_id, session_id)] = row
+        return row
 
     async def record(self, tenant_id: str, data: Fact, **kwargs: Any) -> Envelope[Any]:
         env = envelope(data, source=SOURCE, tenant_id=tenant_id, **kwargs)
@@ -90,15 +104,12 @@ class Gateway:
     async def outcome(
         self, tenant_id: str, command_id: str, timeout: float = 10.0
     ) -> dict[str, Any] | None:
-        deadline = time.monotonic() + timeout
-        delay = 0.002
-        while time.monotonic() < deadline:
-            found = await self.read.command_outcome(tenant_id, command_id)
-            if found is not None:
-                return found
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.05)
-        return None
+        """The command's outcome once projected, or None after ``timeout`` seconds."""
+        return await self.changes.wait_for(
+            f"command:{command_id}",
+            lambda: self.read.command_outcome(tenant_id, command_id),
+            timeout,
+        )
 
 
 async def authenticated_tenant(
@@ -125,7 +136,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await gw.publisher.start()
         await gw.secrets.ensure()
+        gw.changes.start()
         yield
+        await gw.changes.close()
         await gw.publisher.stop()
         await gw.read.close()
 
@@ -140,15 +153,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(ProblemError, on_problem)
     app.add_exception_handler(RequestValidationError, on_validation)
 
-    @app.middleware("http")
-    async def measure(request: Request, call_next: Any) -> Response:
-        started = time.perf_counter()
-        response: Response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        REQUESTS.labels(path, str(response.status_code)).inc()
-        LATENCY.labels(path).observe(time.perf_counter() - started)
-        return response
+    app.add_middleware(RequestMetrics)
 
     # -- health ----------------------------------------------------------------------
 
@@ -159,8 +164,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/readyz", tags=["ops"])
     async def readyz() -> dict[str, str]:
         try:
-            conn = await gw.read.connection()
-            await conn.execute("SELECT 1")
+            await gw.read.ping()
         except Exception as exc:
             raise ProblemError("NOT_READY", f"postgres: {exc}") from exc
         return {"status": "ready"}
@@ -192,12 +196,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 secret_header_names=sorted(body.secret_headers),
             ),
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        wanted = definition.model_dump(mode="json")
+
+        async def registered() -> dict[str, Any] | None:
             row = await gw.read.tool_by_id(tenant_id, tool_id)
-            if row is not None and row["definition"] == definition.model_dump(mode="json"):
-                return _tool(row)
-            await asyncio.sleep(0.005)
+            return row if row is not None and row["definition"] == wanted else None
+
+        row = await gw.changes.wait_for(f"tool:{tool_id}", registered, 10)
+        if row is not None:
+            return _tool(row)
         return ToolPublic(
             **definition.model_dump(mode="json"), secret_header_names=sorted(body.secret_headers)
         )
@@ -273,7 +280,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # -- sessions --------------------------------------------------------------------
 
     async def session_or_404(tenant_id: str, session_id: str) -> dict[str, Any]:
-        row = await gw.read.session(tenant_id, session_id)
+        row = await gw.session(tenant_id, session_id)
         if row is None:
             raise ProblemError("SESSION_NOT_FOUND", f"no session {session_id}")
         return row
@@ -350,7 +357,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 session_id=session_id, turn_id=turn_id, message=message, mode=mode
             ),
         )
-        turn = await wait_for_turn(tenant_id, turn_id, wait)
+        turn = await wait_for_turn(tenant_id, turn_id, wait) if wait > 0 else None
         if turn is not None and turn.status == "rejected":
             raise ProblemError(turn.error_code or "VALIDATION_FAILED", turn.error_detail or "")
         if turn is not None and turn.status in _TERMINAL:
@@ -365,16 +372,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse(body, status_code=202, headers={"Location": f"/v1/turns/{turn_id}"})
 
     async def wait_for_turn(tenant_id: str, turn_id: str, wait: float) -> TurnPublic | None:
-        deadline = time.monotonic() + wait
-        delay = 0.001
-        while True:
+        """The turn once it has finished, or as it stands after ``wait`` seconds."""
+
+        async def finished() -> dict[str, Any] | None:
             row = await gw.read.turn(tenant_id, turn_id)
-            if row is not None and (row["status"] in _TERMINAL or wait <= 0):
-                return await _turn(gw, tenant_id, row)
-            if time.monotonic() >= deadline:
-                return None if row is None else await _turn(gw, tenant_id, row)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.02)
+            return row if row is not None and row["status"] in _TERMINAL else None
+
+        row = await gw.changes.wait_for(f"turn:{turn_id}", finished, wait)
+        if row is None:
+            row = await gw.read.turn(tenant_id, turn_id)
+        return None if row is None else await _turn(gw, tenant_id, row)
 
     @app.post(
         "/v1/sessions/{session_id}/turns",
@@ -469,6 +476,8 @@ async def _output_events(
     resume: int | None,
     from_beginning: bool,
 ) -> AsyncIterator[dict[str, str]]:
+    """The session's records of the output topic, from ``resume`` (an offset), the
+    beginning, or now. The log is the buffer: nothing expires while a client is away."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         enable_auto_commit=False,
@@ -486,7 +495,9 @@ async def _output_events(
             await consumer.seek_to_beginning(tp)
         else:
             await consumer.seek_to_end(tp)
-            await consumer.position(tp)  # resolve "now" before the client sends anything
+        # A comment (ignored by EventSource clients) once the start is fixed: what the
+        # session outputs from here on is in the stream.
+        yield {"comment": f"streaming from {partition}:{await consumer.position(tp)}"}
         while True:
             batches = await consumer.getmany(tp, timeout_ms=1000)
             for record in batches.get(tp, []):
@@ -530,10 +541,8 @@ def _turn_links(session_id: str, turn_id: str) -> dict[str, str]:
 async def _turn(gw: Gateway, tenant_id: str, row: dict[str, Any]) -> TurnPublic:
     answer = None
     if row["answer_message_id"]:
-        messages = await gw.read.messages(tenant_id, row["session_id"], 10_000)
-        answer = next(
-            (m["content"] for m in messages if m["message_id"] == row["answer_message_id"]), None
-        )
+        message = await gw.read.message(tenant_id, row["answer_message_id"])
+        answer = None if message is None else message["content"]
     return TurnPublic(
         **{k: row[k] for k in TurnPublic.model_fields if k in row},
         answer=answer,

@@ -46,7 +46,15 @@ class Update:
     values: dict[str, Any]
 
 
-Op = Upsert | Update
+@dataclass(frozen=True, slots=True)
+class Notify:
+    """Wake the readers waiting on ``key`` (a request with ``?wait=``) once the
+    transaction commits. It changes no table, so folds stay comparable by their rows."""
+
+    key: str
+
+
+Op = Upsert | Update | Notify
 
 
 @singledispatch
@@ -57,20 +65,23 @@ def project(data: Fact, ctx: Context) -> list[Op]:
 
 def _outcome(
     ctx: Context, subject: str, outcome: str, code: str | None = None, detail: str | None = None
-) -> Upsert:
-    return Upsert(
-        "command_outcomes",
-        ("command_id",),
-        {
-            "command_id": ctx.causation_id,
-            "tenant_id": ctx.tenant_id,
-            "subject": subject,
-            "outcome": outcome,
-            "code": code,
-            "detail": detail,
-            "recorded_at": ctx.time,
-        },
-    )
+) -> list[Op]:
+    return [
+        Upsert(
+            "command_outcomes",
+            ("command_id",),
+            {
+                "command_id": ctx.causation_id,
+                "tenant_id": ctx.tenant_id,
+                "subject": subject,
+                "outcome": outcome,
+                "code": code,
+                "detail": detail,
+                "recorded_at": ctx.time,
+            },
+        ),
+        Notify(f"command:{ctx.causation_id}"),
+    ]
 
 
 # -- tenants --------------------------------------------------------------------------
@@ -123,7 +134,8 @@ def _(data: events.ToolRegistered, ctx: Context) -> list[Op]:
                 "created_at": ctx.time,
             },
             overwrite=("definition", "secret_header_names"),
-        )
+        ),
+        Notify(f"tool:{data.tool.tool_id}"),
     ]
 
 
@@ -164,7 +176,7 @@ def _(data: events.AgentCreated, ctx: Context) -> list[Op]:
             },
         ),
         _agent_version(data, ctx, "created", sorted(events.AgentConfig.model_fields)),
-        _outcome(ctx, data.agent_id, "accepted"),
+        *_outcome(ctx, data.agent_id, "accepted"),
     ]
 
 
@@ -181,7 +193,7 @@ def _(data: events.AgentUpdated, ctx: Context) -> list[Op]:
             },
         ),
         _agent_version(data, ctx, "updated", data.changed),
-        _outcome(ctx, data.agent_id, "accepted"),
+        *_outcome(ctx, data.agent_id, "accepted"),
     ]
 
 
@@ -207,13 +219,13 @@ def _(data: events.AgentDisabled, ctx: Context) -> list[Op]:
                 "recorded_at": ctx.time,
             },
         ),
-        _outcome(ctx, data.agent_id, "accepted"),
+        *_outcome(ctx, data.agent_id, "accepted"),
     ]
 
 
 @project.register
 def _(data: events.AgentCommandRejected, ctx: Context) -> list[Op]:
-    return [_outcome(ctx, data.agent_id, "rejected", data.code, data.detail)]
+    return _outcome(ctx, data.agent_id, "rejected", data.code, data.detail)
 
 
 # -- sessions -------------------------------------------------------------------------
@@ -233,13 +245,13 @@ def _(data: events.SessionCreated, ctx: Context) -> list[Op]:
                 "created_at": ctx.time,
             },
         ),
-        _outcome(ctx, data.session_id, "accepted"),
+        *_outcome(ctx, data.session_id, "accepted"),
     ]
 
 
 @project.register
 def _(data: events.SessionCommandRejected, ctx: Context) -> list[Op]:
-    return [_outcome(ctx, data.session_id, "rejected", data.code, data.detail)]
+    return _outcome(ctx, data.session_id, "rejected", data.code, data.detail)
 
 
 @project.register
@@ -286,7 +298,11 @@ def _step(data: Any, ctx: Context) -> Upsert:
 
 
 def _turn(data: Any, ctx: Context, **values: Any) -> list[Op]:
-    return [Update("turns", {"turn_id": data.turn_id}, values), _step(data, ctx)]
+    return [
+        Update("turns", {"turn_id": data.turn_id}, values),
+        _step(data, ctx),
+        Notify(f"turn:{data.turn_id}"),
+    ]
 
 
 @project.register
@@ -319,7 +335,7 @@ def _(data: events.TurnAccepted, ctx: Context) -> list[Op]:
             accepted_partition=ctx.partition,
             accepted_offset=ctx.offset,
         ),
-        _outcome(ctx, data.session_id, "accepted"),
+        *_outcome(ctx, data.session_id, "accepted"),
     ]
 
 
@@ -334,7 +350,7 @@ def _(data: events.TurnRejected, ctx: Context) -> list[Op]:
             error_detail=data.detail,
             finished_at=ctx.time,
         ),
-        _outcome(ctx, data.session_id, "rejected", data.code, data.detail),
+        *_outcome(ctx, data.session_id, "rejected", data.code, data.detail),
     ]
 
 
@@ -375,7 +391,7 @@ def _(data: events.TurnFailed, ctx: Context) -> list[Op]:
 def _(data: events.TurnCancelled, ctx: Context) -> list[Op]:
     return [
         *_turn(data, ctx, status="cancelled", finished_at=ctx.time),
-        _outcome(ctx, data.session_id, "accepted"),
+        *_outcome(ctx, data.session_id, "accepted"),
     ]
 
 

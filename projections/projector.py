@@ -17,6 +17,7 @@ from .store import ProjectionStore
 class Projector:
     name = "projector"
     topics: Sequence[str] = (COMMANDS.name, EVENTS.name)
+    types = None  # every type
 
     def __init__(self, store: ProjectionStore) -> None:
         self.store = store

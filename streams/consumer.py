@@ -13,15 +13,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import psycopg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import KafkaError
 
 from schemas.envelope import Envelope, EnvelopeError, from_kafka
 
@@ -48,6 +49,13 @@ class Handler(Protocol):
 
     @property
     def topics(self) -> Sequence[str]: ...
+
+    @property
+    def types(self) -> frozenset[str] | None:
+        """The CloudEvents types it handles (None: all). Records of other types are
+        skipped by their ``ce_type`` header, unparsed: most consumers of the events
+        topic need a few of its types."""
+        ...
 
     async def on_assigned(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         """Prepare for newly assigned partitions; return offsets to start from, if any."""
@@ -79,6 +87,7 @@ class SeenIds:
 TRANSIENT_ERRORS = (OSError, KafkaError, TimeoutError, psycopg.OperationalError)
 _MAX_ATTEMPTS = 3
 _MAX_DELAY_S = 5.0
+_IDLE_COMMIT_S = 1.0
 
 
 class ConsumerRuntime:
@@ -109,6 +118,8 @@ class ConsumerRuntime:
         self.ready = asyncio.Event()
         self._failure: Exception | None = None
         self._busy = asyncio.Lock()  # held while a batch is handled or partitions prepared
+        self._uncommitted: dict[TopicPartition, int] = {}
+        self._last_commit = time.monotonic()
 
     async def run(self, stop: asyncio.Event) -> None:
         runtime = self
@@ -118,7 +129,7 @@ class ConsumerRuntime:
                 # The batch in hand is finished (published and committed) before another
                 # member may own its partition: one writer per key, even in a rebalance.
                 async with runtime._busy:
-                    pass
+                    await runtime._commit()
 
             async def on_partitions_assigned(self, assigned: Any) -> None:
                 async with runtime._busy:
@@ -129,10 +140,15 @@ class ConsumerRuntime:
         try:
             while not stop.is_set():
                 batches = await self.consumer.getmany(timeout_ms=100, max_records=self._max_records)
-                for tp, records in batches.items():
+                if batches:
                     async with self._busy:
-                        await self._process(tp, records, stop)
+                        await self._process(batches, stop)
+                if time.monotonic() - self._last_commit >= _IDLE_COMMIT_S:
+                    async with self._busy:
+                        await self._commit()
         finally:
+            async with self._busy:
+                await self._commit()
             await self.consumer.stop()
         if self._failure is not None:
             raise RuntimeError(
@@ -166,34 +182,80 @@ class ConsumerRuntime:
             return
 
     async def _process(
-        self, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]], stop: asyncio.Event
+        self, batches: dict[TopicPartition, list[ConsumerRecord[Any, Any]]], stop: asyncio.Event
     ) -> None:
+        """Handle one poll's records, every partition's together (in log order within
+        each), so a handler pays its per-batch costs once per poll."""
         items: list[Item] = []
-        for record in records:
-            try:
-                env = from_kafka(record.key, record.value, list(record.headers))
-            except EnvelopeError as exc:
-                await self.dead_letter(record, str(exc))
-                continue
-            if env.id in self.seen:
-                continue
-            items.append((env, Position(record.topic, record.partition, record.offset)))
+        records: dict[Position, ConsumerRecord[Any, Any]] = {}
+        wanted = self.handler.types
+        for batch in batches.values():
+            for record in batch:
+                if wanted is not None and not _is_wanted(record, wanted):
+                    continue
+                try:
+                    env = from_kafka(record.key, record.value, list(record.headers))
+                except EnvelopeError as exc:
+                    await self.dead_letter(record, str(exc))
+                    continue
+                if env.id in self.seen:
+                    continue
+                position = Position(record.topic, record.partition, record.offset)
+                records[position] = record
+                items.append((env, position))
         if items and not await self._handle(items, records, stop):
             return  # stopping: the records are redelivered to whoever owns them next
+        for tp, batch in batches.items():
+            self._uncommitted[tp] = batch[-1].offset + 1
+        if items:
+            await self._commit()
+
+    async def _commit(self) -> None:
+        """Commit every handled position. Positions of batches that needed no work are
+        committed lazily (at least every ``_IDLE_COMMIT_S``): skipping records again
+        after a crash costs little, a commit per batch costs a round trip."""
+        if not self._uncommitted:
+            return
+        offsets, self._uncommitted = self._uncommitted, {}
+        self._last_commit = time.monotonic()
         try:
-            await self.consumer.commit({tp: records[-1].offset + 1})
-        except (CommitFailedError, IllegalStateError) as exc:
-            # The partition moved to another member meanwhile; it gets these records
-            # again, and event-id dedupe makes that harmless.
+            await self.consumer.commit(offsets)
+        except KafkaError as exc:
+            # Typically the partition moved to another member meanwhile: it gets these
+            # records again, and event-id dedupe makes that harmless.
             log.warning(
-                "commit refused after a rebalance",
-                extra={"consumer": self.handler.name, "partition": str(tp), "error": repr(exc)},
+                "commit failed",
+                extra={"consumer": self.handler.name, "error": repr(exc)},
             )
 
     async def _handle(
-        self, items: list[Item], records: list[ConsumerRecord[Any, Any]], stop: asyncio.Event
+        self,
+        items: list[Item],
+        records: dict[Position, ConsumerRecord[Any, Any]],
+        stop: asyncio.Event,
     ) -> bool:
-        """Handle and publish; False if the consumer is stopping before it could."""
+        """Handle and publish; False if the consumer is stopping before it could. A batch
+        that keeps failing is retried item by item, and only the items that fail alone
+        go to the dead-letter topic."""
+        failure = await self._attempt(items, stop)
+        if failure is None or failure is False:
+            return failure is None
+        if len(items) == 1:
+            await self._dead_letter_items(items, records, failure)
+            return True
+        for item in items:
+            alone = await self._attempt([item], stop)
+            if alone is False:
+                return False
+            if isinstance(alone, Exception):
+                await self._dead_letter_items([item], records, alone)
+        return True
+
+    async def _attempt(
+        self, items: list[Item], stop: asyncio.Event
+    ) -> Exception | Literal[False] | None:
+        """None when handled and published; False when stopping; the exception when the
+        handler failed ``_MAX_ATTEMPTS`` times. Outages are retried until they pass."""
         attempt = 0
         while True:
             if stop.is_set():
@@ -203,7 +265,6 @@ class ConsumerRuntime:
                 outputs = await self.handler.handle_batch(items)
                 if outputs:
                     await self.publisher.publish_all(outputs)
-                break
             except TRANSIENT_ERRORS as exc:
                 delay = min(0.1 * 2**attempt, _MAX_DELAY_S)
                 log.warning(
@@ -214,16 +275,25 @@ class ConsumerRuntime:
             except Exception as exc:
                 if attempt < _MAX_ATTEMPTS:
                     continue
-                log.exception(
-                    "handler failed; records to the dead-letter topic",
-                    extra={"consumer": self.handler.name},
-                )
-                for record in records:
-                    await self.dead_letter(record, f"handler failed: {exc!r}")
-                return True
-        for env, _position in items:
-            self.seen.add(env.id)
-        return True
+                return exc
+            else:
+                for env, _position in items:
+                    self.seen.add(env.id)
+                return None
+
+    async def _dead_letter_items(
+        self,
+        items: list[Item],
+        records: dict[Position, ConsumerRecord[Any, Any]],
+        exc: Exception,
+    ) -> None:
+        log.error(
+            "handler failed; records to the dead-letter topic",
+            exc_info=exc,
+            extra={"consumer": self.handler.name, "records": len(items)},
+        )
+        for _env, position in items:
+            await self.dead_letter(records[position], f"handler failed: {exc!r}")
 
     async def dead_letter(self, record: ConsumerRecord[Any, Any], reason: str) -> None:
         log.warning(
@@ -247,10 +317,24 @@ class ConsumerRuntime:
         await self.publisher.send_raw(DEAD_LETTER.name, record.value, record.key, headers)
 
 
+def _is_wanted(record: ConsumerRecord[Any, Any], types: frozenset[str]) -> bool:
+    """False for a record whose ``ce_type`` names a type not in ``types``; a record with
+    no such header is wanted (so that it is parsed, and dead-lettered)."""
+    for name, value in record.headers:
+        if name == "ce_type":
+            return bytes(value).decode(errors="replace") in types
+    return True
+
+
 async def read_range(
-    bootstrap_servers: str, tp: TopicPartition, start: int, end: int
+    bootstrap_servers: str,
+    tp: TopicPartition,
+    start: int,
+    end: int,
+    types: frozenset[str] | None = None,
 ) -> list[Envelope[Any]]:
-    """Readable envelopes in [start, end) of one partition, without a group."""
+    """Readable envelopes in [start, end) of one partition, without a group; only those
+    of ``types`` if given."""
     if start >= end:
         return []
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
@@ -264,8 +348,9 @@ async def read_range(
             for record in batches.get(tp, []):
                 if record.offset >= end:
                     return found
-                with contextlib.suppress(EnvelopeError):  # dead-lettered by its consumers
-                    found.append(from_kafka(record.key, record.value, list(record.headers)))
+                if types is None or _is_wanted(record, types):
+                    with contextlib.suppress(EnvelopeError):  # dead-lettered by its consumers
+                        found.append(from_kafka(record.key, record.value, list(record.headers)))
                 if record.offset == end - 1:
                     return found
     finally:

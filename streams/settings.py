@@ -18,6 +18,7 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(default=3, ge=1, description="partitions per catalog topic")
     database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     database_schema: str = "agentlog"
+    database_pool_size: int = Field(default=10, ge=1, description="gateway connections")
     redis_url: str = "redis://127.0.0.1:6379/0"
     qdrant_url: str = ":memory:"
     gateway_host: str = "127.0.0.1"

@@ -15,7 +15,6 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from projections.queries import ReadModel
-from projections.store import wait_for_position
 from schemas import events
 from schemas.base import Fact
 from schemas.envelope import Envelope
@@ -151,12 +150,12 @@ def request_turn(
 class CommandHandler:
     name = "commands"
     topics: Sequence[str] = (COMMANDS.name,)
+    types = None  # every type
 
     def __init__(
-        self, bootstrap_servers: str, read_model: ReadModel, schema: str, max_message_bytes: int
+        self, bootstrap_servers: str, read_model: ReadModel, max_message_bytes: int
     ) -> None:
         self.read = read_model
-        self.schema = schema
         self.max_message_bytes = max_message_bytes
         self._offsets = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers)
         self._started = False
@@ -171,17 +170,22 @@ class CommandHandler:
         if not self._started:
             await self._offsets.start()
             self._started = True
-        conn = await self.read.connection()
-        last = items[-1][1]
-        await wait_for_position(conn, self.schema, last.topic, last.partition, last.offset)
+        commands: dict[tuple[str, int], int] = {}
+        for _env, position in items:
+            key = (position.topic, position.partition)
+            commands[key] = max(commands.get(key, -1), position.offset)
         partitions = self._offsets.partitions_for_topic(EVENTS.name) or set()
         if not partitions:
             await self._offsets.topics()
             partitions = self._offsets.partitions_for_topic(EVENTS.name) or set()
         tps = [TopicPartition(EVENTS.name, p) for p in sorted(partitions)]
-        for tp, end in (await self._offsets.end_offsets(tps)).items():
-            if end > 0:
-                await wait_for_position(conn, self.schema, tp.topic, tp.partition, end - 1)
+        ends = await self._offsets.end_offsets(tps)
+        await self.read.wait_for_positions(
+            [
+                *((topic, partition, offset) for (topic, partition), offset in commands.items()),
+                *((tp.topic, tp.partition, end - 1) for tp, end in ends.items() if end > 0),
+            ]
+        )
 
     async def handle_batch(self, items: list[Item]) -> list[Envelope[Any]]:
         await self._fence(items)
@@ -246,6 +250,7 @@ class CommandHandler:
     async def close(self) -> None:
         if self._started:
             await self._offsets.stop()
+        await self.read.close()
 
 
 def _overlay_agent(

@@ -44,6 +44,10 @@ class EffectWorker:
         )
         self._started = False
 
+    @property
+    def types(self) -> frozenset[str]:
+        return frozenset(t.ce_type() for t in (self.request_type, *self.result_types))
+
     def request_key(self, data: Any) -> str:
         raise NotImplementedError
 
@@ -57,7 +61,7 @@ class EffectWorker:
         ends = await self._committed.end_offsets(partitions)
         for tp in partitions:
             start = await self._committed.committed(tp) or 0
-            for env in await read_range(self.bootstrap_servers, tp, start, ends[tp]):
+            for env in await read_range(self.bootstrap_servers, tp, start, ends[tp], self.types):
                 self._learn(env.data)
         return {}
 

@@ -28,7 +28,7 @@ class ModelWorker(EffectWorker):
     result_types = (events.ModelCallCompleted, events.ModelCallFailed)
     source = "/workers/model"
 
-    def __init__(self, bootstrap_servers: str, settings: Settings) -> None:
+    def __init__(self, bootstrap_servers: str, settings: Settings, publisher: Publisher) -> None:
         super().__init__(bootstrap_servers)
         self.providers = Providers(settings)
         self.policy = RetryPolicy(
@@ -36,16 +36,14 @@ class ModelWorker(EffectWorker):
             timeout_s=settings.model_timeout_s,
             backoff_base_s=settings.model_retry_backoff_s,
         )
-        self.deltas = Publisher(bootstrap_servers, linger_ms=2)
-        self._deltas_started = False
+        # The runtime's own publisher: one producer writes the deltas and then the result,
+        # so on the output topic the deltas come first.
+        self.publisher = publisher
 
     def request_key(self, data: Any) -> str:
         return str(data.call_id)
 
     async def perform(self, env: Envelope[Any]) -> list[Envelope[Any]]:
-        if not self._deltas_started:
-            await self.deltas.start()
-            self._deltas_started = True
         req: events.ModelCallRequested = env.data
         ids: dict[str, Any] = {"session_id": req.session_id, "turn_id": req.turn_id}
         common: dict[str, Any] = {**ids, "call_id": req.call_id, "step": req.step}
@@ -59,7 +57,7 @@ class ModelWorker(EffectWorker):
             )
             step = f"delta-{index}"
             pending.append(
-                await self.deltas.enqueue(env.follow(delta, step=step, source=self.source))
+                await self.publisher.enqueue(env.follow(delta, step=step, source=self.source))
             )
 
         try:
@@ -116,7 +114,7 @@ class ModelWorker(EffectWorker):
                 **ids, call_id=req.call_id, text=response.text, final=not response.tool_calls
             )
             outputs.append(env.follow(message, step="output", source=self.source))
-        await asyncio.gather(*pending)  # deltas precede the result on the output topic
+        await asyncio.gather(*pending)  # written before the call counts as done
         usage_fact = events.UsageRecorded(
             tenant_id=env.tenant_id,
             usage_id=req.call_id,
@@ -135,6 +133,4 @@ class ModelWorker(EffectWorker):
 
     async def close(self) -> None:
         await self.providers.close()
-        if self._deltas_started:
-            await self.deltas.stop()
         await super().close()

@@ -22,7 +22,6 @@ import jsonschema
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from projections.queries import ReadModel
-from projections.store import wait_for_position
 from schemas import events
 from schemas.base import Fact
 from schemas.envelope import Envelope, derived_id
@@ -247,11 +246,22 @@ def _add(a: events.UsageValue, b: events.UsageValue) -> events.UsageValue:
 class Orchestrator:
     name = "orchestrator"
     topics: Sequence[str] = (EVENTS.name,)
+    # The facts ``decide`` acts on.
+    types = frozenset(
+        t.ce_type()
+        for t in (
+            events.TurnAccepted,
+            events.TurnCancelled,
+            events.ModelCallCompleted,
+            events.ModelCallFailed,
+            events.ToolCallCompleted,
+            events.ToolCallFailed,
+        )
+    )
 
-    def __init__(self, bootstrap_servers: str, read_model: ReadModel, schema: str) -> None:
+    def __init__(self, bootstrap_servers: str, read_model: ReadModel) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.read = read_model
-        self.schema = schema
         self.turns: dict[str, TurnState] = {}
         # Per partition: the log end at assignment and the event ids found up to it.
         self._published: dict[int, tuple[int, set[str]]] = {}
@@ -267,16 +277,17 @@ class Orchestrator:
         if not self._started:
             await self._committed.start()
             self._started = True
-        conn = await self.read.connection()
         for tp in partitions:
             committed = await self._committed.committed(tp) or 0
             if committed > 0:
-                await wait_for_position(
-                    conn, self.schema, tp.topic, tp.partition, committed - 1, timeout=60
+                await self.read.wait_for_positions(
+                    [(tp.topic, tp.partition, committed - 1)], timeout=60
                 )
             start = await self.read.open_turns_from(tp.partition, committed)
             if start is not None:
-                for env in await read_range(self.bootstrap_servers, tp, start, committed):
+                for env in await read_range(
+                    self.bootstrap_servers, tp, start, committed, self.types
+                ):
                     self._apply(env)  # outputs already in the log: only rebuild state
                 log.info(
                     "orchestrator state rebuilt",
@@ -331,3 +342,4 @@ class Orchestrator:
     async def close(self) -> None:
         if self._started:
             await self._committed.stop()
+        await self.read.close()

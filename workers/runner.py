@@ -24,6 +24,7 @@ from streams.settings import Settings
 from .commands import CommandHandler
 from .effects import ToolWorker
 from .model_worker import ModelWorker
+from .orchestrator import Orchestrator
 
 log = logging.getLogger(__name__)
 
@@ -37,19 +38,17 @@ async def prepare(settings: Settings) -> None:
     await SecretStore(settings.database_url, settings.database_schema).ensure()
 
 
-def build_handler(role: str, settings: Settings) -> Handler:
+def build_handler(role: str, settings: Settings, publisher: Publisher) -> Handler:
     bootstrap = settings.kafka_bootstrap_servers
-    read = ReadModel(settings.database_url, settings.database_schema)
     if role == "projector":
         return Projector(ProjectionStore(settings.database_url, settings.database_schema))
     if role == "commands":
-        return CommandHandler(bootstrap, read, settings.database_schema, settings.max_message_bytes)
+        read = ReadModel(settings.database_url, settings.database_schema)
+        return CommandHandler(bootstrap, read, settings.max_message_bytes)
     if role == "orchestrator":
-        from .orchestrator import Orchestrator
-
-        return Orchestrator(bootstrap, read, settings.database_schema)
+        return Orchestrator(bootstrap, ReadModel(settings.database_url, settings.database_schema))
     if role == "model":
-        return ModelWorker(bootstrap, settings)
+        return ModelWorker(bootstrap, settings, publisher)
     if role == "tool":
         return ToolWorker(
             bootstrap,
@@ -63,7 +62,7 @@ async def run_roles(settings: Settings, roles: list[str], stop: asyncio.Event) -
     """Run the given roles until ``stop`` is set; a role that crashes stops them all."""
     publisher = Publisher(settings.kafka_bootstrap_servers)
     await publisher.start()
-    handlers = [build_handler(role, settings) for role in roles]
+    handlers = [build_handler(role, settings, publisher) for role in roles]
     runtimes = [
         ConsumerRuntime(
             settings.kafka_bootstrap_servers,

@@ -145,6 +145,7 @@ def test_kill_9_during_200_turns_loses_and_repeats_nothing(
         platform = Platform(url, key, env, roles["gateway"].proc, tmp_path / "gateway.log")  # type: ignore[arg-type]
         results: Counter[str] = Counter()
         requested_tools = set()
+        failed_tools: dict[str, str] = {}
         for record in read_topic(platform, "agentlog.events"):
             env_ = from_kafka(record.key, record.value, list(record.headers))
             data = env_.data
@@ -152,6 +153,8 @@ def test_kill_9_during_200_turns_loses_and_repeats_nothing(
                 results[f"model:{data.call_id}"] += 1
             if isinstance(data, events.ToolCallCompleted | events.ToolCallFailed):
                 results[f"tool:{data.tool_call_id}"] += 1
+            if isinstance(data, events.ToolCallFailed):
+                failed_tools[data.tool_call_id] = data.code
             if isinstance(data, events.ToolCallRequested):
                 requested_tools.add(data.tool_call_id)
         assert set(results.values()) == {1}, "a call's result was recorded twice"
@@ -175,7 +178,10 @@ def test_kill_9_during_200_turns_loses_and_repeats_nothing(
             for r in tool_server.requests
             if r["path"] == "/weather"
         )
-        assert set(calls) == requested_tools
+        assert set(calls) <= requested_tools
+        # A call the tool never saw can only have failed (a timeout under this load).
+        unreached = requested_tools - set(calls)
+        assert unreached <= set(failed_tools), {c: failed_tools.get(c) for c in unreached}
         repeated = [c for c, n in calls.items() if n > 1]
         # Only calls cut off by a tool-worker kill before their result was recorded may
         # run again: at most one in-flight call per session for each kill.

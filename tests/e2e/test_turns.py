@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import jsonschema
+import pytest
 
 from schemas.envelope import from_kafka, trace_id
 from schemas.export import committed_schemas
@@ -65,27 +66,50 @@ class SseReader:
             headers["Last-Event-ID"] = last_event_id
         self._stop_after = stop_after
         self._args = (f"{platform.url}/v1/sessions/{session_id}/stream", headers)
+        self._closing = False
+        self._response: httpx.Response | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
         assert self.connected.wait(10), "SSE stream did not open"
-        time.sleep(0.5)  # let the stream's consumer position itself at the log end
+
+    def __enter__(self) -> SseReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._closing = True
+        if self._response is not None:
+            self._response.close()
+        self.thread.join(5)
 
     def _run(self) -> None:
         url, headers = self._args
-        with httpx.stream("GET", url, headers=headers, timeout=60) as response:
-            assert response.status_code == 200
-            self.connected.set()
-            event: dict[str, str] = {}
-            for line in response.iter_lines():
-                if not line:
-                    if "data" in event:
-                        self.events.append(event)
-                        if self._stop_after and len(self.events) >= self._stop_after:
-                            return
-                    event = {}
-                    continue
-                name, _, value = line.partition(":")
-                event[name] = value.strip()
+        try:
+            with httpx.stream("GET", url, headers=headers, timeout=60) as response:
+                self._response = response
+                assert response.status_code == 200
+                self._read(response)
+        except httpx.HTTPError:
+            if not self._closing:
+                raise
+
+    def _read(self, response: httpx.Response) -> None:
+        event: dict[str, str] = {}
+        for line in response.iter_lines():
+            if line.startswith(":"):
+                self.connected.set()  # the stream's start is fixed
+                continue
+            if not line:
+                if "data" in event:
+                    self.events.append(event)
+                    if self._stop_after and len(self.events) >= self._stop_after:
+                        return
+                event = {}
+                continue
+            name, _, value = line.partition(":")
+            event[name] = value.strip()
 
     def wait_for(self, predicate: Any, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -99,11 +123,14 @@ def read_topic(platform: Platform, name: str) -> list[Any]:
     return read_all(platform.env["AGENTLOG_KAFKA_BOOTSTRAP_SERVERS"], f"{platform.prefix}{name}")
 
 
-def test_tool_calling_turn_end_to_end(platform: Platform, tool_server: ToolServer) -> None:
+def test_tool_calling_turn_end_to_end(
+    platform: Platform, tool_server: ToolServer, request: pytest.FixtureRequest
+) -> None:
     with platform.client() as api:
         agent = setup_agent(api, tool_server)
         session_id = open_session(api, agent["agent_id"])
         sse = SseReader(platform, session_id)
+        request.addfinalizer(sse.close)
 
         turn = api.post(
             f"/v1/sessions/{session_id}/turns?wait=30",

@@ -33,7 +33,7 @@ class Reply:
     instead of a stream; ``cut_after`` drops the connection after that many text chunks;
     ``end_after`` ends the HTTP body properly after that many text chunks, but without
     the rest of the stream (as a misbehaving proxy might); ``stall_s`` waits before
-    answering."""
+    answering; ``chunk_delay_s`` paces the stream."""
 
     chunks: tuple[str, ...] = ()
     tool_calls: tuple[ToolCall, ...] = ()
@@ -43,6 +43,7 @@ class Reply:
     cut_after: int | None = None
     end_after: int | None = None
     stall_s: float = 0.0
+    chunk_delay_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -359,7 +360,8 @@ class ModelServer:
                 skip = 0 if protocol == "openai" else 2
                 if reply.end_after is not None:
                     frames = frames[: reply.end_after + skip]
-                self._stream(frames, None if reply.cut_after is None else reply.cut_after + skip)
+                cut = None if reply.cut_after is None else reply.cut_after + skip
+                self._stream(frames, cut, reply.chunk_delay_s)
 
             def _json(
                 self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
@@ -373,7 +375,7 @@ class ModelServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def _stream(self, frames: list[str], cut: int | None) -> None:
+            def _stream(self, frames: list[str], cut: int | None, delay_s: float) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Cache-Control", "no-cache")
@@ -388,6 +390,7 @@ class ModelServer:
                         data = frame.encode()
                         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
                         self.wfile.flush()
+                        time.sleep(delay_s)
                     self.wfile.write(b"0\r\n\r\n")
                 except (BrokenPipeError, ConnectionResetError):
                     self.close_connection = True  # the client gave up (a timeout)
