@@ -15,13 +15,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
+import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 from cachetools import LRUCache, TTLCache
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from psycopg_pool import PoolTimeout
 from sse_starlette.sse import EventSourceResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from projections.changes import Changes
 from projections.queries import ReadModel
@@ -33,8 +37,10 @@ from streams.catalog import OUTPUT
 from streams.publisher import Publisher
 from streams.settings import Settings
 
+from .idempotency import IdempotencyKeys, fingerprint, request_ids
 from .metrics import RequestMetrics
 from .models import (
+    PROBLEM_RESPONSES,
     AgentCreate,
     AgentPublic,
     AgentUpdate,
@@ -51,7 +57,14 @@ from .models import (
     TurnDetail,
     TurnPublic,
 )
-from .problems import ProblemError, on_problem, on_validation
+from .problems import (
+    ProblemError,
+    on_http_error,
+    on_problem,
+    on_unavailable,
+    on_unexpected,
+    on_validation,
+)
 
 SOURCE = "/gateway"
 _TERMINAL = ("completed", "failed", "rejected", "cancelled")
@@ -74,6 +87,7 @@ class Gateway:
             pool_size=settings.database_pool_size,
         )
         self.changes = Changes(settings.database_url, settings.database_schema)
+        self.idempotency = IdempotencyKeys(settings.redis_url)
         self.secrets = SecretStore(settings.database_url, settings.database_schema)
         # Valid keys for a minute; sessions for good (a session never changes tenant).
         self._keys: TTLCache[str, str] = TTLCache(maxsize=10_000, ttl=60)
@@ -95,6 +109,16 @@ class Gateway:
             if row is not None:
                 self._sessions[(tenant_id, session_id)] = row
         return row
+
+    async def idempotent(
+        self, request: Request, tenant_id: str, key: str | None, body: Any, *names: str
+    ) -> dict[str, str]:
+        """The ids this request creates (see ``gateway.idempotency``)."""
+        if key is not None:
+            await self.idempotency.check(
+                tenant_id, key, fingerprint(request.method, request.url.path, body)
+            )
+        return request_ids(tenant_id, key, *names)
 
     async def record(self, tenant_id: str, data: Fact, **kwargs: Any) -> Envelope[Any]:
         env = envelope(data, source=SOURCE, tenant_id=tenant_id, **kwargs)
@@ -126,6 +150,14 @@ async def authenticated_tenant(
 
 
 TenantDep = Annotated[str, Depends(authenticated_tenant)]
+IdempotencyKeyDep = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=255,
+        description="retrying with the same key creates nothing new (for a day)",
+    ),
+]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -139,6 +171,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gw.changes.start()
         yield
         await gw.changes.close()
+        await gw.idempotency.close()
         await gw.publisher.stop()
         await gw.read.close()
 
@@ -148,10 +181,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Event-sourced AI agents. Every write is a command on a Kafka topic; "
         "every read comes from a projection. Errors are RFC 9457 problem+json.",
         lifespan=lifespan,
+        responses=PROBLEM_RESPONSES,
     )
     app.state.gateway = gw
+    _serve_problems_as_problem_json(app)
     app.add_exception_handler(ProblemError, on_problem)
     app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    for outage in (KafkaError, psycopg.OperationalError, PoolTimeout):
+        app.add_exception_handler(outage, on_unavailable)
+    app.add_exception_handler(Exception, on_unexpected)
 
     app.add_middleware(RequestMetrics)
 
@@ -227,13 +266,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise ProblemError(found["code"], found["detail"])
 
     @app.post("/v1/agents", status_code=201, response_model=AgentPublic, tags=["agents"])
-    async def create_agent(body: AgentCreate, tenant_id: TenantDep) -> AgentPublic:
-        agent_id = str(uuid.uuid4())
+    async def create_agent(
+        request: Request, body: AgentCreate, tenant_id: TenantDep, key: IdempotencyKeyDep = None
+    ) -> AgentPublic:
+        ids = await gw.idempotent(
+            request, tenant_id, key, body.model_dump(mode="json"), "agent", "command"
+        )
+        agent_id = ids["agent"]
         env = await gw.record(
             tenant_id,
             events.AgentCreateRequested(
                 agent_id=agent_id, config=events.AgentConfig(**body.model_dump())
             ),
+            id=ids["command"],
         )
         await settle(tenant_id, env)
         return _agent(await agent_or_404(tenant_id, agent_id))
@@ -285,21 +330,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise ProblemError("SESSION_NOT_FOUND", f"no session {session_id}")
         return row
 
-    async def open_session(tenant_id: str, body: SessionCreate) -> dict[str, Any]:
+    async def open_session(
+        tenant_id: str, body: SessionCreate, ids: dict[str, str]
+    ) -> dict[str, Any]:
         await agent_or_404(tenant_id, body.agent_id)
-        session_id = str(uuid.uuid4())
+        session_id = ids["session"]
         env = await gw.record(
             tenant_id,
             events.SessionCreateRequested(
                 session_id=session_id, agent_id=body.agent_id, metadata=body.metadata
             ),
+            id=ids["session-command"],
         )
         await settle(tenant_id, env)
         return await session_or_404(tenant_id, session_id)
 
     @app.post("/v1/sessions", status_code=201, response_model=SessionPublic, tags=["sessions"])
-    async def create_session(body: SessionCreate, tenant_id: TenantDep) -> SessionPublic:
-        return SessionPublic(**await open_session(tenant_id, body))
+    async def create_session(
+        request: Request,
+        body: SessionCreate,
+        tenant_id: TenantDep,
+        key: IdempotencyKeyDep = None,
+    ) -> SessionPublic:
+        ids = await gw.idempotent(
+            request, tenant_id, key, body.model_dump(mode="json"), "session", "session-command"
+        )
+        return SessionPublic(**await open_session(tenant_id, body, ids))
 
     @app.get("/v1/sessions", response_model=Page, tags=["sessions"])
     async def list_sessions(
@@ -345,17 +401,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         message: str,
         mode: Literal["chat", "invoke"],
         wait: float,
+        ids: dict[str, str],
     ) -> Response:
         if len(message.encode()) > settings.max_message_bytes:
             raise ProblemError(
                 "MESSAGE_TOO_LARGE", f"the message exceeds {settings.max_message_bytes} bytes"
             )
-        turn_id = str(uuid.uuid4())
+        turn_id = ids["turn"]
         env = await gw.record(
             tenant_id,
             events.TurnRequested(
                 session_id=session_id, turn_id=turn_id, message=message, mode=mode
             ),
+            id=ids["turn-command"],
         )
         turn = await wait_for_turn(tenant_id, turn_id, wait) if wait > 0 else None
         if turn is not None and turn.status == "rejected":
@@ -390,13 +448,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses={200: {"model": TurnPublic}, 202: {"description": "accepted"}},
     )
     async def create_turn(
+        request: Request,
         session_id: str,
         body: TurnCreate,
         tenant_id: TenantDep,
         wait: Annotated[float, Query(ge=0, le=300)] = 0,
+        key: IdempotencyKeyDep = None,
     ) -> Response:
         await session_or_404(tenant_id, session_id)
-        return await start_turn(tenant_id, session_id, body.message, "chat", wait)
+        ids = await gw.idempotent(request, tenant_id, key, body.message, "turn", "turn-command")
+        return await start_turn(tenant_id, session_id, body.message, "chat", wait, ids)
 
     @app.post(
         "/v1/agents/{agent_id}/invoke",
@@ -404,15 +465,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses={200: {"model": TurnPublic}, 202: {"description": "still running"}},
     )
     async def invoke(
+        request: Request,
         agent_id: str,
         body: TurnCreate,
         tenant_id: TenantDep,
         wait: Annotated[float, Query(ge=0, le=300)] = 60,
+        key: IdempotencyKeyDep = None,
     ) -> Response:
-        session = await open_session(
-            tenant_id, SessionCreate(agent_id=agent_id, metadata={"mode": "invoke"})
+        ids = await gw.idempotent(
+            request,
+            tenant_id,
+            key,
+            body.message,
+            "session",
+            "session-command",
+            "turn",
+            "turn-command",
         )
-        return await start_turn(tenant_id, session["session_id"], body.message, "invoke", wait)
+        session = await open_session(
+            tenant_id, SessionCreate(agent_id=agent_id, metadata={"mode": "invoke"}), ids
+        )
+        return await start_turn(tenant_id, session["session_id"], body.message, "invoke", wait, ids)
 
     @app.get("/v1/turns/{turn_id}", response_model=TurnDetail, tags=["turns"])
     async def get_turn(turn_id: str, tenant_id: TenantDep) -> TurnDetail:
@@ -512,6 +585,26 @@ async def _output_events(
                 }
     finally:
         await consumer.stop()
+
+
+def _serve_problems_as_problem_json(app: FastAPI) -> None:
+    """Declare error responses in the OpenAPI document with the media type they are
+    sent with (FastAPI would say application/json)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            for operations in generate()["paths"].values():
+                for operation in operations.values():
+                    for status, response in operation.get("responses", {}).items():
+                        content = response.get("content", {})
+                        if status in ("4XX", "5XX") and "application/json" in content:
+                            response["content"] = {
+                                "application/problem+json": content["application/json"]
+                            }
+        return app.openapi_schema or generate()
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _tool(row: dict[str, Any]) -> ToolPublic:

@@ -176,3 +176,41 @@ class TurnDetail(TurnPublic):
 class Page(BaseModel):
     items: list[Any]
     next_cursor: str | None = Field(None, description="pass as ?cursor= for the next page")
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details; ``code`` is stable, ``type`` a URI made from it."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str
+    code: str
+    errors: list[dict[str, Any]] | None = Field(
+        None, description="per-field failures, for VALIDATION_FAILED and MALFORMED_BODY"
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "https://agentlog.dev/problems/session-not-found",
+                    "title": "No such session",
+                    "status": 404,
+                    "detail": "no session 4f1c…",
+                    "instance": "/v1/sessions/4f1c…/turns",
+                    "code": "SESSION_NOT_FOUND",
+                }
+            ]
+        }
+    )
+
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem, "description": description}
+    for status, description in (
+        ("4XX", "The request cannot be served; `code` says why (docs/api.md lists them all)"),
+        ("5XX", "A dependency is unavailable (UNAVAILABLE: retry) or an unexpected error"),
+    )
+}

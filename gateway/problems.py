@@ -6,12 +6,16 @@ the log and the HTTP error a client sees never disagree. ``docs/api.md`` lists t
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
 
 PROBLEM_BASE = "https://agentlog.dev/problems/"
 
@@ -37,7 +41,12 @@ PROBLEMS: dict[str, ProblemType] = {
     "TURN_IN_PROGRESS": ProblemType(409, "Another turn of this session is running"),
     "TURN_NOT_ACTIVE": ProblemType(409, "The turn is not running"),
     "INVALID_CURSOR": ProblemType(400, "The pagination cursor is not valid"),
+    "IDEMPOTENCY_KEY_REUSED": ProblemType(422, "The Idempotency-Key was used for another request"),
+    "NOT_FOUND": ProblemType(404, "No such resource"),
+    "METHOD_NOT_ALLOWED": ProblemType(405, "The resource does not support this method"),
     "NOT_READY": ProblemType(503, "A dependency is not reachable"),
+    "UNAVAILABLE": ProblemType(503, "Kafka or Postgres did not answer; retry the request"),
+    "INTERNAL_ERROR": ProblemType(500, "An unexpected error; it was logged"),
     # Codes recorded on turns and tool calls (events), listed so clients know them all.
     "TOOL_NOT_ALLOWED": ProblemType(422, "The model called a tool the agent may not use"),
     "TOOL_SCHEMA_INVALID": ProblemType(422, "The model's tool arguments fail the tool's schema"),
@@ -83,6 +92,27 @@ def problem_response(code: str, detail: str, instance: str, **extra: Any) -> JSO
 async def on_problem(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ProblemError)
     return problem_response(exc.code, exc.detail, request.url.path, **exc.extra)
+
+
+async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own errors: an unknown route, a method a route does not have."""
+    assert isinstance(exc, StarletteHTTPException)
+    code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "INTERNAL_ERROR")
+    return problem_response(code, str(exc.detail), request.url.path)
+
+
+async def on_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """Kafka or Postgres failed under the request: nothing was half done (a command is
+    either on its topic or not), so the client may retry."""
+    log.warning("dependency unavailable", extra={"path": request.url.path, "error": repr(exc)})
+    response = problem_response("UNAVAILABLE", type(exc).__name__, request.url.path)
+    response.headers["Retry-After"] = "1"
+    return response
+
+
+async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error", extra={"path": request.url.path}, exc_info=exc)
+    return problem_response("INTERNAL_ERROR", "see the gateway's log", request.url.path)
 
 
 async def on_validation(request: Request, exc: Exception) -> JSONResponse:

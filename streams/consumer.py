@@ -188,6 +188,7 @@ class ConsumerRuntime:
         each), so a handler pays its per-batch costs once per poll."""
         items: list[Item] = []
         records: dict[Position, ConsumerRecord[Any, Any]] = {}
+        batch_ids: set[str] = set()
         wanted = self.handler.types
         for batch in batches.values():
             for record in batch:
@@ -198,8 +199,9 @@ class ConsumerRuntime:
                 except EnvelopeError as exc:
                     await self.dead_letter(record, str(exc))
                     continue
-                if env.id in self.seen:
-                    continue
+                if env.id in self.seen or env.id in batch_ids:
+                    continue  # a repeated event: handled already, or earlier in this poll
+                batch_ids.add(env.id)
                 position = Position(record.topic, record.partition, record.offset)
                 records[position] = record
                 items.append((env, position))

@@ -59,6 +59,8 @@ def test_requests_that_cannot_be_served_get_problem_details(
             "MESSAGE_TOO_LARGE",
         )
         problem(httpx.get(f"{platform.url}/v1/agents"), 401, "UNAUTHENTICATED")
+        problem(api.get("/v1/no-such-thing"), 404, "NOT_FOUND")
+        problem(api.delete("/v1/agents"), 405, "METHOD_NOT_ALLOWED")
         problem(api.get("/v1/agents", params={"cursor": "%%%"}), 400, "INVALID_CURSOR")
 
         # Another tenant sees nothing of this one.
