@@ -275,9 +275,9 @@ class ConsumerRuntime:
                 )
                 await asyncio.sleep(delay)
             except Exception as exc:
-                if attempt < _MAX_ATTEMPTS:
-                    continue
-                return exc
+                if attempt >= _MAX_ATTEMPTS:
+                    return exc
+                await asyncio.sleep(0.05 * attempt)
             else:
                 for env, _position in items:
                     self.seen.add(env.id)
@@ -334,9 +334,13 @@ async def read_range(
     start: int,
     end: int,
     types: frozenset[str] | None = None,
+    *,
+    timeout: float = 120.0,
 ) -> list[Envelope[Any]]:
     """Readable envelopes in [start, end) of one partition, without a group; only those
-    of ``types`` if given."""
+    of ``types`` if given. ``end`` must not lie past the log end: reading stops when the
+    consumer's position reaches it (offsets without a record, such as transaction
+    markers, are passed over), or raises TimeoutError after ``timeout`` seconds."""
     if start >= end:
         return []
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
@@ -345,15 +349,15 @@ async def read_range(
     try:
         consumer.assign([tp])
         consumer.seek(tp, start)
-        while True:
-            batches = await consumer.getmany(tp, timeout_ms=1000)
-            for record in batches.get(tp, []):
-                if record.offset >= end:
-                    return found
-                if types is None or _is_wanted(record, types):
-                    with contextlib.suppress(EnvelopeError):  # dead-lettered by its consumers
-                        found.append(from_kafka(record.key, record.value, list(record.headers)))
-                if record.offset == end - 1:
-                    return found
+        async with asyncio.timeout(timeout):
+            while await consumer.position(tp) < end:
+                batches = await consumer.getmany(tp, timeout_ms=200)
+                for record in batches.get(tp, []):
+                    if record.offset >= end:
+                        break
+                    if types is None or _is_wanted(record, types):
+                        with contextlib.suppress(EnvelopeError):  # dead-lettered elsewhere
+                            found.append(from_kafka(record.key, record.value, list(record.headers)))
+        return found
     finally:
         await consumer.stop()

@@ -1,0 +1,455 @@
+"""The consumer runtime and ``read_range`` over a real broker: log order, dead letters,
+poison records, dedupe by event id, type filtering and committed offsets.
+
+Each test reads its own fresh topic with a fresh group; the dead-letter and events topics
+come from the catalog, so their records are told apart by ``dlq.topic`` and event ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import pytest
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from schemas.envelope import Envelope, envelope, to_kafka
+from schemas.events import AgentConfig, AgentCreated, ApiKeyCreated, TenantCreated
+from streams.catalog import DEAD_LETTER, EVENTS
+from streams.consumer import ConsumerRuntime, Item, Position, read_range
+from streams.publisher import Publisher
+from streams.settings import Settings
+from tests.topics import read_all
+
+T = TypeVar("T")
+
+SESSION_TIMEOUT_MS = 6000  # the broker's minimum
+DEADLINE_S = 20.0
+TENANT_CREATED = TenantCreated.ce_type()
+UNKNOWN_TYPE = "agentlog.nothing.never_defined.v1"
+
+
+# -- records -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Raw:
+    """One record as it is written: key, value, headers, and the partition it goes to."""
+
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    partition: int = 0
+
+
+def tenant_created(n: int) -> Envelope[TenantCreated]:
+    tenant = f"tenant-{uuid.uuid4().hex[:8]}-{n}"
+    return envelope(
+        TenantCreated(tenant_id=tenant, display_name=f"tenant {n}"),
+        source="tests",
+        tenant_id=tenant,
+    )
+
+
+def agent_created(n: int) -> Envelope[AgentCreated]:
+    return envelope(
+        AgentCreated(
+            agent_id=f"agent-{uuid.uuid4().hex[:8]}-{n}",
+            config=AgentConfig(name=f"agent {n}", model="dev"),
+        ),
+        source="tests",
+        tenant_id="tenant-of-agents",
+    )
+
+
+def cloud_event(env: Envelope[Any], partition: int = 0) -> Raw:
+    key, value, headers = to_kafka(env)
+    return Raw(key, value, headers, partition)
+
+
+def garbage() -> Raw:
+    return Raw(b"junk", b"definitely not a cloudevent", [("origin", b"test")])
+
+
+def of_unknown_type(env: Envelope[Any]) -> Raw:
+    """A well-formed CloudEvent whose type no fact class has."""
+    raw = cloud_event(env)
+    headers = [(k, UNKNOWN_TYPE.encode() if k == "ce_type" else v) for k, v in raw.headers]
+    return Raw(raw.key, raw.value, headers, raw.partition)
+
+
+# -- broker I/O ----------------------------------------------------------------------------
+
+
+async def create_topic(bootstrap: str, name: str, partitions: int = 1) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        await admin.close()
+
+
+async def ensure_catalog_topic(bootstrap: str, name: str, configs: dict[str, str]) -> None:
+    """The catalog topics these tests read, created if this cluster lacks them."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        if name not in set(await admin.list_topics()):
+            with contextlib.suppress(TopicAlreadyExistsError):
+                partitions = Settings().topic_partitions
+                await admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs)])
+    finally:
+        await admin.close()
+
+
+async def produce(bootstrap: str, topic: str, records: Sequence[Raw]) -> list[Position]:
+    """Write records one after another; return where each landed."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        positions = []
+        for r in records:
+            meta = await producer.send_and_wait(
+                topic, r.value, key=r.key, headers=r.headers, partition=r.partition
+            )
+            positions.append(Position(meta.topic, meta.partition, meta.offset))
+        return positions
+    finally:
+        await producer.stop()
+
+
+async def dead_letters(bootstrap: str, topic: str) -> list[Any]:
+    """Records on the catalog's dead-letter topic that came from ``topic``."""
+    records = await asyncio.to_thread(read_all, bootstrap, DEAD_LETTER.name)
+    return [r for r in records if dict(r.headers).get("dlq.topic") == topic.encode()]
+
+
+async def replies_to(bootstrap: str, cause_ids: set[str]) -> list[Any]:
+    """Records on the catalog's events topic caused by one of ``cause_ids``."""
+    records = await asyncio.to_thread(read_all, bootstrap, EVENTS.name)
+    return [r for r in records if dict(r.headers).get("ce_causationid", b"").decode() in cause_ids]
+
+
+# -- a handler and a running runtime -----------------------------------------------------
+
+
+@dataclass
+class RecordingHandler:
+    """Records what it is handed; raises on ``poison`` ids; answers with ``reply``."""
+
+    topics: Sequence[str]
+    types: frozenset[str] | None = None
+    name: str = field(default_factory=lambda: f"test-{uuid.uuid4().hex[:8]}")
+    poison: frozenset[str] = frozenset()
+    reply: Callable[[Envelope[Any]], Envelope[Any]] | None = None
+    calls: list[list[Item]] = field(default_factory=list)
+    handled: list[Item] = field(default_factory=list)
+
+    async def on_assigned(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {}
+
+    async def handle_batch(self, items: list[Item]) -> list[Envelope[Any]]:
+        self.calls.append(list(items))
+        for env, _position in items:
+            if env.id in self.poison:
+                raise ValueError(f"poisoned by {env.id}")
+        self.handled.extend(items)
+        return [self.reply(env) for env, _position in items] if self.reply else []
+
+    def handled_ids(self) -> list[str]:
+        return [env.id for env, _position in self.handled]
+
+
+@dataclass
+class Running:
+    runtime: ConsumerRuntime
+    task: asyncio.Task[None]
+
+    async def until(self, condition: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + DEADLINE_S
+        while not condition():
+            if self.task.done():
+                self.task.result()
+                raise AssertionError(f"the runtime stopped before {what}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}")
+            await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def running(bootstrap: str, handler: RecordingHandler, group: str) -> AsyncIterator[Running]:
+    publisher = Publisher(bootstrap)
+    await publisher.start()
+    runtime = ConsumerRuntime(
+        bootstrap, handler, publisher, group_id=group, session_timeout_ms=SESSION_TIMEOUT_MS
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(runtime.run(stop))
+    try:
+        yield Running(runtime, task)
+    finally:
+        stop.set()
+        try:
+            await asyncio.wait_for(task, 30)
+        finally:
+            await publisher.stop()
+
+
+async def eventually(fetch: Callable[[], Awaitable[T]], done: Callable[[T], bool], what: str) -> T:
+    deadline = time.monotonic() + DEADLINE_S
+    while True:
+        value = await fetch()
+        if done(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}; last seen: {value!r}")
+        await asyncio.sleep(0.2)
+
+
+@pytest.fixture
+async def catalog_topics(bootstrap: str) -> None:
+    await ensure_catalog_topic(bootstrap, DEAD_LETTER.name, DEAD_LETTER.configs)
+    await ensure_catalog_topic(bootstrap, EVENTS.name, EVENTS.configs)
+
+
+@pytest.fixture
+def group(topic_name: str) -> str:
+    return f"g-{topic_name}"
+
+
+# -- the tests ---------------------------------------------------------------------------
+
+
+async def test_records_reach_the_handler_in_log_order_and_its_answers_are_published(
+    bootstrap: str, topic_name: str, group: str, catalog_topics: None
+) -> None:
+    await create_topic(bootstrap, topic_name, partitions=2)
+    sent = [tenant_created(i) for i in range(12)]
+    positions = await produce(
+        bootstrap, topic_name, [cloud_event(env, partition=i % 2) for i, env in enumerate(sent)]
+    )
+
+    def answer(env: Envelope[Any]) -> Envelope[Any]:
+        key = ApiKeyCreated(tenant_id=env.tenant_id, key_id="k1", key_prefix="al_", key_hash="h")
+        return env.follow(key, step="key", source="tests")
+
+    handler = RecordingHandler(topics=[topic_name], reply=answer)
+    async with running(bootstrap, handler, group) as run:
+        await run.until(lambda: len(handler.handled) >= len(sent), "every record")
+        replies = await eventually(
+            lambda: replies_to(bootstrap, {env.id for env in sent}),
+            lambda found: len(found) >= len(sent),
+            "the handler's answers on the events topic",
+        )
+
+    expected = list(zip(sent, positions, strict=True))
+    for partition in (0, 1):
+        assert [item for item in handler.handled if item[1].partition == partition] == [
+            item for item in expected if item[1].partition == partition
+        ]
+    assert len(handler.handled) == len(sent)
+    assert sorted(dict(r.headers)["ce_id"].decode() for r in replies) == sorted(
+        answer(env).id for env in sent
+    )
+    assert {dict(r.headers)["ce_type"] for r in replies} == {ApiKeyCreated.ce_type().encode()}
+
+
+async def test_unreadable_records_are_dead_lettered_and_the_consumer_carries_on(
+    bootstrap: str, topic_name: str, group: str, catalog_topics: None
+) -> None:
+    await create_topic(bootstrap, topic_name)
+    good = [tenant_created(i) for i in range(3)]
+    unknown = tenant_created(99)
+    records = [
+        cloud_event(good[0]),
+        garbage(),
+        cloud_event(good[1]),
+        of_unknown_type(unknown),
+        cloud_event(good[2]),
+    ]
+    positions = await produce(bootstrap, topic_name, records)
+
+    handler = RecordingHandler(topics=[topic_name])
+    async with running(bootstrap, handler, group) as run:
+        await run.until(lambda: len(handler.handled) >= 3, "the readable records")
+        dead = await eventually(
+            lambda: dead_letters(bootstrap, topic_name),
+            lambda found: len(found) >= 2,
+            "two dead letters",
+        )
+
+    assert handler.handled_ids() == [env.id for env in good]
+    assert len(dead) == 2
+    by_offset = {int(dict(r.headers)["dlq.offset"]): r for r in dead}
+    assert sorted(by_offset) == [positions[1].offset, positions[3].offset]
+    for index, reason in ((1, b"no ce_type header"), (3, UNKNOWN_TYPE.encode())):
+        record = by_offset[positions[index].offset]
+        headers = dict(record.headers)
+        assert record.value == records[index].value
+        assert record.key == records[index].key
+        assert reason in headers["dlq.reason"]
+        assert headers["dlq.topic"] == topic_name.encode()
+        assert headers["dlq.partition"] == b"0"
+        assert headers["dlq.consumer"] == handler.name.encode()
+        for original in records[index].headers:
+            assert original in record.headers
+    assert b"unknown event type" in dict(by_offset[positions[3].offset].headers)["dlq.reason"]
+
+
+async def test_a_poison_record_alone_is_dead_lettered_and_the_rest_of_its_batch_is_handled(
+    bootstrap: str, topic_name: str, group: str, catalog_topics: None
+) -> None:
+    await create_topic(bootstrap, topic_name)
+    sent = [tenant_created(i) for i in range(5)]
+    poison = sent[2]
+    positions = await produce(bootstrap, topic_name, [cloud_event(env) for env in sent])
+
+    handler = RecordingHandler(topics=[topic_name], poison=frozenset({poison.id}))
+    async with running(bootstrap, handler, group) as run:
+        await run.until(lambda: len(handler.handled) >= 4, "the healthy records")
+        (dead,) = await eventually(
+            lambda: dead_letters(bootstrap, topic_name),
+            lambda found: len(found) >= 1,
+            "the poison record's dead letter",
+        )
+
+    assert any(len(call) > 1 and poison.id in {e.id for e, _ in call} for call in handler.calls), (
+        "the poison record was handed over in a batch with others"
+    )
+    assert handler.handled_ids() == [env.id for env in sent if env is not poison]
+    headers = dict(dead.headers)
+    assert int(headers["dlq.offset"]) == positions[2].offset
+    assert headers["ce_id"] == poison.id.encode()
+    assert b"handler failed" in headers["dlq.reason"]
+    assert f"poisoned by {poison.id}".encode() in headers["dlq.reason"]
+    assert headers["dlq.consumer"] == handler.name.encode()
+
+
+async def test_an_event_id_sent_again_is_handled_once(
+    bootstrap: str, topic_name: str, group: str, catalog_topics: None
+) -> None:
+    await create_topic(bootstrap, topic_name)
+    first, second = tenant_created(1), tenant_created(2)
+    await produce(bootstrap, topic_name, [cloud_event(first), cloud_event(second)])
+
+    handler = RecordingHandler(topics=[topic_name])
+    async with running(bootstrap, handler, group) as run:
+        await run.until(lambda: len(handler.handled) >= 2, "the first two records")
+        third = tenant_created(3)
+        # The same event again (as a producer retry or a re-publish after a crash would
+        # write it), then a new one: the runtime must get past the copy to the new one.
+        await produce(bootstrap, topic_name, [cloud_event(first), cloud_event(third)])
+        await run.until(lambda: third.id in handler.handled_ids(), "the record after the copy")
+
+    assert handler.handled_ids() == [first.id, second.id, third.id]
+    assert await dead_letters(bootstrap, topic_name) == []
+
+
+async def test_an_event_id_twice_in_one_poll_is_handled_once(
+    bootstrap: str, topic_name: str, group: str, catalog_topics: None
+) -> None:
+    await create_topic(bootstrap, topic_name)
+    first, second = tenant_created(1), tenant_created(2)
+    await produce(
+        bootstrap, topic_name, [cloud_event(first), cloud_event(first), cloud_event(second)]
+    )
+
+    handler = RecordingHandler(topics=[topic_name])
+    async with running(bootstrap, handler, group) as run:
+        await run.until(lambda: second.id in handler.handled_ids(), "the record after the copy")
+
+    assert len(handler.calls) == 1, "all three records came in one poll"
+    assert handler.handled_ids() == [first.id, second.id]
+
+
+async def test_records_of_other_types_never_reach_the_handler(
+    bootstrap: str, topic_name: str, group: str, catalog_topics: None
+) -> None:
+    await create_topic(bootstrap, topic_name)
+    wanted = [tenant_created(i) for i in range(3)]
+    records = [
+        cloud_event(wanted[0]),
+        cloud_event(agent_created(1)),
+        cloud_event(wanted[1]),
+        of_unknown_type(tenant_created(98)),  # not wanted either: skipped, not dead-lettered
+        cloud_event(agent_created(2)),
+        cloud_event(wanted[2]),
+    ]
+    await produce(bootstrap, topic_name, records)
+
+    handler = RecordingHandler(topics=[topic_name], types=frozenset({TENANT_CREATED}))
+    async with running(bootstrap, handler, group) as run:
+        await run.until(lambda: len(handler.handled) >= 3, "the wanted records")
+
+    assert handler.handled_ids() == [env.id for env in wanted]
+    assert {env.type for call in handler.calls for env, _ in call} == {TENANT_CREATED}
+    assert await dead_letters(bootstrap, topic_name) == []
+
+
+async def test_a_restarted_consumer_resumes_after_the_records_it_handled(
+    bootstrap: str, topic_name: str, group: str, catalog_topics: None
+) -> None:
+    await create_topic(bootstrap, topic_name, partitions=2)
+    before = [tenant_created(i) for i in range(4)]
+    await produce(
+        bootstrap,
+        topic_name,
+        [
+            *(cloud_event(env, partition=i % 2) for i, env in enumerate(before)),
+            garbage(),
+            cloud_event(agent_created(1), partition=1),  # skipped by type, committed too
+        ],
+    )
+
+    first = RecordingHandler(topics=[topic_name], types=frozenset({TENANT_CREATED}))
+    async with running(bootstrap, first, group) as run:
+        await run.until(lambda: len(first.handled) >= len(before), "the first records")
+        await eventually(
+            lambda: dead_letters(bootstrap, topic_name), lambda f: len(f) == 1, "the dead letter"
+        )
+
+    after = [tenant_created(10 + i) for i in range(2)]
+    await produce(
+        bootstrap, topic_name, [cloud_event(env, partition=i % 2) for i, env in enumerate(after)]
+    )
+    second = RecordingHandler(topics=[topic_name], types=frozenset({TENANT_CREATED}))
+    async with running(bootstrap, second, group) as run:
+        await run.until(lambda: len(second.handled) >= len(after), "the new records")
+
+    assert sorted(first.handled_ids()) == sorted(env.id for env in before)
+    assert sorted(second.handled_ids()) == sorted(env.id for env in after)
+    assert len(await dead_letters(bootstrap, topic_name)) == 1, "not dead-lettered again"
+
+
+async def test_read_range_returns_the_readable_envelopes_of_a_range(
+    bootstrap: str, topic_name: str
+) -> None:
+    await create_topic(bootstrap, topic_name)
+    tenants = [tenant_created(i) for i in range(3)]
+    agents = [agent_created(i) for i in range(2)]
+    records = [
+        cloud_event(tenants[0]),  # 0
+        cloud_event(agents[0]),  # 1
+        garbage(),  # 2
+        cloud_event(tenants[1]),  # 3
+        of_unknown_type(tenant_created(97)),  # 4
+        cloud_event(tenants[2]),  # 5
+        cloud_event(agents[1]),  # 6
+    ]
+    positions = await produce(bootstrap, topic_name, records)
+    assert [p.offset for p in positions] == list(range(7))
+    tp = TopicPartition(topic_name, 0)
+
+    assert await read_range(bootstrap, tp, 1, 6) == [agents[0], tenants[1], tenants[2]]
+    assert await read_range(bootstrap, tp, 0, 7, frozenset({TENANT_CREATED})) == tenants
+    assert await read_range(bootstrap, tp, 2, 6, frozenset({AgentCreated.ce_type()})) == []
+    assert await read_range(bootstrap, tp, 3, 4) == [tenants[1]]
+    assert await read_range(bootstrap, tp, 4, 4) == []
