@@ -1,0 +1,434 @@
+"""``ProjectionStore.apply`` against real Postgres: rows, idempotence, positions stored with
+the rows (invariant 3), deterministic tables (invariant 5) and change notifications."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from psycopg import AsyncConnection, sql
+
+from projections.changes import Changes, channel
+from projections.rebuild import table_hashes
+from projections.store import ProjectionStore
+from schemas import events
+from schemas.envelope import Envelope, envelope
+from streams.catalog import COMMANDS, EVENTS
+from streams.consumer import Item, Position
+
+from .conversation import CONFIG, QUESTION, SOURCE, Ids, Log, conversation, tool_definition
+from .rows import TABLES, select
+
+
+@pytest.fixture
+async def store(database_url: str, schema: str) -> AsyncIterator[ProjectionStore]:
+    store = ProjectionStore(database_url, schema)
+    yield store
+    await store.close()
+
+
+def a_conversation(tag: str = "a") -> tuple[Ids, dict[str, Envelope[Any]], list[Item]]:
+    ids = Ids.new(tag)
+    envs = conversation(ids)
+    return ids, envs, Log().extend(envs.values())
+
+
+def offsets_of(envs: dict[str, Envelope[Any]], items: list[Item]) -> dict[str, int]:
+    return {step: pos.offset for step, (_env, pos) in zip(envs, items, strict=True)}
+
+
+async def test_a_conversation_projects_to_its_rows(
+    store: ProjectionStore, schema: str, db: AsyncConnection[Any]
+) -> None:
+    ids, envs, items = a_conversation()
+    offset = offsets_of(envs, items)
+    at = {step: env.time for step, env in envs.items()}
+
+    applied = await store.apply(items)
+
+    assert applied == len(items) == 15
+    assert await select(db, schema, "SELECT * FROM {s}.tenants") == [
+        {
+            "tenant_id": ids.tenant_id,
+            "display_name": f"Tenant {ids.tenant_id}",
+            "created_at": at["tenant_created"],
+        }
+    ]
+    assert await select(db, schema, "SELECT * FROM {s}.api_keys") == [
+        {
+            "key_id": f"key-{ids.tenant_id}",
+            "tenant_id": ids.tenant_id,
+            "key_prefix": "al_test",
+            "key_hash": ids.key_hash,
+            "created_at": at["api_key_created"],
+        }
+    ]
+    assert await select(db, schema, "SELECT * FROM {s}.tools") == [
+        {
+            "tool_id": ids.tool_id,
+            "tenant_id": ids.tenant_id,
+            "name": "lookup",
+            "definition": tool_definition(ids).model_dump(mode="json"),
+            "secret_header_names": ["X-Token"],
+            "created_at": at["tool_registered"],
+        }
+    ]
+    assert await select(db, schema, "SELECT * FROM {s}.agents") == [
+        {
+            "agent_id": ids.agent_id,
+            "tenant_id": ids.tenant_id,
+            "version": 1,
+            "config": CONFIG.model_dump(mode="json"),
+            "status": "active",
+            "created_at": at["agent_created"],
+            "updated_at": at["agent_created"],
+        }
+    ]
+    assert await select(
+        db, schema, "SELECT agent_id, version, change, event_id FROM {s}.agent_versions"
+    ) == [
+        {
+            "agent_id": ids.agent_id,
+            "version": 1,
+            "change": "created",
+            "event_id": envs["agent_created"].id,
+        }
+    ]
+    assert await select(db, schema, "SELECT * FROM {s}.sessions") == [
+        {
+            "session_id": ids.session_id,
+            "tenant_id": ids.tenant_id,
+            "agent_id": ids.agent_id,
+            "metadata": {"channel": "test"},
+            "created_at": at["session_created"],
+        }
+    ]
+    assert await select(db, schema, "SELECT * FROM {s}.turns") == [
+        {
+            "turn_id": ids.turn_id,
+            "tenant_id": ids.tenant_id,
+            "session_id": ids.session_id,
+            "status": "completed",
+            "mode": "chat",
+            "request": QUESTION,
+            "agent_version": 1,
+            "accepted_partition": 0,
+            "accepted_offset": offset["turn_accepted"],
+            "answer_message_id": ids.answer_message_id,
+            "error_code": None,
+            "error_detail": None,
+            "steps": 2,
+            "input_tokens": 12,
+            "output_tokens": 3,
+            "requested_at": at["turn_requested"],
+            "finished_at": at["turn_completed"],
+        }
+    ]
+    assert await select(
+        db, schema, "SELECT type, position, event_id FROM {s}.turn_steps ORDER BY position"
+    ) == [
+        {"type": envs[step].type, "position": offset[step], "event_id": envs[step].id}
+        for step in (
+            "turn_accepted",
+            "turn_started",
+            "user_message_appended",
+            "tool_call_requested",
+            "tool_call_completed",
+            "answer_appended",
+            "turn_completed",
+        )
+    ]
+    assert await select(
+        db, schema, "SELECT message_id, role, content, position FROM {s}.messages ORDER BY position"
+    ) == [
+        {
+            "message_id": ids.user_message_id,
+            "role": "user",
+            "content": QUESTION,
+            "position": offset["user_message_appended"],
+        },
+        {
+            "message_id": ids.answer_message_id,
+            "role": "assistant",
+            "content": "4",
+            "position": offset["answer_appended"],
+        },
+    ]
+    assert await select(db, schema, "SELECT * FROM {s}.tool_calls") == [
+        {
+            "tool_call_id": ids.tool_call_id,
+            "tenant_id": ids.tenant_id,
+            "turn_id": ids.turn_id,
+            "tool": "lookup",
+            "arguments": {"q": "2+2"},
+            "status": "completed",
+            "code": None,
+            "detail": None,
+            "result": "4",
+            "requested_at": at["tool_call_requested"],
+            "finished_at": at["tool_call_completed"],
+        }
+    ]
+    assert await select(
+        db,
+        schema,
+        "SELECT command_id, tenant_id, subject, outcome FROM {s}.command_outcomes"
+        " ORDER BY recorded_at",
+    ) == [
+        {
+            "command_id": envs[command].id,
+            "tenant_id": ids.tenant_id,
+            "subject": subject,
+            "outcome": "accepted",
+        }
+        for command, subject in (
+            ("agent_create_requested", ids.agent_id),
+            ("session_create_requested", ids.session_id),
+            ("turn_requested", ids.session_id),
+        )
+    ]
+    assert await store.positions(COMMANDS.name) == {0: 3}
+    assert await store.positions(EVENTS.name) == {0: 12}
+
+
+async def test_applying_the_same_items_again_changes_nothing(
+    database_url: str, store: ProjectionStore, schema: str, db: AsyncConnection[Any]
+) -> None:
+    _ids, _envs, items = a_conversation()
+    assert await store.apply(items) == 15
+    before = await table_hashes(db, schema)
+
+    redelivered = await store.apply(items)
+    part_redelivered = await store.apply(items[4:9])
+    restarted = ProjectionStore(database_url, schema)  # a new process, after a crash
+    try:
+        after_restart = await restarted.apply(items)
+    finally:
+        await restarted.close()
+
+    assert (redelivered, part_redelivered, after_restart) == (0, 0, 0)
+    assert await table_hashes(db, schema) == before
+
+
+@pytest.mark.parametrize("later_batch", [False, True], ids=["same-batch", "later-batch"])
+async def test_a_republished_event_is_applied_once_at_its_first_offset(
+    store: ProjectionStore, schema: str, db: AsyncConnection[Any], later_batch: bool
+) -> None:
+    ids, envs, items = a_conversation()
+    offset = offsets_of(envs, items)
+    # A writer crashed after publishing and published TurnAccepted again: same id, a
+    # later offset, after the turn had completed.
+    republished = (envs["turn_accepted"], Position(EVENTS.name, 0, 12))
+
+    if later_batch:
+        applied = [await store.apply(items), await store.apply([republished])]
+    else:
+        applied = [await store.apply([*items, republished])]
+
+    assert applied == ([15, 0] if later_batch else [15])
+    # Applied again, its update would reopen the turn and move its accepted offset.
+    assert await select(
+        db, schema, "SELECT status, accepted_offset FROM {s}.turns WHERE turn_id = %s", ids.turn_id
+    ) == [{"status": "completed", "accepted_offset": offset["turn_accepted"]}]
+    assert await select(
+        db,
+        schema,
+        "SELECT position FROM {s}.turn_steps WHERE event_id = %s",
+        envs["turn_accepted"].id,
+    ) == [{"position": offset["turn_accepted"]}]
+    assert await store.positions(EVENTS.name) == {0: 13}
+
+
+def noop(partition: int, offset: int, topic: str = EVENTS.name) -> Item:
+    """A fact with no read model of its own, at a given position."""
+    data = events.TurnCancelRequested(session_id="session-1", turn_id="turn-1")
+    return envelope(data, source=SOURCE, tenant_id="tenant-a"), Position(topic, partition, offset)
+
+
+async def test_positions_move_past_every_item_and_never_back(store: ProjectionStore) -> None:
+    # Offsets out of order within a batch: the position is past the largest.
+    await store.apply([noop(0, 7), noop(0, 3), noop(1, 2), noop(0, 4, topic=COMMANDS.name)])
+    first = await store.positions_all()
+    # A batch from before the stored position (a rewound consumer) moves nothing back,
+    # even though its events are new and applied.
+    stale = await store.apply([noop(0, 1), noop(1, 0)])
+    second = await store.positions_all()
+    # Items that are all duplicates still move the position on.
+    duplicate = noop(0, 20)
+    await store.apply([duplicate])
+    dup_applied = await store.apply([(duplicate[0], Position(EVENTS.name, 0, 30))])
+    third = await store.positions(EVENTS.name)
+
+    assert first == {(EVENTS.name, 0): 8, (EVENTS.name, 1): 3, (COMMANDS.name, 0): 5}
+    assert (stale, second) == (2, first)
+    assert (dup_applied, third) == (0, {0: 31, 1: 3})
+
+
+batches = st.lists(
+    st.lists(
+        st.tuples(
+            st.sampled_from([EVENTS.name, COMMANDS.name]), st.integers(0, 2), st.integers(0, 40)
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(batches)
+async def test_stored_positions_are_the_running_maximum_past_every_item(
+    database_url: str, schema: str, batches: list[list[tuple[str, int, int]]]
+) -> None:
+    # One schema for every example: each example is its own projection.
+    store = ProjectionStore(database_url, schema, projection=f"p-{uuid.uuid4().hex[:8]}")
+    expected: dict[tuple[str, int], int] = {}
+    try:
+        for batch in batches:
+            await store.apply(
+                [noop(partition, offset, topic) for topic, partition, offset in batch]
+            )
+            for topic, partition, offset in batch:
+                key = (topic, partition)
+                expected[key] = max(expected.get(key, 0), offset + 1)
+
+            assert await store.positions_all() == expected
+    finally:
+        await store.close()
+
+
+async def test_two_stores_fed_the_same_events_end_with_identical_tables(
+    database_url: str, make_schema: Callable[[], str], db: AsyncConnection[Any]
+) -> None:
+    log = Log()
+    first = conversation(Ids.new("a"))
+    second = conversation(Ids.new("b"))
+    # Two tenants' conversations interleaved, on two partitions of each topic.
+    items = [
+        log.append(env, partition)
+        for pair in zip(first.values(), second.values(), strict=True)
+        for partition, env in enumerate(pair)
+    ]
+    live_schema, rebuilt_schema = make_schema(), make_schema()
+    live = ProjectionStore(database_url, live_schema)
+    rebuilt = ProjectionStore(database_url, rebuilt_schema, live=False)
+    try:
+        # Batching differs (the live projector's batches depend on timing): one batch
+        # against one item at a time.
+        assert await live.apply(items) == 30
+        assert [await rebuilt.apply([item]) for item in items] == [1] * 30
+    finally:
+        await live.close()
+        await rebuilt.close()
+
+    live_hashes = await table_hashes(db, live_schema)
+    rebuilt_hashes = await table_hashes(db, rebuilt_schema)
+
+    assert set(live_hashes) == TABLES
+    assert "" not in live_hashes.values()  # every table has rows: the match means something
+    assert rebuilt_hashes == live_hashes
+
+
+async def test_a_batch_that_fails_at_its_last_statement_leaves_nothing_behind(
+    store: ProjectionStore, schema: str, db: AsyncConnection[Any]
+) -> None:
+    _ids, _envs, items = a_conversation()
+    before = await table_hashes(db, schema)
+    # Past any Kafka offset: every row is written, then storing the position fails.
+    beyond_int64 = noop(0, 2**63)
+
+    with pytest.raises(psycopg.errors.NumericValueOutOfRange):
+        await store.apply([*items, beyond_int64])
+
+    assert await table_hashes(db, schema) == before
+    assert await store.positions_all() == {}
+    # Nothing was recorded as applied, so a retry applies every event, on the same store.
+    assert await store.apply(items) == 15
+
+
+async def wait_until_listening(db: AsyncConnection[Any], channel_name: str) -> None:
+    """Return once some session has run ``LISTEN`` on the channel (a notification sent
+    before that is lost, by Postgres's design)."""
+    deadline = time.monotonic() + 5
+    listen = sql.SQL("LISTEN {}").format(sql.Identifier(channel_name)).as_string(db)
+    while True:
+        cursor = await db.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE query = %s AND state = 'idle'",
+            (listen,),
+        )
+        row = await cursor.fetchone()
+        if row is not None and row[0] > 0:
+            return
+        assert time.monotonic() < deadline, f"nobody listens on {channel_name}"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_turn_notification_wakes_a_waiting_reader(
+    database_url: str, store: ProjectionStore, schema: str, db: AsyncConnection[Any]
+) -> None:
+    ids, _envs, items = a_conversation()
+    await store.apply(items[:-1])  # everything but TurnCompleted
+    checked_once = asyncio.Event()
+
+    async def completed() -> dict[str, Any] | None:
+        rows = await select(
+            db, schema, "SELECT status FROM {s}.turns WHERE turn_id = %s", ids.turn_id
+        )
+        if rows[0]["status"] == "completed":
+            return rows[0]
+        checked_once.set()
+        return None
+
+    # Re-checks are an hour apart: only a notification can wake the waiter in time.
+    changes = Changes(database_url, schema, recheck_s=3600)
+    changes.start()
+    try:
+        await wait_until_listening(db, changes.channel)
+        waiter = asyncio.create_task(changes.wait_for(f"turn:{ids.turn_id}", completed, 10))
+        await asyncio.wait_for(checked_once.wait(), 5)
+        started = time.monotonic()
+        await store.apply(items[-1:])
+        found = await waiter
+        elapsed = time.monotonic() - started
+    finally:
+        await changes.close()
+
+    assert found == {"status": "completed"}
+    assert elapsed < 2, f"woken after {elapsed:.2f} s: by the timeout, not a notification"
+
+
+async def test_a_store_that_is_not_live_sends_no_notification(
+    database_url: str, schema: str, db: AsyncConnection[Any]
+) -> None:
+    ids, envs, items = a_conversation()
+    split = list(envs).index("turn_started")
+    listener = await AsyncConnection.connect(database_url, autocommit=True)
+    rebuild = ProjectionStore(database_url, schema, live=False)
+    live = ProjectionStore(database_url, schema)
+    try:
+        await listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel(schema))))
+        # Up to TurnAccepted without notifications (a tool, two command outcomes, a turn),
+        # then the rest live, in one transaction: its two wake-ups of the turn's readers
+        # (started, completed) reach listeners as one, as Postgres folds duplicates.
+        await rebuild.apply(items[:split])
+        await live.apply(items[split:])
+        keys = [n.payload async for n in listener.notifies(timeout=0.5)]
+    finally:
+        await listener.close()
+        await rebuild.close()
+        await live.close()
+
+    assert keys == [f"turn:{ids.turn_id}"]

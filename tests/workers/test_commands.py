@@ -1,0 +1,295 @@
+"""The command handler's pure decisions: each command against projected state, to the
+fact recorded as its outcome. Rows are given as the read model returns them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from schemas import events
+from schemas.base import Fact
+from workers.commands import (
+    create_agent,
+    create_session,
+    disable_agent,
+    request_turn,
+    update_agent,
+)
+
+CONFIG = events.AgentConfig(
+    name="helper", model="m-1", system_prompt="Be brief.", tools=["weather"], max_steps=4
+)
+KNOWN_TOOLS = {"weather", "clock"}
+
+
+def agent_row(
+    status: str = "active", version: int = 3, config: events.AgentConfig = CONFIG
+) -> dict[str, Any]:
+    return {
+        "agent_id": "a-1",
+        "tenant_id": "ten-1",
+        "version": version,
+        "config": config.model_dump(mode="json"),
+        "status": status,
+    }
+
+
+def rejected_agent(code: str, detail: str) -> events.AgentCommandRejected:
+    return events.AgentCommandRejected(agent_id="a-1", command_id="", code=code, detail=detail)
+
+
+# -- agents ----------------------------------------------------------------------------
+
+
+def create(config: events.AgentConfig = CONFIG) -> events.AgentCreateRequested:
+    return events.AgentCreateRequested(agent_id="a-1", config=config)
+
+
+def test_a_new_agent_is_created_at_version_one() -> None:
+    assert create_agent(create(), None, KNOWN_TOOLS) == events.AgentCreated(
+        agent_id="a-1", version=1, config=CONFIG
+    )
+
+
+def test_an_agent_id_in_use_is_not_created_again() -> None:
+    assert create_agent(create(), agent_row(), KNOWN_TOOLS) == rejected_agent(
+        "AGENT_EXISTS", "agent a-1 already exists"
+    )
+
+
+def test_an_agent_may_only_allow_registered_tools() -> None:
+    config = CONFIG.model_copy(update={"tools": ["weather", "shell", "files"]})
+
+    assert create_agent(create(config), None, KNOWN_TOOLS) == rejected_agent(
+        "TOOL_UNKNOWN", "unknown tools: files, shell"
+    )
+
+
+def update(**changes: Any) -> events.AgentUpdateRequested:
+    return events.AgentUpdateRequested(agent_id="a-1", changes=changes)
+
+
+def test_an_update_merges_the_changes_and_bumps_the_version() -> None:
+    outcome = update_agent(update(tools=["clock"], max_steps=6), agent_row(version=3), KNOWN_TOOLS)
+
+    assert outcome == events.AgentUpdated(
+        agent_id="a-1",
+        version=4,
+        config=CONFIG.model_copy(update={"tools": ["clock"], "max_steps": 6}),
+        changed=["max_steps", "tools"],
+    )
+
+
+def test_an_update_of_a_missing_agent_is_rejected() -> None:
+    assert update_agent(update(max_steps=6), None, KNOWN_TOOLS) == rejected_agent(
+        "AGENT_NOT_FOUND", "no agent a-1"
+    )
+
+
+def test_a_disabled_agent_cannot_be_updated() -> None:
+    assert update_agent(update(max_steps=6), agent_row("disabled"), KNOWN_TOOLS) == (
+        rejected_agent("AGENT_DISABLED", "agent a-1 is disabled")
+    )
+
+
+def test_fields_outside_the_config_cannot_be_updated() -> None:
+    outcome = update_agent(update(version=9, agent_id="a-2", name="x"), agent_row(), KNOWN_TOOLS)
+
+    assert outcome == rejected_agent("VALIDATION_FAILED", "not updatable: agent_id, version")
+
+
+def test_an_update_to_an_invalid_config_is_rejected() -> None:
+    outcome = update_agent(update(max_steps="many"), agent_row(), KNOWN_TOOLS)
+
+    assert isinstance(outcome, events.AgentCommandRejected)
+    assert outcome.code == "VALIDATION_FAILED"
+    assert "max_steps" in outcome.detail
+
+
+def test_an_update_may_not_allow_unregistered_tools() -> None:
+    outcome = update_agent(update(tools=["weather", "shell"]), agent_row(), KNOWN_TOOLS)
+
+    assert outcome == rejected_agent("TOOL_UNKNOWN", "unknown tools: shell")
+
+
+def test_disabling_an_agent_bumps_its_version() -> None:
+    disable = events.AgentDisableRequested(agent_id="a-1")
+
+    assert disable_agent(disable, agent_row(version=3)) == events.AgentDisabled(
+        agent_id="a-1", version=4
+    )
+
+
+@pytest.mark.parametrize(
+    ("existing", "code", "detail"),
+    [
+        (None, "AGENT_NOT_FOUND", "no agent a-1"),
+        (agent_row("disabled"), "AGENT_DISABLED", "agent a-1 is disabled"),
+    ],
+)
+def test_only_an_existing_active_agent_can_be_disabled(
+    existing: dict[str, Any] | None, code: str, detail: str
+) -> None:
+    disable = events.AgentDisableRequested(agent_id="a-1")
+
+    assert disable_agent(disable, existing) == rejected_agent(code, detail)
+
+
+# -- sessions --------------------------------------------------------------------------
+
+OPEN_SESSION = events.SessionCreateRequested(
+    session_id="s-1", agent_id="a-1", metadata={"user": "u-7"}
+)
+
+
+def test_a_session_is_created_for_an_active_agent() -> None:
+    assert create_session(OPEN_SESSION, None, agent_row()) == events.SessionCreated(
+        session_id="s-1", agent_id="a-1", metadata={"user": "u-7"}
+    )
+
+
+@pytest.mark.parametrize(
+    ("existing", "agent", "code", "detail"),
+    [
+        ({"session_id": "s-1"}, agent_row(), "SESSION_EXISTS", "session s-1 already exists"),
+        (None, None, "AGENT_NOT_FOUND", "no agent a-1"),
+        (None, agent_row("disabled"), "AGENT_DISABLED", "agent a-1 is disabled"),
+    ],
+)
+def test_a_session_needs_a_new_id_and_an_active_agent(
+    existing: dict[str, Any] | None, agent: dict[str, Any] | None, code: str, detail: str
+) -> None:
+    assert create_session(OPEN_SESSION, existing, agent) == events.SessionCommandRejected(
+        session_id="s-1", command_id="", code=code, detail=detail
+    )
+
+
+# -- turns -----------------------------------------------------------------------------
+
+SESSION_ROW: dict[str, Any] = {"session_id": "s-1", "agent_id": "a-1", "metadata": {}}
+WEATHER = events.ToolDefinition(
+    tool_id="tool-weather", name="weather", url="http://tools.test/weather", timeout_s=5.0
+)
+CLOCK = events.ToolDefinition(tool_id="tool-clock", name="clock", url="http://tools.test/clock")
+TOOL_ROWS = [
+    {"tool_id": t.tool_id, "name": t.name, "definition": t.model_dump(mode="json")}
+    for t in (CLOCK, WEATHER)
+]
+HISTORY_ROWS: list[dict[str, Any]] = [
+    {"role": "user", "content": "Weather?", "tool_calls": [], "tool_call_id": None},
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"id": "c1", "name": "weather", "arguments": {"city": "Oslo"}}],
+        "tool_call_id": None,
+    },
+    {"role": "tool", "content": "sunny", "tool_calls": [], "tool_call_id": "c1"},
+    {"role": "assistant", "content": "Sunny in Oslo.", "tool_calls": [], "tool_call_id": None},
+]
+
+
+ACTIVE_AGENT = agent_row()
+
+
+def turn(message: str = "And tomorrow?") -> events.TurnRequested:
+    return events.TurnRequested(session_id="s-1", turn_id="t-2", message=message)
+
+
+def decide_turn(
+    cmd: events.TurnRequested | None = None,
+    *,
+    session: dict[str, Any] | None = SESSION_ROW,
+    agent: dict[str, Any] = ACTIVE_AGENT,
+    active_turn: dict[str, Any] | None = None,
+    max_message_bytes: int = 100,
+) -> Fact:
+    return request_turn(
+        cmd or turn(),
+        session,
+        agent,
+        active_turn,
+        TOOL_ROWS,
+        HISTORY_ROWS,
+        max_message_bytes,
+    )
+
+
+def turn_rejected(code: str, detail: str) -> events.TurnRejected:
+    return events.TurnRejected(session_id="s-1", turn_id="t-2", code=code, detail=detail)
+
+
+def test_an_accepted_turn_carries_the_config_allowlisted_tools_and_history_in_order() -> None:
+    assert decide_turn() == events.TurnAccepted(
+        session_id="s-1",
+        turn_id="t-2",
+        agent_id="a-1",
+        agent_version=3,
+        config=CONFIG,
+        tools=[WEATHER],
+        history=[
+            events.MessageValue(role="user", content="Weather?"),
+            events.MessageValue(
+                role="assistant",
+                tool_calls=[
+                    events.ToolCallValue(id="c1", name="weather", arguments={"city": "Oslo"})
+                ],
+            ),
+            events.MessageValue(role="tool", content="sunny", tool_call_id="c1"),
+            events.MessageValue(role="assistant", content="Sunny in Oslo."),
+        ],
+        message="And tomorrow?",
+    )
+
+
+def test_tools_keep_the_registry_order_and_skip_those_not_allowlisted() -> None:
+    agent = agent_row(config=CONFIG.model_copy(update={"tools": ["weather", "clock", "gone"]}))
+
+    accepted = decide_turn(agent=agent)
+
+    assert isinstance(accepted, events.TurnAccepted)
+    assert accepted.tools == [CLOCK, WEATHER]
+
+
+def test_a_turn_in_a_missing_session_is_rejected() -> None:
+    assert decide_turn(session=None) == turn_rejected("SESSION_NOT_FOUND", "no session s-1")
+
+
+def test_a_turn_whose_agent_is_gone_is_rejected() -> None:
+    outcome = request_turn(turn(), SESSION_ROW, None, None, TOOL_ROWS, HISTORY_ROWS, 100)
+
+    assert outcome == turn_rejected("AGENT_NOT_FOUND", "no agent a-1")
+
+
+def test_a_turn_for_a_disabled_agent_is_rejected() -> None:
+    assert decide_turn(agent=agent_row("disabled")) == turn_rejected(
+        "AGENT_DISABLED", "agent a-1 is disabled"
+    )
+
+
+def test_the_message_limit_counts_utf8_bytes() -> None:
+    exactly = "é" * 50  # 100 bytes in UTF-8
+    assert isinstance(decide_turn(turn(exactly)), events.TurnAccepted)
+
+    assert decide_turn(turn(exactly + "a")) == turn_rejected(
+        "MESSAGE_TOO_LARGE", "message exceeds 100 bytes"
+    )
+
+
+def test_a_session_runs_one_turn_at_a_time() -> None:
+    assert decide_turn(active_turn={"turn_id": "t-1", "status": "running"}) == turn_rejected(
+        "TURN_IN_PROGRESS", "turn t-1 is still running"
+    )
+
+
+def test_a_turn_already_accepted_is_accepted_again() -> None:
+    outcome = decide_turn(active_turn={"turn_id": "t-2", "status": "accepted"})
+
+    assert isinstance(outcome, events.TurnAccepted)
+    assert outcome.turn_id == "t-2"
+
+
+def test_a_too_large_message_is_reported_before_a_running_turn() -> None:
+    outcome = decide_turn(turn("x" * 101), active_turn={"turn_id": "t-1"})
+
+    assert outcome == turn_rejected("MESSAGE_TOO_LARGE", "message exceeds 100 bytes")
