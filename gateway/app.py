@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
@@ -32,7 +31,7 @@ from projections.queries import ReadModel
 from projections.secrets import SecretStore
 from schemas import events
 from schemas.base import Fact
-from schemas.envelope import Envelope, envelope
+from schemas.envelope import Envelope, derived_id, envelope
 from streams.catalog import OUTPUT
 from streams.publisher import Publisher
 from streams.settings import Settings
@@ -216,8 +215,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post("/v1/tools", status_code=201, response_model=ToolPublic, tags=["tools"])
     async def register_tool(body: ToolCreate, tenant_id: TenantDep) -> ToolPublic:
-        existing = {t["name"]: t for t in await gw.read.tools(tenant_id)}
-        tool_id = existing[body.name]["tool_id"] if body.name in existing else str(uuid.uuid4())
+        # One id per tenant and name: registering a name again (even concurrently)
+        # updates that tool.
+        tool_id = derived_id(tenant_id, f"tool/{body.name}")
         definition = events.ToolDefinition(
             tool_id=tool_id,
             name=body.name,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+import jsonschema
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
 
 from workers.providers.registry import MODEL_PATTERN
 
@@ -38,6 +39,15 @@ class ToolCreate(BaseModel):
             ]
         }
     )
+
+    @field_validator("parameters")
+    @classmethod
+    def _is_a_json_schema(cls, parameters: dict[str, Any]) -> dict[str, Any]:
+        try:
+            jsonschema.validators.validator_for(parameters).check_schema(parameters)
+        except jsonschema.SchemaError as exc:
+            raise ValueError(f"not a valid JSON Schema: {exc.message}") from exc
+        return parameters
 
 
 class ToolPublic(BaseModel):

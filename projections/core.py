@@ -57,6 +57,11 @@ class Notify:
 Op = Upsert | Update | Notify
 
 
+def _tool_call_key(data: Any, ctx: Context) -> dict[str, Any]:
+    # Tool call ids come from the model: unique within a turn, not beyond it.
+    return {"turn_id": data.turn_id, "tool_call_id": data.tool_call_id, "tenant_id": ctx.tenant_id}
+
+
 @singledispatch
 def project(data: Fact, ctx: Context) -> list[Op]:
     """Facts with no read model of their own project to nothing."""
@@ -185,7 +190,7 @@ def _(data: events.AgentUpdated, ctx: Context) -> list[Op]:
     return [
         Update(
             "agents",
-            {"agent_id": data.agent_id},
+            {"agent_id": data.agent_id, "tenant_id": ctx.tenant_id},
             {
                 "version": data.version,
                 "config": data.config.model_dump(mode="json"),
@@ -202,7 +207,7 @@ def _(data: events.AgentDisabled, ctx: Context) -> list[Op]:
     return [
         Update(
             "agents",
-            {"agent_id": data.agent_id},
+            {"agent_id": data.agent_id, "tenant_id": ctx.tenant_id},
             {"status": "disabled", "version": data.version, "updated_at": ctx.time},
         ),
         Upsert(
@@ -299,7 +304,7 @@ def _step(data: Any, ctx: Context) -> Upsert:
 
 def _turn(data: Any, ctx: Context, **values: Any) -> list[Op]:
     return [
-        Update("turns", {"turn_id": data.turn_id}, values),
+        Update("turns", {"turn_id": data.turn_id, "tenant_id": ctx.tenant_id}, values),
         _step(data, ctx),
         Notify(f"turn:{data.turn_id}"),
     ]
@@ -415,7 +420,7 @@ def _(data: events.ToolCallRequested, ctx: Context) -> list[Op]:
     return [
         Upsert(
             "tool_calls",
-            ("tool_call_id",),
+            ("turn_id", "tool_call_id"),
             {
                 "tool_call_id": data.tool_call_id,
                 "tenant_id": ctx.tenant_id,
@@ -435,7 +440,7 @@ def _(data: events.ToolCallCompleted, ctx: Context) -> list[Op]:
     return [
         Update(
             "tool_calls",
-            {"tool_call_id": data.tool_call_id},
+            _tool_call_key(data, ctx),
             {"status": "completed", "result": data.result, "finished_at": ctx.time},
         ),
         _step(data, ctx),
@@ -447,7 +452,7 @@ def _(data: events.ToolCallFailed, ctx: Context) -> list[Op]:
     return [
         Update(
             "tool_calls",
-            {"tool_call_id": data.tool_call_id},
+            _tool_call_key(data, ctx),
             {"status": "failed", "code": data.code, "detail": data.detail, "finished_at": ctx.time},
         ),
         _step(data, ctx),
@@ -459,7 +464,7 @@ def _(data: events.ToolCallRejected, ctx: Context) -> list[Op]:
     return [
         Upsert(
             "tool_calls",
-            ("tool_call_id",),
+            ("turn_id", "tool_call_id"),
             {
                 "tool_call_id": data.tool_call_id,
                 "tenant_id": ctx.tenant_id,

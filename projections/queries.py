@@ -76,8 +76,8 @@ class ReadModel:
                 s=sql.Identifier(self.schema)
             )
         async with (await self._ready()).connection() as conn:
-            if self.tenant_scoped and tenant_id is not None:
-                await self._scope(conn, tenant_id)
+            if self.tenant_scoped:
+                await self._scope(conn, tenant_id or "")  # no tenant: no tenant's rows
             return await (await conn.execute(statement, params)).fetchall()
 
     async def _scope(self, conn: AsyncConnection[DictRow], tenant_id: str) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from psycopg import AsyncConnection, sql
+from psycopg.rows import tuple_row
 
 from schemas.envelope import EnvelopeError, from_kafka
 from streams.catalog import COMMANDS, EVENTS, partitions_of
@@ -50,8 +51,9 @@ class RebuildReport:
 
 async def table_hashes(conn: AsyncConnection[Any], schema: str) -> dict[str, str]:
     """An order-independent digest of every row of every table in ``schema``."""
+    cursor = conn.cursor(row_factory=tuple_row)  # whatever rows the connection makes
     rows = await (
-        await conn.execute(
+        await cursor.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = %s"
             " ORDER BY table_name",
             (schema,),
@@ -65,7 +67,7 @@ async def table_hashes(conn: AsyncConnection[Any], schema: str) -> dict[str, str
             "SELECT coalesce(md5(string_agg(md5(t::text), '' ORDER BY md5(t::text))), '')"
             " FROM {}.{} t"
         ).format(sql.Identifier(schema), sql.Identifier(table))
-        (digest,) = await (await conn.execute(query)).fetchone()  # type: ignore[misc]
+        (digest,) = await (await cursor.execute(query)).fetchone()  # type: ignore[misc]
         hashes[table] = str(digest)
     return hashes
 

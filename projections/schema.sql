@@ -114,7 +114,7 @@ CREATE TABLE {schema}.turn_steps (
 );
 CREATE INDEX ON {schema}.turn_steps (turn_id, position);
 CREATE TABLE {schema}.tool_calls (
-    tool_call_id text PRIMARY KEY,
+    tool_call_id text NOT NULL,
     tenant_id text NOT NULL,
     turn_id text NOT NULL,
     tool text NOT NULL,
@@ -124,6 +124,6 @@ CREATE TABLE {schema}.tool_calls (
     detail text,
     result text,
     requested_at timestamptz NOT NULL,
-    finished_at timestamptz
+    finished_at timestamptz,
+    PRIMARY KEY (turn_id, tool_call_id)
 );
-CREATE INDEX ON {schema}.tool_calls (turn_id);

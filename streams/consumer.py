@@ -257,14 +257,18 @@ class ConsumerRuntime:
         self, items: list[Item], stop: asyncio.Event
     ) -> Exception | Literal[False] | None:
         """None when handled and published; False when stopping; the exception when the
-        handler failed ``_MAX_ATTEMPTS`` times. Outages are retried until they pass."""
+        handler failed ``_MAX_ATTEMPTS`` times. Outages are retried until they pass. A
+        batch is handled once: when only publishing failed, the same outputs are
+        published again (the handler has moved on; deciding again could differ)."""
         attempt = 0
+        outputs: list[Envelope[Any]] | None = None
         while True:
             if stop.is_set():
                 return False
             attempt += 1
             try:
-                outputs = await self.handler.handle_batch(items)
+                if outputs is None:
+                    outputs = await self.handler.handle_batch(items)
                 if outputs:
                     await self.publisher.publish_all(outputs)
             except TRANSIENT_ERRORS as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -97,6 +98,16 @@ def create_session(
     )
 
 
+@dataclass(frozen=True)
+class TurnLimits:
+    """The platform's limits on a turn. An agent's own ``max_steps`` and
+    ``max_tool_calls`` apply within them: a turn records the smaller of the two."""
+
+    max_message_bytes: int
+    max_steps: int
+    max_tool_calls: int
+
+
 def request_turn(
     cmd: events.TurnRequested,
     session: dict[str, Any] | None,
@@ -104,7 +115,7 @@ def request_turn(
     active_turn: dict[str, Any] | None,
     tools: list[dict[str, Any]],
     history: list[dict[str, Any]],
-    max_message_bytes: int,
+    limits: TurnLimits,
 ) -> Fact:
     def rejected(code: str, detail: str) -> Fact:
         return events.TurnRejected(
@@ -117,11 +128,17 @@ def request_turn(
         return rejected("AGENT_NOT_FOUND", f"no agent {session['agent_id']}")
     if agent["status"] == "disabled":
         return rejected("AGENT_DISABLED", f"agent {agent['agent_id']} is disabled")
-    if len(cmd.message.encode()) > max_message_bytes:
-        return rejected("MESSAGE_TOO_LARGE", f"message exceeds {max_message_bytes} bytes")
+    if len(cmd.message.encode()) > limits.max_message_bytes:
+        return rejected("MESSAGE_TOO_LARGE", f"message exceeds {limits.max_message_bytes} bytes")
     if active_turn is not None and active_turn["turn_id"] != cmd.turn_id:
         return rejected("TURN_IN_PROGRESS", f"turn {active_turn['turn_id']} is still running")
     config = events.AgentConfig.model_validate(agent["config"])
+    config = config.model_copy(
+        update={
+            "max_steps": min(config.max_steps, limits.max_steps),
+            "max_tool_calls": min(config.max_tool_calls, limits.max_tool_calls),
+        }
+    )
     allowed = set(config.tools)
     return events.TurnAccepted(
         session_id=cmd.session_id,
@@ -152,11 +169,9 @@ class CommandHandler:
     topics: Sequence[str] = (COMMANDS.name,)
     types = None  # every type
 
-    def __init__(
-        self, bootstrap_servers: str, read_model: ReadModel, max_message_bytes: int
-    ) -> None:
+    def __init__(self, bootstrap_servers: str, read_model: ReadModel, limits: TurnLimits) -> None:
         self.read = read_model
-        self.max_message_bytes = max_message_bytes
+        self.limits = limits
         self._offsets = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers)
         self._started = False
 
@@ -234,7 +249,7 @@ class CommandHandler:
                 active = {"turn_id": decided[cmd.session_id].turn_id}  # type: ignore[attr-defined]
             history = await self.read.messages(tenant, cmd.session_id, limit=10_000)
             tools = await self.read.tools(tenant)
-            return request_turn(cmd, session, agent, active, tools, history, self.max_message_bytes)
+            return request_turn(cmd, session, agent, active, tools, history, self.limits)
         if isinstance(cmd, events.TurnCancelRequested):
             turn = await self.read.turn(tenant, cmd.turn_id)
             if turn is None or turn["status"] not in ("accepted", "running"):

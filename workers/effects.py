@@ -36,7 +36,8 @@ class EffectWorker:
 
     def __init__(self, bootstrap_servers: str) -> None:
         self.bootstrap_servers = bootstrap_servers
-        self.done = SeenIds()
+        self.done = SeenIds()  # ids of requests whose result is in the log
+        self._performed: dict[str, list[Envelope[Any]]] = {}
         self._committed = AIOKafkaConsumer(
             bootstrap_servers=bootstrap_servers,
             group_id=group_id(self.name),
@@ -47,9 +48,6 @@ class EffectWorker:
     @property
     def types(self) -> frozenset[str]:
         return frozenset(t.ce_type() for t in (self.request_type, *self.result_types))
-
-    def request_key(self, data: Any) -> str:
-        raise NotImplementedError
 
     async def perform(self, env: Envelope[Any]) -> list[Envelope[Any]]:
         raise NotImplementedError
@@ -62,24 +60,40 @@ class EffectWorker:
         for tp in partitions:
             start = await self._committed.committed(tp) or 0
             for env in await read_range(self.bootstrap_servers, tp, start, ends[tp], self.types):
-                self._learn(env.data)
+                self._learn(env)
         return {}
 
-    def _learn(self, data: Fact) -> None:
-        if isinstance(data, self.result_types):
-            self.done.add(self.request_key(data))
+    def _learn(self, env: Envelope[Any]) -> None:
+        """A result names its request as its cause: that request is done."""
+        if isinstance(env.data, self.result_types):
+            self.done.add(env.causation_id)
 
     async def handle_batch(self, items: list[Item]) -> list[Envelope[Any]]:
-        work = []
+        work: dict[str, Envelope[Any]] = {}  # by request event id: a repeated one runs once
         for env, _position in items:
-            self._learn(env.data)
-            if isinstance(env.data, self.request_type):
-                key = self.request_key(env.data)
-                if key not in self.done:
-                    self.done.add(key)  # a duplicate request later in the batch is skipped
-                    work.append(env)
-        results = await asyncio.gather(*(self.perform(env) for env in work))
-        return [out for outs in results for out in outs]
+            self._learn(env)
+            if isinstance(env.data, self.request_type) and env.id not in self.done:
+                work.setdefault(env.id, env)
+        results = await asyncio.gather(
+            *(self._perform_once(env) for env in work.values()), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result  # the batch is handled again; what succeeded is kept
+        outputs = []
+        for request_id, result in zip(work, results, strict=True):
+            assert not isinstance(result, BaseException)
+            outputs.extend(result)
+            self.done.add(request_id)
+            del self._performed[request_id]
+        return outputs
+
+    async def _perform_once(self, env: Envelope[Any]) -> list[Envelope[Any]]:
+        """Perform a request, or return its result from an attempt whose batch failed
+        for another request's sake: a call that succeeded is not made again."""
+        if env.id not in self._performed:
+            self._performed[env.id] = await self.perform(env)
+        return self._performed[env.id]
 
     async def close(self) -> None:
         if self._started:
@@ -102,9 +116,6 @@ class ToolWorker(EffectWorker):
         self.secrets = secrets
         self.max_result_bytes = max_result_bytes
         self.http = httpx.AsyncClient()
-
-    def request_key(self, data: Any) -> str:
-        return str(data.tool_call_id)
 
     async def perform(self, env: Envelope[Any]) -> list[Envelope[Any]]:
         req: events.ToolCallRequested = env.data

@@ -40,9 +40,6 @@ class ModelWorker(EffectWorker):
         # so on the output topic the deltas come first.
         self.publisher = publisher
 
-    def request_key(self, data: Any) -> str:
-        return str(data.call_id)
-
     async def perform(self, env: Envelope[Any]) -> list[Envelope[Any]]:
         req: events.ModelCallRequested = env.data
         ids: dict[str, Any] = {"session_id": req.session_id, "turn_id": req.turn_id}

@@ -58,7 +58,7 @@ def decide(state: TurnState | None, data: Fact, event_id: str) -> Decision:
     if state is None or state.done:
         return state, []
     if isinstance(data, events.TurnCancelled):
-        return replace(state, done=True), []
+        return _cancelled(state, event_id)
     if isinstance(data, events.ModelCallCompleted) and data.call_id == state.call_id:
         return _model_answered(state, data, event_id)
     if isinstance(data, events.ModelCallFailed) and data.call_id == state.call_id:
@@ -186,12 +186,18 @@ def _model_answered(state: TurnState, data: events.ModelCallCompleted, event_id:
         )
     state = replace(state, pending=frozenset(pending), tool_calls_made=made)
     for call_id, content in rejected:
-        state = replace(
-            state,
-            messages=(
-                *state.messages,
-                events.MessageValue(role="tool", content=content, tool_call_id=call_id),
-            ),
+        # The refusal is the call's answer: recorded, so the history stays well formed.
+        refusal = events.MessageValue(role="tool", content=content, tool_call_id=call_id)
+        state = replace(state, messages=(*state.messages, refusal))
+        facts.append(
+            (
+                f"message-{call_id}",
+                events.MessageAppended(
+                    **ids,
+                    message_id=derived_id(event_id, f"message-{call_id}"),
+                    message=refusal,
+                ),
+            )
         )
     if pending:
         return state, facts
@@ -213,7 +219,31 @@ def _reject_reason(
         jsonschema.validate(call.arguments, tool.parameters)
     except jsonschema.ValidationError as exc:
         return "TOOL_SCHEMA_INVALID", exc.message
+    except jsonschema.SchemaError as exc:
+        return "TOOL_SCHEMA_INVALID", f"the tool's parameter schema is invalid: {exc.message}"
     return None
+
+
+def _cancelled(state: TurnState, event_id: str) -> Step:
+    """The turn ends; tool calls still running get an answer in the history, so that the
+    session's next turn shows the model no call without its answer."""
+    ids: dict[str, Any] = {"session_id": state.session_id, "turn_id": state.turn_id}
+    facts: list[tuple[str, Fact]] = []
+    for call_id in sorted(state.pending):
+        answer = events.MessageValue(
+            role="tool",
+            content="error: the turn was cancelled before this tool call finished",
+            tool_call_id=call_id,
+        )
+        facts.append(
+            (
+                f"message-{call_id}",
+                events.MessageAppended(
+                    **ids, message_id=derived_id(event_id, f"message-{call_id}"), message=answer
+                ),
+            )
+        )
+    return replace(state, done=True, pending=frozenset()), facts
 
 
 def _tool_answered(state: TurnState, tool_call_id: str, content: str, event_id: str) -> Step:
@@ -285,10 +315,12 @@ class Orchestrator:
                 )
             start = await self.read.open_turns_from(tp.partition, committed)
             if start is not None:
+                turns, seen = dict(self.turns), set[str]()
                 for env in await read_range(
                     self.bootstrap_servers, tp, start, committed, self.types
                 ):
-                    self._apply(env)  # outputs already in the log: only rebuild state
+                    self._apply(env, turns, seen)  # outputs are in the log: state only
+                self._commit(turns, seen)
                 log.info(
                     "orchestrator state rebuilt",
                     extra={"partition": tp.partition, "from": start, "to": committed},
@@ -316,27 +348,40 @@ class Orchestrator:
             return False
         return env.id in ids
 
-    def _apply(self, env: Envelope[Any]) -> list[tuple[str, Fact]]:
-        if env.id in self._seen:
+    def _apply(
+        self, env: Envelope[Any], turns: dict[str, TurnState], seen: set[str]
+    ) -> list[tuple[str, Fact]]:
+        """Decide on one event against ``turns`` (changed in place); ``seen`` collects
+        the ids of the events decided on."""
+        if env.id in self._seen or env.id in seen:
             return []
-        self._seen.add(env.id)
+        seen.add(env.id)
         turn_id = getattr(env.data, "turn_id", None)
         if turn_id is None:
             return []
-        state, facts = decide(self.turns.get(turn_id), env.data, env.id)
+        state, facts = decide(turns.get(turn_id), env.data, env.id)
         if state is None or state.done:
-            self.turns.pop(turn_id, None)
+            turns.pop(turn_id, None)
         else:
-            self.turns[turn_id] = state
+            turns[turn_id] = state
         return facts
 
+    def _commit(self, turns: dict[str, TurnState], seen: set[str]) -> None:
+        self.turns = turns
+        for event_id in seen:
+            self._seen.add(event_id)
+
     async def handle_batch(self, items: list[Item]) -> list[Envelope[Any]]:
+        # Decided on a copy: a batch that fails half-way leaves the state as it was, so
+        # handling it again decides the same again.
+        turns, seen = dict(self.turns), set[str]()
         outputs: list[Envelope[Any]] = []
         for env, position in items:
-            for step, fact in self._apply(env):
+            for step, fact in self._apply(env, turns, seen):
                 output = env.follow(fact, step=step, source=SOURCE)
                 if not self._already_published(output, position):
                     outputs.append(output)
+        self._commit(turns, seen)
         return outputs
 
     async def close(self) -> None:

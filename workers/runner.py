@@ -21,7 +21,7 @@ from streams.consumer import ConsumerRuntime, Handler
 from streams.publisher import Publisher
 from streams.settings import Settings
 
-from .commands import CommandHandler
+from .commands import CommandHandler, TurnLimits
 from .effects import ToolWorker
 from .model_worker import ModelWorker
 from .orchestrator import Orchestrator
@@ -44,7 +44,12 @@ def build_handler(role: str, settings: Settings, publisher: Publisher) -> Handle
         return Projector(ProjectionStore(settings.database_url, settings.database_schema))
     if role == "commands":
         read = ReadModel(settings.database_url, settings.database_schema)
-        return CommandHandler(bootstrap, read, settings.max_message_bytes)
+        limits = TurnLimits(
+            max_message_bytes=settings.max_message_bytes,
+            max_steps=settings.max_steps_per_turn,
+            max_tool_calls=settings.max_tool_calls_per_turn,
+        )
+        return CommandHandler(bootstrap, read, limits)
     if role == "orchestrator":
         return Orchestrator(bootstrap, ReadModel(settings.database_url, settings.database_schema))
     if role == "model":

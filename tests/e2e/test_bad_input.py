@@ -60,6 +60,9 @@ def test_requests_that_cannot_be_served_get_problem_details(
         )
         problem(httpx.get(f"{platform.url}/v1/agents"), 401, "UNAUTHENTICATED")
         problem(api.get("/v1/no-such-thing"), 404, "NOT_FOUND")
+        not_a_schema = {"name": "odd", "url": tool_server.url, "parameters": {"type": "objekt"}}
+        invalid_tool = problem(api.post("/v1/tools", json=not_a_schema), 422, "VALIDATION_FAILED")
+        assert "not a valid JSON Schema" in invalid_tool["errors"][0]["msg"]
         problem(api.delete("/v1/agents"), 405, "METHOD_NOT_ALLOWED")
         problem(api.get("/v1/agents", params={"cursor": "%%%"}), 400, "INVALID_CURSOR")
 

@@ -152,7 +152,7 @@ def test_turn_accepted_records_where_in_the_log_it_was_accepted() -> None:
 
     assert ops[0] == Update(
         "turns",
-        {"turn_id": "turn-1"},
+        {"turn_id": "turn-1", "tenant_id": "tenant-a"},
         {"status": "accepted", "agent_version": 3, "accepted_partition": 2, "accepted_offset": 41},
     )
     assert ops[2:] == [
@@ -186,7 +186,7 @@ def test_turn_completed_finishes_the_turn_records_a_step_and_wakes_its_waiters()
     assert project(data, CTX) == [
         Update(
             "turns",
-            {"turn_id": "turn-1"},
+            {"turn_id": "turn-1", "tenant_id": "tenant-a"},
             {
                 "status": "completed",
                 "answer_message_id": "msg-9",

@@ -432,3 +432,26 @@ async def test_a_store_that_is_not_live_sends_no_notification(
         await live.close()
 
     assert keys == [f"turn:{ids.turn_id}"]
+
+
+async def test_nul_characters_are_stored_as_replacement_characters(
+    store: ProjectionStore, schema: str, db: AsyncConnection[Any]
+) -> None:
+    # Postgres text and jsonb cannot hold NUL; a message or metadata may carry one.
+    session = envelope(
+        events.SessionCreated(session_id="s-nul", agent_id="a-1", metadata={"k\x00": "v\x00"}),
+        source=SOURCE,
+        tenant_id="t-nul",
+    )
+    request = envelope(
+        events.TurnRequested(session_id="s-nul", turn_id="t-1", message="a\x00b"),
+        source=SOURCE,
+        tenant_id="t-nul",
+    )
+
+    assert await store.apply(Log().extend([session, request])) == 2
+
+    (row,) = await select(db, schema, "SELECT metadata FROM {s}.sessions")
+    assert row["metadata"] == {"k\ufffd": "v\ufffd"}
+    (turn,) = await select(db, schema, "SELECT request FROM {s}.turns")
+    assert turn["request"] == "a\ufffdb"

@@ -10,6 +10,7 @@ import pytest
 from schemas import events
 from schemas.base import Fact
 from workers.commands import (
+    TurnLimits,
     create_agent,
     create_session,
     disable_agent,
@@ -203,6 +204,7 @@ def decide_turn(
     agent: dict[str, Any] = ACTIVE_AGENT,
     active_turn: dict[str, Any] | None = None,
     max_message_bytes: int = 100,
+    limits: TurnLimits | None = None,
 ) -> Fact:
     return request_turn(
         cmd or turn(),
@@ -211,8 +213,11 @@ def decide_turn(
         active_turn,
         TOOL_ROWS,
         HISTORY_ROWS,
-        max_message_bytes,
+        limits or TurnLimits(max_message_bytes, max_steps=64, max_tool_calls=256),
     )
+
+
+LIMITS = TurnLimits(max_message_bytes=100, max_steps=64, max_tool_calls=256)
 
 
 def turn_rejected(code: str, detail: str) -> events.TurnRejected:
@@ -242,6 +247,19 @@ def test_an_accepted_turn_carries_the_config_allowlisted_tools_and_history_in_or
     )
 
 
+def test_the_platform_caps_an_agents_steps_and_tool_calls() -> None:
+    capped = decide_turn(limits=TurnLimits(100, max_steps=2, max_tool_calls=1))
+    roomy = decide_turn(limits=TurnLimits(100, max_steps=99, max_tool_calls=99))
+
+    assert isinstance(capped, events.TurnAccepted)
+    assert isinstance(roomy, events.TurnAccepted)
+    assert (capped.config.max_steps, capped.config.max_tool_calls) == (2, 1)
+    assert (roomy.config.max_steps, roomy.config.max_tool_calls) == (
+        CONFIG.max_steps,
+        CONFIG.max_tool_calls,
+    )
+
+
 def test_tools_keep_the_registry_order_and_skip_those_not_allowlisted() -> None:
     agent = agent_row(config=CONFIG.model_copy(update={"tools": ["weather", "clock", "gone"]}))
 
@@ -256,7 +274,7 @@ def test_a_turn_in_a_missing_session_is_rejected() -> None:
 
 
 def test_a_turn_whose_agent_is_gone_is_rejected() -> None:
-    outcome = request_turn(turn(), SESSION_ROW, None, None, TOOL_ROWS, HISTORY_ROWS, 100)
+    outcome = request_turn(turn(), SESSION_ROW, None, None, TOOL_ROWS, HISTORY_ROWS, LIMITS)
 
     assert outcome == turn_rejected("AGENT_NOT_FOUND", "no agent a-1")
 

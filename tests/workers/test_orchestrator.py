@@ -8,7 +8,7 @@ causing event and the step, and limits that no turn exceeds.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from hypothesis import given, settings
@@ -160,6 +160,19 @@ def assistant(*calls: events.ToolCallValue, text: str | None = None) -> events.M
 
 def tool_message(tool_call_id: str, content: str) -> events.MessageValue:
     return events.MessageValue(role="tool", content=content, tool_call_id=tool_call_id)
+
+
+def refusal(cause_id: str, tool_call_id: str, content: str) -> tuple[str, Fact]:
+    """A refused (or abandoned) call's answer, recorded in the conversation."""
+    step = f"message-{tool_call_id}"
+    return (
+        step,
+        events.MessageAppended(
+            **IDS,
+            message_id=derived_id(cause_id, step),
+            message=tool_message(tool_call_id, content),
+        ),
+    )
 
 
 def usage(input_tokens: int, output_tokens: int) -> events.UsageValue:
@@ -341,6 +354,7 @@ def test_a_tool_the_agent_may_not_use_is_rejected_and_reported_to_the_model() ->
                 arguments={"cmd": "rm -rf /"},
             ),
         ),
+        refusal("a1", "c1", f"error TOOL_NOT_ALLOWED: {detail}"),
         model_request(
             "a1",
             2,
@@ -386,6 +400,7 @@ def test_tool_calls_beyond_the_turns_limit_are_rejected() -> None:
         ("tool-c1", "ToolCallRequested"),
         ("tool-c2", "ToolCallRequested"),
         ("tool-c3", "ToolCallRejected"),
+        ("message-c3", "MessageAppended"),
     ]
     rejected = facts[3][1]
     assert isinstance(rejected, events.ToolCallRejected)
@@ -428,7 +443,7 @@ def test_with_some_calls_rejected_the_turn_still_waits_for_the_requested_ones() 
     state = started()
     shell, oslo = call("c1", "shell"), call("c2", "weather", city="Oslo")
     state, facts = advance(state, answer(state, shell, oslo), "a1")
-    assert [step for step, _ in facts] == ["message", "tool-c1", "tool-c2"]
+    assert [step for step, _ in facts] == ["message", "tool-c1", "tool-c2", "message-c1"]
 
     _, facts = decide(state, tool_done("c2", "sunny"), "r2")
 
@@ -493,7 +508,7 @@ def test_only_rejected_calls_at_the_last_step_also_exceed_the_steps() -> None:
 
     _, facts = decide(state, answer(state, call("c1", "shell")), "a1")
 
-    assert [step for step, _ in facts] == ["message", "tool-c1", "failed"]
+    assert [step for step, _ in facts] == ["message", "tool-c1", "message-c1", "failed"]
     failed = facts[-1][1]
     assert isinstance(failed, events.TurnFailed)
     assert failed.code == "MAX_STEPS_EXCEEDED"
@@ -510,12 +525,26 @@ def test_a_cancelled_turn_ignores_the_answer_it_was_waiting_for() -> None:
     assert decide(cancelled, model_failed(state, usage(1, 0)), "f1") == (cancelled, [])
 
 
-def test_a_turn_cancelled_during_tool_calls_ignores_their_results() -> None:
+def test_a_turn_cancelled_during_tool_calls_answers_them_and_ignores_their_results() -> None:
     state = started()
-    state, _ = advance(state, answer(state, call("c1", "clock")), "a1")
-    cancelled, _ = advance(state, events.TurnCancelled(**IDS), "c")
+    state, _ = advance(state, answer(state, call("c2", "clock"), call("c1", "clock")), "a1")
+    cancelled, facts = advance(state, events.TurnCancelled(**IDS), "c")
 
+    # Every call still running gets an answer in the history, in a stable order.
+    abandoned = "error: the turn was cancelled before this tool call finished"
+    assert facts == [refusal("c", "c1", abandoned), refusal("c", "c2", abandoned)]
     assert decide(cancelled, tool_done("c1", "12:00"), "r1") == (cancelled, [])
+
+
+def test_a_tool_whose_own_schema_is_invalid_is_refused_not_crashed_on() -> None:
+    broken = WEATHER.model_copy(update={"parameters": {"type": "objekt"}})
+    state = replace(started(), tools={**started().tools, "weather": broken})
+
+    _, facts = decide(state, answer(state, call("c1", "weather", city="Oslo")), "a1")
+
+    (rejected,) = [f for _, f in facts if isinstance(f, events.ToolCallRejected)]
+    assert rejected.code == "TOOL_SCHEMA_INVALID"
+    assert rejected.detail.startswith("the tool's parameter schema is invalid: ")
 
 
 def test_results_for_unknown_or_stale_calls_decide_nothing() -> None:
@@ -634,7 +663,11 @@ def test_ids_in_outputs_derive_only_from_the_cause_and_the_step(script: Script) 
         event_ids.extend(derived_id(cause, step) for step in names)
         for step, fact in facts:
             if isinstance(fact, events.MessageAppended):
-                assert (step, fact.message_id) == ("message", derived_id(cause, "message"))
+                assert fact.message_id == derived_id(cause, step)
+                answered = fact.message.tool_call_id
+                assert step == (
+                    "message" if answered is None or step == "message" else f"message-{answered}"
+                )
             if isinstance(fact, events.ModelCallRequested):
                 assert (step, fact.call_id) == (
                     "model",

@@ -130,7 +130,7 @@ class OpenAIChat:
             text="".join(text),
             tool_calls=[
                 ToolCall(
-                    id=c.id or f"call_{i}",
+                    id=c.id or f"{request.call_id or 'call'}-{i}",
                     name=c.name,
                     arguments=parse_arguments("".join(c.arguments)),
                 )
