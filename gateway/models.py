@@ -92,6 +92,12 @@ class AgentUpdate(BaseModel):
     max_steps: int | None = Field(None, ge=1, le=64)
     max_tool_calls: int | None = Field(None, ge=0, le=256)
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"system_prompt": "Answer in one sentence.", "tools": ["weather"]}]
+        }
+    )
+
 
 class AgentPublic(BaseModel):
     agent_id: str
@@ -118,6 +124,17 @@ class AgentVersionPublic(BaseModel):
 class SessionCreate(BaseModel):
     agent_id: str
     metadata: dict[str, str] = Field(default_factory=dict)
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "agent_id": "0b6e2f0c-3c1e-4a35-9a0e-5d1f4c3b2a10",
+                    "metadata": {"user": "u-42"},
+                }
+            ]
+        }
+    )
 
 
 class SessionPublic(BaseModel):

@@ -7,6 +7,8 @@ import sys
 
 from pythonjsonlogger.json import JsonFormatter
 
+_CHATTY = ("aiokafka", "alembic", "uvicorn.access", "httpx")
+
 
 def configure_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
@@ -19,3 +21,8 @@ def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Libraries narrate every rebalance and migration step at INFO; our own logs say
+    # what matters. At DEBUG everything shows.
+    for chatty in _CHATTY:
+        quiet = root.level > logging.DEBUG
+        logging.getLogger(chatty).setLevel(max(root.level, logging.WARNING) if quiet else 0)
