@@ -213,6 +213,20 @@ class ReadModel:
             limit,
         )
 
+    async def recent_messages(
+        self, tenant_id: str, session_id: str, limit: int
+    ) -> list[dict[str, Any]]:
+        """The session's last ``limit`` messages, oldest first."""
+        rows = await self._all(
+            tenant_id,
+            "SELECT * FROM {s}.messages WHERE tenant_id = %s AND session_id = %s"
+            " ORDER BY position DESC LIMIT %s",
+            tenant_id,
+            session_id,
+            limit,
+        )
+        return rows[::-1]
+
     async def active_turn(self, tenant_id: str, session_id: str) -> dict[str, Any] | None:
         return await self._one(
             tenant_id,

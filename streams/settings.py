@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     max_message_bytes: int = 64 * 1024
     max_steps_per_turn: int = 8
     max_tool_calls_per_turn: int = 16
+    history_max_messages: int = Field(
+        default=100, ge=0, description="most messages of a session's past a turn sends"
+    )
     tool_result_max_bytes: int = 16 * 1024
     model_timeout_s: float = 60.0
     model_max_retries: int = 3

@@ -106,6 +106,15 @@ class TurnLimits:
     max_message_bytes: int
     max_steps: int
     max_tool_calls: int
+    history_messages: int = 100
+
+
+def history_window(history: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """The most recent ``limit`` messages at most, starting at a user message, so that
+    no tool answer is cut from the call it answers."""
+    recent = history[-limit:] if limit > 0 else []
+    start = next((i for i, m in enumerate(recent) if m["role"] == "user"), len(recent))
+    return recent[start:]
 
 
 def request_turn(
@@ -158,7 +167,7 @@ def request_turn(
                 tool_calls=m["tool_calls"],
                 tool_call_id=m["tool_call_id"],
             )
-            for m in history
+            for m in history_window(history, limits.history_messages)
         ],
         message=cmd.message,
     )
@@ -247,7 +256,9 @@ class CommandHandler:
             active = await self.read.active_turn(tenant, cmd.session_id)
             if isinstance(decided.get(cmd.session_id), events.TurnAccepted):
                 active = {"turn_id": decided[cmd.session_id].turn_id}  # type: ignore[attr-defined]
-            history = await self.read.messages(tenant, cmd.session_id, limit=10_000)
+            history = await self.read.recent_messages(
+                tenant, cmd.session_id, self.limits.history_messages
+            )
             tools = await self.read.tools(tenant)
             return request_turn(cmd, session, agent, active, tools, history, self.limits)
         if isinstance(cmd, events.TurnCancelRequested):

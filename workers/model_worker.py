@@ -8,6 +8,7 @@ failed ones included) as ``UsageRecorded`` on the usage topic.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from schemas import events
@@ -20,6 +21,8 @@ from .effects import EffectWorker
 from .providers.base import ChatMessage, ModelRequest, ProviderError, ToolCall, ToolSpec
 from .providers.registry import ModelUnknownError, Providers
 from .providers.retry import RetryPolicy, complete_with_retries
+
+log = logging.getLogger(__name__)
 
 
 class ModelWorker(EffectWorker):
@@ -45,17 +48,20 @@ class ModelWorker(EffectWorker):
         ids: dict[str, Any] = {"session_id": req.session_id, "turn_id": req.turn_id}
         common: dict[str, Any] = {**ids, "call_id": req.call_id, "step": req.step}
         result: Fact
-        pending: list[asyncio.Future[Any]] = []
+        streamed = 0
 
         async def on_delta(attempt: int, text: str) -> None:
-            index = len(pending)
+            # Not awaited: the call's output message follows on the same partition through
+            # the same idempotent producer, so its acknowledgement implies theirs.
+            nonlocal streamed
             delta = events.OutputDelta(
-                **ids, call_id=req.call_id, index=index, text=text, attempt=attempt
+                **ids, call_id=req.call_id, index=streamed, text=text, attempt=attempt
             )
-            step = f"delta-{index}"
-            pending.append(
-                await self.publisher.enqueue(env.follow(delta, step=step, source=self.source))
+            sent = await self.publisher.enqueue(
+                env.follow(delta, step=f"delta-{streamed}", source=self.source)
             )
+            sent.add_done_callback(_log_failure)
+            streamed += 1
 
         try:
             provider, model = self.providers.resolve(req.model)
@@ -111,7 +117,6 @@ class ModelWorker(EffectWorker):
                 **ids, call_id=req.call_id, text=response.text, final=not response.tool_calls
             )
             outputs.append(env.follow(message, step="output", source=self.source))
-        await asyncio.gather(*pending)  # written before the call counts as done
         usage_fact = events.UsageRecorded(
             tenant_id=env.tenant_id,
             usage_id=req.call_id,
@@ -131,3 +136,8 @@ class ModelWorker(EffectWorker):
     async def close(self) -> None:
         await self.providers.close()
         await super().close()
+
+
+def _log_failure(sent: asyncio.Future[Any]) -> None:
+    if not sent.cancelled() and sent.exception() is not None:
+        log.warning("an output delta was not written", extra={"error": repr(sent.exception())})

@@ -48,6 +48,7 @@ def build_handler(role: str, settings: Settings, publisher: Publisher) -> Handle
             max_message_bytes=settings.max_message_bytes,
             max_steps=settings.max_steps_per_turn,
             max_tool_calls=settings.max_tool_calls_per_turn,
+            history_messages=settings.history_max_messages,
         )
         return CommandHandler(bootstrap, read, limits)
     if role == "orchestrator":

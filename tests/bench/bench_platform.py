@@ -8,7 +8,7 @@
    same body, in the same run. Measured twice per round: with the roles behind the
    gateway paused (SIGSTOP), which isolates the intake path, and with them running.
 
-    python -m tests.bench.bench_platform [--turns N] [--rate R]
+    python -m tests.bench.bench_platform [--turns N] [--rate R [R ...]]
 """
 
 from __future__ import annotations
@@ -161,7 +161,13 @@ def wrk(url: str, body: str, headers: dict[str, str], seconds: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--turns", type=int, default=1000)
-    parser.add_argument("--rate", type=float, default=50.0, help="turns per second")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        nargs="+",
+        default=[20.0, 50.0],
+        help="turns per second; one run of --turns turns per rate",
+    )
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--seconds", type=int, default=5, help="length of each wrk run")
     args = parser.parse_args()
@@ -194,25 +200,32 @@ def main() -> None:
             headers = {"Authorization": f"Bearer {key}"}
             api = httpx.Client(base_url=url, headers=headers, timeout=30)
             agent = api.post("/v1/agents", json={"name": "bench", "model": "dev"}).json()
-            sessions = [
-                api.post("/v1/sessions", json={"agent_id": agent["agent_id"]}).json()["session_id"]
-                for _ in range(args.sessions)
-            ]
-            drive_turns(api, sessions[:2], 20, 10)  # warm-up
-            started = time.monotonic()
-            turn_ids = drive_turns(api, sessions, args.turns, args.rate)
-            elapsed = time.monotonic() - started
-            overheads = sorted(
-                turn_overheads(broker.bootstrap, f"{tag}.agentlog.events", set(turn_ids))
-            )
-            p50 = statistics.median(overheads)
-            p99 = overheads[min(len(overheads) - 1, int(0.99 * len(overheads)))]
-            print(
-                f"turn overhead (dev model, accepted -> completed) over {len(overheads)} "
-                f"turns at {len(turn_ids) / elapsed:.0f} turns/s: p50 {p50:.1f} ms, "
-                f"p99 {p99:.1f} ms",
-                flush=True,
-            )
+
+            def new_sessions() -> list[str]:
+                return [
+                    api.post("/v1/sessions", json={"agent_id": agent["agent_id"]}).json()[
+                        "session_id"
+                    ]
+                    for _ in range(args.sessions)
+                ]
+
+            drive_turns(api, new_sessions()[:2], 20, 10)  # warm-up
+            for rate in args.rate:
+                sessions = new_sessions()  # each rate starts from short conversations
+                started = time.monotonic()
+                turn_ids = drive_turns(api, sessions, args.turns, rate)
+                elapsed = time.monotonic() - started
+                overheads = sorted(
+                    turn_overheads(broker.bootstrap, f"{tag}.agentlog.events", set(turn_ids))
+                )
+                p50 = statistics.median(overheads)
+                p99 = overheads[min(len(overheads) - 1, int(0.99 * len(overheads)))]
+                print(
+                    f"turn overhead (dev model, accepted -> completed) over {len(overheads)} "
+                    f"turns at {len(turn_ids) / elapsed:.0f} turns/s: p50 {p50:.1f} ms, "
+                    f"p99 {p99:.1f} ms",
+                    flush=True,
+                )
 
             body = '{"message": "hello"}'
             json_headers = {**headers, "Content-Type": "application/json"}

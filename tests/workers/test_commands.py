@@ -14,6 +14,7 @@ from workers.commands import (
     create_agent,
     create_session,
     disable_agent,
+    history_window,
     request_turn,
     update_agent,
 )
@@ -311,3 +312,23 @@ def test_a_too_large_message_is_reported_before_a_running_turn() -> None:
     outcome = decide_turn(turn("x" * 101), active_turn={"turn_id": "t-1"})
 
     assert outcome == turn_rejected("MESSAGE_TOO_LARGE", "message exceeds 100 bytes")
+
+
+def test_the_history_window_keeps_recent_messages_from_a_user_message_on() -> None:
+    roles = ["user", "assistant", "tool", "assistant", "user", "assistant", "tool", "assistant"]
+    history = [{"role": role, "n": n} for n, role in enumerate(roles)]
+
+    assert [m["n"] for m in history_window(history, 100)] == list(range(8))
+    # The last five start at a tool answer and its call's assistant: both are left out.
+    assert [m["n"] for m in history_window(history, 5)] == [4, 5, 6, 7]
+    assert [m["n"] for m in history_window(history, 3)] == []
+    assert history_window(history, 0) == []
+
+
+def test_an_accepted_turn_carries_at_most_the_history_window() -> None:
+    accepted = decide_turn(
+        limits=TurnLimits(100, max_steps=8, max_tool_calls=8, history_messages=1)
+    )
+
+    assert isinstance(accepted, events.TurnAccepted)
+    assert accepted.history == []  # the last message is the assistant's: no user turn fits
