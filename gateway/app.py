@@ -173,6 +173,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await gw.idempotency.close()
         await gw.publisher.stop()
         await gw.read.close()
+        await gw.secrets.close()
 
     app = FastAPI(
         title="agentlog",

@@ -99,11 +99,6 @@ class ReadModel:
         )
         return None if row is None else str(row["tenant_id"])
 
-    async def tenant(self, tenant_id: str) -> dict[str, Any] | None:
-        return await self._one(
-            tenant_id, "SELECT * FROM {s}.tenants WHERE tenant_id = %s", tenant_id
-        )
-
     # -- tools -----------------------------------------------------------------------
 
     async def tools(self, tenant_id: str) -> list[dict[str, Any]]:

@@ -11,18 +11,30 @@ from typing import Any
 
 from psycopg import AsyncConnection, sql
 from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
 
 
 class SecretStore:
     def __init__(self, database_url: str, schema: str) -> None:
         self.database_url = database_url
         self.schema = f"{schema}_secrets"
+        self._pool: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
+            database_url, min_size=1, max_size=4, kwargs={"autocommit": True}, open=False
+        )
+        self._opened = False
 
-    async def _connect(self) -> AsyncConnection[Any]:
-        return await AsyncConnection.connect(self.database_url, autocommit=True)
+    async def _ready(self) -> AsyncConnectionPool[AsyncConnection[Any]]:
+        if not self._opened:
+            self._opened = True
+            await self._pool.open()
+        return self._pool
+
+    async def close(self) -> None:
+        if self._opened:
+            await self._pool.close()
 
     async def ensure(self) -> None:
-        async with await self._connect() as conn:
+        async with (await self._ready()).connection() as conn:
             await conn.execute(
                 sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
             )
@@ -35,7 +47,7 @@ class SecretStore:
             )
 
     async def put(self, tenant_id: str, tool_id: str, headers: dict[str, str]) -> None:
-        async with await self._connect() as conn:
+        async with (await self._ready()).connection() as conn:
             await conn.execute(
                 sql.SQL(
                     "INSERT INTO {}.tool_headers VALUES (%s, %s, %s)"
@@ -45,7 +57,7 @@ class SecretStore:
             )
 
     async def get(self, tenant_id: str, tool_id: str) -> dict[str, str]:
-        async with await self._connect() as conn:
+        async with (await self._ready()).connection() as conn:
             row = await (
                 await conn.execute(
                     sql.SQL(

@@ -115,7 +115,6 @@ class ConsumerRuntime:
             heartbeat_interval_ms=max(session_timeout_ms // 6, 100),
         )
         self._max_records = max_records
-        self.ready = asyncio.Event()
         self._failure: Exception | None = None
         self._busy = asyncio.Lock()  # held while a batch is handled or partitions prepared
         self._uncommitted: dict[TopicPartition, int] = {}
@@ -178,7 +177,6 @@ class ConsumerRuntime:
                 return
             for tp, offset in seeks.items():
                 self.consumer.seek(tp, offset)
-            self.ready.set()
             return
 
     async def _process(

@@ -176,4 +176,5 @@ class ToolWorker(EffectWorker):
 
     async def close(self) -> None:
         await self.http.aclose()
+        await self.secrets.close()
         await super().close()

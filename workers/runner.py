@@ -35,7 +35,11 @@ async def prepare(settings: Settings) -> None:
     """Topics and database schemas, created or migrated; safe to run again."""
     await ensure_topics(settings.kafka_bootstrap_servers, settings.topic_partitions)
     await asyncio.to_thread(upgrade, settings.database_url, settings.database_schema)
-    await SecretStore(settings.database_url, settings.database_schema).ensure()
+    secrets = SecretStore(settings.database_url, settings.database_schema)
+    try:
+        await secrets.ensure()
+    finally:
+        await secrets.close()
 
 
 def build_handler(role: str, settings: Settings, publisher: Publisher) -> Handler:
