@@ -15,6 +15,8 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+import uvloop
+
 from streams.logs import configure_logging
 
 
@@ -101,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif args.command == "migrate":
         from workers.runner import prepare
 
-        asyncio.run(prepare(settings))
+        uvloop.run(prepare(settings))
     elif args.command == "model-server":
         from workers.providers.protocol_server import ModelServer
 
@@ -122,14 +124,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     elif args.command in ("projector", "worker"):
         role = "projector" if args.command == "projector" else args.role
-        asyncio.run(_run_roles(settings, [role]))
+        uvloop.run(_run_roles(settings, [role]))
     elif args.command == "tenants":
-        key = asyncio.run(create_tenant(settings, args.name))
+        key = uvloop.run(create_tenant(settings, args.name))
         print(key)
     elif args.command == "projections":
         from projections.rebuild import rebuild
 
-        asyncio.run(rebuild(settings, swap=not args.no_swap))
+        uvloop.run(rebuild(settings, swap=not args.no_swap))
 
 
 def _run_broker(args: argparse.Namespace) -> None:
@@ -150,7 +152,7 @@ def _run_broker(args: argparse.Namespace) -> None:
         group_initial_rebalance_delay_ms=args.group_initial_rebalance_delay_ms,
         group_min_session_timeout_ms=args.group_min_session_timeout_ms,
     )
-    asyncio.run(serve(config, args.metrics_port))
+    uvloop.run(serve(config, args.metrics_port))
 
 
 def _stop_event() -> asyncio.Event:
@@ -235,7 +237,7 @@ def _up(settings: object, args: argparse.Namespace) -> None:
             ]
         )
     try:
-        asyncio.run(_serve_everything(settings))
+        uvloop.run(_serve_everything(settings))
     finally:
         if broker is not None:
             broker.send_signal(signal.SIGTERM)
