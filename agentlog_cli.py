@@ -66,7 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="use the Kafka at AGENTLOG_KAFKA_BOOTSTRAP_SERVERS instead",
     )
     up.add_argument("--data-dir", type=Path, default=Path(".agentlog/broker"))
-    sub.add_parser("migrate", help="create topics and migrate the read-model schema")
+    migrate = sub.add_parser("migrate", help="create topics and migrate the read-model schema")
+    migrate.add_argument(
+        "--reset",
+        action="store_true",
+        help="drop read models folded from another Kafka cluster or topic prefix",
+    )
     model_server = sub.add_parser(
         "model-server",
         help="serve the dev model over the OpenAI and Anthropic protocols (for offline use)",
@@ -103,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif args.command == "migrate":
         from workers.runner import prepare
 
-        uvloop.run(prepare(settings))
+        uvloop.run(prepare(settings, reset_foreign=args.reset))
     elif args.command == "model-server":
         from workers.providers.protocol_server import ModelServer
 
@@ -237,14 +242,14 @@ def _up(settings: object, args: argparse.Namespace) -> None:
             ]
         )
     try:
-        uvloop.run(_serve_everything(settings))
+        uvloop.run(_serve_everything(settings, no_broker=args.no_broker))
     finally:
         if broker is not None:
             broker.send_signal(signal.SIGTERM)
             broker.wait(30)
 
 
-async def _serve_everything(settings: object) -> None:
+async def _serve_everything(settings: object, *, no_broker: bool) -> None:
     import uvicorn
 
     from gateway.app import create_app
@@ -253,7 +258,9 @@ async def _serve_everything(settings: object) -> None:
 
     assert isinstance(settings, Settings)
     await _wait_for_kafka(settings.kafka_bootstrap_servers)
-    await prepare(settings)
+    # The embedded broker started here is this platform's log: read models left from
+    # another one (an earlier data directory) are folded again from it.
+    await prepare(settings, reset_foreign=not no_broker)
     stop = _stop_event()
     roles = asyncio.create_task(run_roles(settings, list(ROLES), stop))
     server = uvicorn.Server(

@@ -23,18 +23,18 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import tuple_row
 
 from schemas.envelope import EnvelopeError, from_kafka
-from streams.catalog import COMMANDS, EVENTS, partitions_of
+from streams.catalog import COMMANDS, EVENTS, cluster_id, partitions_of
 from streams.consumer import Position
 from streams.settings import Settings
 
 from .core import PROJECTION
-from .migrate import upgrade
+from .migrate import LogSource, bind_to_log, upgrade
 from .store import SWAP_LOCK, ProjectionStore
 
 # Folded one topic after the other, commands first: a command is always applied before
 # the outcome it caused (the command handler fences on it), so this is the live order.
 TOPICS = (COMMANDS.name, EVENTS.name)
-_SKIPPED_TABLES = {"alembic_version"}
+_SKIPPED_TABLES = {"alembic_version", "log_source"}  # bookkeeping, not folded
 
 
 class RebuildMismatchError(RuntimeError):
@@ -140,6 +140,8 @@ async def rebuild(
     admin = await AsyncConnection.connect(settings.database_url, autocommit=True)
     await admin.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(target)))
     await asyncio.to_thread(upgrade, settings.database_url, target)
+    source = LogSource(await cluster_id(settings.kafka_bootstrap_servers), settings.topic_prefix)
+    await bind_to_log(settings.database_url, target, source)
     store = ProjectionStore(settings.database_url, target, live=False)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False

@@ -81,6 +81,17 @@ def topic_for(fact: type[Fact]) -> TopicSpec:
     raise UnroutableFactError(f"no topic for {fact.__name__}")
 
 
+async def cluster_id(bootstrap_servers: str) -> str:
+    """The Kafka cluster's id (the embedded broker keeps one per data directory)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        described = await admin.describe_cluster()
+    finally:
+        await admin.close()
+    return str(described["cluster_id"])
+
+
 async def partitions_of(bootstrap_servers: str, topic: str) -> list[int]:
     """The partition ids of a topic, from the cluster's metadata."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)

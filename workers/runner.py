@@ -11,12 +11,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from projections.migrate import upgrade
+from projections.migrate import LogSource, bind_to_log, upgrade
 from projections.projector import Projector
 from projections.queries import ReadModel
 from projections.secrets import SecretStore
 from projections.store import ProjectionStore
-from streams.catalog import ensure_topics
+from streams.catalog import cluster_id, ensure_topics
 from streams.consumer import ConsumerRuntime, Handler
 from streams.publisher import Publisher
 from streams.settings import Settings
@@ -31,10 +31,13 @@ log = logging.getLogger(__name__)
 ROLES = ("projector", "commands", "orchestrator", "model", "tool")
 
 
-async def prepare(settings: Settings) -> None:
-    """Topics and database schemas, created or migrated; safe to run again."""
+async def prepare(settings: Settings, *, reset_foreign: bool = False) -> None:
+    """Topics and database schemas, created or migrated; safe to run again. Read models
+    of another log are refused, or dropped with ``reset_foreign``."""
     await ensure_topics(settings.kafka_bootstrap_servers, settings.topic_partitions)
     await asyncio.to_thread(upgrade, settings.database_url, settings.database_schema)
+    source = LogSource(await cluster_id(settings.kafka_bootstrap_servers), settings.topic_prefix)
+    await bind_to_log(settings.database_url, settings.database_schema, source, reset=reset_foreign)
     secrets = SecretStore(settings.database_url, settings.database_schema)
     try:
         await secrets.ensure()
