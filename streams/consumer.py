@@ -158,6 +158,9 @@ class ConsumerRuntime:
         """Let the handler prepare for new partitions, retrying while the failure is an
         outage; a handler that cannot prepare stops the consumer (aiokafka would carry on
         without the handler's state)."""
+        # What was handled before this assignment may come again from the committed
+        # offsets, and the handler rebuilds its state from the log: it must see it.
+        self.seen = SeenIds()
         delay = 0.2
         while not stop.is_set():
             try:

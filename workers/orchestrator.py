@@ -307,6 +307,9 @@ class Orchestrator:
         if not self._started:
             await self._committed.start()
             self._started = True
+        # Every rebalance hands out the whole assignment again: what was kept of turns
+        # is dropped (another member may have moved them on meanwhile) and rebuilt.
+        self.turns, self._seen, self._published = {}, SeenIds(), {}
         for tp in partitions:
             committed = await self._committed.committed(tp) or 0
             if committed > 0:
