@@ -1,4 +1,5 @@
-"""Crash safety: kill -9 workers and the projector at random points across 200 turns.
+"""Crash safety: kill -9 workers (two replicas of some) and the projector at random points
+across 200 turns.
 
 Every turn completes; every model and tool call has exactly one result in the log (a
 call cut off before its result was recorded may be performed again, but is recorded
@@ -26,22 +27,31 @@ from tests.e2e.test_turns import read_topic, setup_agent
 from tests.kafka import REPO
 from workers.providers.protocol_server import ModelServer
 
-ROLES = ("projector", "commands", "orchestrator", "model", "tool")
-VICTIMS = ("model", "tool", "orchestrator", "projector")
+# Two replicas of the orchestrator and the model worker: their partitions move between
+# live members as the others die and come back, so state kept across rebalances counts.
+PROCESSES = {
+    "projector": ["projector"],
+    "commands": ["worker", "commands"],
+    "orchestrator-1": ["worker", "orchestrator"],
+    "orchestrator-2": ["worker", "orchestrator"],
+    "model-1": ["worker", "model"],
+    "model-2": ["worker", "model"],
+    "tool": ["worker", "tool"],
+    "gateway": ["gateway"],
+}
+VICTIMS = ("model-1", "model-2", "tool", "orchestrator-1", "orchestrator-2", "projector")
 
 
 class Role:
-    def __init__(self, role: str, env: dict[str, str], logs: Path) -> None:
-        self.role = role
+    def __init__(self, name: str, env: dict[str, str], logs: Path) -> None:
+        self.name = name
         self.env = env
-        self.log = logs / f"{role}.log"
+        self.log = logs / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.kills = 0
 
     def start(self) -> None:
-        args = ["projector"] if self.role == "projector" else ["worker", self.role]
-        if self.role == "gateway":
-            args = ["gateway"]
+        args = PROCESSES[self.name]
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "agentlog_cli", *args],
             cwd=REPO,
@@ -82,7 +92,7 @@ def test_kill_9_during_200_turns_loses_and_repeats_nothing(
         check=True,
         capture_output=True,
     )
-    roles = {name: Role(name, env, tmp_path) for name in (*ROLES, "gateway")}
+    roles = {name: Role(name, env, tmp_path) for name in PROCESSES}
     try:
         for role in roles.values():
             role.start()
@@ -171,7 +181,8 @@ def test_kill_9_during_200_turns_loses_and_repeats_nothing(
         model_calls = Counter(r.headers["X-Agentlog-Call-Id"] for r in model_server.received)
         assert set(model_calls) == {k.split(":", 1)[1] for k in results if k.startswith("model:")}
         repeated_model = [c for c, n in model_calls.items() if n > 1]
-        assert len(repeated_model) <= roles["model"].kills * len(sessions), repeated_model
+        model_kills = roles["model-1"].kills + roles["model-2"].kills
+        assert len(repeated_model) <= model_kills * len(sessions), repeated_model
 
         calls = Counter(
             r["headers"]["X-Agentlog-Tool-Call-Id"]
