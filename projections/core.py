@@ -302,12 +302,17 @@ def _step(data: Any, ctx: Context) -> Upsert:
     )
 
 
+_FINISHED = frozenset({"completed", "failed", "cancelled", "rejected"})
+
+
 def _turn(data: Any, ctx: Context, **values: Any) -> list[Op]:
-    return [
+    ops: list[Op] = [
         Update("turns", {"turn_id": data.turn_id, "tenant_id": ctx.tenant_id}, values),
         _step(data, ctx),
-        Notify(f"turn:{data.turn_id}"),
     ]
+    if values.get("status") in _FINISHED:  # what a request waiting on a turn waits for
+        ops.append(Notify(f"turn:{data.turn_id}"))
+    return ops
 
 
 @project.register

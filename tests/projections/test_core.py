@@ -155,8 +155,8 @@ def test_turn_accepted_records_where_in_the_log_it_was_accepted() -> None:
         {"turn_id": "turn-1", "tenant_id": "tenant-a"},
         {"status": "accepted", "agent_version": 3, "accepted_partition": 2, "accepted_offset": 41},
     )
+    # Only a finished turn wakes its waiters; the accepted command wakes its own.
     assert ops[2:] == [
-        Notify("turn:turn-1"),
         Upsert(
             "command_outcomes",
             ("command_id",),
