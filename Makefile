@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv if missing and install agentlog with its dev tools
 
-up: $(STAMP) ## run the platform on local defaults (for now: the broker on 127.0.0.1:9092)
+up: $(STAMP) ## run the whole platform on local defaults (broker, workers, gateway on :8080)
 	$(BIN)/agentlog up
 
 test: $(STAMP) ## run the whole test suite against real services
