@@ -7,6 +7,7 @@ to be projected, so a client reads its own write in the response.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -202,10 +203,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/readyz", tags=["ops"])
     async def readyz() -> dict[str, str]:
-        try:
-            await gw.read.ping()
-        except Exception as exc:
-            raise ProblemError("NOT_READY", f"postgres: {exc}") from exc
+        """Ready when Postgres answers a query and Kafka a metadata request."""
+        for dependency, ping in (("postgres", gw.read.ping), ("kafka", gw.publisher.ping)):
+            try:
+                async with asyncio.timeout(2):
+                    await ping()
+            except Exception as exc:
+                raise ProblemError("NOT_READY", f"{dependency}: {exc!r}") from exc
         return {"status": "ready"}
 
     @app.get("/metrics", tags=["ops"])

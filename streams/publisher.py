@@ -43,6 +43,10 @@ class Publisher:
         if self._producer_or_none is not None:
             await self._producer_or_none.stop()
 
+    async def ping(self) -> None:
+        """A metadata round trip to the cluster; raises if it does not answer."""
+        await self._producer.client.fetch_all_metadata()
+
     async def publish(self, env: Envelope[Any]) -> tuple[str, int, int]:
         """Write one envelope; return (topic, partition, offset) once acknowledged."""
         (position,) = await self.publish_all([env])
