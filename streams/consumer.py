@@ -62,7 +62,9 @@ class Handler(Protocol):
         ...
 
     async def handle_batch(self, items: list[Item]) -> list[Envelope[Any]]:
-        """Handle records in log order; return the envelopes to publish."""
+        """Handle records in log order; return the envelopes to publish. A handler that
+        also writes records itself may have ``async def written()``: it is awaited after
+        the returned envelopes are published, before the offsets are committed."""
         ...
 
 
@@ -272,6 +274,9 @@ class ConsumerRuntime:
                     outputs = await self.handler.handle_batch(items)
                 if outputs:
                     await self.publisher.publish_all(outputs)
+                written = getattr(self.handler, "written", None)
+                if written is not None:
+                    await written()
             except TRANSIENT_ERRORS as exc:
                 delay = min(0.1 * 2**attempt, _MAX_DELAY_S)
                 log.warning(

@@ -31,7 +31,7 @@ class ModelWorker(EffectWorker):
     result_types = (events.ModelCallCompleted, events.ModelCallFailed)
     source = "/workers/model"
 
-    def __init__(self, bootstrap_servers: str, settings: Settings, publisher: Publisher) -> None:
+    def __init__(self, bootstrap_servers: str, settings: Settings) -> None:
         super().__init__(bootstrap_servers)
         self.providers = Providers(settings)
         self.policy = RetryPolicy(
@@ -39,9 +39,22 @@ class ModelWorker(EffectWorker):
             timeout_s=settings.model_timeout_s,
             backoff_base_s=settings.model_retry_backoff_s,
         )
-        # The runtime's own publisher: one producer writes the deltas and then the result,
-        # so on the output topic the deltas come first.
-        self.publisher = publisher
+        # The output topic's own producer: the deltas, then the whole message, in order;
+        # results go out beside them through the runtime's, not queued behind them.
+        self.stream = Publisher(bootstrap_servers)
+        self._stream_started = False
+        self._streaming: list[asyncio.Future[Any]] = []
+
+    async def _stream(self, env: Envelope[Any]) -> None:
+        if not self._stream_started:
+            self._stream_started = True
+            await self.stream.start()
+        self._streaming.append(await self.stream.enqueue(env))
+
+    async def written(self) -> None:
+        """Wait until what was streamed is acknowledged (before the runtime commits)."""
+        streaming, self._streaming = self._streaming, []
+        await asyncio.gather(*streaming)
 
     async def perform(self, env: Envelope[Any]) -> list[Envelope[Any]]:
         req: events.ModelCallRequested = env.data
@@ -51,16 +64,11 @@ class ModelWorker(EffectWorker):
         streamed = 0
 
         async def on_delta(attempt: int, text: str) -> None:
-            # Not awaited: the call's output message follows on the same partition through
-            # the same idempotent producer, so its acknowledgement implies theirs.
             nonlocal streamed
             delta = events.OutputDelta(
                 **ids, call_id=req.call_id, index=streamed, text=text, attempt=attempt
             )
-            sent = await self.publisher.enqueue(
-                env.follow(delta, step=f"delta-{streamed}", source=self.source)
-            )
-            sent.add_done_callback(_log_failure)
+            await self._stream(env.follow(delta, step=f"delta-{streamed}", source=self.source))
             streamed += 1
 
         try:
@@ -87,7 +95,6 @@ class ModelWorker(EffectWorker):
                 for t in req.tools
             ],
         )
-        outputs: list[Envelope[Any]] = []
         try:
             outcome = await complete_with_retries(provider, request, on_delta, self.policy)
         except ProviderError as exc:
@@ -116,7 +123,7 @@ class ModelWorker(EffectWorker):
             message = events.OutputMessage(
                 **ids, call_id=req.call_id, text=response.text, final=not response.tool_calls
             )
-            outputs.append(env.follow(message, step="output", source=self.source))
+            await self._stream(env.follow(message, step="output", source=self.source))
         usage_fact = events.UsageRecorded(
             tenant_id=env.tenant_id,
             usage_id=req.call_id,
@@ -128,16 +135,12 @@ class ModelWorker(EffectWorker):
             output_tokens=attempts_usage.output_tokens,
         )
         return [
-            *outputs,
             env.follow(result, step="result", source=self.source),
             env.follow(usage_fact, step="usage", source=self.source),
         ]
 
     async def close(self) -> None:
         await self.providers.close()
+        if self._stream_started:
+            await self.stream.stop()
         await super().close()
-
-
-def _log_failure(sent: asyncio.Future[Any]) -> None:
-    if not sent.cancelled() and sent.exception() is not None:
-        log.warning("an output delta was not written", extra={"error": repr(sent.exception())})

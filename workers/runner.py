@@ -45,7 +45,7 @@ async def prepare(settings: Settings, *, reset_foreign: bool = False) -> None:
         await secrets.close()
 
 
-def build_handler(role: str, settings: Settings, publisher: Publisher) -> Handler:
+def build_handler(role: str, settings: Settings) -> Handler:
     bootstrap = settings.kafka_bootstrap_servers
     if role == "projector":
         return Projector(ProjectionStore(settings.database_url, settings.database_schema))
@@ -61,7 +61,7 @@ def build_handler(role: str, settings: Settings, publisher: Publisher) -> Handle
     if role == "orchestrator":
         return Orchestrator(bootstrap, ReadModel(settings.database_url, settings.database_schema))
     if role == "model":
-        return ModelWorker(bootstrap, settings, publisher)
+        return ModelWorker(bootstrap, settings)
     if role == "tool":
         return ToolWorker(
             bootstrap,
@@ -75,7 +75,7 @@ async def run_roles(settings: Settings, roles: list[str], stop: asyncio.Event) -
     """Run the given roles until ``stop`` is set; a role that crashes stops them all."""
     publisher = Publisher(settings.kafka_bootstrap_servers)
     await publisher.start()
-    handlers = [build_handler(role, settings, publisher) for role in roles]
+    handlers = [build_handler(role, settings) for role in roles]
     runtimes = [
         ConsumerRuntime(
             settings.kafka_bootstrap_servers,
