@@ -86,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     tenants_sub = tenants.add_subparsers(dest="action", required=True)
     create = tenants_sub.add_parser("create", help="create a tenant and print its first API key")
     create.add_argument("name")
+    secrets_cmd = sub.add_parser("secrets", help="manage the key that seals tool secrets")
+    secrets_sub = secrets_cmd.add_subparsers(dest="action", required=True)
+    secrets_sub.add_parser(
+        "rotate", help="seal every tool secret again under the first AGENTLOG_SECRETS_KEY"
+    )
     projections = sub.add_parser("projections", help="manage projections")
     projections_sub = projections.add_subparsers(dest="action", required=True)
     rebuild = projections_sub.add_parser("rebuild", help="rebuild a projection from offset 0")
@@ -133,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif args.command == "tenants":
         key = uvloop.run(create_tenant(settings, args.name))
         print(key)
+    elif args.command == "secrets":
+        print(f"sealed again: {uvloop.run(_rotate_secrets(settings))} tools")
     elif args.command == "projections":
         from projections.rebuild import rebuild
 
@@ -172,6 +179,19 @@ async def _run_roles(settings: object, roles: list[str]) -> None:
     from workers.runner import run_roles
 
     await run_roles(settings, roles, _stop_event())  # type: ignore[arg-type]
+
+
+async def _rotate_secrets(settings: object) -> int:
+    from projections.secrets import SecretStore
+    from streams.settings import Settings
+
+    assert isinstance(settings, Settings)
+    store = SecretStore.from_settings(settings)
+    try:
+        await store.ensure()
+        return await store.rotate()
+    finally:
+        await store.close()
 
 
 async def create_tenant(settings: object, name: str) -> str:

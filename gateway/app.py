@@ -15,15 +15,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
-import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
 from cachetools import LRUCache, TTLCache
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from psycopg_pool import PoolTimeout
 from sse_starlette.sse import EventSourceResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -34,10 +31,11 @@ from schemas import events
 from schemas.base import Fact
 from schemas.envelope import Envelope, derived_id, envelope
 from streams.catalog import OUTPUT
-from streams.publisher import Publisher
+from streams.publisher import RECORD_TOO_LARGE, Publisher
 from streams.settings import Settings
 
 from .idempotency import IdempotencyKeys, fingerprint, request_ids
+from .intake import Intake
 from .metrics import RequestMetrics
 from .models import (
     PROBLEM_RESPONSES,
@@ -58,6 +56,7 @@ from .models import (
     TurnPublic,
 )
 from .problems import (
+    OUTAGES,
     ProblemError,
     on_http_error,
     on_problem,
@@ -88,7 +87,7 @@ class Gateway:
         )
         self.changes = Changes(settings.database_url, settings.database_schema)
         self.idempotency = IdempotencyKeys(settings.redis_url)
-        self.secrets = SecretStore(settings.database_url, settings.database_schema)
+        self.secrets = SecretStore.from_settings(settings)
         # Valid keys for a minute; sessions for good (a session never changes tenant).
         self._keys: TTLCache[str, str] = TTLCache(maxsize=10_000, ttl=60)
         self._sessions: LRUCache[tuple[str, str], dict[str, Any]] = LRUCache(maxsize=100_000)
@@ -122,7 +121,12 @@ class Gateway:
 
     async def record(self, tenant_id: str, data: Fact, **kwargs: Any) -> Envelope[Any]:
         env = envelope(data, source=SOURCE, tenant_id=tenant_id, **kwargs)
-        await self.publisher.publish(env)
+        try:
+            await self.publisher.publish(env)
+        except RECORD_TOO_LARGE:
+            raise ProblemError(
+                "RECORD_TOO_LARGE", "the request makes a record larger than the log accepts"
+            ) from None
         return env
 
     async def outcome(
@@ -139,14 +143,12 @@ class Gateway:
 async def authenticated_tenant(
     request: Request, authorization: Annotated[str | None, Header()] = None
 ) -> str:
-    """The tenant whose API key signed the request."""
-    if not authorization or not authorization.startswith("Bearer "):
+    """The tenant whose API key signed the request. ``Intake`` checked the key before
+    the body was read; the header is declared here for the API's documentation."""
+    tenant: str | None = getattr(request.state, "tenant_id", None)
+    if tenant is None:
         raise ProblemError("UNAUTHENTICATED", "send 'Authorization: Bearer <api key>'")
-    gw: Gateway = request.app.state.gateway
-    found = await gw.tenant_for(authorization.removeprefix("Bearer ").strip())
-    if found is None:
-        raise ProblemError("UNAUTHENTICATED", "unknown API key")
-    return found
+    return tenant
 
 
 TenantDep = Annotated[str, Depends(authenticated_tenant)]
@@ -189,11 +191,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(ProblemError, on_problem)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
-    for outage in (KafkaError, psycopg.OperationalError, PoolTimeout):
+    for outage in OUTAGES:
         app.add_exception_handler(outage, on_unavailable)
     app.add_exception_handler(Exception, on_unexpected)
 
-    app.add_middleware(RequestMetrics)
+    app.add_middleware(
+        Intake,
+        tenant_for=gw.tenant_for,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_s,
+        max_json_depth=settings.max_json_depth,
+    )
+    app.add_middleware(RequestMetrics)  # outermost: refused requests are counted too
 
     # -- health ----------------------------------------------------------------------
 

@@ -3,22 +3,42 @@
 from __future__ import annotations
 
 import datetime
-from typing import Any
+import json
+from collections.abc import Iterator
+from typing import Annotated, Any
 
 import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
+from referencing import Registry, Resource
+from referencing.exceptions import Unresolvable
+from referencing.jsonschema import DRAFT202012
 
+from schemas.headers import header_problem
 from workers.providers.registry import MODEL_PATTERN
+
+# Caps on what is stored, so every command fits its topic and every read stays small.
+MAX_NAME = 200
+MAX_TEXT = 32 * 1024  # a system prompt, a tool's description
+MAX_SCHEMA_BYTES = 32 * 1024
+MAX_ENTRIES = 64  # tools of an agent, metadata entries, secret headers
+MAX_METADATA_VALUE = 1024
+MAX_HEADER_VALUE = 8 * 1024
+ToolName = Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
+MetadataKey = Annotated[str, Field(min_length=1, max_length=128)]
+MetadataValue = Annotated[str, Field(max_length=MAX_METADATA_VALUE)]
+HeaderValue = Annotated[str, Field(max_length=MAX_HEADER_VALUE)]
 
 
 class ToolCreate(BaseModel):
-    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
-    description: str = ""
+    name: ToolName
+    description: str = Field("", max_length=MAX_TEXT)
     url: HttpUrl
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
-    timeout_s: float = Field(10.0, gt=0, le=300)
-    secret_headers: dict[str, str] = Field(
-        default_factory=dict, description="sent with every call; never stored in events"
+    timeout_s: float = Field(10.0, gt=0, le=300, strict=True)
+    secret_headers: dict[str, HeaderValue] = Field(
+        default_factory=dict,
+        max_length=MAX_ENTRIES,
+        description="sent with every call; never stored in events",
     )
 
     model_config = ConfigDict(
@@ -40,14 +60,50 @@ class ToolCreate(BaseModel):
         }
     )
 
+    @field_validator("secret_headers")
+    @classmethod
+    def _are_sendable(cls, headers: dict[str, str]) -> dict[str, str]:
+        for name, value in headers.items():
+            problem = header_problem(name, value)
+            if problem is not None:
+                raise ValueError(problem)
+        return headers
+
     @field_validator("parameters")
     @classmethod
     def _is_a_json_schema(cls, parameters: dict[str, Any]) -> dict[str, Any]:
+        if len(json.dumps(parameters)) > MAX_SCHEMA_BYTES:
+            raise ValueError(f"the schema exceeds {MAX_SCHEMA_BYTES} bytes")
         try:
             jsonschema.validators.validator_for(parameters).check_schema(parameters)
         except jsonschema.SchemaError as exc:
             raise ValueError(f"not a valid JSON Schema: {exc.message}") from exc
+        # Arguments are checked against it offline: every reference must resolve within.
+        base = "urn:agentlog:tool-parameters"
+        registry: Registry[Any] = Registry().with_resource(
+            base, Resource.from_contents(parameters, default_specification=DRAFT202012)
+        )
+        resolver = registry.resolver(base_uri=base)
+        for ref in _references(parameters):
+            try:
+                resolver.lookup(ref)
+            except Unresolvable:
+                raise ValueError(
+                    f"not a valid JSON Schema: the reference {ref!r} does not resolve within it"
+                ) from None
         return parameters
+
+
+def _references(schema: Any) -> Iterator[str]:
+    if isinstance(schema, dict):
+        for key, value in schema.items():
+            if key == "$ref" and isinstance(value, str):
+                yield value
+            else:
+                yield from _references(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            yield from _references(value)
 
 
 class ToolPublic(BaseModel):
@@ -61,14 +117,17 @@ class ToolPublic(BaseModel):
 
 
 class AgentCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=MAX_NAME)
     model: str = Field(
-        "dev", pattern=MODEL_PATTERN, description="`dev`, `openai:<model>` or `anthropic:<model>`"
+        "dev",
+        pattern=MODEL_PATTERN,
+        max_length=MAX_NAME,
+        description="`dev`, `openai:<model>` or `anthropic:<model>`",
     )
-    system_prompt: str = ""
-    tools: list[str] = Field(default_factory=list)
-    max_steps: int = Field(8, ge=1, le=64)
-    max_tool_calls: int = Field(16, ge=0, le=256)
+    system_prompt: str = Field("", max_length=MAX_TEXT)
+    tools: list[ToolName] = Field(default_factory=list, max_length=MAX_ENTRIES)
+    max_steps: int = Field(8, ge=1, le=64, strict=True)
+    max_tool_calls: int = Field(16, ge=0, le=256, strict=True)
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -85,12 +144,12 @@ class AgentCreate(BaseModel):
 
 
 class AgentUpdate(BaseModel):
-    name: str | None = Field(None, min_length=1, max_length=200)
-    model: str | None = Field(None, pattern=MODEL_PATTERN)
-    system_prompt: str | None = None
-    tools: list[str] | None = None
-    max_steps: int | None = Field(None, ge=1, le=64)
-    max_tool_calls: int | None = Field(None, ge=0, le=256)
+    name: str | None = Field(None, min_length=1, max_length=MAX_NAME)
+    model: str | None = Field(None, pattern=MODEL_PATTERN, max_length=MAX_NAME)
+    system_prompt: str | None = Field(None, max_length=MAX_TEXT)
+    tools: list[ToolName] | None = Field(None, max_length=MAX_ENTRIES)
+    max_steps: int | None = Field(None, ge=1, le=64, strict=True)
+    max_tool_calls: int | None = Field(None, ge=0, le=256, strict=True)
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -122,8 +181,8 @@ class AgentVersionPublic(BaseModel):
 
 
 class SessionCreate(BaseModel):
-    agent_id: str
-    metadata: dict[str, str] = Field(default_factory=dict)
+    agent_id: str = Field(max_length=MAX_NAME)
+    metadata: dict[MetadataKey, MetadataValue] = Field(default_factory=dict, max_length=MAX_ENTRIES)
 
     model_config = ConfigDict(
         json_schema_extra={

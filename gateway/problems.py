@@ -10,12 +10,18 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
+from aiokafka.errors import KafkaError
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
+
+# Kafka or Postgres not answering: nothing was recorded, the client may retry.
+OUTAGES = (KafkaError, psycopg.OperationalError, PoolTimeout)
 
 PROBLEM_BASE = "https://agentlog.dev/problems/"
 
@@ -30,7 +36,13 @@ PROBLEMS: dict[str, ProblemType] = {
     "UNAUTHENTICATED": ProblemType(401, "Missing or invalid API key"),
     "VALIDATION_FAILED": ProblemType(422, "The request is not valid"),
     "MALFORMED_BODY": ProblemType(400, "The request body is not valid JSON"),
+    "BAD_REQUEST": ProblemType(400, "The request is not valid HTTP for this resource"),
     "MESSAGE_TOO_LARGE": ProblemType(413, "The message is too large"),
+    "BODY_TOO_LARGE": ProblemType(413, "The request body is too large"),
+    "RECORD_TOO_LARGE": ProblemType(413, "The command is too large to record"),
+    "JSON_TOO_DEEP": ProblemType(422, "The request body nests too deeply"),
+    "BODY_TIMEOUT": ProblemType(408, "The request body did not arrive in time"),
+    "TOO_MANY_STREAMS": ProblemType(429, "Too many open streams for this tenant"),
     "AGENT_NOT_FOUND": ProblemType(404, "No such agent"),
     "AGENT_EXISTS": ProblemType(409, "The agent already exists"),
     "AGENT_DISABLED": ProblemType(409, "The agent is disabled"),
@@ -54,7 +66,10 @@ PROBLEMS: dict[str, ProblemType] = {
     "TOOL_TIMEOUT": ProblemType(504, "The tool did not answer in time"),
     "TOOL_HTTP_ERROR": ProblemType(502, "The tool answered with an HTTP error"),
     "TOOL_UNAVAILABLE": ProblemType(502, "The tool could not be reached"),
+    "TOOL_HEADERS_INVALID": ProblemType(422, "A secret header of the tool cannot be sent"),
     "MAX_STEPS_EXCEEDED": ProblemType(422, "The turn needed more model calls than allowed"),
+    "STEP_UNPROCESSABLE": ProblemType(422, "A step of the turn could not be processed"),
+    "TURN_TIMED_OUT": ProblemType(504, "The turn made no progress within its deadline"),
     "MODEL_TIMEOUT": ProblemType(504, "The model provider did not answer in time"),
     "MODEL_UNAVAILABLE": ProblemType(502, "The model provider failed"),
     "MODEL_RATE_LIMITED": ProblemType(429, "The model provider is rate limiting"),
@@ -94,18 +109,35 @@ async def on_problem(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(exc.code, exc.detail, request.url.path, **exc.extra)
 
 
+_HTTP_ERRORS = {
+    400: "MALFORMED_BODY",  # FastAPI: a body it cannot decode (bad UTF-8, say)
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "BODY_TOO_LARGE",
+}
+
+
 async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
-    """Starlette's own errors: an unknown route, a method a route does not have."""
+    """Starlette's and FastAPI's own errors: an unknown route, a method a route does not
+    have, a body that cannot be decoded. Its headers (``Allow`` on a 405) are kept."""
     assert isinstance(exc, StarletteHTTPException)
-    code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "INTERNAL_ERROR")
-    return problem_response(code, str(exc.detail), request.url.path)
+    code = _HTTP_ERRORS.get(exc.status_code)
+    if code is None:
+        code = "BAD_REQUEST" if 400 <= exc.status_code < 500 else "INTERNAL_ERROR"
+    response = problem_response(code, str(exc.detail), request.url.path)
+    response.headers.update(exc.headers or {})
+    return response
 
 
 async def on_unavailable(request: Request, exc: Exception) -> JSONResponse:
     """Kafka or Postgres failed under the request: nothing was half done (a command is
     either on its topic or not), so the client may retry."""
-    log.warning("dependency unavailable", extra={"path": request.url.path, "error": repr(exc)})
-    response = problem_response("UNAVAILABLE", type(exc).__name__, request.url.path)
+    return unavailable(request.url.path, exc)
+
+
+def unavailable(path: str, exc: Exception) -> JSONResponse:
+    log.warning("dependency unavailable", extra={"path": path, "error": repr(exc)})
+    response = problem_response("UNAVAILABLE", type(exc).__name__, path)
     response.headers["Retry-After"] = "1"
     return response
 

@@ -411,6 +411,16 @@ def _(data: events.ModelCallRequested, ctx: Context) -> list[Op]:
 
 
 @project.register
+def _(data: events.TurnStepUnprocessable, ctx: Context) -> list[Op]:
+    return [_step(data, ctx)]
+
+
+@project.register
+def _(data: events.TurnDeadlinePassed, ctx: Context) -> list[Op]:
+    return [_step(data, ctx)]
+
+
+@project.register
 def _(data: events.ModelCallCompleted, ctx: Context) -> list[Op]:
     return [_step(data, ctx)]
 

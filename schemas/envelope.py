@@ -154,6 +154,18 @@ _REQUIRED = (
 )
 
 
+def _safe_reason(exc: Exception) -> str:
+    """Why a record is invalid, without quoting its values (they may be secrets)."""
+    if isinstance(exc, ValidationError):
+        return "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+            for e in exc.errors(include_url=False, include_input=False, include_context=False)
+        )
+    if isinstance(exc, LookupError):
+        return str(exc)  # the unknown type, which the record's header already shows
+    return type(exc).__name__
+
+
 def from_kafka(
     key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]] | None
 ) -> Envelope[Any]:
@@ -166,7 +178,7 @@ def from_kafka(
             ce_kafka.KafkaMessage(headers=header_map, key=key, value=value or b"")
         )
     except Exception as exc:
-        raise EnvelopeError(f"unreadable CloudEvent: {exc}") from exc
+        raise EnvelopeError(f"unreadable CloudEvent: {type(exc).__name__}") from exc
     attrs = event.get_attributes()
     missing = [name for name in _REQUIRED if attrs.get(name) in (None, "")]
     if missing:
@@ -176,7 +188,7 @@ def from_kafka(
         data = cls.model_validate(event.get_data())
         sequence = int(attrs["sequence"])
     except (LookupError, ValidationError, ValueError, TypeError) as exc:
-        raise EnvelopeError(f"invalid {attrs['type']}: {exc}") from exc
+        raise EnvelopeError(f"invalid {attrs['type']}: {_safe_reason(exc)}") from exc
     time = attrs["time"]
     if not isinstance(time, datetime.datetime):
         raise EnvelopeError("time is not a timestamp")

@@ -215,6 +215,27 @@ class TurnCancelled(_TurnFact):
     name = "cancelled"
 
 
+class TurnStepUnprocessable(_TurnFact):
+    """A consumer could not process one of the turn's records, which went to the
+    dead-letter topic; the orchestrator fails the turn on it. ``reason`` is a code and
+    an exception class name, never an exception's text (it may hold a secret)."""
+
+    name = "step_unprocessable"
+    record_id: str
+    record_type: str
+    consumer: str
+    reason: str
+
+
+class TurnDeadlinePassed(_TurnFact):
+    """The turn made no progress for ``deadline_s`` after the event ``progress``; the
+    orchestrator fails it unless the turn has moved on since that event."""
+
+    name = "deadline_passed"
+    progress: str
+    deadline_s: float
+
+
 class MessageAppended(_TurnFact):
     subsystem = "message"
     name = "appended"

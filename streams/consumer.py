@@ -24,11 +24,13 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
+from schemas import events
 from schemas.envelope import Envelope, EnvelopeError, from_kafka
 
 from .catalog import DEAD_LETTER
 from .catalog import group_id as catalog_group_id
-from .publisher import Publisher
+from .logs import redact
+from .publisher import RECORD_TOO_LARGE, Publisher
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +64,41 @@ class Handler(Protocol):
         ...
 
     async def handle_batch(self, items: list[Item]) -> list[Envelope[Any]]:
-        """Handle records in log order; return the envelopes to publish. A handler that
-        also writes records itself may have ``async def written()``: it is awaited after
-        the returned envelopes are published, before the offsets are committed."""
+        """Handle records in log order; return the envelopes to publish.
+
+        A handler may also have:
+        - ``async def written()``, if it writes records itself: awaited after the
+          returned envelopes are published, before the offsets are committed;
+        - ``async def tick() -> list[Envelope]``: called about every second between
+          batches, for what is due by the clock (deadlines); its envelopes are published;
+        - ``def unprocessable(env, reason) -> list[Envelope]``: what to record when a
+          record it could not handle goes to the dead-letter topic, instead of the
+          default (``unprocessable_step``)."""
         ...
+
+
+def unprocessable_step(env: Envelope[Any], consumer: str, reason: str) -> list[Envelope[Any]]:
+    """What records that a turn's record went to the dead-letter topic: a fact keyed by
+    the session, on which the orchestrator fails the turn. Nothing for other records."""
+    data = env.data
+    turn_id, session_id = getattr(data, "turn_id", None), getattr(data, "session_id", None)
+    if turn_id is None or session_id is None or isinstance(data, events.TurnStepUnprocessable):
+        return []
+    fact = events.TurnStepUnprocessable(
+        session_id=session_id,
+        turn_id=turn_id,
+        record_id=env.id,
+        record_type=env.type,
+        consumer=consumer,
+        reason=reason,
+    )
+    return [env.follow(fact, step=f"unprocessable-{consumer}", source=f"/{consumer}")]
+
+
+def failure_reason(exc: BaseException) -> str:
+    """A reason safe to record anywhere: a code and the exception's class, never its
+    text, which may quote a secret or a tenant's data."""
+    return f"HANDLER_FAILED: {type(exc).__name__}"
 
 
 class SeenIds:
@@ -90,6 +123,7 @@ TRANSIENT_ERRORS = (OSError, KafkaError, TimeoutError, psycopg.OperationalError)
 _MAX_ATTEMPTS = 3
 _MAX_DELAY_S = 5.0
 _IDLE_COMMIT_S = 1.0
+_TICK_S = 1.0
 
 
 class ConsumerRuntime:
@@ -121,6 +155,7 @@ class ConsumerRuntime:
         self._busy = asyncio.Lock()  # held while a batch is handled or partitions prepared
         self._uncommitted: dict[TopicPartition, int] = {}
         self._last_commit = time.monotonic()
+        self._last_tick = time.monotonic()
 
     async def run(self, stop: asyncio.Event) -> None:
         runtime = self
@@ -147,6 +182,9 @@ class ConsumerRuntime:
                 if time.monotonic() - self._last_commit >= _IDLE_COMMIT_S:
                     async with self._busy:
                         await self._commit()
+                if time.monotonic() - self._last_tick >= _TICK_S:
+                    async with self._busy:
+                        await self._tick()
         finally:
             async with self._busy:
                 await self._commit()
@@ -215,6 +253,18 @@ class ConsumerRuntime:
         if items:
             await self._commit()
 
+    async def _tick(self) -> None:
+        self._last_tick = time.monotonic()
+        tick = getattr(self.handler, "tick", None)
+        if tick is None:
+            return
+        try:
+            outputs = await tick()
+            if outputs:
+                await self.publisher.publish_all(outputs)
+        except TRANSIENT_ERRORS as exc:  # the next tick tries again
+            log.warning("tick failed", extra={"consumer": self.handler.name, "error": repr(exc)})
+
     async def _commit(self) -> None:
         """Commit every handled position. Positions of batches that needed no work are
         committed lazily (at least every ``_IDLE_COMMIT_S``): skipping records again
@@ -277,6 +327,10 @@ class ConsumerRuntime:
                 written = getattr(self.handler, "written", None)
                 if written is not None:
                     await written()
+            except RECORD_TOO_LARGE as exc:
+                # Publishing the same outputs again cannot succeed: not an outage.
+                failure: Exception = exc
+                return failure
             except TRANSIENT_ERRORS as exc:
                 delay = min(0.1 * 2**attempt, _MAX_DELAY_S)
                 log.warning(
@@ -299,15 +353,28 @@ class ConsumerRuntime:
         records: dict[Position, ConsumerRecord[Any, Any]],
         exc: Exception,
     ) -> None:
+        """Send what the handler failed on to the dead-letter topic, then record what
+        that means for each record (a turn's step fails its turn), so nothing waits on
+        it for ever."""
         log.error(
             "handler failed; records to the dead-letter topic",
             exc_info=exc,
             extra={"consumer": self.handler.name, "records": len(items)},
         )
-        for _env, position in items:
-            await self.dead_letter(records[position], f"handler failed: {exc!r}")
+        reason = failure_reason(exc)
+        unprocessable = getattr(self.handler, "unprocessable", None)
+        outcomes: list[Envelope[Any]] = []
+        for env, position in items:
+            await self.dead_letter(records[position], reason)
+            if unprocessable is not None:
+                outcomes.extend(unprocessable(env, reason))
+            else:
+                outcomes.extend(unprocessable_step(env, self.handler.name, reason))
+        if outcomes:
+            await self.publisher.publish_all(outcomes)
 
     async def dead_letter(self, record: ConsumerRecord[Any, Any], reason: str) -> None:
+        reason = redact(reason)
         log.warning(
             "record sent to the dead-letter topic",
             extra={

@@ -10,11 +10,16 @@ import asyncio
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
 from aiokafka.partitioner import DefaultPartitioner
 
 from schemas.envelope import Envelope, to_kafka
 
 from .catalog import topic_for
+
+# Raised when a record is larger than the producer or the topic accepts: retrying the
+# same record cannot help, unlike the other Kafka errors.
+RECORD_TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError)
 
 
 class Publisher:

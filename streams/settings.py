@@ -19,11 +19,30 @@ class Settings(BaseSettings):
     database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     database_schema: str = "agentlog"
     database_pool_size: int = Field(default=10, ge=1, description="gateway connections")
+    database_pool_timeout_s: float = Field(
+        default=2.0, gt=0, description="longest wait for a pooled connection before a 503"
+    )
     redis_url: str = "redis://127.0.0.1:6379/0"
     qdrant_url: str = ":memory:"
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
     max_message_bytes: int = 64 * 1024
+    max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="largest request body the gateway reads"
+    )
+    max_json_depth: int = Field(default=32, ge=2, description="deepest nesting of a JSON body")
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="time a client has to send a request's headers"
+    )
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, description="time a client has to send a request's body"
+    )
+    sse_streams_per_tenant: int = Field(
+        default=20, ge=1, description="concurrent SSE streams of one tenant, per gateway"
+    )
+    turn_deadline_s: float = Field(
+        default=600.0, gt=0, description="a turn that makes no progress for this long fails"
+    )
     max_steps_per_turn: int = 8
     max_tool_calls_per_turn: int = 16
     history_max_messages: int = Field(
@@ -36,8 +55,15 @@ class Settings(BaseSettings):
         default=0.5, description="first backoff between model call attempts (doubles)"
     )
     openai_base_url: str = "https://api.openai.com/v1"
-    openai_api_key: str = ""
+    openai_api_key: str = Field(default="", repr=False)
     anthropic_base_url: str = "https://api.anthropic.com"
-    anthropic_api_key: str = ""
+    anthropic_api_key: str = Field(default="", repr=False)
+    secrets_key: str = Field(
+        default="",
+        repr=False,
+        description="Fernet keys sealing tool secrets, comma-separated, newest first;"
+        " empty: the key in secrets_key_file (created on first use)",
+    )
+    secrets_key_file: str = ".agentlog/secrets.key"
     consumer_session_timeout_ms: int = 10_000
     log_level: str = "INFO"

@@ -225,6 +225,33 @@ class CommandHandler:
             outputs.append(env.follow(fact, step="outcome", source=SOURCE))
         return outputs
 
+    def unprocessable(self, env: Envelope[Any], reason: str) -> list[Envelope[Any]]:
+        """A command that could not be decided on is rejected, so that its requester
+        (waiting on the outcome) gets an answer."""
+        cmd, code = env.data, "STEP_UNPROCESSABLE"
+        detail = f"the command could not be processed ({reason})"
+        fact: Fact
+        if isinstance(cmd, events.TurnRequested):
+            fact = events.TurnRejected(
+                session_id=cmd.session_id, turn_id=cmd.turn_id, code=code, detail=detail
+            )
+        elif isinstance(cmd, events.SessionCreateRequested | events.TurnCancelRequested):
+            fact = events.SessionCommandRejected(
+                session_id=cmd.session_id, command_id=env.id, code=code, detail=detail
+            )
+        elif isinstance(
+            cmd,
+            events.AgentCreateRequested
+            | events.AgentUpdateRequested
+            | events.AgentDisableRequested,
+        ):
+            fact = events.AgentCommandRejected(
+                agent_id=cmd.agent_id, command_id=env.id, code=code, detail=detail
+            )
+        else:
+            return []
+        return [env.follow(fact, step="outcome", source=SOURCE)]
+
     async def _decide(self, env: Envelope[Any], decided: dict[str, Fact]) -> Fact:
         cmd, tenant = env.data, env.tenant_id
         if isinstance(

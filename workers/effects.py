@@ -21,8 +21,10 @@ from projections.secrets import SecretStore
 from schemas import events
 from schemas.base import Fact
 from schemas.envelope import Envelope
+from schemas.headers import header_problem
 from streams.catalog import EVENTS, group_id
 from streams.consumer import Item, SeenIds, read_range
+from streams.logs import redact
 
 log = logging.getLogger(__name__)
 
@@ -131,35 +133,16 @@ class ToolWorker(EffectWorker):
             **await self.secrets.get(env.tenant_id, req.tool_id),
             "X-Agentlog-Tool-Call-Id": req.tool_call_id,
         }
+        unsendable = [p for p in (header_problem(k, v) for k, v in headers.items()) if p]
         result: Fact
-        try:
-            response = await self.http.post(
-                req.url, json=req.arguments, headers=headers, timeout=req.timeout_s
-            )
-        except httpx.TimeoutException:
+        if unsendable:
             result = events.ToolCallFailed(
-                **common, code="TOOL_TIMEOUT", detail=f"no answer within {req.timeout_s} s"
-            )
-        except httpx.HTTPError as exc:
-            result = events.ToolCallFailed(
-                **common, code="TOOL_UNAVAILABLE", detail=type(exc).__name__
+                **common,
+                code="TOOL_HEADERS_INVALID",
+                detail=f"{unsendable[0]}; register the tool again",
             )
         else:
-            body = response.content
-            text = body[: self.max_result_bytes].decode("utf-8", errors="replace")
-            if response.status_code >= 400:
-                result = events.ToolCallFailed(
-                    **common,
-                    code="TOOL_HTTP_ERROR",
-                    detail=f"HTTP {response.status_code}: {text[:500]}",
-                )
-            else:
-                result = events.ToolCallCompleted(
-                    **common,
-                    status_code=response.status_code,
-                    result=text,
-                    truncated=len(body) > self.max_result_bytes,
-                )
+            result = await self._call(req, headers, common)
         usage = events.UsageRecorded(
             tenant_id=env.tenant_id,
             usage_id=req.tool_call_id,
@@ -173,6 +156,37 @@ class ToolWorker(EffectWorker):
             env.follow(result, step="result", source=self.source),
             env.follow(usage, step="usage", source=self.source),
         ]
+
+    async def _call(
+        self, req: events.ToolCallRequested, headers: dict[str, str], common: dict[str, Any]
+    ) -> Fact:
+        """POST the arguments; the answer (size-capped, secrets redacted) as a fact."""
+        try:
+            response = await self.http.post(
+                req.url, json=req.arguments, headers=headers, timeout=req.timeout_s
+            )
+        except httpx.TimeoutException:
+            return events.ToolCallFailed(
+                **common, code="TOOL_TIMEOUT", detail=f"no answer within {req.timeout_s} s"
+            )
+        except httpx.HTTPError as exc:
+            return events.ToolCallFailed(
+                **common, code="TOOL_UNAVAILABLE", detail=type(exc).__name__
+            )
+        body = response.content
+        text = redact(body[: self.max_result_bytes].decode("utf-8", errors="replace"))
+        if response.status_code >= 400:
+            return events.ToolCallFailed(
+                **common,
+                code="TOOL_HTTP_ERROR",
+                detail=f"HTTP {response.status_code}: {text[:500]}",
+            )
+        return events.ToolCallCompleted(
+            **common,
+            status_code=response.status_code,
+            result=text,
+            truncated=len(body) > self.max_result_bytes,
+        )
 
     async def close(self) -> None:
         await self.http.aclose()

@@ -14,6 +14,7 @@ from typing import Any
 from schemas import events
 from schemas.base import Fact
 from schemas.envelope import Envelope
+from streams.logs import redact
 from streams.publisher import Publisher
 from streams.settings import Settings
 
@@ -102,7 +103,7 @@ class ModelWorker(EffectWorker):
             result = events.ModelCallFailed(
                 **common,
                 code=exc.code,
-                detail=str(exc),
+                detail=redact(str(exc)),
                 usage=events.UsageValue(
                     input_tokens=usage.input_tokens, output_tokens=usage.output_tokens
                 ),

@@ -13,6 +13,7 @@ tells where to replay from (with outputs suppressed: they are already in the log
 
 from __future__ import annotations
 
+import datetime
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -45,6 +46,7 @@ class TurnState:
     tool_calls_made: int = 0
     usage: events.UsageValue = field(default_factory=events.UsageValue)
     done: bool = False
+    progress: str = ""  # the id of the last event that moved the turn on
 
 
 Decision = tuple[TurnState | None, list[tuple[str, Fact]]]
@@ -53,24 +55,32 @@ Step = tuple[TurnState, list[tuple[str, Fact]]]
 
 def decide(state: TurnState | None, data: Fact, event_id: str) -> Decision:
     """The next state and the facts to record, each with its step name (for its id)."""
+    after, facts = _decide(state, data, event_id)
+    if after is not None and after is not state:
+        after = replace(after, progress=event_id)
+    return after, facts
+
+
+def _decide(state: TurnState | None, data: Fact, event_id: str) -> Decision:
     if isinstance(data, events.TurnAccepted):
         return _start(data, event_id) if state is None else (state, [])
     if state is None or state.done:
         return state, []
     if isinstance(data, events.TurnCancelled):
         return _cancelled(state, event_id)
+    if isinstance(data, events.TurnStepUnprocessable):
+        detail = f"{data.consumer} could not process {data.record_type}: {data.reason}"
+        return _failed(state, event_id, "STEP_UNPROCESSABLE", detail)
+    if isinstance(data, events.TurnDeadlinePassed):
+        if data.progress != state.progress:
+            return state, []  # the turn moved on after the deadline was set
+        detail = f"no progress for {data.deadline_s:g} s"
+        return _failed(state, event_id, "TURN_TIMED_OUT", detail)
     if isinstance(data, events.ModelCallCompleted) and data.call_id == state.call_id:
         return _model_answered(state, data, event_id)
     if isinstance(data, events.ModelCallFailed) and data.call_id == state.call_id:
         usage = _add(state.usage, data.usage)
-        failed = events.TurnFailed(
-            session_id=state.session_id,
-            turn_id=state.turn_id,
-            code=data.code,
-            detail=data.detail,
-            usage=usage,
-        )
-        return replace(state, done=True, usage=usage), [("failed", failed)]
+        return _failed(replace(state, usage=usage), event_id, data.code, data.detail)
     if isinstance(data, events.ToolCallCompleted | events.ToolCallFailed) and (
         data.tool_call_id in state.pending
     ):
@@ -81,6 +91,17 @@ def decide(state: TurnState | None, data: Fact, event_id: str) -> Decision:
         )
         return _tool_answered(state, data.tool_call_id, content, event_id)
     return state, []
+
+
+def _failed(state: TurnState, event_id: str, code: str, detail: str) -> Step:
+    failed = events.TurnFailed(
+        session_id=state.session_id,
+        turn_id=state.turn_id,
+        code=code,
+        detail=detail,
+        usage=state.usage,
+    )
+    return _ended(state, event_id, "the turn failed", [("failed", failed)])
 
 
 def _start(data: events.TurnAccepted, event_id: str) -> Step:
@@ -108,14 +129,8 @@ def _start(data: events.TurnAccepted, event_id: str) -> Step:
 
 def _request_model(state: TurnState, cause_id: str) -> Step:
     if state.step >= state.config.max_steps:
-        failed = events.TurnFailed(
-            session_id=state.session_id,
-            turn_id=state.turn_id,
-            code="MAX_STEPS_EXCEEDED",
-            detail=f"the turn took more than {state.config.max_steps} model calls",
-            usage=state.usage,
-        )
-        return replace(state, done=True), [("failed", failed)]
+        detail = f"the turn took more than {state.config.max_steps} model calls"
+        return _failed(state, cause_id, "MAX_STEPS_EXCEEDED", detail)
     step = state.step + 1
     call_id = derived_id(cause_id, f"model-call-{step}")
     request = events.ModelCallRequested(
@@ -225,17 +240,22 @@ def _reject_reason(
 
 
 def _cancelled(state: TurnState, event_id: str) -> Step:
-    """The turn ends; tool calls still running get an answer in the history, so that the
-    session's next turn shows the model no call without its answer."""
+    return _ended(state, event_id, "the turn was cancelled", [])
+
+
+def _ended(state: TurnState, event_id: str, why: str, facts: list[tuple[str, Fact]]) -> Step:
+    """The turn ends with ``facts``; tool calls still running get an answer in the
+    history first, so that the session's next turn shows the model no call without its
+    answer."""
     ids: dict[str, Any] = {"session_id": state.session_id, "turn_id": state.turn_id}
-    facts: list[tuple[str, Fact]] = []
+    answers: list[tuple[str, Fact]] = []
     for call_id in sorted(state.pending):
         answer = events.MessageValue(
             role="tool",
-            content="error: the turn was cancelled before this tool call finished",
+            content=f"error: {why} before this tool call finished",
             tool_call_id=call_id,
         )
-        facts.append(
+        answers.append(
             (
                 f"message-{call_id}",
                 events.MessageAppended(
@@ -243,7 +263,7 @@ def _cancelled(state: TurnState, event_id: str) -> Step:
                 ),
             )
         )
-    return replace(state, done=True, pending=frozenset()), facts
+    return replace(state, done=True, pending=frozenset()), [*answers, *facts]
 
 
 def _tool_answered(state: TurnState, tool_call_id: str, content: str, event_id: str) -> Step:
@@ -286,13 +306,21 @@ class Orchestrator:
             events.ModelCallFailed,
             events.ToolCallCompleted,
             events.ToolCallFailed,
+            events.TurnStepUnprocessable,
+            events.TurnDeadlinePassed,
         )
     )
 
-    def __init__(self, bootstrap_servers: str, read_model: ReadModel) -> None:
+    def __init__(
+        self, bootstrap_servers: str, read_model: ReadModel, *, deadline_s: float = 600.0
+    ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.read = read_model
+        self.deadline_s = deadline_s
         self.turns: dict[str, TurnState] = {}
+        # Per open turn, the event that last moved it on: the deadline runs from its time.
+        self._progress: dict[str, Envelope[Any]] = {}
+        self._deadline_sent: dict[str, str] = {}  # turn id -> the progress it was sent for
         # Per partition: the log end at assignment and the event ids found up to it.
         self._published: dict[int, tuple[int, set[str]]] = {}
         self._seen = SeenIds()
@@ -310,6 +338,7 @@ class Orchestrator:
         # Every rebalance hands out the whole assignment again: what was kept of turns
         # is dropped (another member may have moved them on meanwhile) and rebuilt.
         self.turns, self._seen, self._published = {}, SeenIds(), {}
+        self._progress, self._deadline_sent = {}, {}
         for tp in partitions:
             committed = await self._committed.committed(tp) or 0
             if committed > 0:
@@ -367,7 +396,34 @@ class Orchestrator:
             turns.pop(turn_id, None)
         else:
             turns[turn_id] = state
+            if state.progress == env.id:
+                self._progress[turn_id] = env
         return facts
+
+    async def tick(self) -> list[Envelope[Any]]:
+        """Record ``TurnDeadlinePassed`` for each turn that has not moved on for the
+        deadline. The wall clock is read here, never in ``decide``: the turn fails when
+        the orchestrator reads that fact back and finds the turn where it was."""
+        now = datetime.datetime.now(datetime.UTC)
+        due: list[Envelope[Any]] = []
+        for turn_id, env in list(self._progress.items()):
+            state = self.turns.get(turn_id)
+            if state is None:  # finished
+                del self._progress[turn_id]
+                self._deadline_sent.pop(turn_id, None)
+                continue
+            if state.progress != env.id or self._deadline_sent.get(turn_id) == env.id:
+                continue
+            if (now - env.time).total_seconds() >= self.deadline_s:
+                passed = events.TurnDeadlinePassed(
+                    session_id=state.session_id,
+                    turn_id=turn_id,
+                    progress=env.id,
+                    deadline_s=self.deadline_s,
+                )
+                due.append(env.follow(passed, step="deadline", source=SOURCE))
+                self._deadline_sent[turn_id] = env.id
+        return due
 
     def _commit(self, turns: dict[str, TurnState], seen: set[str]) -> None:
         self.turns = turns

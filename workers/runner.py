@@ -38,7 +38,7 @@ async def prepare(settings: Settings, *, reset_foreign: bool = False) -> None:
     await asyncio.to_thread(upgrade, settings.database_url, settings.database_schema)
     source = LogSource(await cluster_id(settings.kafka_bootstrap_servers), settings.topic_prefix)
     await bind_to_log(settings.database_url, settings.database_schema, source, reset=reset_foreign)
-    secrets = SecretStore(settings.database_url, settings.database_schema)
+    secrets = SecretStore.from_settings(settings)
     try:
         await secrets.ensure()
     finally:
@@ -59,13 +59,17 @@ def build_handler(role: str, settings: Settings) -> Handler:
         )
         return CommandHandler(bootstrap, read, limits)
     if role == "orchestrator":
-        return Orchestrator(bootstrap, ReadModel(settings.database_url, settings.database_schema))
+        return Orchestrator(
+            bootstrap,
+            ReadModel(settings.database_url, settings.database_schema),
+            deadline_s=settings.turn_deadline_s,
+        )
     if role == "model":
         return ModelWorker(bootstrap, settings)
     if role == "tool":
         return ToolWorker(
             bootstrap,
-            SecretStore(settings.database_url, settings.database_schema),
+            SecretStore.from_settings(settings),
             settings.tool_result_max_bytes,
         )
     raise ValueError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")

@@ -20,6 +20,7 @@ import httpx
 import psycopg
 import pytest
 
+from projections.secrets import new_key
 from tests.kafka import REPO, free_port
 from workers.providers.protocol_server import ModelServer
 
@@ -71,6 +72,7 @@ def platform_env(bootstrap: str, tag: str, model_server: ModelServer) -> dict[st
         "AGENTLOG_MODEL_TIMEOUT_S": "2",
         "AGENTLOG_MODEL_MAX_RETRIES": "2",
         "AGENTLOG_MODEL_RETRY_BACKOFF_S": "0.05",
+        "AGENTLOG_SECRETS_KEY": new_key(),
     }
 
 

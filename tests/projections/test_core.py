@@ -430,6 +430,17 @@ def fact_strategies(tenant_id: str) -> dict[type[Fact], st.SearchStrategy[Fact]]
             events.TurnFailed, **turn, code=ids, detail=texts, usage=usages
         ),
         events.TurnCancelled: st.builds(events.TurnCancelled, **turn),
+        events.TurnStepUnprocessable: st.builds(
+            events.TurnStepUnprocessable,
+            **turn,
+            record_id=ids,
+            record_type=ids,
+            consumer=ids,
+            reason=texts,
+        ),
+        events.TurnDeadlinePassed: st.builds(
+            events.TurnDeadlinePassed, **turn, progress=ids, deadline_s=st.just(600.0)
+        ),
         events.ModelCallRequested: st.builds(
             events.ModelCallRequested,
             **model_call,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -20,10 +22,18 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from schemas.envelope import Envelope, envelope, to_kafka
-from schemas.events import AgentConfig, AgentCreated, ApiKeyCreated, TenantCreated
+from schemas.envelope import Envelope, envelope, from_kafka, to_kafka
+from schemas.events import (
+    AgentConfig,
+    AgentCreated,
+    ApiKeyCreated,
+    TenantCreated,
+    TurnStarted,
+    TurnStepUnprocessable,
+)
 from streams.catalog import DEAD_LETTER, EVENTS
 from streams.consumer import ConsumerRuntime, Item, Position, read_range
+from streams.logs import RedactingFilter, RedactingJsonFormatter, add_secrets
 from streams.publisher import Publisher
 from streams.settings import Settings
 from tests.topics import read_all
@@ -328,9 +338,61 @@ async def test_a_poison_record_alone_is_dead_lettered_and_the_rest_of_its_batch_
     headers = dict(dead.headers)
     assert int(headers["dlq.offset"]) == positions[2].offset
     assert headers["ce_id"] == poison.id.encode()
-    assert b"handler failed" in headers["dlq.reason"]
-    assert f"poisoned by {poison.id}".encode() in headers["dlq.reason"]
+    # A code and the exception's class: its text may quote anything.
+    assert headers["dlq.reason"] == b"HANDLER_FAILED: ValueError"
     assert headers["dlq.consumer"] == handler.name.encode()
+
+
+async def test_a_dead_lettered_turn_record_is_recorded_for_its_turn_and_leaks_no_secret(
+    bootstrap: str, topic_name: str, group: str, catalog_topics: None
+) -> None:
+    await create_topic(bootstrap, topic_name)
+    secret = f"s3cr\u00e9t-{uuid.uuid4().hex}"
+    add_secrets(secret)
+    started = envelope(
+        TurnStarted(session_id=f"session-{uuid.uuid4().hex[:8]}", turn_id="turn-1"),
+        source="tests",
+        tenant_id="tenant-t",
+    )
+    await produce(bootstrap, topic_name, [cloud_event(started)])
+    log_text = io.StringIO()
+    capture = logging.StreamHandler(log_text)
+    capture.addFilter(RedactingFilter())
+    capture.setFormatter(RedactingJsonFormatter("%(levelname)s %(message)s"))
+    logging.getLogger().addHandler(capture)
+
+    @dataclass
+    class Leaky(RecordingHandler):
+        async def handle_batch(self, items: list[Item]) -> list[Envelope[Any]]:
+            raise ValueError(f"could not use {secret}")
+
+    handler = Leaky(topics=[topic_name])
+    try:
+        async with running(bootstrap, handler, group):
+            (dead,) = await eventually(
+                lambda: dead_letters(bootstrap, topic_name),
+                lambda found: len(found) >= 1,
+                "the dead letter",
+            )
+            (recorded,) = await eventually(
+                lambda: replies_to(bootstrap, {started.id}),
+                lambda found: len(found) >= 1,
+                "the record of the unprocessable step",
+            )
+    finally:
+        logging.getLogger().removeHandler(capture)
+
+    fact = from_kafka(recorded.key, recorded.value, list(recorded.headers))
+    assert isinstance(fact.data, TurnStepUnprocessable)
+    assert (fact.data.turn_id, fact.data.record_id) == ("turn-1", started.id)
+    assert fact.data.consumer == handler.name
+    assert fact.data.reason == "HANDLER_FAILED: ValueError"
+    assert recorded.key == started.data.session_id.encode()  # the turn's partition
+    assert dict(dead.headers)["dlq.reason"] == b"HANDLER_FAILED: ValueError"
+    logged = log_text.getvalue()
+    assert "could not use [REDACTED]" in logged  # the traceback is there, blotted
+    for form in (secret, secret.encode("unicode_escape").decode()):
+        assert form not in logged
 
 
 async def test_an_event_id_sent_again_is_handled_once(

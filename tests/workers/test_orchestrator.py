@@ -536,6 +536,56 @@ def test_a_turn_cancelled_during_tool_calls_answers_them_and_ignores_their_resul
     assert decide(cancelled, tool_done("c1", "12:00"), "r1") == (cancelled, [])
 
 
+def unprocessable(record_id: str = "r-1") -> events.TurnStepUnprocessable:
+    return events.TurnStepUnprocessable(
+        **IDS,
+        record_id=record_id,
+        record_type=events.ToolCallRequested.ce_type(),
+        consumer="tool",
+        reason="HANDLER_FAILED: UnicodeEncodeError",
+    )
+
+
+def test_a_step_no_worker_could_process_fails_the_turn_and_answers_its_calls() -> None:
+    state = started()
+    state, _ = advance(state, answer(state, call("c1", "clock")), "a1")
+
+    failed, facts = advance(state, unprocessable(), "u")
+
+    assert failed.done
+    abandoned = "error: the turn failed before this tool call finished"
+    (ended,) = [f for _, f in facts if isinstance(f, events.TurnFailed)]
+    assert facts[0] == refusal("u", "c1", abandoned)
+    assert ended.code == "STEP_UNPROCESSABLE"
+    assert ended.detail == (
+        f"tool could not process {events.ToolCallRequested.ce_type()}:"
+        " HANDLER_FAILED: UnicodeEncodeError"
+    )
+    assert decide(failed, tool_done("c1", "12:00"), "r1") == (failed, [])
+    assert decide(None, unprocessable(), "u") == (None, [])
+
+
+def test_every_event_that_moves_a_turn_on_is_its_progress() -> None:
+    state = started()
+    assert state.progress == ACCEPTED_ID
+    moved, _ = advance(state, answer(state, call("c1", "clock")), "a1")
+    assert moved.progress == "a1"
+    # An event that changes nothing is no progress.
+    assert decide(moved, tool_done("c-unknown", "x"), "e")[0] is moved
+
+
+def test_a_deadline_fails_the_turn_only_if_it_has_not_moved_on_since() -> None:
+    state = started()
+    passed = events.TurnDeadlinePassed(**IDS, progress=ACCEPTED_ID, deadline_s=600)
+
+    failed, facts = advance(state, passed, "d")
+    assert failed.done
+    assert [f.code for _, f in facts if isinstance(f, events.TurnFailed)] == ["TURN_TIMED_OUT"]
+
+    moved, _ = advance(state, answer(state, call("c1", "clock")), "a1")
+    assert decide(moved, passed, "d") == (moved, [])
+
+
 def test_a_tool_whose_own_schema_is_invalid_is_refused_not_crashed_on() -> None:
     broken = WEATHER.model_copy(update={"parameters": {"type": "objekt"}})
     state = replace(started(), tools={**started().tools, "weather": broken})

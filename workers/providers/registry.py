@@ -10,6 +10,7 @@ import re
 
 import httpx
 
+from streams.logs import add_secrets
 from streams.settings import Settings
 
 from .anthropic import AnthropicMessages
@@ -26,6 +27,7 @@ class ModelUnknownError(ValueError):
 
 class Providers:
     def __init__(self, settings: Settings) -> None:
+        add_secrets(settings.openai_api_key, settings.anthropic_api_key)
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(
                 settings.model_timeout_s, connect=min(10.0, settings.model_timeout_s)

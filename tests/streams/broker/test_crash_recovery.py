@@ -48,8 +48,16 @@ def test_kill_9_mid_produce_keeps_every_acknowledged_record_exactly_once(
         else:
             acked[msg.value().decode()] = (msg.partition(), msg.offset())
 
+    half_sent, killed = threading.Event(), threading.Event()
+
     def produce_all() -> None:
+        # Half before the crash (some of it still in flight when it lands), half after:
+        # the producer is mid-stream across the crash whatever the machine's speed.
         for i in range(total):
+            if i == total // 2:
+                half_sent.set()
+                while not killed.is_set():
+                    producer.poll(0.01)  # deliveries keep coming in meanwhile
             while True:
                 try:
                     producer.produce(
@@ -66,12 +74,14 @@ def test_kill_9_mid_produce_keeps_every_acknowledged_record_exactly_once(
 
     thread = threading.Thread(target=produce_all)
     thread.start()
+    assert half_sent.wait(60)
     deadline = time.monotonic() + 60
     while len(acked) < total // 4 and time.monotonic() < deadline:
         time.sleep(0.01)
     acked_before_crash = len(acked)
     broker.kill()
-    assert acked_before_crash < total, "the crash must land mid-produce"
+    killed.set()
+    assert 0 < acked_before_crash < total, "the crash must land mid-produce"
     time.sleep(0.5)
     broker.start()
     thread.join(180)
