@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -14,10 +14,18 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import uvloop
 
 from streams.logs import configure_logging
+
+if TYPE_CHECKING:
+    from schemas.envelope import Envelope
+    from streams.settings import Settings
+
+# Tools `agentlog up` may reach when AGENTLOG_TOOL_ALLOWED_NETWORKS is unset: local ones.
+LOCAL_TOOL_NETWORKS = "127.0.0.0/8,::1/128"
 
 
 def _add_broker_options(p: argparse.ArgumentParser) -> None:
@@ -86,6 +94,17 @@ def build_parser() -> argparse.ArgumentParser:
     tenants_sub = tenants.add_subparsers(dest="action", required=True)
     create = tenants_sub.add_parser("create", help="create a tenant and print its first API key")
     create.add_argument("name")
+    keys = tenants_sub.add_parser("keys", help="list, create or revoke a tenant's API keys")
+    keys_sub = keys.add_subparsers(dest="keys_action", required=True)
+    for action, what in (
+        ("list", "list the tenant's keys"),
+        ("create", "create a key and print it (shown once)"),
+        ("revoke", "revoke a key: no gateway accepts it once this returns"),
+    ):
+        parser_ = keys_sub.add_parser(action, help=what)
+        parser_.add_argument("tenant", help="the tenant's id")
+        if action == "revoke":
+            parser_.add_argument("key_id")
     secrets_cmd = sub.add_parser("secrets", help="manage the key that seals tool secrets")
     secrets_sub = secrets_cmd.add_subparsers(dest="action", required=True)
     secrets_sub.add_parser(
@@ -125,19 +144,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         import uvicorn
 
         from gateway.app import create_app
+        from gateway.server import server_config
 
-        uvicorn.run(
-            create_app(settings),
-            host=settings.gateway_host,
-            port=settings.gateway_port,
-            log_config=None,
-        )
+        uvicorn.Server(server_config(create_app(settings), settings)).run()
     elif args.command in ("projector", "worker"):
         role = "projector" if args.command == "projector" else args.role
         uvloop.run(_run_roles(settings, [role]))
+    elif args.command == "tenants" and args.action == "keys":
+        uvloop.run(_keys_command(settings, args))
     elif args.command == "tenants":
-        key = uvloop.run(create_tenant(settings, args.name))
-        print(key)
+        print(uvloop.run(create_tenant(settings, args.name)))
     elif args.command == "secrets":
         print(f"sealed again: {uvloop.run(_rotate_secrets(settings))} tools")
     elif args.command == "projections":
@@ -167,18 +183,34 @@ def _run_broker(args: argparse.Namespace) -> None:
     uvloop.run(serve(config, args.metrics_port))
 
 
-def _stop_event() -> asyncio.Event:
+def _stop_event(shutdown_timeout_s: float) -> asyncio.Event:
+    """Set on SIGTERM or SIGINT. Shutdown then has ``shutdown_timeout_s`` to finish
+    (consumers commit, producers flush): past it, or on a second signal, the process
+    exits anyway, whether or not Kafka and Postgres still answer."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            _exit_now("a second signal")
+        stop.set()
+        loop.call_later(shutdown_timeout_s, _exit_now, f"{shutdown_timeout_s:g} s")
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     return stop
 
 
-async def _run_roles(settings: object, roles: list[str]) -> None:
+def _exit_now(why: str) -> None:
+    logging.getLogger("agentlog").error("shutdown did not finish: exiting after %s", why)
+    logging.shutdown()
+    os._exit(1)
+
+
+async def _run_roles(settings: Settings, roles: list[str]) -> None:
     from workers.runner import run_roles
 
-    await run_roles(settings, roles, _stop_event())  # type: ignore[arg-type]
+    await run_roles(settings, roles, _stop_event(settings.shutdown_timeout_s))
 
 
 async def _rotate_secrets(settings: object) -> int:
@@ -194,55 +226,101 @@ async def _rotate_secrets(settings: object) -> int:
         await store.close()
 
 
-async def create_tenant(settings: object, name: str) -> str:
+async def create_tenant(settings: Settings, name: str) -> str:
     """Record a tenant and its first API key; return the key (shown once, stored hashed)."""
-    from gateway.app import hash_key
-    from projections.queries import ReadModel
     from schemas import events
     from schemas.envelope import envelope
-    from streams.publisher import Publisher
-    from streams.settings import Settings
 
-    assert isinstance(settings, Settings)
     tenant_id = str(uuid.uuid4())
-    key = f"al_{secrets.token_urlsafe(32)}"
+    created = envelope(
+        events.TenantCreated(tenant_id=tenant_id, display_name=name),
+        source="/cli",
+        tenant_id=tenant_id,
+    )
+    return await _issue_key(settings, tenant_id, created)
+
+
+async def _issue_key(settings: Settings, tenant_id: str, *before: Envelope[Any]) -> str:
+    """Record a new key of the tenant (after the envelopes ``before``) and wait until the
+    projection has it: the key works when this returns."""
+    from gateway.keys import issue_key
+    from schemas.envelope import envelope
+
+    key, fact = issue_key(tenant_id)
+    issued = (
+        before[-1].follow(fact, step="first-key", source="/cli")
+        if before
+        else envelope(fact, source="/cli", tenant_id=tenant_id)
+    )
+    await _record_key_change(settings, [*before, issued], tenant_id, fact.key_id, revoked=False)
+    return key
+
+
+async def _record_key_change(
+    settings: Settings, envs: list[Envelope[Any]], tenant_id: str, key_id: str, *, revoked: bool
+) -> dict[str, Any]:
+    """Publish ``envs``, then wait until the projection shows the key (revoked, if so)."""
+    from projections.changes import Changes
+    from projections.queries import ReadModel
+    from streams.publisher import Publisher
+
     publisher = Publisher(settings.kafka_bootstrap_servers)
     await publisher.start()
     try:
-        created = envelope(
-            events.TenantCreated(tenant_id=tenant_id, display_name=name),
-            source="/cli",
-            tenant_id=tenant_id,
-        )
-        key_created = created.follow(
-            events.ApiKeyCreated(
-                tenant_id=tenant_id,
-                key_id=str(uuid.uuid4()),
-                key_prefix=key[:7],
-                key_hash=hash_key(key),
-            ),
-            step="first-key",
-            source="/cli",
-        )
-        await publisher.publish_all([created, key_created])
+        await publisher.publish_all(envs)
     finally:
         await publisher.stop()
     read = ReadModel(settings.database_url, settings.database_schema)
-    deadline = time.monotonic() + 30
+    changes = Changes(settings.database_url, settings.database_schema)
+    changes.start()
+
+    async def applied() -> dict[str, Any] | None:
+        row = await read.api_key(tenant_id, key_id)
+        return row if row is not None and (row["revoked_at"] is not None) == revoked else None
+
     try:
-        while await read.tenant_for_key_hash(hash_key(key)) is None:
-            if time.monotonic() > deadline:
-                raise SystemExit("the projector did not record the key: is it running?")
-            await asyncio.sleep(0.05)
+        row = await changes.wait_for(f"key:{key_id}", applied, 30)
+    finally:
+        await changes.close()
+        await read.close()
+    if row is None:
+        raise SystemExit("the projector did not apply it: is it running?")
+    return row
+
+
+async def _keys_command(settings: Settings, args: argparse.Namespace) -> None:
+    from projections.queries import ReadModel
+    from schemas import events
+    from schemas.envelope import envelope
+
+    if args.keys_action == "create":
+        print(await _issue_key(settings, args.tenant))
+        return
+    if args.keys_action == "revoke":
+        revoked = envelope(
+            events.ApiKeyRevoked(tenant_id=args.tenant, key_id=args.key_id),
+            source="/cli",
+            tenant_id=args.tenant,
+        )
+        row = await _record_key_change(settings, [revoked], args.tenant, args.key_id, revoked=True)
+        print(f"{args.key_id} revoked at {row['revoked_at']}")
+        return
+    read = ReadModel(settings.database_url, settings.database_schema)
+    try:
+        for row in await read.api_keys(args.tenant):
+            state = f"revoked {row['revoked_at']}" if row["revoked_at"] else "active"
+            print(f"{row['key_id']}  {row['key_prefix']}…  {row['created_at']}  {state}")
     finally:
         await read.close()
-    return key
 
 
 def _up(settings: object, args: argparse.Namespace) -> None:
     from streams.settings import Settings
 
     assert isinstance(settings, Settings)
+    local_tools = "AGENTLOG_TOOL_ALLOWED_NETWORKS" not in os.environ
+    if local_tools:
+        settings = settings.model_copy(update={"tool_allowed_networks": LOCAL_TOOL_NETWORKS})
     broker = None
     if not args.no_broker:
         host, port = settings.kafka_bootstrap_servers.split(",")[0].rsplit(":", 1)
@@ -262,17 +340,18 @@ def _up(settings: object, args: argparse.Namespace) -> None:
             ]
         )
     try:
-        uvloop.run(_serve_everything(settings, no_broker=args.no_broker))
+        uvloop.run(_serve_everything(settings, no_broker=args.no_broker, local_tools=local_tools))
     finally:
         if broker is not None:
             broker.send_signal(signal.SIGTERM)
             broker.wait(30)
 
 
-async def _serve_everything(settings: object, *, no_broker: bool) -> None:
+async def _serve_everything(settings: object, *, no_broker: bool, local_tools: bool) -> None:
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.server import server_config
     from streams.settings import Settings
     from workers.runner import ROLES, prepare, run_roles
 
@@ -281,22 +360,20 @@ async def _serve_everything(settings: object, *, no_broker: bool) -> None:
     # The embedded broker started here is this platform's log: read models left from
     # another one (an earlier data directory) are folded again from it.
     await prepare(settings, reset_foreign=not no_broker)
-    stop = _stop_event()
+    stop = _stop_event(settings.shutdown_timeout_s)
     roles = asyncio.create_task(run_roles(settings, list(ROLES), stop))
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings),
-            host=settings.gateway_host,
-            port=settings.gateway_port,
-            log_config=None,
-        )
-    )
+    server = uvicorn.Server(server_config(create_app(settings), settings))
     serving = asyncio.create_task(server.serve())
     key = await create_tenant(settings, "local")
     url = f"http://{settings.gateway_host}:{settings.gateway_port}"
+    tools = (
+        f"  tools    may call loopback (AGENTLOG_TOOL_ALLOWED_NETWORKS={LOCAL_TOOL_NETWORKS})\n"
+        if local_tools
+        else ""
+    )
     print(
         f"agentlog is up\n  gateway  {url}  (API docs: {url}/docs)\n"
-        f"  kafka    {settings.kafka_bootstrap_servers}\n  api key  {key}\n"
+        f"  kafka    {settings.kafka_bootstrap_servers}\n{tools}  api key  {key}\n"
         "press Ctrl-C to stop",
         flush=True,
     )

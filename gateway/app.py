@@ -9,33 +9,42 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
+import contextlib
+import datetime
 import json
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from cachetools import LRUCache, TTLCache
-from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi import FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sse_starlette.sse import EventSourceResponse
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from projections.changes import Changes
+from projections.core import KEY_REVOKED
 from projections.queries import ReadModel
 from projections.secrets import SecretStore
+from projections.store import storable
 from schemas import events
 from schemas.base import Fact
 from schemas.envelope import Envelope, derived_id, envelope
 from streams.catalog import OUTPUT
 from streams.publisher import RECORD_TOO_LARGE, Publisher
 from streams.settings import Settings
+from workers.tool_network import ToolAddressRefusedError, ToolNetworkPolicy
 
+from .deps import IdempotencyKeyDep, TenantDep
 from .idempotency import IdempotencyKeys, fingerprint, request_ids
 from .intake import Intake
+from .keys import hash_key
+from .keys import router as keys_router
 from .metrics import RequestMetrics
 from .models import (
     PROBLEM_RESPONSES,
@@ -69,10 +78,6 @@ SOURCE = "/gateway"
 _TERMINAL = ("completed", "failed", "rejected", "cancelled")
 
 
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
 class Gateway:
     """The gateway's connections, shared by every request."""
 
@@ -84,13 +89,46 @@ class Gateway:
             settings.database_schema,
             tenant_scoped=True,
             pool_size=settings.database_pool_size,
+            timeout=settings.database_pool_timeout_s,
         )
         self.changes = Changes(settings.database_url, settings.database_schema)
         self.idempotency = IdempotencyKeys(settings.redis_url)
         self.secrets = SecretStore.from_settings(settings)
+        self.tool_network = ToolNetworkPolicy.from_settings(settings)
         # Valid keys for a minute; sessions for good (a session never changes tenant).
         self._keys: TTLCache[str, str] = TTLCache(maxsize=10_000, ttl=60)
         self._sessions: LRUCache[tuple[str, str], dict[str, Any]] = LRUCache(maxsize=100_000)
+        self._streams: Counter[str] = Counter()  # open SSE streams per tenant
+        self._offsets: AIOKafkaConsumer | None = None  # for log ranges (ListOffsets)
+
+    async def start(self) -> None:
+        await self.publisher.start()
+        # Made here, not in __init__: aiokafka binds to the running event loop.
+        self._offsets = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap_servers, enable_auto_commit=False
+        )
+        await self._offsets.start()
+        await self.secrets.ensure()
+        self.changes.subscribe(KEY_REVOKED, self._forget_keys)
+        self.changes.start()
+
+    async def close(self) -> None:
+        await self.changes.close()
+        await self.idempotency.close()
+        await self.publisher.stop()
+        if self._offsets is not None:
+            await self._offsets.stop()
+        await self.read.close()
+        await self.secrets.close()
+
+    def _forget_keys(self, tenant_id: str | None) -> None:
+        """Drop the tenant's cached keys (one was revoked), or every cached key (the
+        listener reconnected: a revocation may have been missed)."""
+        if tenant_id is None:
+            self._keys.clear()
+            return
+        for digest in [d for d, t in self._keys.items() if t == tenant_id]:
+            self._keys.pop(digest, None)
 
     async def tenant_for(self, key: str) -> str | None:
         digest = hash_key(key)
@@ -129,6 +167,46 @@ class Gateway:
             ) from None
         return env
 
+    def open_stream(self, tenant_id: str) -> Callable[[], None]:
+        """Count an SSE stream of the tenant, refusing one past the limit; returns what
+        to call when the stream ends. Each stream holds a Kafka consumer: the limit
+        bounds them."""
+        if self._streams[tenant_id] >= self.settings.sse_streams_per_tenant:
+            raise ProblemError(
+                "TOO_MANY_STREAMS",
+                f"{self._streams[tenant_id]} streams are open; close one first",
+                headers={"Retry-After": "1"},
+            )
+        self._streams[tenant_id] += 1
+
+        def release() -> None:
+            self._streams[tenant_id] -= 1
+            if not self._streams[tenant_id]:
+                del self._streams[tenant_id]
+
+        return release
+
+    async def resume_offset(self, tp: TopicPartition, last_event_id: str) -> int:
+        """Where to resume after the event ``last_event_id`` (``partition:offset``), if
+        that event is one of this partition's, within its log."""
+        partition, _, offset = last_event_id.partition(":")
+        if not (partition.isdigit() and offset.isdigit()):
+            raise ProblemError("INVALID_CURSOR", "Last-Event-ID is not partition:offset")
+        if int(partition) != tp.partition:
+            raise ProblemError(
+                "INVALID_CURSOR", f"this session's events are in partition {tp.partition}"
+            )
+        assert self._offsets is not None, "Gateway.start() was not awaited"
+        first = (await self._offsets.beginning_offsets([tp]))[tp]
+        end = (await self._offsets.end_offsets([tp]))[tp]
+        resume = int(offset) + 1
+        if not first <= resume <= end:
+            raise ProblemError(
+                "INVALID_CURSOR",
+                f"Last-Event-ID names no event of this partition's log ({first}..{end - 1})",
+            )
+        return resume
+
     async def outcome(
         self, tenant_id: str, command_id: str, timeout: float = 10.0
     ) -> dict[str, Any] | None:
@@ -140,26 +218,18 @@ class Gateway:
         )
 
 
-async def authenticated_tenant(
-    request: Request, authorization: Annotated[str | None, Header()] = None
-) -> str:
-    """The tenant whose API key signed the request. ``Intake`` checked the key before
-    the body was read; the header is declared here for the API's documentation."""
-    tenant: str | None = getattr(request.state, "tenant_id", None)
-    if tenant is None:
-        raise ProblemError("UNAUTHENTICATED", "send 'Authorization: Bearer <api key>'")
-    return tenant
+class CommandRecordedError(Exception):
+    """A command is on the log but what follows it cannot be read now: answered 202."""
+
+    def __init__(self, body: dict[str, Any], location: str) -> None:
+        super().__init__(location)
+        self.body = body
+        self.location = location
 
 
-TenantDep = Annotated[str, Depends(authenticated_tenant)]
-IdempotencyKeyDep = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        max_length=255,
-        description="retrying with the same key creates nothing new (for a day)",
-    ),
-]
+async def _on_recorded(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, CommandRecordedError)
+    return JSONResponse(exc.body, status_code=202, headers={"Location": exc.location})
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -168,15 +238,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await gw.publisher.start()
-        await gw.secrets.ensure()
-        gw.changes.start()
+        await gw.start()
         yield
-        await gw.changes.close()
-        await gw.idempotency.close()
-        await gw.publisher.stop()
-        await gw.read.close()
-        await gw.secrets.close()
+        await gw.close()
 
     app = FastAPI(
         title="agentlog",
@@ -189,6 +253,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.gateway = gw
     _serve_problems_as_problem_json(app)
     app.add_exception_handler(ProblemError, on_problem)
+    app.add_exception_handler(CommandRecordedError, _on_recorded)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     for outage in OUTAGES:
@@ -203,6 +268,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_json_depth=settings.max_json_depth,
     )
     app.add_middleware(RequestMetrics)  # outermost: refused requests are counted too
+    app.include_router(keys_router)
 
     # -- health ----------------------------------------------------------------------
 
@@ -221,7 +287,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 raise ProblemError("NOT_READY", f"{dependency}: {exc!r}") from exc
         return {"status": "ready"}
 
-    @app.get("/metrics", tags=["ops"])
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        response_class=PlainTextResponse,
+        responses={200: {"description": "metrics in the Prometheus text format"}},
+    )
     async def metrics() -> PlainTextResponse:
         return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
 
@@ -229,6 +300,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post("/v1/tools", status_code=201, response_model=ToolPublic, tags=["tools"])
     async def register_tool(body: ToolCreate, tenant_id: TenantDep) -> ToolPublic:
+        try:
+            await gw.tool_network.check(str(body.url))
+        except ToolAddressRefusedError as exc:
+            raise ProblemError("TOOL_ADDRESS_REFUSED", str(exc)) from None
         # One id per tenant and name: registering a name again (even concurrently)
         # updates that tool.
         tool_id = derived_id(tenant_id, f"tool/{body.name}")
@@ -249,7 +324,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 secret_header_names=sorted(body.secret_headers),
             ),
         )
-        wanted = definition.model_dump(mode="json")
+        wanted = storable(definition.model_dump(mode="json"))  # as the projection holds it
 
         async def registered() -> dict[str, Any] | None:
             row = await gw.read.tool_by_id(tenant_id, tool_id)
@@ -279,6 +354,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if found is not None and found["outcome"] == "rejected":
             raise ProblemError(found["code"], found["detail"])
 
+    @contextlib.asynccontextmanager
+    async def recorded(env: Envelope[Any], location: str, **ids: str) -> AsyncIterator[None]:
+        """Around what a request reads after recording ``env``: an outage there answers
+        202 with what was recorded, since a 503 would invite a duplicate."""
+        try:
+            yield
+        except OUTAGES as exc:
+            raise CommandRecordedError(
+                {**ids, "command_id": env.id, "status": "requested"}, location
+            ) from exc
+
     @app.post("/v1/agents", status_code=201, response_model=AgentPublic, tags=["agents"])
     async def create_agent(
         request: Request, body: AgentCreate, tenant_id: TenantDep, key: IdempotencyKeyDep = None
@@ -294,8 +380,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ),
             id=ids["command"],
         )
-        await settle(tenant_id, env)
-        return _agent(await agent_or_404(tenant_id, agent_id))
+        async with recorded(env, f"/v1/agents/{agent_id}", agent_id=agent_id):
+            await settle(tenant_id, env)
+            return _agent(await agent_or_404(tenant_id, agent_id))
 
     @app.get("/v1/agents", response_model=Page, tags=["agents"])
     async def list_agents(
@@ -319,15 +406,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         env = await gw.record(
             tenant_id, events.AgentUpdateRequested(agent_id=agent_id, changes=changes)
         )
-        await settle(tenant_id, env)
-        return _agent(await agent_or_404(tenant_id, agent_id))
+        async with recorded(env, f"/v1/agents/{agent_id}", agent_id=agent_id):
+            await settle(tenant_id, env)
+            return _agent(await agent_or_404(tenant_id, agent_id))
 
     @app.post("/v1/agents/{agent_id}/disable", response_model=AgentPublic, tags=["agents"])
     async def disable_agent(agent_id: str, tenant_id: TenantDep) -> AgentPublic:
         await agent_or_404(tenant_id, agent_id)
         env = await gw.record(tenant_id, events.AgentDisableRequested(agent_id=agent_id))
-        await settle(tenant_id, env)
-        return _agent(await agent_or_404(tenant_id, agent_id))
+        async with recorded(env, f"/v1/agents/{agent_id}", agent_id=agent_id):
+            await settle(tenant_id, env)
+            return _agent(await agent_or_404(tenant_id, agent_id))
 
     @app.get(
         "/v1/agents/{agent_id}/versions", response_model=list[AgentVersionPublic], tags=["agents"]
@@ -356,8 +445,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ),
             id=ids["session-command"],
         )
-        await settle(tenant_id, env)
-        return await session_or_404(tenant_id, session_id)
+        async with recorded(env, f"/v1/sessions/{session_id}", session_id=session_id):
+            await settle(tenant_id, env)
+            return await session_or_404(tenant_id, session_id)
 
     @app.post("/v1/sessions", status_code=201, response_model=SessionPublic, tags=["sessions"])
     async def create_session(
@@ -398,6 +488,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 after = int(base64.urlsafe_b64decode(cursor.encode()).decode())
             except ValueError:
                 raise ProblemError("INVALID_CURSOR", "cursor is not valid") from None
+            if after < 0:
+                raise ProblemError("INVALID_CURSOR", "cursor is not valid")
         rows = await gw.read.messages(tenant_id, session_id, limit + 1, after)
         items = [MessagePublic(**r) for r in rows[:limit]]
         next_cursor = (
@@ -429,7 +521,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ),
             id=ids["turn-command"],
         )
-        turn = await wait_for_turn(tenant_id, turn_id, wait) if wait > 0 else None
+        links = _turn_links(session_id, turn_id)
+        async with recorded(env, links["self"], turn_id=turn_id, session_id=session_id):
+            turn = await wait_for_turn(tenant_id, turn_id, wait) if wait > 0 else None
         if turn is not None and turn.status == "rejected":
             raise ProblemError(turn.error_code or "VALIDATION_FAILED", turn.error_detail or "")
         if turn is not None and turn.status in _TERMINAL:
@@ -496,10 +590,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "turn",
             "turn-command",
         )
-        session = await open_session(
-            tenant_id, SessionCreate(agent_id=agent_id, metadata={"mode": "invoke"}), ids
-        )
-        return await start_turn(tenant_id, session["session_id"], body.message, "invoke", wait, ids)
+        # Recorded but unread: the turn follows the session's command in its partition.
+        with contextlib.suppress(CommandRecordedError):
+            await open_session(
+                tenant_id, SessionCreate(agent_id=agent_id, metadata={"mode": "invoke"}), ids
+            )
+        return await start_turn(tenant_id, ids["session"], body.message, "invoke", wait, ids)
 
     @app.get("/v1/turns/{turn_id}", response_model=TurnDetail, tags=["turns"])
     async def get_turn(turn_id: str, tenant_id: TenantDep) -> TurnDetail:
@@ -540,17 +636,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         (`partition:offset`): reconnect with `Last-Event-ID` to resume exactly after
         the last event received, however long ago."""
         await session_or_404(tenant_id, session_id)
+        partition = await gw.publisher.partition_of(OUTPUT.name, session_id.encode())
+        tp = TopicPartition(OUTPUT.name, partition)
         resume = None
         if last_event_id:
-            try:
-                resume = int(last_event_id.split(":")[1]) + 1
-            except (IndexError, ValueError):
-                raise ProblemError(
-                    "INVALID_CURSOR", "Last-Event-ID is not partition:offset"
-                ) from None
+            resume = await gw.resume_offset(tp, last_event_id)
+        release = gw.open_stream(tenant_id)
         return EventSourceResponse(
-            _output_events(settings, gw.publisher, session_id, resume, start == "beginning"),
+            _output_events(settings, tp, session_id, resume, start == "beginning"),
             ping=15,
+            background=BackgroundTask(release),
         )
 
     return app
@@ -558,12 +653,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 async def _output_events(
     settings: Settings,
-    publisher: Publisher,
+    tp: TopicPartition,
     session_id: str,
     resume: int | None,
     from_beginning: bool,
 ) -> AsyncIterator[dict[str, str]]:
-    """The session's records of the output topic, from ``resume`` (an offset), the
+    """The session's records of its output partition, from ``resume`` (an offset), the
     beginning, or now. The log is the buffer: nothing expires while a client is away."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -573,8 +668,7 @@ async def _output_events(
     await consumer.start()
     try:
         key = session_id.encode()
-        partition = await publisher.partition_of(OUTPUT.name, key)
-        tp = TopicPartition(OUTPUT.name, partition)
+        partition = tp.partition
         consumer.assign([tp])
         if resume is not None:
             consumer.seek(tp, resume)
@@ -612,9 +706,10 @@ def _serve_problems_as_problem_json(app: FastAPI) -> None:
                 for operation in operations.values():
                     for status, response in operation.get("responses", {}).items():
                         content = response.get("content", {})
-                        if status in ("4XX", "5XX") and "application/json" in content:
+                        if status in ("4XX", "5XX") and content:
+                            # Whatever the route's own media type, its errors are these.
                             response["content"] = {
-                                "application/problem+json": content["application/json"]
+                                "application/problem+json": next(iter(content.values()))
                             }
         return app.openapi_schema or generate()
 
@@ -657,14 +752,17 @@ async def _turn(gw: Gateway, tenant_id: str, row: dict[str, Any]) -> TurnPublic:
     )
 
 
-def _decode_cursor(cursor: str | None) -> tuple[Any, str] | None:
+def _decode_cursor(cursor: str | None) -> tuple[datetime.datetime, str] | None:
+    """A ``?cursor=`` of ``_page``: anything else, whatever it decodes to, is a 400."""
     if cursor is None:
         return None
     try:
         created, ident = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-    except ValueError:
+        if not isinstance(created, str) or not isinstance(ident, str):
+            raise ValueError
+        return datetime.datetime.fromisoformat(created), ident
+    except (ValueError, TypeError, RecursionError):
         raise ProblemError("INVALID_CURSOR", "cursor is not valid") from None
-    return created, ident
 
 
 def _page(items: list[Any], rows: list[dict[str, Any]], limit: int, id_field: str) -> Page:

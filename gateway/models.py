@@ -259,6 +259,17 @@ class TurnDetail(TurnPublic):
     tool_calls: list[ToolCallPublic]
 
 
+class ApiKeyPublic(BaseModel):
+    key_id: str
+    key_prefix: str = Field(description="the key's first characters, to tell keys apart")
+    created_at: datetime.datetime
+    revoked_at: datetime.datetime | None
+
+
+class ApiKeyIssued(ApiKeyPublic):
+    key: str = Field(description="the key itself, shown only in this answer")
+
+
 class Page(BaseModel):
     items: list[Any]
     next_cursor: str | None = Field(None, description="pass as ?cursor= for the next page")

@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +45,13 @@ PROBLEMS: dict[str, ProblemType] = {
     "BODY_TIMEOUT": ProblemType(408, "The request body did not arrive in time"),
     "TOO_MANY_STREAMS": ProblemType(429, "Too many open streams for this tenant"),
     "AGENT_NOT_FOUND": ProblemType(404, "No such agent"),
+    "KEY_NOT_FOUND": ProblemType(404, "No such API key"),
     "AGENT_EXISTS": ProblemType(409, "The agent already exists"),
     "AGENT_DISABLED": ProblemType(409, "The agent is disabled"),
     "TOOL_UNKNOWN": ProblemType(422, "The agent names a tool that is not registered"),
+    "TOOL_ADDRESS_REFUSED": ProblemType(
+        422, "The tool's address is on a network tools may not reach"
+    ),
     "SESSION_NOT_FOUND": ProblemType(404, "No such session"),
     "SESSION_EXISTS": ProblemType(409, "The session already exists"),
     "TURN_NOT_FOUND": ProblemType(404, "No such turn"),
@@ -81,12 +86,15 @@ PROBLEMS: dict[str, ProblemType] = {
 
 
 class ProblemError(Exception):
-    def __init__(self, code: str, detail: str, **extra: Any) -> None:
+    def __init__(
+        self, code: str, detail: str, *, headers: dict[str, str] | None = None, **extra: Any
+    ) -> None:
         super().__init__(detail)
         if code not in PROBLEMS:
             raise KeyError(f"unregistered problem code {code}")
         self.code = code
         self.detail = detail
+        self.headers = headers or {}
         self.extra = extra
 
 
@@ -106,7 +114,9 @@ def problem_response(code: str, detail: str, instance: str, **extra: Any) -> JSO
 
 async def on_problem(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ProblemError)
-    return problem_response(exc.code, exc.detail, request.url.path, **exc.extra)
+    response = problem_response(exc.code, exc.detail, request.url.path, **exc.extra)
+    response.headers.update(exc.headers)
+    return response
 
 
 _HTTP_ERRORS = {
@@ -126,6 +136,16 @@ async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         code = "BAD_REQUEST" if 400 <= exc.status_code < 500 else "INTERNAL_ERROR"
     response = problem_response(code, str(exc.detail), request.url.path)
     response.headers.update(exc.headers or {})
+    if exc.status_code == 405:
+        # Starlette names the methods of the first route on the path; a path served by
+        # several routes (GET and POST /v1/agents) allows them all.
+        methods = {
+            method
+            for route in request.app.router.routes
+            if isinstance(route, Route) and route.path_regex.match(request.url.path)
+            for method in route.methods or ()
+        }
+        response.headers["Allow"] = ", ".join(sorted(methods - {"HEAD"}))
     return response
 
 

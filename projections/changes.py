@@ -40,6 +40,13 @@ class Changes:
         self.recheck_s = recheck_s
         self._waiters: defaultdict[str, set[asyncio.Future[None]]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
+        self._subscribers: list[tuple[str, Callable[[str | None], None]]] = []
+
+    def subscribe(self, prefix: str, callback: Callable[[str | None], None]) -> None:
+        """Call ``callback(rest)`` for every change whose key starts with ``prefix``, with
+        the rest of the key; and ``callback(None)`` once the listener is (re)connected,
+        since changes may have been missed while it was not."""
+        self._subscribers.append((prefix, callback))
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._listen(), name="changes-listener")
@@ -59,6 +66,8 @@ class Changes:
                 ) as conn:
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
                     delay = 0.1
+                    for _prefix, callback in self._subscribers:
+                        callback(None)
                     async for notice in conn.notifies():
                         self._wake(notice.payload)
             except asyncio.CancelledError:
@@ -72,6 +81,9 @@ class Changes:
                 delay = min(delay * 2, 5.0)
 
     def _wake(self, key: str) -> None:
+        for prefix, callback in self._subscribers:
+            if key.startswith(prefix):
+                callback(key.removeprefix(prefix))
         for waiter in self._waiters.pop(key, ()):
             if not waiter.done():
                 waiter.set_result(None)

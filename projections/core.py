@@ -17,6 +17,7 @@ from schemas import events
 from schemas.base import Fact
 
 PROJECTION = "core"
+KEY_REVOKED = "key-revoked:"  # notification prefix: a tenant's key was revoked
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +121,22 @@ def _(data: events.ApiKeyCreated, ctx: Context) -> list[Op]:
                 "key_hash": data.key_hash,
                 "created_at": ctx.time,
             },
-        )
+        ),
+        Notify(f"key:{data.key_id}"),
+    ]
+
+
+@project.register
+def _(data: events.ApiKeyRevoked, ctx: Context) -> list[Op]:
+    # Every gateway drops the tenant's cached keys on the notification.
+    return [
+        Update(
+            "api_keys",
+            {"key_id": data.key_id, "tenant_id": data.tenant_id},
+            {"revoked_at": ctx.time},
+        ),
+        Notify(f"{KEY_REVOKED}{data.tenant_id}"),
+        Notify(f"key:{data.key_id}"),
     ]
 
 

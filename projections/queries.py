@@ -22,8 +22,16 @@ class ReadModel:
     see one tenant's rows only."""
 
     def __init__(
-        self, database_url: str, schema: str, *, tenant_scoped: bool = False, pool_size: int = 4
+        self,
+        database_url: str,
+        schema: str,
+        *,
+        tenant_scoped: bool = False,
+        pool_size: int = 4,
+        timeout: float = 30.0,
     ) -> None:
+        """``timeout``: the longest wait for a connection (PoolTimeout after it): the
+        gateway's is short, so an outage answers 503 at once rather than queueing."""
         self.database_url = database_url
         self.schema = schema
         self.tenant_scoped = tenant_scoped
@@ -33,6 +41,7 @@ class ReadModel:
             max_size=pool_size,
             kwargs={"row_factory": dict_row, "autocommit": True},
             configure=self._configure if tenant_scoped else None,
+            timeout=timeout,
             open=False,
         )
         self._opened = False
@@ -94,10 +103,37 @@ class ReadModel:
     # -- tenants and keys ------------------------------------------------------------
 
     async def tenant_for_key_hash(self, key_hash: str) -> str | None:
+        """The tenant of a key that has not been revoked."""
         row = await self._one(
-            None, "SELECT tenant_id FROM {s}.api_keys WHERE key_hash = %s", key_hash
+            None,
+            "SELECT tenant_id FROM {s}.api_keys WHERE key_hash = %s AND revoked_at IS NULL",
+            key_hash,
         )
         return None if row is None else str(row["tenant_id"])
+
+    @property
+    def _keys_of_tenants(self) -> str:
+        # The reader may not read keys but through the view of its tenant's.
+        return "tenant_api_keys" if self.tenant_scoped else "api_keys"
+
+    async def api_keys(self, tenant_id: str) -> list[dict[str, Any]]:
+        return await self._all(
+            tenant_id,
+            "SELECT key_id, key_prefix, created_at, revoked_at"
+            f" FROM {{s}}.{self._keys_of_tenants}"
+            " WHERE tenant_id = %s ORDER BY created_at, key_id",
+            tenant_id,
+        )
+
+    async def api_key(self, tenant_id: str, key_id: str) -> dict[str, Any] | None:
+        return await self._one(
+            tenant_id,
+            "SELECT key_id, key_prefix, created_at, revoked_at"
+            f" FROM {{s}}.{self._keys_of_tenants}"
+            " WHERE tenant_id = %s AND key_id = %s",
+            tenant_id,
+            key_id,
+        )
 
     # -- tools -----------------------------------------------------------------------
 

@@ -55,7 +55,7 @@ async def table_hashes(conn: AsyncConnection[Any], schema: str) -> dict[str, str
     rows = await (
         await cursor.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = %s"
-            " ORDER BY table_name",
+            " AND table_type = 'BASE TABLE' ORDER BY table_name",
             (schema,),
         )
     ).fetchall()

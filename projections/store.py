@@ -22,19 +22,27 @@ SWAP_LOCK = 0x6167656E746C6F67  # advisory lock id shared by projectors and rebu
 
 def _adapt(value: Any) -> Any:
     if isinstance(value, str):
-        return _without_nul(value)
-    return Jsonb(_without_nul(value)) if isinstance(value, dict | list) else value
+        return storable(value)
+    return Jsonb(storable(value)) if isinstance(value, dict | list) else value
 
 
-def _without_nul(value: Any) -> Any:
-    """Postgres text and jsonb cannot hold NUL: it is stored as U+FFFD, the same way in
+def storable(value: Any) -> Any:
+    """A value as Postgres stores it. Text and jsonb hold neither NUL nor a lone UTF-16
+    surrogate (valid JSON can escape either): each is stored as U+FFFD, the same way in
     live tables and in a rebuild (a user message or a tool's answer may carry one)."""
     if isinstance(value, str):
-        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+        if "\x00" in value:
+            value = value.replace("\x00", "\ufffd")
+        if not value.isascii():
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                value = value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        return value
     if isinstance(value, dict):
-        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+        return {storable(k): storable(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_without_nul(v) for v in value]
+        return [storable(v) for v in value]
     return value
 
 

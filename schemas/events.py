@@ -80,6 +80,11 @@ class ApiKeyCreated(_TenantFact):
     key_hash: str = Field(description="sha256 of the key; the key itself is never stored")
 
 
+class ApiKeyRevoked(_TenantFact):
+    name = "api_key_revoked"
+    key_id: str
+
+
 class ToolRegistered(_TenantFact):
     name = "tool_registered"
     tool: ToolDefinition

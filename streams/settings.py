@@ -49,6 +49,11 @@ class Settings(BaseSettings):
         default=100, ge=0, description="most messages of a session's past a turn sends"
     )
     tool_result_max_bytes: int = 16 * 1024
+    tool_allowed_networks: str = Field(
+        default="",
+        description="CIDR networks tools may reach although not public (loopback, private"
+        " ranges), comma-separated; empty: public addresses only",
+    )
     model_timeout_s: float = 60.0
     model_max_retries: int = 3
     model_retry_backoff_s: float = Field(
@@ -65,5 +70,8 @@ class Settings(BaseSettings):
         " empty: the key in secrets_key_file (created on first use)",
     )
     secrets_key_file: str = ".agentlog/secrets.key"
+    shutdown_timeout_s: float = Field(
+        default=20.0, gt=0, description="longest graceful shutdown before a process exits"
+    )
     consumer_session_timeout_ms: int = 10_000
     log_level: str = "INFO"

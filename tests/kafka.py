@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.processes import die_with_parent
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -63,6 +65,7 @@ class BrokerProcess:
             cwd=REPO,
             stdout=log,
             stderr=log,
+            preexec_fn=die_with_parent,
         )
         log.close()
         deadline = time.monotonic() + timeout

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -26,7 +27,13 @@ from streams.catalog import EVENTS, group_id
 from streams.consumer import Item, SeenIds, read_range
 from streams.logs import redact
 
+from .tool_network import ToolAddressRefusedError, ToolNetworkPolicy
+
 log = logging.getLogger(__name__)
+
+# A test-only fault: with it, requests whose result is in the log are performed again
+# (tests/e2e/test_crash_safety.py shows that its checks catch such a double-perform).
+_PERFORM_TWICE = os.environ.get("AGENTLOG_TEST_FAULT") == "perform-twice"
 
 
 class EffectWorker:
@@ -74,7 +81,8 @@ class EffectWorker:
         work: dict[str, Envelope[Any]] = {}  # by request event id: a repeated one runs once
         for env, _position in items:
             self._learn(env)
-            if isinstance(env.data, self.request_type) and env.id not in self.done:
+            done = env.id in self.done and not _PERFORM_TWICE  # the test-only fault
+            if isinstance(env.data, self.request_type) and not done:
                 work.setdefault(env.id, env)
         results = await asyncio.gather(
             *(self._perform_once(env) for env in work.values()), return_exceptions=True
@@ -113,11 +121,19 @@ class ToolWorker(EffectWorker):
     result_types = (events.ToolCallCompleted, events.ToolCallFailed)
     source = "/workers/tool"
 
-    def __init__(self, bootstrap_servers: str, secrets: SecretStore, max_result_bytes: int) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        secrets: SecretStore,
+        max_result_bytes: int,
+        network: ToolNetworkPolicy,
+    ) -> None:
         super().__init__(bootstrap_servers)
         self.secrets = secrets
         self.max_result_bytes = max_result_bytes
-        self.http = httpx.AsyncClient()
+        self.network = network
+        # A redirect would lead past the network check: a 3xx is the tool's answer.
+        self.http = httpx.AsyncClient(follow_redirects=False)
 
     async def perform(self, env: Envelope[Any]) -> list[Envelope[Any]]:
         req: events.ToolCallRequested = env.data
@@ -161,6 +177,11 @@ class ToolWorker(EffectWorker):
         self, req: events.ToolCallRequested, headers: dict[str, str], common: dict[str, Any]
     ) -> Fact:
         """POST the arguments; the answer (size-capped, secrets redacted) as a fact."""
+        try:
+            # Again at call time: the host may resolve elsewhere than at registration.
+            await self.network.check(req.url)
+        except ToolAddressRefusedError as exc:
+            return events.ToolCallFailed(**common, code="TOOL_ADDRESS_REFUSED", detail=str(exc))
         try:
             response = await self.http.post(
                 req.url, json=req.arguments, headers=headers, timeout=req.timeout_s

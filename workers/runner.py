@@ -25,6 +25,7 @@ from .commands import CommandHandler, TurnLimits
 from .effects import ToolWorker
 from .model_worker import ModelWorker
 from .orchestrator import Orchestrator
+from .tool_network import ToolNetworkPolicy
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ def build_handler(role: str, settings: Settings) -> Handler:
             bootstrap,
             SecretStore.from_settings(settings),
             settings.tool_result_max_bytes,
+            ToolNetworkPolicy.from_settings(settings),
         )
     raise ValueError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
 

@@ -22,6 +22,7 @@ import pytest
 
 from projections.secrets import new_key
 from tests.kafka import REPO, free_port
+from tests.processes import die_with_parent
 from workers.providers.protocol_server import ModelServer
 
 DATABASE_URL = os.environ.get(
@@ -104,6 +105,7 @@ def platform(bootstrap: str, tmp_path: Path, model_server: ModelServer) -> Itera
         env=env,
         stdout=subprocess.PIPE,
         stderr=log_path.open("wb"),
+        preexec_fn=die_with_parent,
     )
     key = None
     deadline = time.monotonic() + 60
@@ -131,7 +133,8 @@ def platform(bootstrap: str, tmp_path: Path, model_server: ModelServer) -> Itera
 
 @dataclass
 class ToolServer:
-    """A real HTTP tool endpoint: /weather answers, /slow stalls, /broken fails."""
+    """A real HTTP tool endpoint: /weather answers, /slow stalls, /broken fails, /echo
+    and /echo-error answer (200 and 500) with the request's headers."""
 
     url: str
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -151,6 +154,11 @@ def tool_server() -> Iterator[ToolServer]:
                 self.send_response(500)
                 self.end_headers()
                 self.wfile.write(b"boom")
+                return
+            if self.path in ("/echo", "/echo-error"):  # a careless tool: quotes its headers
+                self.send_response(500 if self.path == "/echo-error" else 200)
+                self.end_headers()
+                self.wfile.write(json.dumps(dict(self.headers)).encode())
                 return
             answer = json.dumps({"city": body.get("city"), "forecast": "sunny", "celsius": 21})
             self.send_response(200)

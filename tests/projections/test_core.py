@@ -376,6 +376,9 @@ def fact_strategies(tenant_id: str) -> dict[type[Fact], st.SearchStrategy[Fact]]
             key_prefix=ids,
             key_hash=ids,
         ),
+        events.ApiKeyRevoked: st.builds(
+            events.ApiKeyRevoked, tenant_id=st.just(tenant_id), key_id=ids
+        ),
         events.ToolRegistered: st.builds(
             events.ToolRegistered,
             tenant_id=st.just(tenant_id),

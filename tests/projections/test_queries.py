@@ -11,6 +11,8 @@ import pytest
 
 from projections.queries import ReadModel
 from projections.store import ProjectionStore
+from schemas import events
+from schemas.envelope import envelope
 from streams.catalog import EVENTS
 
 from .conversation import Ids, Log, conversation
@@ -163,3 +165,28 @@ async def test_the_workers_read_model_sees_every_tenant(
     assert positions == [{"partition": 0, "next_offset": 12}, {"partition": 1, "next_offset": 12}]
     assert [r["agent_id"] for r in await unscoped.agents(a.tenant_id, 10, None)] == [a.agent_id]
     assert (await unscoped.turn(b.tenant_id, b.turn_id) or {}).get("tenant_id") == b.tenant_id
+
+
+async def test_a_revoked_key_authenticates_nothing_and_keys_are_listed_per_tenant(
+    tenants: tuple[Ids, Ids], scoped: ReadModel, database_url: str, schema: str
+) -> None:
+    a, b = tenants
+    key_a = f"key-{a.tenant_id}"
+    # Through the view, a tenant's keys; even without a tenant filter, none of another's.
+    assert [k["key_id"] for k in await scoped.api_keys(a.tenant_id)] == [key_a]
+    assert await scoped.api_key(b.tenant_id, key_a) is None
+    unfiltered = await scoped._all(b.tenant_id, "SELECT key_id FROM {s}.tenant_api_keys")
+    assert unfiltered == [{"key_id": f"key-{b.tenant_id}"}]
+
+    store = ProjectionStore(database_url, schema)
+    try:
+        fact = events.ApiKeyRevoked(tenant_id=a.tenant_id, key_id=key_a)
+        env = envelope(fact, source="tests", tenant_id=a.tenant_id)
+        await store.apply(Log().extend([env], partition=2))  # a partition not yet folded
+    finally:
+        await store.close()
+
+    assert await scoped.tenant_for_key_hash(a.key_hash) is None
+    assert await scoped.tenant_for_key_hash(b.key_hash) == b.tenant_id
+    (listed,) = await scoped.api_keys(a.tenant_id)
+    assert listed["revoked_at"] is not None

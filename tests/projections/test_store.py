@@ -68,6 +68,7 @@ async def test_a_conversation_projects_to_its_rows(
             "key_prefix": "al_test",
             "key_hash": ids.key_hash,
             "created_at": at["api_key_created"],
+            "revoked_at": None,
         }
     ]
     assert await select(db, schema, "SELECT * FROM {s}.tools") == [
@@ -434,17 +435,20 @@ async def test_a_store_that_is_not_live_sends_no_notification(
     assert keys == [f"turn:{ids.turn_id}"]
 
 
-async def test_nul_characters_are_stored_as_replacement_characters(
+async def test_nul_and_lone_surrogates_are_stored_as_replacement_characters(
     store: ProjectionStore, schema: str, db: AsyncConnection[Any]
 ) -> None:
-    # Postgres text and jsonb cannot hold NUL; a message or metadata may carry one.
+    # Postgres text and jsonb cannot hold NUL, nor a lone surrogate (JSON can escape
+    # either); a message or metadata may carry one.
     session = envelope(
-        events.SessionCreated(session_id="s-nul", agent_id="a-1", metadata={"k\x00": "v\x00"}),
+        events.SessionCreated(
+            session_id="s-nul", agent_id="a-1", metadata={"k\x00": "v\x00", "\ud800": "\udfff"}
+        ),
         source=SOURCE,
         tenant_id="t-nul",
     )
     request = envelope(
-        events.TurnRequested(session_id="s-nul", turn_id="t-1", message="a\x00b"),
+        events.TurnRequested(session_id="s-nul", turn_id="t-1", message="a\x00b\ud83d"),
         source=SOURCE,
         tenant_id="t-nul",
     )
@@ -452,6 +456,6 @@ async def test_nul_characters_are_stored_as_replacement_characters(
     assert await store.apply(Log().extend([session, request])) == 2
 
     (row,) = await select(db, schema, "SELECT metadata FROM {s}.sessions")
-    assert row["metadata"] == {"k\ufffd": "v\ufffd"}
+    assert row["metadata"] == {"k\ufffd": "v\ufffd", "\ufffd": "\ufffd"}
     (turn,) = await select(db, schema, "SELECT request FROM {s}.turns")
-    assert turn["request"] == "a\ufffdb"
+    assert turn["request"] == "a\ufffdb\ufffd"

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.kafka import REPO
+from tests.processes import die_with_parent
 from tests.streams.clients import CLIENTS, ConfluentClient, Sent
 
 
@@ -24,6 +25,7 @@ class Member:
             [sys.executable, "-m", "tests.streams.group_member", client, bootstrap, topic, group],
             cwd=REPO,
             stdout=out.open("wb"),
+            preexec_fn=die_with_parent,
         )
 
     def events(self) -> list[dict[str, Any]]:

@@ -1,11 +1,12 @@
 """A local model server speaking the providers' own wire protocols, for offline use and tests.
 
 It serves OpenAI chat completions (``POST /v1/chat/completions``) and Anthropic messages
-(``POST /v1/messages``), both streamed as server-sent events exactly as the real APIs
-stream them. By default it answers with the dev model's rule (``dev.answer``), so an
-agent on ``openai:<anything>`` pointed here behaves like one on ``dev``, through the real
-adapter. A test can instead script the next answers: text chunks, tool calls, an HTTP
-error, a connection cut after some chunks, or a stall.
+(``POST /v1/messages``), streamed as server-sent events when the request asks for
+``stream`` and otherwise as one JSON body, exactly as the real APIs answer. By default
+it answers with the dev model's rule (``dev.answer``), so an agent on
+``openai:<anything>`` pointed here behaves like one on ``dev``, through the real adapter.
+A test can instead script the next answers: text chunks, tool calls, an HTTP error, a
+connection cut after some chunks, or a stall.
 
 Run it with ``agentlog model-server --port 8400``, then set
 ``AGENTLOG_OPENAI_BASE_URL=http://127.0.0.1:8400/v1`` or
@@ -30,10 +31,10 @@ from .dev import answer, pieces
 @dataclass(frozen=True)
 class Reply:
     """One scripted answer. With ``status`` >= 400 the server answers that HTTP error
-    instead of a stream; ``cut_after`` drops the connection after that many text chunks;
-    ``end_after`` ends the HTTP body properly after that many text chunks, but without
-    the rest of the stream (as a misbehaving proxy might); ``stall_s`` waits before
-    answering; ``chunk_delay_s`` paces the stream."""
+    instead; ``stall_s`` waits before answering. Only streamed answers use the rest:
+    ``cut_after`` drops the connection after that many text chunks; ``end_after`` ends
+    the HTTP body properly after that many text chunks, but without the rest of the
+    stream (as a misbehaving proxy might); ``chunk_delay_s`` paces the stream."""
 
     chunks: tuple[str, ...] = ()
     tool_calls: tuple[ToolCall, ...] = ()
@@ -131,7 +132,71 @@ def decode_anthropic(body: dict[str, Any]) -> ModelRequest:
     return ModelRequest(model=body.get("model", ""), messages=messages, tools=tools)
 
 
-# -- writing streams --------------------------------------------------------------------
+# -- writing answers --------------------------------------------------------------------
+
+_OPENAI_ID = "chatcmpl-local"
+_ANTHROPIC_ID = "msg_local"
+
+
+def _openai_finish(reply: Reply) -> str:
+    return "tool_calls" if reply.tool_calls else "stop"
+
+
+def _openai_usage(usage: Usage) -> dict[str, int]:
+    return {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.input_tokens + usage.output_tokens,
+    }
+
+
+def _anthropic_stop(reply: Reply) -> str:
+    return "tool_use" if reply.tool_calls else "end_turn"
+
+
+def openai_completion(reply: Reply, model: str) -> dict[str, Any]:
+    """The body of a non-streamed OpenAI chat completion: the whole reply in one message."""
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(reply.chunks) or None}
+    if reply.tool_calls:
+        message["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
+            }
+            for call in reply.tool_calls
+        ]
+    return {
+        "id": _OPENAI_ID,
+        "object": "chat.completion",
+        "created": 0,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": _openai_finish(reply)}],
+        "usage": _openai_usage(reply.usage),
+    }
+
+
+def anthropic_message(reply: Reply, model: str) -> dict[str, Any]:
+    """The body of a non-streamed Anthropic message: text first, then one block per call."""
+    text = "".join(reply.chunks)
+    content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+    content.extend(
+        {"type": "tool_use", "id": call.id, "name": call.name, "input": call.arguments}
+        for call in reply.tool_calls
+    )
+    return {
+        "id": _ANTHROPIC_ID,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": _anthropic_stop(reply),
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": reply.usage.input_tokens,
+            "output_tokens": reply.usage.output_tokens,
+        },
+    }
 
 
 def _halves(text: str) -> list[str]:
@@ -146,7 +211,7 @@ def openai_events(reply: Reply, model: str) -> list[str]:
     def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
         return json.dumps(
             {
-                "id": "chatcmpl-local",
+                "id": _OPENAI_ID,
                 "object": "chat.completion.chunk",
                 "created": 0,
                 "model": model,
@@ -172,13 +237,9 @@ def openai_events(reply: Reply, model: str) -> list[str]:
             )
         )
         out.append(chunk({"tool_calls": [{"index": index, "function": {"arguments": second}}]}))
-    out.append(chunk({}, "tool_calls" if reply.tool_calls else "stop"))
-    usage = {
-        "prompt_tokens": reply.usage.input_tokens,
-        "completion_tokens": reply.usage.output_tokens,
-        "total_tokens": reply.usage.input_tokens + reply.usage.output_tokens,
-    }
-    out.append(json.dumps({"id": "chatcmpl-local", "choices": [], "usage": usage}))
+    out.append(chunk({}, _openai_finish(reply)))
+    usage = _openai_usage(reply.usage)
+    out.append(json.dumps({"id": _OPENAI_ID, "choices": [], "usage": usage}))
     out.append("[DONE]")
     return out
 
@@ -192,7 +253,7 @@ def anthropic_events(reply: Reply, model: str) -> list[tuple[str, str]]:
             {
                 "type": "message_start",
                 "message": {
-                    "id": "msg_local",
+                    "id": _ANTHROPIC_ID,
                     "type": "message",
                     "role": "assistant",
                     "model": model,
@@ -255,7 +316,7 @@ def anthropic_events(reply: Reply, model: str) -> list[tuple[str, str]]:
             "message_delta",
             {
                 "type": "message_delta",
-                "delta": {"stop_reason": "tool_use" if reply.tool_calls else "end_turn"},
+                "delta": {"stop_reason": _anthropic_stop(reply)},
                 "usage": {"output_tokens": reply.usage.output_tokens},
             },
         )
@@ -351,6 +412,10 @@ class ModelServer:
                     self._json(reply.status, _error_body(protocol, reply.status), headers)
                     return
                 model = str(body.get("model", ""))
+                if not body.get("stream"):
+                    build = openai_completion if protocol == "openai" else anthropic_message
+                    self._json(200, build(reply, model))
+                    return
                 frames = (
                     [f"data: {data}\n\n" for data in openai_events(reply, model)]
                     if protocol == "openai"

@@ -1,0 +1,33 @@
+"""Dependencies the routes share, as ``Annotated`` aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from .problems import ProblemError
+
+
+async def authenticated_tenant(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> str:
+    """The tenant whose API key signed the request. ``Intake`` checked the key before
+    the body was read; the header is declared here for the API's documentation."""
+    tenant: str | None = getattr(request.state, "tenant_id", None)
+    if tenant is None:
+        raise ProblemError("UNAUTHENTICATED", "send 'Authorization: Bearer <api key>'")
+    return tenant
+
+
+TenantDep = Annotated[str, Depends(authenticated_tenant)]
+IdempotencyKeyDep = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="retrying with the same key creates nothing new (for a day)",
+    ),
+]

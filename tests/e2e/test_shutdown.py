@@ -1,0 +1,60 @@
+"""A process asked to stop stops within its bound, even when Kafka no longer answers."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from projections.secrets import new_key
+from tests.e2e.conftest import DATABASE_URL
+from tests.kafka import REPO, BrokerProcess
+from tests.processes import die_with_parent
+
+SHUTDOWN_S = 3.0
+
+
+@pytest.mark.parametrize("role", [["worker", "tool"], ["worker", "model"], ["projector"]])
+def test_a_role_whose_broker_is_gone_stops_on_sigterm(
+    role: list[str], broker_factory: type[BrokerProcess], tmp_path: Path
+) -> None:
+    broker = broker_factory(tmp_path / "kafka").start()
+    log = tmp_path / "role.log"
+    tag = f"stop_{uuid.uuid4().hex[:8]}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agentlog_cli", *role],
+        cwd=REPO,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "AGENTLOG_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+            "AGENTLOG_TOPIC_PREFIX": f"{tag}.",
+            "AGENTLOG_DATABASE_URL": DATABASE_URL,
+            "AGENTLOG_DATABASE_SCHEMA": tag,
+            "AGENTLOG_SECRETS_KEY": new_key(),
+            "AGENTLOG_SHUTDOWN_TIMEOUT_S": str(SHUTDOWN_S),
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+        preexec_fn=die_with_parent,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while "roles running" not in log.read_text():
+            assert proc.poll() is None, log.read_text()[-2000:]
+            assert time.monotonic() < deadline, "the role did not start"
+            time.sleep(0.1)
+        broker.kill()
+        time.sleep(0.5)  # its clients notice the broker is gone
+        proc.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        proc.wait(SHUTDOWN_S + 10)
+        assert time.monotonic() - started < SHUTDOWN_S + 10
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
