@@ -12,7 +12,6 @@ import pytest
 
 from tests.e2e.conftest import Platform, ToolServer
 from tests.e2e.test_turns import open_session, setup_agent
-from tests.kafka import REPO
 
 # Bounded to fit the suite's budget; deterministic, so a failure reproduces.
 MAX_EXAMPLES = 50
@@ -53,7 +52,7 @@ def test_the_api_holds_its_openapi_contract(
             "--report-junit-path",
             str(report),
         ],
-        cwd=REPO,
+        cwd=tmp_path,  # where it keeps its cache
         capture_output=True,
         text=True,
         timeout=540,
