@@ -3,6 +3,7 @@ its own topics (prefix), Postgres schema and port, driven over HTTP."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -129,6 +130,39 @@ def platform(bootstrap: str, tmp_path: Path, model_server: ModelServer) -> Itera
         except subprocess.TimeoutExpired:
             proc.kill()
         drop_schemas(tag)
+
+
+def start_gateway(platform: Platform, **env: str) -> tuple[subprocess.Popen[bytes], str]:
+    """Another gateway process on the platform's log and read models, with ``env``
+    overriding its settings; returns it and its URL once it answers."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agentlog_cli", "gateway"],
+        cwd=REPO,
+        env={**platform.env, "AGENTLOG_GATEWAY_PORT": str(port), **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=die_with_parent,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return proc, url
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("the gateway did not start")
+        time.sleep(0.1)
+
+
+def stop_gateway(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
 
 
 @dataclass

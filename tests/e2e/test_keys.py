@@ -11,46 +11,21 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.e2e.conftest import Platform
+from tests.e2e.conftest import Platform, start_gateway, stop_gateway
 from tests.e2e.test_bad_input import problem
 from tests.e2e.test_unprocessable import tenant_of
-from tests.kafka import REPO, free_port
-from tests.processes import die_with_parent
+from tests.kafka import REPO
 
 REVOKED_WITHIN_S = 1.0
 
 
 @pytest.fixture
 def second_gateway(platform: Platform) -> Iterator[str]:
-    """Another gateway process on the platform's log and read models."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agentlog_cli", "gateway"],
-        cwd=REPO,
-        env={**platform.env, "AGENTLOG_GATEWAY_PORT": str(port)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        preexec_fn=die_with_parent,
-    )
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_gateway(platform)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the second gateway did not start"
-            time.sleep(0.1)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_gateway(proc)
 
 
 def test_a_revoked_key_is_refused_by_every_gateway(platform: Platform, second_gateway: str) -> None:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,11 +14,10 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import pytest
 
-from tests.e2e.conftest import DATABASE_URL, Platform, ToolServer
+from tests.e2e.conftest import DATABASE_URL, Platform, ToolServer, start_gateway, stop_gateway
 from tests.e2e.test_bad_input import problem
 from tests.e2e.test_turns import open_session, setup_agent
-from tests.kafka import REPO, free_port
-from tests.processes import die_with_parent
+from tests.kafka import free_port
 
 OUTAGE_ANSWER_S = 3.0
 
@@ -75,37 +72,6 @@ class TcpProxy:
             else f"127.0.0.1:{self.port}"
         )
         return urlunsplit(parts._replace(netloc=netloc))
-
-
-def start_gateway(platform: Platform, **env: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agentlog_cli", "gateway"],
-        cwd=REPO,
-        env={**platform.env, "AGENTLOG_GATEWAY_PORT": str(port), **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        preexec_fn=die_with_parent,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return proc, url
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError("the gateway did not start")
-        time.sleep(0.1)
-
-
-def stop_gateway(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
 
 
 @pytest.fixture
