@@ -36,6 +36,7 @@ from schemas import events
 from schemas.base import Fact
 from schemas.envelope import Envelope, derived_id, envelope
 from streams.catalog import OUTPUT
+from streams.logs import redact
 from streams.publisher import RECORD_TOO_LARGE, Publisher
 from streams.settings import Settings
 from workers.tool_network import ToolAddressRefusedError, ToolNetworkPolicy
@@ -284,7 +285,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 async with asyncio.timeout(2):
                     await ping()
             except Exception as exc:
-                raise ProblemError("NOT_READY", f"{dependency}: {exc!r}") from exc
+                raise ProblemError("NOT_READY", redact(f"{dependency}: {exc!r}")) from exc
         return {"status": "ready"}
 
     @app.get(
