@@ -201,9 +201,17 @@ def _stop_event(shutdown_timeout_s: float) -> asyncio.Event:
     return stop
 
 
+# Child processes (the embedded broker under `agentlog up`): asked to stop even when
+# shutdown is cut short, so none outlives this process.
+_CHILDREN: list[subprocess.Popen[bytes]] = []
+
+
 def _exit_now(why: str) -> None:
     logging.getLogger("agentlog").error("shutdown did not finish: exiting after %s", why)
     logging.shutdown()
+    for child in _CHILDREN:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
     os._exit(1)
 
 
@@ -339,6 +347,7 @@ def _up(settings: object, args: argparse.Namespace) -> None:
                 str(settings.topic_partitions),
             ]
         )
+        _CHILDREN.append(broker)
     try:
         uvloop.run(_serve_everything(settings, no_broker=args.no_broker, local_tools=local_tools))
     finally:
