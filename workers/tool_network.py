@@ -87,9 +87,9 @@ class ToolNetworkPolicy:
             forms.append(address.ipv4_mapped)
         return any(a in net for a in forms for net in self.allowed)
 
-    async def check(self, url: str) -> None:
-        """Return if tools may call ``url``; raise ``ToolAddressRefusedError`` saying
-        which address was refused and why otherwise."""
+    async def check(self, url: str) -> list[IPAddress]:
+        """The addresses of ``url``'s host, if tools may call every one of them; raise
+        ``ToolAddressRefusedError`` saying which address was refused and why otherwise."""
         host = urlsplit(url).hostname
         if not host:
             raise ToolAddressRefusedError(f"{url!r} names no host")
@@ -97,11 +97,13 @@ class ToolNetworkPolicy:
             literal: IPAddress | None = ipaddress.ip_address(host)
         except ValueError:
             literal = None
-        for address in [literal] if literal is not None else await _resolve(host):
+        addresses = [literal] if literal is not None else await _resolve(host)
+        for address in addresses:
             reason = refusal_reason(address)
             if reason is not None and not self._allows(address):
                 what = f"{host} is" if literal is not None else f"{host} resolves to {address},"
                 raise ToolAddressRefusedError(f"{what} {reason}; {_HINT}")
+        return addresses
 
 
 _RESOLVE_TIMEOUT_S = 5.0

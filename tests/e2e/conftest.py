@@ -3,6 +3,7 @@ its own topics (prefix), Postgres schema and port, driven over HTTP."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -20,6 +21,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from projections.secrets import new_key
 from tests.kafka import REPO, free_port
@@ -54,6 +56,25 @@ class Platform:
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")[-6000:]
+
+    def produce(
+        self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> None:
+        """Write one raw record to one of the platform's topics (``agentlog.events``)."""
+
+        async def send() -> None:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.env["AGENTLOG_KAFKA_BOOTSTRAP_SERVERS"]
+            )
+            await producer.start()
+            try:
+                await producer.send_and_wait(
+                    f"{self.prefix}{topic}", value, key=key, headers=headers
+                )
+            finally:
+                await producer.stop()
+
+        asyncio.run(send())
 
 
 def platform_env(bootstrap: str, tag: str, model_server: ModelServer) -> dict[str, str]:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaProducer
 
 from schemas.envelope import from_kafka
 from tests.e2e.conftest import Platform, ToolServer
@@ -144,22 +142,9 @@ def test_tool_problems_are_recorded_and_fed_back_to_the_model(
 def test_unreadable_command_goes_to_the_dead_letter_topic_and_work_goes_on(
     platform: Platform, tool_server: ToolServer
 ) -> None:
-    async def send_garbage() -> None:
-        producer = AIOKafkaProducer(
-            bootstrap_servers=platform.env["AGENTLOG_KAFKA_BOOTSTRAP_SERVERS"]
-        )
-        await producer.start()
-        try:
-            await producer.send_and_wait(
-                f"{platform.prefix}agentlog.commands",
-                b"definitely not a cloudevent",
-                key=b"junk",
-                headers=[("origin", b"test")],
-            )
-        finally:
-            await producer.stop()
-
-    asyncio.run(send_garbage())
+    platform.produce(
+        "agentlog.commands", b"definitely not a cloudevent", b"junk", [("origin", b"test")]
+    )
     with platform.client() as api:
         agent = setup_agent(api, tool_server)
         session_id = open_session(api, agent["agent_id"])

@@ -35,6 +35,7 @@ its table.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import random
@@ -45,7 +46,7 @@ import threading
 import time
 import zlib
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -717,18 +718,10 @@ def wait_caught_up(bootstrap: str, prefix: str, roles: list[str], timeout: float
         tps = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
         total = 0
         for role in roles:
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=bootstrap,
-                group_id=f"{prefix}agentlog.{role}",
-                enable_auto_commit=False,
-            )
-            await consumer.start()
-            try:
+            async with group_consumer(bootstrap, prefix, role) as consumer:
                 ends = await consumer.end_offsets(tps)
                 for tp in tps:
                     total += ends[tp] - (await consumer.committed(tp) or 0)
-            finally:
-                await consumer.stop()
         return total
 
     deadline = time.monotonic() + timeout
@@ -1030,18 +1023,23 @@ async def _rewind(bootstrap: str, prefix: str, roles: list[str]) -> None:
     topic = f"{prefix}agentlog.events"
     tps = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
     for role in roles:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
-            group_id=f"{prefix}agentlog.{role}",
-            enable_auto_commit=False,
-        )
-        await consumer.start()
-        try:
+        async with group_consumer(bootstrap, prefix, role) as consumer:
             consumer.assign(tps)
             await consumer.commit({tp: 0 for tp in tps})
             assert [await consumer.committed(tp) for tp in tps] == [0] * len(tps)
-        finally:
-            await consumer.stop()
+
+
+@contextlib.asynccontextmanager
+async def group_consumer(bootstrap: str, prefix: str, role: str) -> AsyncIterator[AIOKafkaConsumer]:
+    """A consumer in a role's group, for reading or setting its committed offsets."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=f"{prefix}agentlog.{role}", enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        yield consumer
+    finally:
+        await consumer.stop()
 
 
 def test_rebuild_names_a_tampered_table(platform: Platform) -> None:

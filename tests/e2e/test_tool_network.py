@@ -4,15 +4,13 @@ network; `agentlog up` allows loopback for local development."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from schemas import events
 from schemas.envelope import derived_id
 from tests.e2e.conftest import Platform, ToolServer
 from tests.e2e.test_turns import WEATHER_SCHEMA, open_session, setup_agent
-from tests.e2e.test_unprocessable import publish, run_turn, tenant_of
+from tests.e2e.test_unprocessable import record_tool, run_turn, tenant_of
 
 SETTING = "AGENTLOG_TOOL_ALLOWED_NETWORKS"
 
@@ -84,11 +82,7 @@ def test_a_tool_refused_at_call_time_fails_its_call_and_the_turn_goes_on(
             parameters=WEATHER_SCHEMA,
             timeout_s=2,
         )
-        publish(platform, events.ToolRegistered(tenant_id=tenant_id, tool=moved))
-        deadline = time.monotonic() + 10
-        while [t["url"] for t in api.get("/v1/tools").json()] != [moved.url]:
-            assert time.monotonic() < deadline, "the recorded tool was not projected"
-            time.sleep(0.05)
+        record_tool(platform, api, moved)
         session_id = open_session(api, agent["agent_id"])
 
         turn = run_turn(api, session_id, 'call weather {"city": "Oslo"}')

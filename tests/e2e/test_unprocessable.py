@@ -4,7 +4,6 @@ at its deadline."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import time
 from typing import Any
@@ -12,7 +11,6 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from aiokafka import AIOKafkaProducer
 from cryptography.fernet import Fernet
 
 from schemas import events
@@ -34,20 +32,19 @@ def tenant_of(platform: Platform) -> str:
 def publish(platform: Platform, fact: events.ToolRegistered) -> None:
     """Write a fact straight to the platform's log, as an older version of it might have."""
     key, value, headers = to_kafka(envelope(fact, source="/tests", tenant_id=fact.tenant_id))
+    platform.produce("agentlog.events", value, key, headers)
 
-    async def send() -> None:
-        producer = AIOKafkaProducer(
-            bootstrap_servers=platform.env["AGENTLOG_KAFKA_BOOTSTRAP_SERVERS"]
-        )
-        await producer.start()
-        try:
-            await producer.send_and_wait(
-                f"{platform.prefix}agentlog.events", value, key=key, headers=headers
-            )
-        finally:
-            await producer.stop()
 
-    asyncio.run(send())
+def record_tool(platform: Platform, api: httpx.Client, tool: events.ToolDefinition) -> None:
+    """Register ``tool`` by writing ``ToolRegistered`` straight to the log (bypassing
+    the gateway's checks, as an older version of it might), and wait until it is listed."""
+    publish(platform, events.ToolRegistered(tenant_id=tenant_of(platform), tool=tool))
+    deadline = time.monotonic() + 10
+    while tool.model_dump(mode="json") not in [
+        {k: t[k] for k in events.ToolDefinition.model_fields} for t in api.get("/v1/tools").json()
+    ]:
+        assert time.monotonic() < deadline, "the recorded tool was not projected"
+        time.sleep(0.05)
 
 
 def run_turn(api: httpx.Client, session_id: str, message: str) -> dict[str, Any]:
@@ -133,11 +130,7 @@ def test_a_model_answer_the_orchestrator_cannot_process_fails_its_turn(
             url=f"{tool_server.url}/weather",
             parameters={"type": "object", "properties": {"city": {"$ref": "#/$defs/missing"}}},
         )
-        publish(platform, events.ToolRegistered(tenant_id=tenant_id, tool=tool))
-        deadline = time.monotonic() + 10
-        while [t["parameters"] for t in api.get("/v1/tools").json()] != [tool.parameters]:
-            assert time.monotonic() < deadline, "the recorded tool was not projected"
-            time.sleep(0.05)
+        record_tool(platform, api, tool)
         session_id = open_session(api, agent["agent_id"])
 
         turn = run_turn(api, session_id, 'call weather {"city": "Oslo"}')

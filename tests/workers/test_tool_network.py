@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress as ip
 import re
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -63,7 +64,9 @@ async def test_a_non_public_address_is_refused_saying_which_and_why(host: str, r
     ],
 )
 async def test_a_public_address_is_allowed(url: str) -> None:
-    await ToolNetworkPolicy().check(url)
+    host = urlsplit(url).hostname
+    assert host is not None
+    assert await ToolNetworkPolicy().check(url) == [ip.ip_address(host)]
 
 
 async def test_a_name_is_judged_by_the_addresses_it_resolves_to() -> None:
