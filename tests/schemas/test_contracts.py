@@ -4,13 +4,39 @@ from __future__ import annotations
 
 import copy
 import datetime
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import jsonschema
 import pytest
 
 from schemas import events
 from schemas.envelope import EnvelopeError, envelope, from_kafka, to_kafka
-from schemas.export import committed_schemas, compatibility_report, current_schemas
+from schemas.export import (
+    CommittedVersion,
+    GitUnavailable,
+    Schema,
+    committed_schemas,
+    compatibility_report,
+    current_schemas,
+    git_history,
+    history_report,
+)
+
+TURN_REQUESTED = events.TurnRequested.ce_type()
+
+
+def this_repositorys_history() -> list[CommittedVersion]:
+    """Every committed version of this repository's schemas; a skip only without git."""
+    try:
+        versions = git_history()
+    except GitUnavailable as exc:
+        pytest.skip(f"the schemas' git history is not available: {exc}")
+    assert versions, "schemas/json has no committed version: is it tracked?"
+    return versions
 
 
 def test_every_event_type_has_a_committed_schema_that_matches_the_model() -> None:
@@ -24,6 +50,28 @@ def test_current_models_can_read_every_committed_schema() -> None:
     assert compatibility_report(committed_schemas(), current_schemas()) == []
 
 
+def test_current_models_can_read_every_schema_version_in_git_history() -> None:
+    versions = this_repositorys_history()
+    assert {v.type_ for v in versions} >= {TURN_REQUESTED}
+    assert [str(p) for p in history_report(versions, current_schemas())] == []
+
+
+def test_the_export_check_passes_on_this_tree() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "schemas.export", "--check"],
+        cwd=Path(__file__).parents[2],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def _drop_field(s: Schema, name: str) -> None:
+    del s["properties"][name]
+    if name in s["required"]:
+        s["required"].remove(name)
+
+
 @pytest.mark.parametrize(
     ("mutate", "expected"),
     [
@@ -34,28 +82,60 @@ def test_current_models_can_read_every_committed_schema() -> None:
             ),
             "priority: newly required",
         ),
-        (lambda s: s["properties"]["message"].update(type="integer"), "message: type changed"),
-        (None, "removed"),
+        (lambda s: s["properties"]["message"].update(type="integer"), "message: narrowed"),
+        (lambda s: _drop_field(s, "message"), "message: removed field"),
+        (lambda s: s["properties"]["mode"].update(enum=["chat"]), "mode: removed enum value"),
+        (lambda s: s["properties"]["message"].update(maxLength=10), "message: narrowed"),
+        (None, "removed type"),
     ],
+    ids=["required", "narrowed", "removed field", "removed value", "maxLength", "removed type"],
 )
-def test_breaking_changes_are_caught(mutate, expected: str) -> None:  # type: ignore[no-untyped-def]
-    type_ = events.TurnRequested.ce_type()
-    committed = {type_: committed_schemas()[type_]}
+def test_breaking_changes_are_caught(
+    mutate: Callable[[Schema], object] | None, expected: str
+) -> None:
+    committed = {TURN_REQUESTED: committed_schemas()[TURN_REQUESTED]}
     current = copy.deepcopy(committed)
     if mutate is None:
         current.clear()
     else:
-        mutate(current[type_])
-    report = compatibility_report(committed, current)
+        mutate(current[TURN_REQUESTED])
+    report = [str(p) for p in compatibility_report(committed, current)]
     assert any(expected in line for line in report), report
 
 
-def test_an_added_optional_field_is_compatible() -> None:
-    type_ = events.TurnRequested.ce_type()
-    committed = {type_: committed_schemas()[type_]}
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda s: s["properties"].update(note={"type": "string", "default": ""}),
+        lambda s: s["properties"]["mode"]["enum"].append("batch"),
+        lambda s: s["properties"].update(
+            message={"anyOf": [{"type": "string"}, {"type": "null"}], "default": None}
+        ),
+        lambda s: s["required"].remove("message"),
+    ],
+    ids=["added optional field", "added enum value", "nullable", "no longer required"],
+)
+def test_an_added_optional_field_and_widening_are_compatible(
+    mutate: Callable[[Schema], object],
+) -> None:
+    committed = {TURN_REQUESTED: committed_schemas()[TURN_REQUESTED]}
     current = copy.deepcopy(committed)
-    current[type_]["properties"]["note"] = {"type": "string", "default": ""}
+    mutate(current[TURN_REQUESTED])
     assert compatibility_report(committed, current) == []
+
+
+def test_a_re_exported_narrowed_schema_is_caught_by_this_repositorys_history() -> None:
+    """As if the file had been deleted and re-exported: the working tree then agrees with
+    the models, and only git still knows what stored events look like."""
+    narrowed = current_schemas()[TURN_REQUESTED]
+    narrowed["properties"]["mode"]["enum"] = ["chat"]
+    current = {TURN_REQUESTED: narrowed}
+    assert compatibility_report(current, current) == []  # the re-exported working tree
+    versions = [v for v in this_repositorys_history() if v.type_ == TURN_REQUESTED]
+    problems = history_report(versions, current)
+    assert [(p.type_, p.kind, p.path) for p in problems] == [
+        (TURN_REQUESTED, "removed enum value", "mode")
+    ]
 
 
 def test_kafka_binary_mode_round_trip_is_valid_against_the_schema() -> None:
@@ -71,8 +151,6 @@ def test_kafka_binary_mode_round_trip_is_valid_against_the_schema() -> None:
     assert back.data == data
     assert back.id == env.id
     assert back.time == env.time.replace(tzinfo=datetime.UTC)
-    import json
-
     jsonschema.validate(json.loads(value), committed_schemas()[data.ce_type()])
 
 
