@@ -17,7 +17,7 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
     && pip install -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 
-COPY agentlog_cli.py ./
+COPY agentlog_cli ./agentlog_cli
 COPY streams ./streams
 COPY schemas ./schemas
 COPY projections ./projections

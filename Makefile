@@ -32,10 +32,11 @@ bench: $(STAMP) ## print broker and platform figures (installs wrk if missing)
 	$(BIN)/python -m tests.bench.bench_broker
 	$(BIN)/python -m tests.bench.bench_platform
 
-lint: $(STAMP) ## ruff and mypy
+lint: $(STAMP) ## ruff, mypy and the layer contracts (import-linter)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy streams schemas projections gateway workers agentlog_cli.py tests
+	$(BIN)/lint-imports
+	$(BIN)/mypy streams schemas projections gateway workers agentlog_cli tests
 
 clean: ## remove the virtualenv and local data
 	rm -rf $(VENV) .agentlog .pytest_cache .mypy_cache .ruff_cache

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, cast
 
 from fastapi import Depends, Header, Request
 
+from schemas.errors import ErrorCode
+
+from .connections import Gateway
 from .problems import ProblemError
+
+
+def gateway(request: Request) -> Gateway:
+    """The app's connections (made by ``create_app``)."""
+    return cast(Gateway, request.app.state.gateway)
 
 
 async def authenticated_tenant(
@@ -16,10 +24,11 @@ async def authenticated_tenant(
     the body was read; the header is declared here for the API's documentation."""
     tenant: str | None = getattr(request.state, "tenant_id", None)
     if tenant is None:
-        raise ProblemError("UNAUTHENTICATED", "send 'Authorization: Bearer <api key>'")
+        raise ProblemError(ErrorCode.UNAUTHENTICATED, "send 'Authorization: Bearer <api key>'")
     return tenant
 
 
+GatewayDep = Annotated[Gateway, Depends(gateway)]
 TenantDep = Annotated[str, Depends(authenticated_tenant)]
 IdempotencyKeyDep = Annotated[
     str | None,

@@ -22,8 +22,7 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from schemas.envelope import derived_id
-
-from .problems import ProblemError
+from schemas.errors import DomainError, ErrorCode
 
 log = logging.getLogger(__name__)
 KEY_TTL_S = 24 * 3600
@@ -56,10 +55,19 @@ class IdempotencyKeys:
             log.warning("idempotency keys unavailable; check skipped", extra={"error": repr(exc)})
             return
         if first is not None and (first.decode() if isinstance(first, bytes) else first) != request:
-            raise ProblemError(
-                "IDEMPOTENCY_KEY_REUSED",
+            raise DomainError(
+                ErrorCode.IDEMPOTENCY_KEY_REUSED,
                 f"Idempotency-Key {key!r} was used for a different request",
             )
+
+    async def ids(
+        self, tenant_id: str, key: str | None, request: tuple[str, str, Any], *names: str
+    ) -> dict[str, str]:
+        """The ids a request creates (one per name), after refusing a key that was used
+        for another request; ``request`` is its method, path and body."""
+        if key is not None:
+            await self.check(tenant_id, key, fingerprint(*request))
+        return request_ids(tenant_id, key, *names)
 
     async def close(self) -> None:
         await self.redis.aclose()

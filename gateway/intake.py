@@ -16,6 +16,9 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from schemas.errors import ErrorCode
+
+from .auth import bearer_key
 from .problems import OUTAGES, problem_response, unavailable
 
 # Paths anyone may read; every other path under /v1/ needs an API key.
@@ -38,14 +41,6 @@ def json_depth(body: bytes) -> int:
         else:
             depth -= 1
     return deepest
-
-
-def api_key(authorization: str) -> str | None:
-    """The key of an ``Authorization: Bearer <key>`` header (the scheme in any case,
-    as RFC 9110 says), or None."""
-    scheme, _, key = authorization.strip().partition(" ")
-    key = key.strip()
-    return key if scheme.lower() == "bearer" and key else None
 
 
 class _BodyTooLargeError(Exception):
@@ -75,13 +70,13 @@ class Intake:
         path: str = scope["path"]
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
 
-        async def refuse(code: str, detail: str, **extra: Any) -> None:
+        async def refuse(code: ErrorCode, detail: str, **extra: Any) -> None:
             await problem_response(code, detail, path, **extra)(scope, receive, send)
 
         if path.startswith("/v1/") and not path.startswith(_PUBLIC_PREFIXES):
-            key = api_key(headers.get("authorization", ""))
+            key = bearer_key(headers.get("authorization", ""))
             if key is None:
-                await refuse("UNAUTHENTICATED", "send 'Authorization: Bearer <api key>'")
+                await refuse(ErrorCode.UNAUTHENTICATED, "send 'Authorization: Bearer <api key>'")
                 return
             try:
                 tenant = await self.tenant_for(key)
@@ -89,25 +84,29 @@ class Intake:
                 await unavailable(path, exc)(scope, receive, send)
                 return
             if tenant is None:
-                await refuse("UNAUTHENTICATED", "unknown API key")
+                await refuse(ErrorCode.UNAUTHENTICATED, "unknown API key")
                 return
             scope.setdefault("state", {})["tenant_id"] = tenant
 
         declared = headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
-            await refuse("BODY_TOO_LARGE", f"the body exceeds {self.max_body_bytes} bytes")
+            await refuse(ErrorCode.BODY_TOO_LARGE, f"the body exceeds {self.max_body_bytes} bytes")
             return
         try:
             async with asyncio.timeout(self.body_timeout_s):
                 body = await self._read_body(receive)
         except _BodyTooLargeError:
-            await refuse("BODY_TOO_LARGE", f"the body exceeds {self.max_body_bytes} bytes")
+            await refuse(ErrorCode.BODY_TOO_LARGE, f"the body exceeds {self.max_body_bytes} bytes")
             return
         except TimeoutError:
-            await refuse("BODY_TIMEOUT", f"the body did not arrive within {self.body_timeout_s} s")
+            await refuse(
+                ErrorCode.BODY_TIMEOUT, f"the body did not arrive within {self.body_timeout_s} s"
+            )
             return
         if body and json_depth(body) > self.max_json_depth:
-            await refuse("JSON_TOO_DEEP", f"the body nests deeper than {self.max_json_depth}")
+            await refuse(
+                ErrorCode.JSON_TOO_DEEP, f"the body nests deeper than {self.max_json_depth}"
+            )
             return
 
         replayed = False

@@ -13,8 +13,11 @@ from referencing import Registry, Resource
 from referencing.exceptions import Unresolvable
 from referencing.jsonschema import DRAFT202012
 
+from schemas.errors import ErrorCode
+from schemas.events import MODEL_PATTERN
 from schemas.headers import header_problem
-from workers.providers.registry import MODEL_PATTERN
+
+from . import examples
 
 # Caps on what is stored, so every command fits its topic and every read stays small.
 MAX_NAME = 200
@@ -115,6 +118,8 @@ class ToolPublic(BaseModel):
     timeout_s: float
     secret_header_names: list[str]
 
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.TOOL]})
+
 
 class AgentCreate(BaseModel):
     name: str = Field(min_length=1, max_length=MAX_NAME)
@@ -171,6 +176,8 @@ class AgentPublic(BaseModel):
     created_at: datetime.datetime
     updated_at: datetime.datetime
 
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.AGENT]})
+
 
 class AgentVersionPublic(BaseModel):
     version: int
@@ -178,6 +185,8 @@ class AgentVersionPublic(BaseModel):
     changed: list[str]
     config: dict[str, Any]
     recorded_at: datetime.datetime
+
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.AGENT_VERSION]})
 
 
 class SessionCreate(BaseModel):
@@ -202,6 +211,8 @@ class SessionPublic(BaseModel):
     metadata: dict[str, str]
     created_at: datetime.datetime
 
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.SESSION]})
+
 
 class TurnCreate(BaseModel):
     message: str = Field(min_length=1)
@@ -220,11 +231,15 @@ class MessagePublic(BaseModel):
     tool_call_id: str | None
     created_at: datetime.datetime
 
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.MESSAGE]})
+
 
 class StepPublic(BaseModel):
     type: str
     detail: dict[str, Any]
     recorded_at: datetime.datetime
+
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.STEP]})
 
 
 class ToolCallPublic(BaseModel):
@@ -235,6 +250,8 @@ class ToolCallPublic(BaseModel):
     code: str | None
     detail: str | None
     result: str | None
+
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.TOOL_CALL]})
 
 
 class TurnPublic(BaseModel):
@@ -253,10 +270,14 @@ class TurnPublic(BaseModel):
     finished_at: datetime.datetime | None
     links: dict[str, str] = Field(default_factory=dict)
 
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.TURN]})
+
 
 class TurnDetail(TurnPublic):
     events: list[StepPublic]
     tool_calls: list[ToolCallPublic]
+
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.TURN_DETAIL]})
 
 
 class ApiKeyPublic(BaseModel):
@@ -265,14 +286,20 @@ class ApiKeyPublic(BaseModel):
     created_at: datetime.datetime
     revoked_at: datetime.datetime | None
 
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.API_KEY]})
+
 
 class ApiKeyIssued(ApiKeyPublic):
     key: str = Field(description="the key itself, shown only in this answer")
+
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.API_KEY_ISSUED]})
 
 
 class Page(BaseModel):
     items: list[Any]
     next_cursor: str | None = Field(None, description="pass as ?cursor= for the next page")
+
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.PAGE]})
 
 
 class Problem(BaseModel):
@@ -297,7 +324,7 @@ class Problem(BaseModel):
                     "status": 404,
                     "detail": "no session 4f1c…",
                     "instance": "/v1/sessions/4f1c…/turns",
-                    "code": "SESSION_NOT_FOUND",
+                    "code": ErrorCode.SESSION_NOT_FOUND.value,
                 }
             ]
         }

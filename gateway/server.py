@@ -10,6 +10,7 @@ first byte. The body's own deadline is ``Intake``'s.
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
 import uvicorn
@@ -72,3 +73,20 @@ def server_config(app: Any, settings: Settings) -> uvicorn.Config:
         timeout_graceful_shutdown=10,
         log_config=None,
     )
+
+
+def listen(settings: Settings) -> socket.socket:
+    """The gateway's listening socket, bound before the server starts, so the address it
+    serves is known (with port 0, any free port: no other process can take it between a
+    check and the bind)."""
+    host = settings.gateway_host
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, settings.gateway_port))
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

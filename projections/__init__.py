@@ -1,0 +1,9 @@
+"""Postgres read models: folds of the log, their store, and the queries that serve reads.
+
+The read model modules register their folds with ``ops.folds`` when imported; importing
+them here means that any use of the package projects every read model.
+"""
+
+from . import agents, outcomes, sessions, tenants, turns
+
+__all__ = ["agents", "outcomes", "sessions", "tenants", "turns"]

@@ -1,14 +1,13 @@
-"""The projector process: folds the commands and events topics into the core read models."""
+"""The projector process: folds the commands and events topics into the read models."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import TopicPartition
 
 from schemas.envelope import Envelope
-from streams.catalog import COMMANDS, EVENTS
+from streams.catalog import Catalog
 from streams.consumer import Item
 
 from .store import ProjectionStore
@@ -16,22 +15,20 @@ from .store import ProjectionStore
 
 class Projector:
     name = "projector"
-    topics: Sequence[str] = (COMMANDS.name, EVENTS.name)
     types = None  # every type
 
-    def __init__(self, store: ProjectionStore) -> None:
+    def __init__(self, store: ProjectionStore, catalog: Catalog) -> None:
         self.store = store
+        self.topics = (catalog.commands, catalog.events)
 
     async def on_assigned(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         """Resume from the positions stored with the rows, not from Kafka's commits."""
-        seeks = {}
-        for topic in {tp.topic for tp in partitions}:
-            stored = await self.store.positions(topic)
-            for tp in partitions:
-                if tp.topic == topic:
-                    seeks[tp] = stored.get(tp.partition, 0)
-        return seeks
+        stored = await self.store.positions_all()
+        return {tp: stored.get((tp.topic, tp.partition), 0) for tp in partitions}
 
     async def handle_batch(self, items: list[Item]) -> list[Envelope[Any]]:
         await self.store.apply(items)
         return []
+
+    async def close(self) -> None:
+        await self.store.close()

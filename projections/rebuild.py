@@ -18,22 +18,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from psycopg import AsyncConnection, sql
 from psycopg.rows import tuple_row
 
 from schemas.envelope import EnvelopeError, from_kafka
-from streams.catalog import COMMANDS, EVENTS, cluster_id, partitions_of
+from streams.catalog import Catalog, cluster_id
 from streams.consumer import Position
+from streams.partitions import LogReader
 from streams.settings import Settings
 
-from .core import PROJECTION
 from .migrate import LogSource, bind_to_log, upgrade
-from .store import SWAP_LOCK, ProjectionStore
+from .ops import PROJECTION
+from .store import ProjectionStore, swap_lock
 
-# Folded one topic after the other, commands first: a command is always applied before
-# the outcome it caused (the command handler fences on it), so this is the live order.
-TOPICS = (COMMANDS.name, EVENTS.name)
 _SKIPPED_TABLES = {"alembic_version", "log_source"}  # bookkeeping, not folded
 
 
@@ -86,48 +84,30 @@ async def _row_diff(conn: AsyncConnection[Any], live: str, rebuilt: str, table: 
 
 async def _fold_until(
     store: ProjectionStore,
-    consumer: AIOKafkaConsumer,
+    reader: LogReader,
     targets: dict[TopicPartition, int],
     progress: Callable[[int], None],
 ) -> int:
-    """Apply events until every partition's next offset reaches its target, topic by topic
-    in the order of ``TOPICS``."""
+    """Apply events until every partition's next offset reaches its target, one topic
+    after the other in the order of ``targets``: commands first, since a command is
+    always applied before the outcome it caused (the command handler fences on it), so
+    this is the order the live projector saw."""
     applied = 0
-    for topic in TOPICS:
-        in_topic = {tp: end for tp, end in targets.items() if tp.topic == topic}
-        applied += await _fold_topic_until(store, consumer, in_topic, progress, applied)
-    return applied
-
-
-async def _fold_topic_until(
-    store: ProjectionStore,
-    consumer: AIOKafkaConsumer,
-    targets: dict[TopicPartition, int],
-    progress: Callable[[int], None],
-    applied_before: int,
-) -> int:
-    applied = 0
-    positions = {tp: (await store.positions(tp.topic)).get(tp.partition, 0) for tp in targets}
-    pending = {tp for tp, end in targets.items() if positions[tp] < end}
-    for tp in pending:
-        consumer.seek(tp, positions[tp])
-    while pending:
-        batches = await consumer.getmany(*pending, timeout_ms=500, max_records=2000)
-        items = []
-        for tp, records in batches.items():
-            for record in records:
-                if record.offset >= targets[tp]:
-                    continue
-                positions[tp] = record.offset + 1
+    for topic in dict.fromkeys(tp.topic for tp in targets):
+        stored = await store.positions(topic)
+        ends = {tp: end for tp, end in targets.items() if tp.topic == topic}
+        starts = {tp: stored.get(tp.partition, 0) for tp in ends}
+        async for batch in reader.batches(starts, ends, max_records=2000):
+            items = []
+            for record in batch:
                 try:
                     env = from_kafka(record.key, record.value, list(record.headers))
                 except EnvelopeError:
                     continue  # the live consumers dead-lettered it too
                 items.append((env, Position(record.topic, record.partition, record.offset)))
-        if items:
-            applied += await store.apply(items)
-            progress(applied_before + applied)
-        pending = {tp for tp in pending if positions[tp] < targets[tp]}
+            if items:
+                applied += await store.apply(items)
+                progress(applied)
     return applied
 
 
@@ -143,38 +123,35 @@ async def rebuild(
     source = LogSource(await cluster_id(settings.kafka_bootstrap_servers), settings.topic_prefix)
     await bind_to_log(settings.database_url, target, source)
     store = ProjectionStore(settings.database_url, target, live=False)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False
-    )
-    await consumer.start()
+    catalog = Catalog.from_settings(settings)
+    reader = await LogReader(settings.kafka_bootstrap_servers).start()
     last_report = [0.0]
+    applied = 0
 
-    def progress(applied: int) -> None:
+    def progress(more: int) -> None:
         now = time.monotonic()
         if now - last_report[0] >= 1.0:
             last_report[0] = now
-            rate = applied / max(now - started, 1e-9)
-            out(f"rebuild: {applied} events applied ({rate:,.0f}/s)")
+            rate = (applied + more) / max(now - started, 1e-9)
+            out(f"rebuild: {applied + more} events applied ({rate:,.0f}/s)")
 
     try:
         tps = [
-            TopicPartition(t, p)
-            for t in TOPICS
-            for p in await partitions_of(settings.kafka_bootstrap_servers, t)
+            *await reader.partitions(catalog.commands),
+            *await reader.partitions(catalog.events),
         ]
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
+        ends = await reader.ends(tps)
         out(f"rebuild: folding {sum(ends.values())} records from offset 0 into {target}")
-        applied = await _fold_until(store, consumer, ends, progress)
+        applied = await _fold_until(store, reader, ends, progress)
         lock = await AsyncConnection.connect(settings.database_url)
         try:
             async with lock.transaction():
-                await lock.execute("SELECT pg_advisory_xact_lock(%s)", (SWAP_LOCK,))
+                await lock.execute("SELECT pg_advisory_xact_lock(%s)", (swap_lock(live),))
                 live_positions = await ProjectionStore(
                     settings.database_url, live, live=False
                 ).positions_all()
                 targets = {tp: live_positions.get((tp.topic, tp.partition), 0) for tp in tps}
-                applied += await _fold_until(store, consumer, targets, progress)
+                applied += await _fold_until(store, reader, targets, progress)
                 live_hashes = await table_hashes(lock, live)
                 rebuilt_hashes = await table_hashes(lock, target)
                 if live_hashes != rebuilt_hashes:
@@ -203,7 +180,7 @@ async def rebuild(
         finally:
             await lock.close()
     finally:
-        await consumer.stop()
+        await reader.stop()
         await store.close()
         await admin.close()
     return RebuildReport(applied, time.monotonic() - started, rebuilt_hashes, swapped_to)

@@ -14,14 +14,14 @@ import base64
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from psycopg import AsyncConnection, sql
-from psycopg_pool import AsyncConnectionPool
+from psycopg import sql
 
 from streams.logs import add_secrets
 from streams.settings import Settings
+
+from .database import Database
 
 
 class SecretsKeyError(ValueError):
@@ -76,35 +76,23 @@ def _sealer(keys: str) -> MultiFernet:
 
 class SecretStore:
     def __init__(self, database_url: str, schema: str, keys: str) -> None:
-        self.database_url = database_url
-        self.schema = f"{schema}_secrets"
+        self.db = Database(database_url, f"{schema}_secrets")
         self._sealer = _sealer(keys)
-        self._pool: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
-            database_url, min_size=1, max_size=4, kwargs={"autocommit": True}, open=False
-        )
-        self._opened = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SecretStore:
         keys = resolve_keys(settings.secrets_key, settings.secrets_key_file)
         return cls(settings.database_url, settings.database_schema, keys)
 
-    async def _ready(self) -> AsyncConnectionPool[AsyncConnection[Any]]:
-        if not self._opened:
-            self._opened = True
-            await self._pool.open()
-        return self._pool
-
     async def close(self) -> None:
-        if self._opened:
-            await self._pool.close()
+        await self.db.close()
 
     def _query(self, text: str) -> sql.Composed:
-        return sql.SQL(text).format(s=sql.Identifier(self.schema))
+        return self.db.statement(text)
 
     async def ensure(self) -> None:
         """Create the table, and seal headers an older version stored in plain JSON."""
-        async with (await self._ready()).connection() as conn:
+        async with self.db.connection() as conn:
             await conn.execute(self._query("CREATE SCHEMA IF NOT EXISTS {s}"))
             await conn.execute(
                 self._query(
@@ -119,7 +107,7 @@ class SecretStore:
                 await conn.execute(
                     "SELECT 1 FROM information_schema.columns WHERE table_schema = %s"
                     " AND table_name = 'tool_headers' AND column_name = 'headers'",
-                    (self.schema,),
+                    (self.db.schema,),
                 )
             ).fetchone()
             if plain:
@@ -129,13 +117,13 @@ class SecretStore:
                             self._query("SELECT tenant_id, tool_id, headers FROM {s}.tool_headers")
                         )
                     ).fetchall()
-                    for tenant_id, tool_id, headers in rows:
+                    for row in rows:
                         await conn.execute(
                             self._query(
                                 "UPDATE {s}.tool_headers SET sealed = %s"
                                 " WHERE tenant_id = %s AND tool_id = %s"
                             ),
-                            (self._seal(headers or {}), tenant_id, tool_id),
+                            (self._seal(row["headers"] or {}), row["tenant_id"], row["tool_id"]),
                         )
                     await conn.execute(self._query("ALTER TABLE {s}.tool_headers DROP headers"))
 
@@ -154,7 +142,7 @@ class SecretStore:
 
     async def put(self, tenant_id: str, tool_id: str, headers: dict[str, str]) -> None:
         add_secrets(*headers.values())
-        async with (await self._ready()).connection() as conn:
+        async with self.db.connection() as conn:
             await conn.execute(
                 self._query(
                     "INSERT INTO {s}.tool_headers (tenant_id, tool_id, sealed) VALUES (%s, %s, %s)"
@@ -164,7 +152,7 @@ class SecretStore:
             )
 
     async def get(self, tenant_id: str, tool_id: str) -> dict[str, str]:
-        async with (await self._ready()).connection() as conn:
+        async with self.db.connection() as conn:
             row = await (
                 await conn.execute(
                     self._query(
@@ -173,13 +161,13 @@ class SecretStore:
                     (tenant_id, tool_id),
                 )
             ).fetchone()
-        return self._open(row[0]) if row else {}
+        return self._open(row["sealed"]) if row else {}
 
     async def rotate(self) -> int:
         """Seal every tool's headers again under the first key; return how many. Run it
         after putting a new key first in ``AGENTLOG_SECRETS_KEY``; then the old key can
         be dropped from the setting."""
-        async with (await self._ready()).connection() as conn, conn.transaction():
+        async with self.db.connection() as conn, conn.transaction():
             rows = await (
                 await conn.execute(
                     self._query(
@@ -187,9 +175,10 @@ class SecretStore:
                     )
                 )
             ).fetchall()
-            for tenant_id, tool_id, sealed in rows:
+            for row in rows:
+                tenant_id, tool_id = row["tenant_id"], row["tool_id"]
                 try:
-                    rotated = self._sealer.rotate(bytes(sealed))
+                    rotated = self._sealer.rotate(bytes(row["sealed"]))
                 except InvalidToken:
                     raise SecretsKeyError(
                         f"tool {tool_id} was sealed with a key AGENTLOG_SECRETS_KEY does not hold"

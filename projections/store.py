@@ -3,21 +3,28 @@ transaction, so a crash at any instruction neither loses nor double-applies an e
 
 from __future__ import annotations
 
-import asyncio
-import time
+import hashlib
 from typing import Any
 
 from psycopg import AsyncConnection, sql
-from psycopg.rows import tuple_row
+from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
 from schemas.envelope import Envelope
 from streams.consumer import Position
 
-from .changes import channel
-from .core import PROJECTION, Context, Notify, Op, Upsert, project
+from .database import Database
+from .ops import PROJECTION, Context, Notify, Op, Upsert, project
+from .waiter import channel, position_key
 
-SWAP_LOCK = 0x6167656E746C6F67  # advisory lock id shared by projectors and rebuilds
+
+def swap_lock(schema: str) -> int:
+    """The advisory lock id a live projector (shared) and a rebuild (exclusive) take for
+    the read models in ``schema``: one per schema, so deployments sharing a database
+    never wait for each other's rebuilds."""
+    return int.from_bytes(
+        hashlib.sha256(f"agentlog/{schema}".encode()).digest()[:8], "big", signed=True
+    )
 
 
 def _adapt(value: Any) -> Any:
@@ -50,13 +57,13 @@ class ProjectionStore:
     def __init__(
         self, database_url: str, schema: str, projection: str = PROJECTION, *, live: bool = True
     ) -> None:
-        self.database_url = database_url
+        self.db = Database(database_url, schema, pool_size=1)
         self.schema = schema
         self.projection = projection
         # The live store takes a shared advisory lock per transaction, before touching any
         # table, so a rebuild can swap schemas between two of its transactions.
         self.live = live
-        self._conn: AsyncConnection[Any] | None = None
+        self._lock = swap_lock(schema)
         self._channel = channel(schema)
         # Statements by the shape of the operation, composed once.
         self._queries: dict[tuple[Any, ...], sql.Composed] = {}
@@ -66,35 +73,22 @@ class ProjectionStore:
             " DO UPDATE SET next_offset = greatest({}.next_offset, EXCLUDED.next_offset)"
         ).format(self._table("projection_positions"), sql.Identifier("projection_positions"))
 
-    async def connect(self) -> AsyncConnection[Any]:
-        if self._conn is None or self._conn.closed:
-            self._conn = await AsyncConnection.connect(self.database_url)
-        return self._conn
-
     async def close(self) -> None:
-        if self._conn is not None:
-            await self._conn.close()
+        await self.db.close()
 
     def _table(self, name: str) -> sql.Composed:
         return sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(name))
 
     async def positions(self, topic: str) -> dict[int, int]:
         """Next offset to apply, per partition of ``topic``."""
-        conn = await self.connect()
-        async with conn.transaction():
-            rows = await (
-                await conn.execute(
-                    sql.SQL(
-                        "SELECT partition, next_offset FROM {} WHERE projection = %s AND topic = %s"
-                    ).format(self._table("projection_positions")),
-                    (self.projection, topic),
-                )
-            ).fetchall()
-        return {int(p): int(o) for p, o in rows}
+        return {
+            partition: offset
+            for (in_topic, partition), offset in (await self.positions_all()).items()
+            if in_topic == topic
+        }
 
     async def positions_all(self) -> dict[tuple[str, int], int]:
-        conn = await self.connect()
-        async with conn.transaction():
+        async with self.db.connection() as conn:
             rows = await (
                 await conn.execute(
                     sql.SQL(
@@ -103,22 +97,22 @@ class ProjectionStore:
                     (self.projection,),
                 )
             ).fetchall()
-        return {(str(t), int(p)): int(o) for t, p, o in rows}
+        return {(str(r["topic"]), int(r["partition"])): int(r["next_offset"]) for r in rows}
 
     async def apply(self, items: list[tuple[Envelope[Any], Position]]) -> int:
         """Apply the events whose ids were never applied, and move the stored positions
         past every item; return how many events were applied. One transaction, pipelined:
-        three round trips to Postgres whatever the batch size."""
+        three round trips to Postgres whatever the batch size. Each saved position is
+        notified, which is what read-your-writes waits on (``waiter.Waiter``)."""
         if not items:
             return 0
         ends: dict[tuple[str, int], int] = {}
         for _env, pos in items:
             key = (pos.topic, pos.partition)
             ends[key] = max(ends.get(key, 0), pos.offset + 1)
-        conn = await self.connect()
-        async with conn.transaction(), conn.pipeline():
+        async with self.db.connection() as conn, conn.transaction(), conn.pipeline():
             if self.live:
-                await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (SWAP_LOCK,))
+                await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (self._lock,))
             first = await self._first_occurrences(conn, items)
             for env, pos in first:
                 ctx = Context(
@@ -128,10 +122,13 @@ class ProjectionStore:
                     await self._execute(conn, op)
             for (topic, partition), offset in ends.items():
                 await conn.execute(self._save_position, (self.projection, topic, partition, offset))
+                if self.live:
+                    saved = f"{position_key(topic, partition, self.projection)}@{offset}"
+                    await conn.execute("SELECT pg_notify(%s, %s)", (self._channel, saved))
         return len(first)
 
     async def _first_occurrences(
-        self, conn: AsyncConnection[Any], items: list[tuple[Envelope[Any], Position]]
+        self, conn: AsyncConnection[DictRow], items: list[tuple[Envelope[Any], Position]]
     ) -> list[tuple[Envelope[Any], Position]]:
         """The items whose event id was never applied, first occurrences only. An event
         applied before a crash or rebalance is skipped, and so is a re-published one (same
@@ -151,10 +148,10 @@ class ProjectionStore:
                 (list(first),),
             )
         ).fetchall()
-        new = {str(r[0]) for r in rows}
+        new = {str(r["event_id"]) for r in rows}
         return [item for event_id, item in first.items() if event_id in new]
 
-    async def _execute(self, conn: AsyncConnection[Any], op: Op) -> None:
+    async def _execute(self, conn: AsyncConnection[DictRow], op: Op) -> None:
         if isinstance(op, Notify):
             if self.live:  # a rebuild beside the live tables has no readers to wake
                 await conn.execute("SELECT pg_notify(%s, %s)", (self._channel, op.key))
@@ -199,34 +196,3 @@ class ProjectionStore:
             )
             + conflict
         )
-
-
-async def wait_for_position(
-    conn: AsyncConnection[Any],
-    schema: str,
-    topic: str,
-    partition: int,
-    offset: int,
-    *,
-    timeout: float = 10.0,
-    projection: str = PROJECTION,
-) -> None:
-    """The offset fence: return once the projection has applied ``offset`` (and all
-    before it) of the partition. Raises TimeoutError otherwise."""
-    query = sql.SQL(
-        "SELECT next_offset FROM {}.projection_positions WHERE projection = %s AND topic = %s"
-        " AND partition = %s"
-    ).format(sql.Identifier(schema))
-    deadline = time.monotonic() + timeout
-    delay = 0.001
-    while True:
-        async with conn.cursor(row_factory=tuple_row) as cursor:
-            await cursor.execute(query, (projection, topic, partition))
-            row = await cursor.fetchone()
-        await conn.commit()
-        if row is not None and int(row[0]) > offset:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"projection has not reached {topic}/{partition}@{offset}")
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.02)

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .base import Fact
+from .errors import ErrorCode
 
 
 class _Value(BaseModel):
@@ -19,6 +20,9 @@ class _Value(BaseModel):
 
 
 # -- shared values --------------------------------------------------------------------
+
+# The models an agent may name: the dev model, or a provider and the provider's own name.
+MODEL_PATTERN = r"^(dev(:.+)?|openai:.+|anthropic:.+)$"
 
 
 class AgentConfig(_Value):
@@ -58,6 +62,12 @@ class UsageValue(_Value):
     input_tokens: int = 0
     output_tokens: int = 0
 
+    def __add__(self, other: UsageValue) -> UsageValue:
+        return UsageValue(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+        )
+
 
 # -- tenants --------------------------------------------------------------------------
 
@@ -69,11 +79,16 @@ class _TenantFact(Fact):
 
 
 class TenantCreated(_TenantFact):
+    """``agentlog.tenant.created.v1``: a tenant was created (by an operator)."""
+
     name = "created"
     display_name: str
 
 
 class ApiKeyCreated(_TenantFact):
+    """``agentlog.tenant.api_key_created.v1``: a key was issued to the tenant; only
+    its hash is recorded."""
+
     name = "api_key_created"
     key_id: str
     key_prefix: str
@@ -81,11 +96,16 @@ class ApiKeyCreated(_TenantFact):
 
 
 class ApiKeyRevoked(_TenantFact):
+    """``agentlog.tenant.api_key_revoked.v1``: the key authenticates nothing from now on."""
+
     name = "api_key_revoked"
     key_id: str
 
 
 class ToolRegistered(_TenantFact):
+    """``agentlog.tenant.tool_registered.v1``: the tenant registered an HTTP tool, or
+    registered its name again (an update). Secret header values are not in it."""
+
     name = "tool_registered"
     tool: ToolDefinition
     secret_header_names: list[str] = Field(default_factory=list)
@@ -101,26 +121,37 @@ class _AgentFact(Fact):
 
 
 class AgentCreateRequested(_AgentFact):
+    """``agentlog.agent.create_requested.v1``: a client asked for a new agent."""
+
     name = "create_requested"
     config: AgentConfig
 
 
 class AgentUpdateRequested(_AgentFact):
+    """``agentlog.agent.update_requested.v1``: a client asked to change an agent's
+    config; ``changes`` holds the fields given."""
+
     name = "update_requested"
     changes: dict[str, Any]
 
 
 class AgentDisableRequested(_AgentFact):
+    """``agentlog.agent.disable_requested.v1``: a client asked to disable an agent."""
+
     name = "disable_requested"
 
 
 class AgentCreated(_AgentFact):
+    """``agentlog.agent.created.v1``: the agent exists, at version 1."""
+
     name = "created"
     version: int = 1
     config: AgentConfig
 
 
 class AgentUpdated(_AgentFact):
+    """``agentlog.agent.updated.v1``: the agent has a new version with this config."""
+
     name = "updated"
     version: int
     config: AgentConfig
@@ -128,11 +159,16 @@ class AgentUpdated(_AgentFact):
 
 
 class AgentDisabled(_AgentFact):
+    """``agentlog.agent.disabled.v1``: the agent takes no new sessions or turns."""
+
     name = "disabled"
     version: int
 
 
 class AgentCommandRejected(_AgentFact):
+    """``agentlog.agent.command_rejected.v1``: the command handler refused an agent
+    command (``command_id``), with the code and why."""
+
     name = "command_rejected"
     command_id: str
     code: str
@@ -149,18 +185,25 @@ class _SessionFact(Fact):
 
 
 class SessionCreateRequested(_SessionFact):
+    """``agentlog.session.create_requested.v1``: a client asked to open a session."""
+
     name = "create_requested"
     agent_id: str
     metadata: dict[str, str] = Field(default_factory=dict)
 
 
 class SessionCreated(_SessionFact):
+    """``agentlog.session.created.v1``: the session is open on its agent."""
+
     name = "created"
     agent_id: str
     metadata: dict[str, str] = Field(default_factory=dict)
 
 
 class SessionCommandRejected(_SessionFact):
+    """``agentlog.session.command_rejected.v1``: the command handler refused a
+    session command (``command_id``): opening it, or cancelling one of its turns."""
+
     name = "command_rejected"
     command_id: str
     code: str
@@ -173,16 +216,24 @@ class _TurnFact(_SessionFact):
 
 
 class TurnRequested(_TurnFact):
+    """``agentlog.turn.requested.v1``: a client sent the session a message."""
+
     name = "requested"
     message: str
     mode: Literal["chat", "invoke"] = "chat"
 
 
 class TurnCancelRequested(_TurnFact):
+    """``agentlog.turn.cancel_requested.v1``: a client asked to cancel a turn."""
+
     name = "cancel_requested"
 
 
 class TurnAccepted(_TurnFact):
+    """``agentlog.turn.accepted.v1``: the turn will run, with everything it needs: the
+    agent's config, its allowed tools and the conversation so far, so that the
+    orchestrator decides from the log alone."""
+
     name = "accepted"
     agent_id: str
     agent_version: int
@@ -193,16 +244,23 @@ class TurnAccepted(_TurnFact):
 
 
 class TurnRejected(_TurnFact):
+    """``agentlog.turn.rejected.v1``: the turn will not run, with the code and why."""
+
     name = "rejected"
     code: str
     detail: str
 
 
 class TurnStarted(_TurnFact):
+    """``agentlog.turn.started.v1``: the orchestrator began the turn."""
+
     name = "started"
 
 
 class TurnCompleted(_TurnFact):
+    """``agentlog.turn.completed.v1``: the model answered without tool calls; the
+    answer is the message ``message_id``."""
+
     name = "completed"
     message_id: str
     usage: UsageValue
@@ -210,6 +268,9 @@ class TurnCompleted(_TurnFact):
 
 
 class TurnFailed(_TurnFact):
+    """``agentlog.turn.failed.v1``: the turn ended without an answer, with the code and
+    why."""
+
     name = "failed"
     code: str
     detail: str
@@ -217,13 +278,16 @@ class TurnFailed(_TurnFact):
 
 
 class TurnCancelled(_TurnFact):
+    """``agentlog.turn.cancelled.v1``: the turn ended on a client's request."""
+
     name = "cancelled"
 
 
 class TurnStepUnprocessable(_TurnFact):
-    """A consumer could not process one of the turn's records, which went to the
-    dead-letter topic; the orchestrator fails the turn on it. ``reason`` is a code and
-    an exception class name, never an exception's text (it may hold a secret)."""
+    """``agentlog.turn.step_unprocessable.v1``: a consumer could not process one of the
+    turn's records, which went to the dead-letter topic; the orchestrator fails the turn
+    on it. ``reason`` is a code and an exception class name, never an exception's text
+    (it may hold a secret)."""
 
     name = "step_unprocessable"
     record_id: str
@@ -233,8 +297,9 @@ class TurnStepUnprocessable(_TurnFact):
 
 
 class TurnDeadlinePassed(_TurnFact):
-    """The turn made no progress for ``deadline_s`` after the event ``progress``; the
-    orchestrator fails it unless the turn has moved on since that event."""
+    """``agentlog.turn.deadline_passed.v1``: the turn made no progress for
+    ``deadline_s`` after the event ``progress``; the orchestrator fails it unless the
+    turn has moved on since that event."""
 
     name = "deadline_passed"
     progress: str
@@ -242,6 +307,8 @@ class TurnDeadlinePassed(_TurnFact):
 
 
 class MessageAppended(_TurnFact):
+    """``agentlog.message.appended.v1``: a message joined the session's conversation."""
+
     subsystem = "message"
     name = "appended"
     message_id: str
@@ -255,6 +322,9 @@ class _ModelCallFact(_TurnFact):
 
 
 class ModelCallRequested(_ModelCallFact):
+    """``agentlog.model_call.requested.v1``: the orchestrator asks for one model
+    call, with the messages and tools the model sees."""
+
     name = "requested"
     model: str
     messages: list[MessageValue]
@@ -262,6 +332,9 @@ class ModelCallRequested(_ModelCallFact):
 
 
 class ModelCallCompleted(_ModelCallFact):
+    """``agentlog.model_call.completed.v1``: the model answered (text and tool
+    calls), with the usage of every attempt."""
+
     name = "completed"
     text: str
     tool_calls: list[ToolCallValue]
@@ -270,6 +343,9 @@ class ModelCallCompleted(_ModelCallFact):
 
 
 class ModelCallFailed(_ModelCallFact):
+    """``agentlog.model_call.failed.v1``: the model call failed for good, with the
+    code, why, and the usage of every attempt."""
+
     name = "failed"
     code: str
     detail: str
@@ -285,6 +361,9 @@ class _ToolCallFact(_TurnFact):
 
 
 class ToolCallRequested(_ToolCallFact):
+    """``agentlog.tool_call.requested.v1``: the orchestrator asks for one call of
+    an allowed tool, with arguments its schema accepts."""
+
     name = "requested"
     tool_id: str
     url: str
@@ -293,6 +372,9 @@ class ToolCallRequested(_ToolCallFact):
 
 
 class ToolCallCompleted(_ToolCallFact):
+    """``agentlog.tool_call.completed.v1``: the tool answered; ``result`` is its
+    answer, cut at the platform's limit."""
+
     name = "completed"
     status_code: int
     result: str
@@ -300,14 +382,26 @@ class ToolCallCompleted(_ToolCallFact):
 
 
 class ToolCallFailed(_ToolCallFact):
+    """``agentlog.tool_call.failed.v1``: the tool could not be called or answered
+    with an error, with the code and why."""
+
     name = "failed"
     code: str
     detail: str
 
 
+ToolRejectCode = Literal[
+    ErrorCode.TOOL_NOT_ALLOWED, ErrorCode.TOOL_SCHEMA_INVALID, ErrorCode.TOOL_CALL_LIMIT
+]
+
+
 class ToolCallRejected(_ToolCallFact):
+    """``agentlog.tool_call.rejected.v1``: the orchestrator refused a tool call the
+    model made (not allowed, arguments invalid, too many calls); the refusal is the
+    call's answer."""
+
     name = "rejected"
-    code: Literal["TOOL_NOT_ALLOWED", "TOOL_SCHEMA_INVALID", "TOOL_CALL_LIMIT"]
+    code: ToolRejectCode
     detail: str
     arguments: dict[str, Any] = Field(default_factory=dict)
 
@@ -316,9 +410,9 @@ class ToolCallRejected(_ToolCallFact):
 
 
 class OutputDelta(_TurnFact):
-    """A piece of streamed model text, on the output topic for subscribers. A call that
-    failed mid-stream and was retried streams again under the next ``attempt``: the
-    text of earlier attempts is abandoned."""
+    """``agentlog.output.delta.v1``: a piece of streamed model text, on the output
+    topic for subscribers. A call that failed mid-stream and was retried streams again
+    under the next ``attempt``: the text of earlier attempts is abandoned."""
 
     subsystem = "output"
     name = "delta"
@@ -329,7 +423,8 @@ class OutputDelta(_TurnFact):
 
 
 class OutputMessage(_TurnFact):
-    """A model call's whole text; ``final`` when the model asked for no tool calls."""
+    """``agentlog.output.message.v1``: a model call's whole text; ``final`` when the
+    model asked for no tool calls."""
 
     subsystem = "output"
     name = "message"
@@ -339,6 +434,8 @@ class OutputMessage(_TurnFact):
 
 
 class UsageRecorded(Fact):
+    """``agentlog.usage.recorded.v1``: what one model or tool call used, for billing."""
+
     subsystem = "usage"
     name = "recorded"
     subject_field = "tenant_id"

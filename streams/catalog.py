@@ -1,4 +1,4 @@
-"""The one catalog of topics: names, partitions and configs, and which facts go where.
+"""The one catalog of topics: names, configs, and which facts go where.
 
 Topics are created from here at start-up. Routing a fact whose class is not listed is
 an error, never a silent default.
@@ -17,35 +17,32 @@ from schemas.base import Fact
 
 from .settings import Settings
 
-_PREFIX = Settings().topic_prefix
 FOREVER = "-1"
 WEEK_MS = str(7 * 24 * 3600 * 1000)
 
 
 @dataclass(frozen=True)
 class TopicSpec:
+    """A topic as the catalog defines it; ``name`` is before any deployment's prefix."""
+
     name: str
     purpose: str
     configs: dict[str, str] = field(default_factory=dict)
 
 
-COMMANDS = TopicSpec(f"{_PREFIX}agentlog.commands", "requested commands", {"retention.ms": FOREVER})
+COMMANDS = TopicSpec("agentlog.commands", "requested commands", {"retention.ms": FOREVER})
 EVENTS = TopicSpec(
-    f"{_PREFIX}agentlog.events",
-    "facts of tenants, agents, sessions and turns",
-    {"retention.ms": FOREVER},
+    "agentlog.events", "facts of tenants, agents, sessions and turns", {"retention.ms": FOREVER}
 )
 OUTPUT = TopicSpec(
-    f"{_PREFIX}agentlog.output", "streamed agent output for subscribers", {"retention.ms": FOREVER}
+    "agentlog.output", "streamed agent output for subscribers", {"retention.ms": FOREVER}
 )
-USAGE = TopicSpec(
-    f"{_PREFIX}agentlog.usage", "usage records for billing", {"retention.ms": FOREVER}
-)
+USAGE = TopicSpec("agentlog.usage", "usage records for billing", {"retention.ms": FOREVER})
 DEAD_LETTER = TopicSpec(
-    f"{_PREFIX}agentlog.deadletter", "records no consumer could read", {"retention.ms": WEEK_MS}
+    "agentlog.deadletter", "records no consumer could read", {"retention.ms": WEEK_MS}
 )
 
-TOPICS = (COMMANDS, EVENTS, OUTPUT, USAGE, DEAD_LETTER)
+SPECS = (COMMANDS, EVENTS, OUTPUT, USAGE, DEAD_LETTER)
 
 _COMMANDS = (
     events.AgentCreateRequested,
@@ -59,17 +56,12 @@ _OUTPUT = (events.OutputDelta, events.OutputMessage)
 _USAGE = (events.UsageRecorded,)
 
 
-def group_id(role: str) -> str:
-    """The consumer group of a role; prefixed like the topics, so deployments sharing a
-    cluster stay apart."""
-    return f"{_PREFIX}agentlog.{role}"
-
-
 class UnroutableFactError(LookupError):
     pass
 
 
-def topic_for(fact: type[Fact]) -> TopicSpec:
+def spec_for(fact: type[Fact]) -> TopicSpec:
+    """The topic a fact class is recorded on."""
     if fact in _COMMANDS:
         return COMMANDS
     if fact in _OUTPUT:
@@ -79,6 +71,34 @@ def topic_for(fact: type[Fact]) -> TopicSpec:
     if fact.__module__ == events.__name__ and fact.ce_type() in Fact.registry:
         return EVENTS
     raise UnroutableFactError(f"no topic for {fact.__name__}")
+
+
+class Catalog:
+    """The catalog's topics and consumer groups under one deployment's prefix, so that
+    deployments (and test suites) sharing a cluster stay apart. Built from the settings
+    a process runs with, never fixed at import."""
+
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = prefix
+        self.commands = self.name(COMMANDS)
+        self.events = self.name(EVENTS)
+        self.output = self.name(OUTPUT)
+        self.usage = self.name(USAGE)
+        self.dead_letter = self.name(DEAD_LETTER)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Catalog:
+        return cls(settings.topic_prefix)
+
+    def name(self, spec: TopicSpec) -> str:
+        return f"{self.prefix}{spec.name}"
+
+    def topic_for(self, fact: type[Fact]) -> str:
+        return self.name(spec_for(fact))
+
+    def group_id(self, role: str) -> str:
+        """The consumer group of a role."""
+        return f"{self.prefix}agentlog.{role}"
 
 
 async def cluster_id(bootstrap_servers: str) -> str:
@@ -103,16 +123,16 @@ async def partitions_of(bootstrap_servers: str, topic: str) -> list[int]:
     return sorted(int(p["partition"]) for p in described["partitions"])
 
 
-async def ensure_topics(bootstrap_servers: str, partitions: int) -> None:
+async def ensure_topics(bootstrap_servers: str, catalog: Catalog, partitions: int) -> None:
     """Create every catalog topic that does not exist yet."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         missing = [
-            NewTopic(t.name, partitions, 1, topic_configs=t.configs)
-            for t in TOPICS
-            if t.name not in existing
+            NewTopic(catalog.name(spec), partitions, 1, topic_configs=spec.configs)
+            for spec in SPECS
+            if catalog.name(spec) not in existing
         ]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # another process was first

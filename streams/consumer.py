@@ -11,7 +11,6 @@ deterministic event ids downstream.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -19,7 +18,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-import psycopg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
@@ -27,9 +25,8 @@ from aiokafka.errors import KafkaError
 from schemas import events
 from schemas.envelope import Envelope, EnvelopeError, from_kafka
 
-from .catalog import DEAD_LETTER
-from .catalog import group_id as catalog_group_id
 from .logs import redact
+from .partitions import is_wanted
 from .publisher import RECORD_TOO_LARGE, Publisher
 
 log = logging.getLogger(__name__)
@@ -118,8 +115,9 @@ class SeenIds:
             self._ids.popitem(last=False)
 
 
-# Outages of Kafka or Postgres: retried with backoff until they pass, never dead-lettered.
-TRANSIENT_ERRORS = (OSError, KafkaError, TimeoutError, psycopg.OperationalError)
+# Outages (of Kafka here; a handler's own, such as its database's, are given to the
+# runtime): retried with backoff until they pass, never dead-lettered.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (OSError, KafkaError, TimeoutError)
 _MAX_ATTEMPTS = 3
 _MAX_DELAY_S = 5.0
 _IDLE_COMMIT_S = 1.0
@@ -134,15 +132,19 @@ class ConsumerRuntime:
         publisher: Publisher,
         *,
         group_id: str | None = None,
+        transient: tuple[type[Exception], ...] = (),
         max_records: int = 500,
         session_timeout_ms: int = 10_000,
     ) -> None:
+        """``transient``: the handler's own outage errors (its database's), retried like
+        Kafka's until they pass."""
         self.handler = handler
         self.publisher = publisher
+        self.transient = (*TRANSIENT_ERRORS, *transient)
         self.seen = SeenIds()
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap_servers,
-            group_id=group_id or catalog_group_id(handler.name),
+            group_id=group_id or publisher.catalog.group_id(handler.name),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=max_records,
@@ -205,7 +207,7 @@ class ConsumerRuntime:
         while not stop.is_set():
             try:
                 seeks = await self.handler.on_assigned(partitions)
-            except TRANSIENT_ERRORS as exc:
+            except self.transient as exc:
                 log.warning(
                     "preparing partitions failed, retrying",
                     extra={"consumer": self.handler.name, "error": repr(exc), "delay": delay},
@@ -233,7 +235,7 @@ class ConsumerRuntime:
         wanted = self.handler.types
         for batch in batches.values():
             for record in batch:
-                if wanted is not None and not _is_wanted(record, wanted):
+                if wanted is not None and not is_wanted(record, wanted):
                     continue
                 try:
                     env = from_kafka(record.key, record.value, list(record.headers))
@@ -262,7 +264,7 @@ class ConsumerRuntime:
             outputs = await tick()
             if outputs:
                 await self.publisher.publish_all(outputs)
-        except TRANSIENT_ERRORS as exc:  # the next tick tries again
+        except self.transient as exc:  # the next tick tries again
             log.warning("tick failed", extra={"consumer": self.handler.name, "error": repr(exc)})
 
     async def _commit(self) -> None:
@@ -331,7 +333,7 @@ class ConsumerRuntime:
                 # Publishing the same outputs again cannot succeed: not an outage.
                 failure: Exception = exc
                 return failure
-            except TRANSIENT_ERRORS as exc:
+            except self.transient as exc:
                 delay = min(0.1 * 2**attempt, _MAX_DELAY_S)
                 log.warning(
                     "transient failure, retrying",
@@ -393,48 +395,6 @@ class ConsumerRuntime:
             ("dlq.offset", str(record.offset).encode()),
             ("dlq.consumer", self.handler.name.encode()),
         ]
-        await self.publisher.send_raw(DEAD_LETTER.name, record.value, record.key, headers)
-
-
-def _is_wanted(record: ConsumerRecord[Any, Any], types: frozenset[str]) -> bool:
-    """False for a record whose ``ce_type`` names a type not in ``types``; a record with
-    no such header is wanted (so that it is parsed, and dead-lettered)."""
-    for name, value in record.headers:
-        if name == "ce_type":
-            return bytes(value).decode(errors="replace") in types
-    return True
-
-
-async def read_range(
-    bootstrap_servers: str,
-    tp: TopicPartition,
-    start: int,
-    end: int,
-    types: frozenset[str] | None = None,
-    *,
-    timeout: float = 120.0,
-) -> list[Envelope[Any]]:
-    """Readable envelopes in [start, end) of one partition, without a group; only those
-    of ``types`` if given. ``end`` must not lie past the log end: reading stops when the
-    consumer's position reaches it (offsets without a record, such as transaction
-    markers, are passed over), or raises TimeoutError after ``timeout`` seconds."""
-    if start >= end:
-        return []
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
-    await consumer.start()
-    found: list[Envelope[Any]] = []
-    try:
-        consumer.assign([tp])
-        consumer.seek(tp, start)
-        async with asyncio.timeout(timeout):
-            while await consumer.position(tp) < end:
-                batches = await consumer.getmany(tp, timeout_ms=200)
-                for record in batches.get(tp, []):
-                    if record.offset >= end:
-                        break
-                    if types is None or _is_wanted(record, types):
-                        with contextlib.suppress(EnvelopeError):  # dead-lettered elsewhere
-                            found.append(from_kafka(record.key, record.value, list(record.headers)))
-        return found
-    finally:
-        await consumer.stop()
+        await self.publisher.send_raw(
+            self.publisher.catalog.dead_letter, record.value, record.key, headers
+        )

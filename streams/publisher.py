@@ -15,7 +15,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from schemas.envelope import Envelope, to_kafka
 
-from .catalog import topic_for
+from .catalog import Catalog
 
 # Raised when a record is larger than the producer or the topic accepts: retrying the
 # same record cannot help, unlike the other Kafka errors.
@@ -23,8 +23,9 @@ RECORD_TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError, RecordToo
 
 
 class Publisher:
-    def __init__(self, bootstrap_servers: str, *, linger_ms: int = 0) -> None:
+    def __init__(self, bootstrap_servers: str, catalog: Catalog, *, linger_ms: int = 0) -> None:
         self._bootstrap_servers = bootstrap_servers
+        self.catalog = catalog
         self._linger_ms = linger_ms
         self._producer_or_none: AIOKafkaProducer | None = None
 
@@ -61,7 +62,7 @@ class Publisher:
         """Write envelopes in order (per key) and wait for every acknowledgement."""
         futures = []
         for env in envs:
-            topic = topic_for(type(env.data)).name
+            topic = self.catalog.topic_for(type(env.data))
             key, value, headers = to_kafka(env)
             futures.append(await self._producer.send(topic, value, key=key, headers=headers))
         metas = await asyncio.gather(*futures)
@@ -70,7 +71,7 @@ class Publisher:
     async def enqueue(self, env: Envelope[Any]) -> asyncio.Future[Any]:
         """Hand an envelope to the producer without waiting for its acknowledgement;
         await the returned future (or flush) before relying on it being written."""
-        topic = topic_for(type(env.data)).name
+        topic = self.catalog.topic_for(type(env.data))
         key, value, headers = to_kafka(env)
         sent: asyncio.Future[Any] = await self._producer.send(
             topic, value, key=key, headers=headers

@@ -25,7 +25,7 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     qdrant_url: str = ":memory:"
     gateway_host: str = "127.0.0.1"
-    gateway_port: int = 8080
+    gateway_port: int = Field(default=8080, ge=0, description="0: any free port")
     max_message_bytes: int = 64 * 1024
     max_body_bytes: int = Field(
         default=1024 * 1024, ge=1024, description="largest request body the gateway reads"

@@ -6,8 +6,26 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tests.kafka import BrokerProcess, external_bootstrap
+from tests.processes import clean_environ
+
+# Property tests explore the same examples on every run, and keep nothing on disk: a run
+# that passes once passes again.
+settings.register_profile("agentlog", derandomize=True, database=None)
+settings.load_profile("agentlog")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_settings_from_the_shell() -> Iterator[None]:
+    """The suite's processes and in-process settings see only what tests set: an
+    ``AGENTLOG_*`` the shell exported (for a platform running beside the suite, say)
+    must not leak into them. ``AGENTLOG_TEST_*`` are the suite's own switches."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in set(os.environ) - set(clean_environ()):
+            patch.delenv(name)
+        yield
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -9,6 +9,7 @@ a Docker engine exists.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from tests.processes import die_with_parent
@@ -27,24 +29,31 @@ def external_bootstrap() -> str | None:
     return os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+@contextlib.contextmanager
+def closed_port() -> Iterator[int]:
+    """A port nothing answers on: bound but not listening (a connection is refused), so
+    no other process can take it while the caller uses it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
 
 
 class BrokerProcess:
-    """The embedded broker in its own process, so tests can kill -9 and restart it."""
+    """The embedded broker in its own process, so tests can kill -9 and restart it. It
+    binds any free port the first time (no other process can take it between a check and
+    the bind) and the same port again when restarted, so its clients find it."""
 
-    def __init__(self, data_dir: Path, *extra_args: str, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path, *extra_args: str) -> None:
         self.data_dir = data_dir
-        self.port = port or free_port()
+        self.port = 0
+        self.metrics_port: int | None = None
         self.extra_args = extra_args
         self.log_path = data_dir.parent / f"{data_dir.name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def bootstrap(self) -> str:
+        assert self.port, "the broker has not started"
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20.0) -> BrokerProcess:
@@ -73,8 +82,12 @@ class BrokerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"broker exited with {self.proc.returncode}: {self.logs()}")
             for line in self.log_path.read_bytes()[start_offset:].splitlines():
+                if b'"metrics served"' in line:
+                    self.metrics_port = int(json.loads(line)["port"])
                 if b'"broker started"' in line:
-                    assert json.loads(line)["port"] == self.port
+                    port = int(json.loads(line)["port"])
+                    assert self.port in (0, port)
+                    self.port = port
                     return self
             time.sleep(0.05)
         raise RuntimeError(f"broker did not start: {self.logs()}")

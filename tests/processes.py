@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 
 _PR_SET_PDEATHSIG = 1
@@ -12,3 +13,14 @@ def die_with_parent() -> None:
     """For ``Popen(preexec_fn=...)``: the child gets SIGKILL when the test process dies
     (Linux), so an interrupted or crashed run leaves no platform behind."""
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def clean_environ() -> dict[str, str]:
+    """This process's environment without agentlog's settings: a process the suite starts
+    gets only the settings the test gives it, whatever the shell exported
+    (``AGENTLOG_TEST_*``, the suite's own switches, are kept)."""
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("AGENTLOG_") or name.startswith("AGENTLOG_TEST_")
+    }

@@ -14,12 +14,14 @@ from typing import Any
 from schemas import events
 from schemas.base import Fact
 from schemas.envelope import Envelope
+from schemas.errors import ErrorCode
+from streams.catalog import Catalog
 from streams.logs import redact
 from streams.publisher import Publisher
 from streams.settings import Settings
 
-from .effects import EffectWorker
-from .providers.base import ChatMessage, ModelRequest, ProviderError, ToolCall, ToolSpec
+from .effect_worker import EffectWorker
+from .providers.base import ModelRequest, ProviderError, ToolSpec
 from .providers.registry import ModelUnknownError, Providers
 from .providers.retry import RetryPolicy, complete_with_retries
 
@@ -32,8 +34,8 @@ class ModelWorker(EffectWorker):
     result_types = (events.ModelCallCompleted, events.ModelCallFailed)
     source = "/workers/model"
 
-    def __init__(self, bootstrap_servers: str, settings: Settings) -> None:
-        super().__init__(bootstrap_servers)
+    def __init__(self, bootstrap_servers: str, catalog: Catalog, settings: Settings) -> None:
+        super().__init__(bootstrap_servers, catalog)
         self.providers = Providers(settings)
         self.policy = RetryPolicy(
             max_retries=settings.model_max_retries,
@@ -42,7 +44,7 @@ class ModelWorker(EffectWorker):
         )
         # The output topic's own producer: the deltas, then the whole message, in order;
         # results go out beside them through the runtime's, not queued behind them.
-        self.stream = Publisher(bootstrap_servers)
+        self.stream = Publisher(bootstrap_servers, catalog)
         self._stream_started = False
         self._streaming: list[asyncio.Future[Any]] = []
 
@@ -76,21 +78,13 @@ class ModelWorker(EffectWorker):
             provider, model = self.providers.resolve(req.model)
         except ModelUnknownError as exc:
             result = events.ModelCallFailed(
-                **common, code="MODEL_UNKNOWN", detail=str(exc), usage=events.UsageValue()
+                **common, code=ErrorCode.MODEL_UNKNOWN, detail=str(exc), usage=events.UsageValue()
             )
             return [env.follow(result, step="result", source=self.source)]
         request = ModelRequest(
             model=model,
             call_id=req.call_id,
-            messages=[
-                ChatMessage(
-                    role=m.role,
-                    content=m.content,
-                    tool_call_id=m.tool_call_id,
-                    tool_calls=[ToolCall(**c.model_dump()) for c in m.tool_calls],
-                )
-                for m in req.messages
-            ],
+            messages=req.messages,
             tools=[
                 ToolSpec(name=t.name, description=t.description, parameters=t.parameters)
                 for t in req.tools
@@ -99,25 +93,17 @@ class ModelWorker(EffectWorker):
         try:
             outcome = await complete_with_retries(provider, request, on_delta, self.policy)
         except ProviderError as exc:
-            usage = exc.usage or events.UsageValue()
+            attempts_usage = exc.usage or events.UsageValue()
             result = events.ModelCallFailed(
-                **common,
-                code=exc.code,
-                detail=redact(str(exc)),
-                usage=events.UsageValue(
-                    input_tokens=usage.input_tokens, output_tokens=usage.output_tokens
-                ),
+                **common, code=exc.code, detail=redact(str(exc)), usage=attempts_usage
             )
-            attempts_usage = result.usage
         else:
             response = outcome.response
-            attempts_usage = events.UsageValue(
-                input_tokens=outcome.usage.input_tokens, output_tokens=outcome.usage.output_tokens
-            )
+            attempts_usage = outcome.usage
             result = events.ModelCallCompleted(
                 **common,
                 text=response.text,
-                tool_calls=[events.ToolCallValue(**c.model_dump()) for c in response.tool_calls],
+                tool_calls=response.tool_calls,
                 usage=attempts_usage,
                 attempts=outcome.attempts,
             )

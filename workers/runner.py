@@ -11,21 +11,22 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from projections.database import OUTAGES, Database
 from projections.migrate import LogSource, bind_to_log, upgrade
 from projections.projector import Projector
-from projections.queries import ReadModel
 from projections.secrets import SecretStore
 from projections.store import ProjectionStore
-from streams.catalog import cluster_id, ensure_topics
+from streams.catalog import Catalog, cluster_id, ensure_topics
 from streams.consumer import ConsumerRuntime, Handler
 from streams.publisher import Publisher
 from streams.settings import Settings
 
-from .commands import CommandHandler, TurnLimits
-from .effects import ToolWorker
+from .command_decisions import TurnLimits
+from .command_handler import CommandHandler
 from .model_worker import ModelWorker
 from .orchestrator import Orchestrator
 from .tool_network import ToolNetworkPolicy
+from .tool_worker import ToolWorker
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,8 @@ ROLES = ("projector", "commands", "orchestrator", "model", "tool")
 async def prepare(settings: Settings, *, reset_foreign: bool = False) -> None:
     """Topics and database schemas, created or migrated; safe to run again. Read models
     of another log are refused, or dropped with ``reset_foreign``."""
-    await ensure_topics(settings.kafka_bootstrap_servers, settings.topic_partitions)
+    catalog = Catalog.from_settings(settings)
+    await ensure_topics(settings.kafka_bootstrap_servers, catalog, settings.topic_partitions)
     await asyncio.to_thread(upgrade, settings.database_url, settings.database_schema)
     source = LogSource(await cluster_id(settings.kafka_bootstrap_servers), settings.topic_prefix)
     await bind_to_log(settings.database_url, settings.database_schema, source, reset=reset_foreign)
@@ -48,28 +50,28 @@ async def prepare(settings: Settings, *, reset_foreign: bool = False) -> None:
 
 def build_handler(role: str, settings: Settings) -> Handler:
     bootstrap = settings.kafka_bootstrap_servers
+    catalog = Catalog.from_settings(settings)
     if role == "projector":
-        return Projector(ProjectionStore(settings.database_url, settings.database_schema))
+        store = ProjectionStore(settings.database_url, settings.database_schema)
+        return Projector(store, catalog)
     if role == "commands":
-        read = ReadModel(settings.database_url, settings.database_schema)
         limits = TurnLimits(
             max_message_bytes=settings.max_message_bytes,
             max_steps=settings.max_steps_per_turn,
             max_tool_calls=settings.max_tool_calls_per_turn,
             history_messages=settings.history_max_messages,
         )
-        return CommandHandler(bootstrap, read, limits)
+        return CommandHandler(bootstrap, catalog, _database(settings), limits)
     if role == "orchestrator":
         return Orchestrator(
-            bootstrap,
-            ReadModel(settings.database_url, settings.database_schema),
-            deadline_s=settings.turn_deadline_s,
+            bootstrap, catalog, _database(settings), deadline_s=settings.turn_deadline_s
         )
     if role == "model":
-        return ModelWorker(bootstrap, settings)
+        return ModelWorker(bootstrap, catalog, settings)
     if role == "tool":
         return ToolWorker(
             bootstrap,
+            catalog,
             SecretStore.from_settings(settings),
             settings.tool_result_max_bytes,
             ToolNetworkPolicy.from_settings(settings),
@@ -77,9 +79,13 @@ def build_handler(role: str, settings: Settings) -> Handler:
     raise ValueError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
 
 
+def _database(settings: Settings) -> Database:
+    return Database(settings.database_url, settings.database_schema)
+
+
 async def run_roles(settings: Settings, roles: list[str], stop: asyncio.Event) -> None:
     """Run the given roles until ``stop`` is set; a role that crashes stops them all."""
-    publisher = Publisher(settings.kafka_bootstrap_servers)
+    publisher = Publisher(settings.kafka_bootstrap_servers, Catalog.from_settings(settings))
     await publisher.start()
     handlers = [build_handler(role, settings) for role in roles]
     runtimes = [
@@ -87,6 +93,7 @@ async def run_roles(settings: Settings, roles: list[str], stop: asyncio.Event) -
             settings.kafka_bootstrap_servers,
             h,
             publisher,
+            transient=OUTAGES,
             session_timeout_ms=settings.consumer_session_timeout_ms,
         )
         for h in handlers

@@ -15,6 +15,7 @@ import socket
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
+from schemas.errors import ErrorCode
 from streams.settings import Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -28,7 +29,7 @@ _HINT = f"an operator may allow it with {SETTING}"
 class ToolAddressRefusedError(ValueError):
     """A tool's URL names, or resolves to, an address tools may not reach."""
 
-    code = "TOOL_ADDRESS_REFUSED"
+    code = ErrorCode.TOOL_ADDRESS_REFUSED
 
 
 def parse_networks(value: str) -> tuple[IPNetwork, ...]:

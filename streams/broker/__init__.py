@@ -1,5 +1,5 @@
-"""The embedded, disk-backed, single-node Kafka-protocol broker."""
+"""The embedded, disk-backed, single-node Kafka-protocol broker (``server.Broker``).
 
-from .server import Broker, BrokerConfig
-
-__all__ = ["Broker", "BrokerConfig"]
+Nothing is imported here: ``agentlog`` reads the broker's options from ``cli`` on every
+start and must not pay for loading the broker itself.
+"""

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 
 from prometheus_client import CollectorRegistry, start_http_server
 
 from .server import Broker, BrokerConfig
+
+log = logging.getLogger(__name__)
 
 
 async def serve(
@@ -15,9 +18,10 @@ async def serve(
 ) -> None:
     registry = CollectorRegistry()
     broker = Broker(config, registry)
+    if metrics_port is not None:  # before the broker: "broker started" means all is up
+        metrics, _thread = start_http_server(metrics_port, addr=config.host, registry=registry)
+        log.info("metrics served", extra={"port": metrics.server_port})
     await broker.start()
-    if metrics_port is not None:
-        start_http_server(metrics_port, addr=config.host, registry=registry)
     if announce:
         print(f"agentlog is up: Kafka bootstrap servers {config.host}:{broker.port}", flush=True)
         print("press Ctrl-C to stop", flush=True)

@@ -19,7 +19,7 @@ from typing import Literal
 from kio.schema.errors import ErrorCode
 from prometheus_client import CollectorRegistry
 
-from .apis import API_VERSIONS_KEY, SUPPORTED_APIS, ApiSettings, BrokerApis, Connection
+from .apis import API_VERSIONS_KEY, APIS, ApiContext, ApiSettings, Connection, api_versions_body
 from .codec import (
     MalformedRequestError,
     build,
@@ -73,7 +73,7 @@ class Broker:
             min_session_timeout_ms=config.group_min_session_timeout_ms,
         )
         self.metrics = BrokerMetrics(registry or CollectorRegistry(), self.topics, self.coordinator)
-        self.apis: BrokerApis | None = None
+        self.context: ApiContext | None = None
         self._server: asyncio.Server | None = None
         self._connections: dict[asyncio.Task[None], bool] = {}  # task -> busy
         self._background: list[asyncio.Task[None]] = []
@@ -84,7 +84,7 @@ class Broker:
             self._accept, self.config.host, self.config.port, limit=1 << 20
         )
         self.port = self._server.sockets[0].getsockname()[1]
-        self.apis = BrokerApis(
+        self.context = ApiContext(
             ApiSettings(
                 advertised_host=self.config.advertised_host or self.config.host,
                 port=self.port,
@@ -157,8 +157,8 @@ class Broker:
         writer: asyncio.StreamWriter,
         client: Connection,
     ) -> None:
-        assert self.apis is not None
-        while not self.apis.stopping:
+        assert self.context is not None
+        while not self.context.stopping:
             try:
                 prefix = await reader.readexactly(4)
             except asyncio.IncompleteReadError:
@@ -178,21 +178,20 @@ class Broker:
             self._connections[task] = False
 
     async def _dispatch(self, frame: bytes, client: Connection) -> bytes | None:
-        assert self.apis is not None
+        assert self.context is not None
         api_key, api_version, correlation_id = peek_header(frame)
-        versions = SUPPORTED_APIS.get(api_key)
-        if versions is None:
+        api = APIS.get(api_key)
+        if api is None:
             raise MalformedRequestError(f"unsupported API key {api_key}")
-        low, high = versions
-        if not low <= api_version <= high:
+        if not api.accepts(api_version):
             if api_key == API_VERSIONS_KEY:
                 # A client newer than us: answer in v0 so it can pick a version we know.
-                fallback = BrokerApis.api_versions_body(ErrorCode.unsupported_version)
+                fallback = api_versions_body(ErrorCode.unsupported_version)
                 return encode_response(correlation_id, build(response_type(api_key, 0), fallback))
             raise MalformedRequestError(f"unsupported version {api_version} of API {api_key}")
         request = decode_request(frame)
         started = time.perf_counter()
-        body = await self.apis.handlers[api_key](request, client)
+        body = await api.handler(self.context, request, client)
         self.metrics.request_seconds.labels(type(request.body).__name__).observe(
             time.perf_counter() - started
         )
@@ -244,10 +243,10 @@ class Broker:
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish, then close every file."""
-        if self._server is None or self.apis is None:
+        if self._server is None or self.context is None:
             return
         self._server.close()
-        self.apis.stopping = True
+        self.context.stopping = True
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)

@@ -29,7 +29,8 @@ import httpx
 
 from schemas import events
 from schemas.envelope import from_kafka
-from tests.kafka import REPO, BrokerProcess, free_port
+from tests.kafka import REPO, BrokerProcess
+from tests.processes import clean_environ
 from tests.topics import read_all
 
 BARE_APP = """
@@ -44,6 +45,15 @@ app = FastAPI()
 @app.post("/turns", status_code=202)
 async def create(body: TurnCreate) -> dict[str, str]:
     return {"status": "requested"}
+
+if __name__ == "__main__":  # uvicorn's defaults, on any free port it prints
+    import socket
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    print(sock.getsockname()[1], flush=True)
+    uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run([sock])
 """
 
 
@@ -59,24 +69,30 @@ ROLE_COMMANDS = (
 
 def start_platform(bootstrap: str, tag: str) -> tuple[list[subprocess.Popen[bytes]], str, str]:
     """One process per role, as deployed (the gateway apart from the workers)."""
-    import os
-
-    port = free_port()
     env = {
-        **os.environ,
+        **clean_environ(),
         "AGENTLOG_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "AGENTLOG_TOPIC_PREFIX": f"{tag}.",
         "AGENTLOG_DATABASE_SCHEMA": tag,
         "AGENTLOG_DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/test",
-        "AGENTLOG_GATEWAY_PORT": str(port),
+        "AGENTLOG_GATEWAY_PORT": "0",
         "AGENTLOG_LOG_LEVEL": "WARNING",
     }
     cli = [sys.executable, "-m", "agentlog_cli"]
     subprocess.run([*cli, "migrate"], cwd=REPO, env=env, check=True, capture_output=True)
     procs = [
-        subprocess.Popen([*cli, *role], cwd=REPO, env=env, stderr=subprocess.DEVNULL)
+        subprocess.Popen(
+            [*cli, *role],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE if role == ["gateway"] else None,
+            stderr=subprocess.DEVNULL,
+        )
         for role in ROLE_COMMANDS
     ]
+    gateway = procs[ROLE_COMMANDS.index(["gateway"])]
+    assert gateway.stdout is not None
+    url = gateway.stdout.readline().decode().split()[1]  # it prints "gateway <url>"
     key = subprocess.run(
         [*cli, "tenants", "create", "bench"],
         cwd=REPO,
@@ -85,7 +101,6 @@ def start_platform(bootstrap: str, tag: str) -> tuple[list[subprocess.Popen[byte
         capture_output=True,
         text=True,
     ).stdout.strip()
-    url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -178,24 +193,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         broker = BrokerProcess(Path(tmp) / "data").start()
         platform, url, key = start_platform(broker.bootstrap, tag)
-        bare_port = free_port()
         bare_dir = Path(tmp) / "bare"
         bare_dir.mkdir()
         (bare_dir / "bare_app.py").write_text(BARE_APP)
         bare = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "bare_app:app",
-                "--port",
-                str(bare_port),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-            ],
-            cwd=bare_dir,
+            [sys.executable, "bare_app.py"], cwd=bare_dir, stdout=subprocess.PIPE
         )
+        assert bare.stdout is not None
+        bare_port = int(bare.stdout.readline())
         try:
             headers = {"Authorization": f"Bearer {key}"}
             api = httpx.Client(base_url=url, headers=headers, timeout=30)

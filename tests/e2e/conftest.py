@@ -24,7 +24,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from projections.secrets import new_key
-from tests.kafka import REPO, free_port
+from tests.kafka import REPO
 from tests.processes import die_with_parent
 from workers.providers.protocol_server import ModelServer
 
@@ -81,12 +81,12 @@ def platform_env(bootstrap: str, tag: str, model_server: ModelServer) -> dict[st
     """Settings of a platform with its own topics, schema and port, whose ``openai:`` and
     ``anthropic:`` models are served by ``model_server``."""
     return {
-        **os.environ,
+        **os.environ,  # the shell's AGENTLOG_* are gone (tests/conftest.py); a test's stay
         "AGENTLOG_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "AGENTLOG_TOPIC_PREFIX": f"{tag}.",
         "AGENTLOG_DATABASE_URL": DATABASE_URL,
         "AGENTLOG_DATABASE_SCHEMA": tag,
-        "AGENTLOG_GATEWAY_PORT": str(free_port()),
+        "AGENTLOG_GATEWAY_PORT": "0",
         "AGENTLOG_TOPIC_PARTITIONS": "3",
         "AGENTLOG_OPENAI_BASE_URL": f"{model_server.url}/v1",
         "AGENTLOG_OPENAI_API_KEY": "sk-e2e",
@@ -129,19 +129,20 @@ def platform(bootstrap: str, tmp_path: Path, model_server: ModelServer) -> Itera
         stderr=log_path.open("wb"),
         preexec_fn=die_with_parent,
     )
-    key = None
+    key = url = None
     deadline = time.monotonic() + 60
     assert proc.stdout is not None
     while key is None and time.monotonic() < deadline:
         line = proc.stdout.readline().decode()
         if not line and proc.poll() is not None:
             raise RuntimeError(f"platform exited: {log_path.read_text()[-4000:]}")
+        if line.strip().startswith("gateway"):
+            url = line.split()[1]
         if line.strip().startswith("api key"):
             key = line.split()[-1]
+    assert url, "platform did not print its gateway"
     assert key, "platform did not print an API key"
-    platform = Platform(
-        f"http://127.0.0.1:{env['AGENTLOG_GATEWAY_PORT']}", key, env, proc, log_path
-    )
+    platform = Platform(url, key, env, proc, log_path)
     try:
         yield platform
     finally:
@@ -156,16 +157,20 @@ def platform(bootstrap: str, tmp_path: Path, model_server: ModelServer) -> Itera
 def start_gateway(platform: Platform, **env: str) -> tuple[subprocess.Popen[bytes], str]:
     """Another gateway process on the platform's log and read models, with ``env``
     overriding its settings; returns it and its URL once it answers."""
-    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "agentlog_cli", "gateway"],
         cwd=REPO,
-        env={**platform.env, "AGENTLOG_GATEWAY_PORT": str(port), **env},
-        stdout=subprocess.DEVNULL,
+        env={**platform.env, "AGENTLOG_GATEWAY_PORT": "0", **env},
+        stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         preexec_fn=die_with_parent,
     )
-    url = f"http://127.0.0.1:{port}"
+    assert proc.stdout is not None
+    printed = proc.stdout.readline().decode().split()  # "gateway http://host:port"
+    if printed[:1] != ["gateway"]:
+        proc.kill()
+        raise AssertionError(f"the gateway did not start: {printed}")
+    url = printed[1]
     deadline = time.monotonic() + 30
     while True:
         with contextlib.suppress(httpx.TransportError):

@@ -9,10 +9,10 @@ from typing import Any
 import httpx
 
 from schemas.envelope import from_kafka
+from schemas.events import UsageValue
 from tests.e2e.conftest import Platform, ToolServer
 from tests.e2e.test_turns import open_session, read_topic, setup_agent
 from tests.kafka import REPO
-from workers.providers.base import Usage
 from workers.providers.protocol_server import ModelServer, Reply
 
 
@@ -176,11 +176,11 @@ def test_provider_failures_and_timeouts_fail_the_turn_and_are_billed_once(
 
             model_server.script(*(Reply(status=500) for _ in range(attempts)))
             unavailable = turn(api, session_id, "hello")
-            model_server.script(*(Reply(stall_s=3, usage=Usage()) for _ in range(attempts)))
+            model_server.script(*(Reply(stall_s=3, usage=UsageValue()) for _ in range(attempts)))
             timed_out = turn(api, session_id, "hello again")
             model_server.script(
-                Reply(chunks=("aban", "doned"), cut_after=1, usage=Usage(input_tokens=3)),
-                Reply(chunks=("recovered",), usage=Usage(input_tokens=4, output_tokens=1)),
+                Reply(chunks=("aban", "doned"), cut_after=1, usage=UsageValue(input_tokens=3)),
+                Reply(chunks=("recovered",), usage=UsageValue(input_tokens=4, output_tokens=1)),
             )
             recovered = turn(api, session_id, "third time")
             outcomes[model] = [

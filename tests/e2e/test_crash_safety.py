@@ -463,15 +463,25 @@ class Role:
         self.env = env
         self.log = logs / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""  # the gateway's, once it started
 
     def start(self) -> None:
+        serves = self.name == "gateway"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "agentlog_cli", *ROLE_ARGS[self.name]],
             cwd=REPO,
             env=self.env,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if serves else subprocess.DEVNULL,
             stderr=self.log.open("ab"),
         )
+        if serves:
+            # It prints "gateway <url>" once bound: the first start takes any free port,
+            # a restart the same one, so clients find it again.
+            assert self.proc.stdout is not None
+            printed = self.proc.stdout.readline().decode().split()
+            assert printed[:1] == ["gateway"], f"the gateway did not start: {printed}"
+            self.url = printed[1]
+            self.env["AGENTLOG_GATEWAY_PORT"] = self.url.rsplit(":", 1)[1]
 
     def kill(self) -> float:
         assert self.proc is not None
@@ -790,7 +800,7 @@ def test_kill_9_every_role_loses_and_repeats_nothing(
     # The delay lets every member notice the restart and finish its batch first.
     broker = broker_factory(
         tmp_path / "kafka", "--group-initial-rebalance-delay-ms", str(SESSION_TIMEOUT_MS)
-    )
+    ).start()
     tools = PacedToolServer().start()
     tag = f"crash_{random.getrandbits(40):010x}"
     env = crash_env(broker.bootstrap, tag, models)
@@ -803,12 +813,13 @@ def test_kill_9_every_role_loses_and_repeats_nothing(
     recoveries: list[tuple[str, float]] = []
     started = time.monotonic()
     try:
-        broker.start()
         cli(env, "migrate")
         for name in ROLE_ARGS:
             victims[name].start()
         key = cli(env, "tenants", "create", "crash").strip()
-        url = f"http://127.0.0.1:{env['AGENTLOG_GATEWAY_PORT']}"
+        gateway = victims["gateway"]
+        assert isinstance(gateway, Role)
+        url = gateway.url
         client = Client(url, key, abort)
         wait_ready(client)
         agent_id = setup_agent(client, tools.url)
@@ -964,7 +975,7 @@ def test_injected_double_perform_is_caught(
         for role in roles.values():
             role.start()
         key = cli(env, "tenants", "create", "fault").strip()
-        client = Client(f"http://127.0.0.1:{env['AGENTLOG_GATEWAY_PORT']}", key, abort)
+        client = Client(roles["gateway"].url, key, abort)
         wait_ready(client)
         agent_id = setup_agent(client, tools.url)
         sessions = [open_session(client, agent_id) for _ in range(2)]

@@ -17,18 +17,21 @@ import pytest
 from tests.e2e.conftest import DATABASE_URL, Platform, ToolServer, start_gateway, stop_gateway
 from tests.e2e.test_bad_input import problem
 from tests.e2e.test_turns import open_session, setup_agent
-from tests.kafka import free_port
+from tests.kafka import closed_port
 
 OUTAGE_ANSWER_S = 3.0
 
 
 class TcpProxy:
-    """Forwards a local port to Postgres; ``stop()`` drops the listener and every
-    connection, as a network outage would, and ``start()`` brings it back."""
+    """Forwards a local port to Postgres; ``stop()`` drops every connection and refuses
+    new ones (it accepts and cuts them at once), as a network outage would, and
+    ``start()`` brings it back. It listens on one port throughout, chosen by the system
+    when it first starts, so no other process can take it meanwhile."""
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
-        self.port = free_port()
+        self.port = 0
+        self.down = False
         self.loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -42,6 +45,9 @@ class TcpProxy:
         writer.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.down:
+            writer.transport.abort()
+            return
         upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
         self._writers |= {writer, upstream_writer}
         await asyncio.gather(
@@ -50,19 +56,28 @@ class TcpProxy:
 
     def start(self) -> None:
         async def listen() -> None:
-            self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+            if self._server is None:
+                self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+                self.port = self._server.sockets[0].getsockname()[1]
+            self.down = False
 
         asyncio.run_coroutine_threadsafe(listen(), self.loop).result(10)
 
     def stop(self) -> None:
         async def drop() -> None:
-            if self._server is not None:
-                self._server.close()
+            self.down = True
             for writer in self._writers:
                 writer.transport.abort()
             self._writers.clear()
 
         asyncio.run_coroutine_threadsafe(drop(), self.loop).result(10)
+
+    def close(self) -> None:
+        async def close() -> None:
+            if self._server is not None:
+                self._server.close()
+
+        asyncio.run_coroutine_threadsafe(close(), self.loop).result(10)
 
     def url(self, database_url: str) -> str:
         parts = urlsplit(database_url)
@@ -81,6 +96,7 @@ def proxy() -> Iterator[TcpProxy]:
     proxy.start()
     yield proxy
     proxy.stop()
+    proxy.close()
     proxy.loop.call_soon_threadsafe(proxy.loop.stop)
 
 
@@ -152,17 +168,17 @@ def test_postgres_unreachable_answers_503_fast_and_202_once_recorded(
 def test_redis_unreachable_fails_open(platform: Platform, tool_server: ToolServer) -> None:
     """Idempotency keys live in Redis; without it a keyed request still succeeds (its
     ids are derived from the key, so a retry still creates nothing new)."""
-    closed = f"redis://127.0.0.1:{free_port()}/0"
-    proc, url = start_gateway(platform, AGENTLOG_REDIS_URL=closed)
-    try:
-        auth = {"Authorization": f"Bearer {platform.key}", "Idempotency-Key": "k-1"}
-        body = {"name": "kept", "model": "dev"}
-        first = httpx.post(f"{url}/v1/agents", headers=auth, json=body, timeout=30)
-        again = httpx.post(f"{url}/v1/agents", headers=auth, json=body, timeout=30)
-        assert first.status_code == 201, first.text
-        assert again.status_code in (201, 409), again.text
-        with platform.client() as api:
-            names = [a["name"] for a in api.get("/v1/agents").json()["items"]]
-        assert names.count("kept") == 1
-    finally:
-        stop_gateway(proc)
+    with closed_port() as port:
+        proc, url = start_gateway(platform, AGENTLOG_REDIS_URL=f"redis://127.0.0.1:{port}/0")
+        try:
+            auth = {"Authorization": f"Bearer {platform.key}", "Idempotency-Key": "k-1"}
+            body = {"name": "kept", "model": "dev"}
+            first = httpx.post(f"{url}/v1/agents", headers=auth, json=body, timeout=30)
+            again = httpx.post(f"{url}/v1/agents", headers=auth, json=body, timeout=30)
+            assert first.status_code == 201, first.text
+            assert again.status_code in (201, 409), again.text
+            with platform.client() as api:
+                names = [a["name"] for a in api.get("/v1/agents").json()["items"]]
+            assert names.count("kept") == 1
+        finally:
+            stop_gateway(proc)

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from projections.secrets import SecretStore
-from streams.catalog import TOPICS
+from streams.catalog import SPECS, Catalog
 from tests.e2e.conftest import DATABASE_URL, Platform, ToolServer
 from tests.e2e.test_unprocessable import run_turn, tenant_of
 from tests.kafka import BrokerProcess
@@ -115,8 +115,9 @@ def test_planted_secrets_leak_nowhere(
 
     bootstrap = platform.env["AGENTLOG_KAFKA_BOOTSTRAP_SERVERS"]
     records: dict[str, bytes] = {}
-    for spec in TOPICS:
-        topic = f"{platform.prefix}{spec.name}"
+    catalog = Catalog(platform.prefix)
+    for spec in SPECS:
+        topic = catalog.name(spec)
         for r in read_all(bootstrap, topic):
             headers = b"".join(k.encode() + v for k, v in r.headers)
             records[f"{topic}@{r.partition}:{r.offset}"] = (r.value or b"") + headers

@@ -1,7 +1,7 @@
 """docker-compose.yml against the code: its services, their commands, their AGENTLOG_* names.
 
 Runs ``docker-compose config`` (the Debian package ``docker-compose``); no Docker engine is
-needed. Without the binary the tests that need it fail, unless AGENTLOG_SKIP_COMPOSE_TEST=1.
+needed. Without the binary the tests that need it fail, unless AGENTLOG_TEST_SKIP_COMPOSE=1.
 """
 
 from __future__ import annotations
@@ -44,11 +44,11 @@ def _docker_compose() -> str:
     path = shutil.which("docker-compose")
     if path is not None:
         return path
-    if os.environ.get("AGENTLOG_SKIP_COMPOSE_TEST") == "1":
-        pytest.skip("docker-compose is not installed (AGENTLOG_SKIP_COMPOSE_TEST=1)")
+    if os.environ.get("AGENTLOG_TEST_SKIP_COMPOSE") == "1":
+        pytest.skip("docker-compose is not installed (AGENTLOG_TEST_SKIP_COMPOSE=1)")
     pytest.fail(
         "the docker-compose binary is missing: install the Debian package "
-        "(apt-get install -y docker-compose), or set AGENTLOG_SKIP_COMPOSE_TEST=1 to skip",
+        "(apt-get install -y docker-compose), or set AGENTLOG_TEST_SKIP_COMPOSE=1 to skip",
         pytrace=False,
     )
 

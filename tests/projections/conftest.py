@@ -1,5 +1,6 @@
 """A fresh, migrated Postgres schema per test, dropped afterwards (with its ``_secrets``
-companion), so projection tests can run in parallel against the machine's Postgres."""
+companion), so projection tests can run in parallel against the machine's Postgres; and
+the store and databases over it."""
 
 from __future__ import annotations
 
@@ -12,7 +13,11 @@ import psycopg
 import pytest
 from psycopg import AsyncConnection, sql
 
+from projections.database import Database
 from projections.migrate import upgrade
+from projections.store import ProjectionStore
+
+from .conversation import Ids, Log, conversation
 
 DATABASE_URL = os.environ.get(
     "AGENTLOG_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -55,3 +60,39 @@ async def db() -> AsyncIterator[AsyncConnection[Any]]:
     conn = await AsyncConnection.connect(DATABASE_URL, autocommit=True)
     yield conn
     await conn.close()
+
+
+@pytest.fixture
+async def store(database_url: str, schema: str) -> AsyncIterator[ProjectionStore]:
+    """The live store: it takes the swap lock and sends notifications."""
+    store = ProjectionStore(database_url, schema)
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def unscoped(database_url: str, schema: str) -> AsyncIterator[Database]:
+    """The workers' database: they work for every tenant."""
+    database = Database(database_url, schema)
+    yield database
+    await database.close()
+
+
+@pytest.fixture
+async def scoped(database_url: str, schema: str) -> AsyncIterator[Database]:
+    """The gateway's database. One pooled connection, so that every query reuses the
+    connection the previous one scoped to its tenant."""
+    database = Database(database_url, schema, tenant_scoped=True, pool_size=1)
+    yield database
+    await database.close()
+
+
+@pytest.fixture
+async def two_tenants(store: ProjectionStore) -> tuple[Ids, Ids]:
+    """Two tenants, each with a whole conversation, applied through the store: tenant A's
+    on partition 0 of each topic, tenant B's on partition 1."""
+    a, b = Ids.new("a"), Ids.new("b")
+    log = Log()
+    await store.apply(log.extend(conversation(a).values(), partition=0))
+    await store.apply(log.extend(conversation(b).values(), partition=1))
+    return a, b

@@ -13,13 +13,14 @@ from typing import Any
 
 from schemas import events
 from schemas.envelope import Envelope, envelope
-from streams.catalog import topic_for
+from streams.catalog import Catalog
 from streams.consumer import Item, Position
 
 T0 = datetime.datetime(2024, 5, 1, 12, 0, tzinfo=datetime.UTC)
 SOURCE = "/tests/projections"
 CONFIG = events.AgentConfig(name="calculator", model="dev:echo", tools=["lookup"])
 QUESTION = "What is 2 + 2?"
+CATALOG = Catalog()  # no prefix: the topic names as the catalog defines them
 
 
 class Log:
@@ -30,7 +31,7 @@ class Log:
         self._next: dict[tuple[str, int], int] = {}
 
     def append(self, env: Envelope[Any], partition: int = 0) -> Item:
-        topic = topic_for(type(env.data)).name
+        topic = CATALOG.topic_for(type(env.data))
         offset = self._next.get((topic, partition), 0)
         self._next[(topic, partition)] = offset + 1
         return env, Position(topic, partition, offset)
@@ -65,6 +66,13 @@ class Ids:
             user_message_id=f"msg-user-{tag}-{u}",
             answer_message_id=f"msg-answer-{tag}-{u}",
         )
+
+
+def noop(partition: int, offset: int, topic: str = CATALOG.events) -> Item:
+    """A fact with no read model of its own, at a given position: it moves the stored
+    position and changes no row."""
+    data = events.TurnCancelRequested(session_id="session-1", turn_id="turn-1")
+    return envelope(data, source=SOURCE, tenant_id="tenant-a"), Position(topic, partition, offset)
 
 
 def tool_definition(ids: Ids) -> events.ToolDefinition:

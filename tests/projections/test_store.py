@@ -1,12 +1,16 @@
 """``ProjectionStore.apply`` against real Postgres: rows, idempotence, positions stored with
-the rows (invariant 3), deterministic tables (invariant 5) and change notifications."""
+the rows (invariant 3), deterministic tables (invariant 5), change and position
+notifications, and the swap lock it shares with rebuilds."""
 
 from __future__ import annotations
 
 import asyncio
-import time
+import os
+import subprocess
+import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -15,23 +19,27 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import AsyncConnection, sql
 
-from projections.changes import Changes, channel
 from projections.rebuild import table_hashes
-from projections.store import ProjectionStore
+from projections.store import ProjectionStore, swap_lock
+from projections.waiter import channel
 from schemas import events
 from schemas.envelope import Envelope, envelope
-from streams.catalog import COMMANDS, EVENTS
 from streams.consumer import Item, Position
 
-from .conversation import CONFIG, QUESTION, SOURCE, Ids, Log, conversation, tool_definition
+from .conversation import (
+    CATALOG,
+    CONFIG,
+    QUESTION,
+    SOURCE,
+    Ids,
+    Log,
+    conversation,
+    noop,
+    tool_definition,
+)
 from .rows import TABLES, select
 
-
-@pytest.fixture
-async def store(database_url: str, schema: str) -> AsyncIterator[ProjectionStore]:
-    store = ProjectionStore(database_url, schema)
-    yield store
-    await store.close()
+COMMANDS, EVENTS = CATALOG.commands, CATALOG.events
 
 
 def a_conversation(tag: str = "a") -> tuple[Ids, dict[str, Envelope[Any]], list[Item]]:
@@ -195,8 +203,8 @@ async def test_a_conversation_projects_to_its_rows(
             ("turn_requested", ids.session_id),
         )
     ]
-    assert await store.positions(COMMANDS.name) == {0: 3}
-    assert await store.positions(EVENTS.name) == {0: 12}
+    assert await store.positions(COMMANDS) == {0: 3}
+    assert await store.positions(EVENTS) == {0: 12}
 
 
 async def test_applying_the_same_items_again_changes_nothing(
@@ -226,7 +234,7 @@ async def test_a_republished_event_is_applied_once_at_its_first_offset(
     offset = offsets_of(envs, items)
     # A writer crashed after publishing and published TurnAccepted again: same id, a
     # later offset, after the turn had completed.
-    republished = (envs["turn_accepted"], Position(EVENTS.name, 0, 12))
+    republished = (envs["turn_accepted"], Position(EVENTS, 0, 12))
 
     if later_batch:
         applied = [await store.apply(items), await store.apply([republished])]
@@ -244,18 +252,12 @@ async def test_a_republished_event_is_applied_once_at_its_first_offset(
         "SELECT position FROM {s}.turn_steps WHERE event_id = %s",
         envs["turn_accepted"].id,
     ) == [{"position": offset["turn_accepted"]}]
-    assert await store.positions(EVENTS.name) == {0: 13}
-
-
-def noop(partition: int, offset: int, topic: str = EVENTS.name) -> Item:
-    """A fact with no read model of its own, at a given position."""
-    data = events.TurnCancelRequested(session_id="session-1", turn_id="turn-1")
-    return envelope(data, source=SOURCE, tenant_id="tenant-a"), Position(topic, partition, offset)
+    assert await store.positions(EVENTS) == {0: 13}
 
 
 async def test_positions_move_past_every_item_and_never_back(store: ProjectionStore) -> None:
     # Offsets out of order within a batch: the position is past the largest.
-    await store.apply([noop(0, 7), noop(0, 3), noop(1, 2), noop(0, 4, topic=COMMANDS.name)])
+    await store.apply([noop(0, 7), noop(0, 3), noop(1, 2), noop(0, 4, topic=COMMANDS)])
     first = await store.positions_all()
     # A batch from before the stored position (a rewound consumer) moves nothing back,
     # even though its events are new and applied.
@@ -264,19 +266,17 @@ async def test_positions_move_past_every_item_and_never_back(store: ProjectionSt
     # Items that are all duplicates still move the position on.
     duplicate = noop(0, 20)
     await store.apply([duplicate])
-    dup_applied = await store.apply([(duplicate[0], Position(EVENTS.name, 0, 30))])
-    third = await store.positions(EVENTS.name)
+    dup_applied = await store.apply([(duplicate[0], Position(EVENTS, 0, 30))])
+    third = await store.positions(EVENTS)
 
-    assert first == {(EVENTS.name, 0): 8, (EVENTS.name, 1): 3, (COMMANDS.name, 0): 5}
+    assert first == {(EVENTS, 0): 8, (EVENTS, 1): 3, (COMMANDS, 0): 5}
     assert (stale, second) == (2, first)
     assert (dup_applied, third) == (0, {0: 31, 1: 3})
 
 
 batches = st.lists(
     st.lists(
-        st.tuples(
-            st.sampled_from([EVENTS.name, COMMANDS.name]), st.integers(0, 2), st.integers(0, 40)
-        ),
+        st.tuples(st.sampled_from([EVENTS, COMMANDS]), st.integers(0, 2), st.integers(0, 40)),
         min_size=1,
         max_size=4,
     ),
@@ -360,59 +360,8 @@ async def test_a_batch_that_fails_at_its_last_statement_leaves_nothing_behind(
     assert await store.apply(items) == 15
 
 
-async def wait_until_listening(db: AsyncConnection[Any], channel_name: str) -> None:
-    """Return once some session has run ``LISTEN`` on the channel (a notification sent
-    before that is lost, by Postgres's design)."""
-    deadline = time.monotonic() + 5
-    listen = sql.SQL("LISTEN {}").format(sql.Identifier(channel_name)).as_string(db)
-    while True:
-        cursor = await db.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE query = %s AND state = 'idle'",
-            (listen,),
-        )
-        row = await cursor.fetchone()
-        if row is not None and row[0] > 0:
-            return
-        assert time.monotonic() < deadline, f"nobody listens on {channel_name}"
-        await asyncio.sleep(0.01)
-
-
-async def test_a_turn_notification_wakes_a_waiting_reader(
-    database_url: str, store: ProjectionStore, schema: str, db: AsyncConnection[Any]
-) -> None:
-    ids, _envs, items = a_conversation()
-    await store.apply(items[:-1])  # everything but TurnCompleted
-    checked_once = asyncio.Event()
-
-    async def completed() -> dict[str, Any] | None:
-        rows = await select(
-            db, schema, "SELECT status FROM {s}.turns WHERE turn_id = %s", ids.turn_id
-        )
-        if rows[0]["status"] == "completed":
-            return rows[0]
-        checked_once.set()
-        return None
-
-    # Re-checks are an hour apart: only a notification can wake the waiter in time.
-    changes = Changes(database_url, schema, recheck_s=3600)
-    changes.start()
-    try:
-        await wait_until_listening(db, changes.channel)
-        waiter = asyncio.create_task(changes.wait_for(f"turn:{ids.turn_id}", completed, 10))
-        await asyncio.wait_for(checked_once.wait(), 5)
-        started = time.monotonic()
-        await store.apply(items[-1:])
-        found = await waiter
-        elapsed = time.monotonic() - started
-    finally:
-        await changes.close()
-
-    assert found == {"status": "completed"}
-    assert elapsed < 2, f"woken after {elapsed:.2f} s: by the timeout, not a notification"
-
-
 async def test_a_store_that_is_not_live_sends_no_notification(
-    database_url: str, schema: str, db: AsyncConnection[Any]
+    database_url: str, schema: str
 ) -> None:
     ids, envs, items = a_conversation()
     split = list(envs).index("turn_started")
@@ -421,9 +370,9 @@ async def test_a_store_that_is_not_live_sends_no_notification(
     live = ProjectionStore(database_url, schema)
     try:
         await listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel(schema))))
-        # Up to TurnAccepted without notifications (a tool, two command outcomes, a turn),
-        # then the rest live, in one transaction: its two wake-ups of the turn's readers
-        # (started, completed) reach listeners as one, as Postgres folds duplicates.
+        # Up to TurnAccepted without notifications (a key, a tool, three command outcomes,
+        # two positions), then the rest live: the turn's readers are woken once it has
+        # finished, and the one position it moved is notified.
         await rebuild.apply(items[:split])
         await live.apply(items[split:])
         keys = [n.payload async for n in listener.notifies(timeout=0.5)]
@@ -432,7 +381,78 @@ async def test_a_store_that_is_not_live_sends_no_notification(
         await rebuild.close()
         await live.close()
 
-    assert keys == [f"turn:{ids.turn_id}"]
+    assert keys == [f"turn:{ids.turn_id}", f"position:core:{EVENTS}:0@12"]
+
+
+async def test_every_saved_position_is_notified_with_its_projection_and_next_offset(
+    database_url: str, schema: str
+) -> None:
+    _ids, _envs, items = a_conversation()
+    listener = await AsyncConnection.connect(database_url, autocommit=True)
+    live = ProjectionStore(database_url, schema)
+    other = ProjectionStore(database_url, schema, projection="other")
+    try:
+        await listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel(schema))))
+        await live.apply(items)
+        # Out of order within the batch: the notified offset is past the largest.
+        await other.apply([noop(1, 6), noop(1, 2), noop(0, 4, topic=COMMANDS)])
+        keys = [n.payload async for n in listener.notifies(timeout=0.5)]
+    finally:
+        await listener.close()
+        await live.close()
+        await other.close()
+
+    assert sorted(k for k in keys if k.startswith("position:")) == sorted(
+        [
+            f"position:core:{EVENTS}:0@12",
+            f"position:core:{COMMANDS}:0@3",
+            f"position:other:{EVENTS}:1@7",
+            f"position:other:{COMMANDS}:0@5",
+        ]
+    )
+
+
+def test_the_swap_lock_is_one_per_schema_and_the_same_in_every_process() -> None:
+    here = swap_lock("agentlog")
+    script = "from projections.store import swap_lock as s; print(s('agentlog'), s('staging'))"
+    # Another process, with another seed for Python's own string hashes: the projector
+    # and a rebuild are separate processes and must take the same lock.
+    elsewhere = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "PYTHONHASHSEED": "12345"},
+        cwd=Path(__file__).parents[2],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+
+    assert swap_lock("agentlog") == here
+    assert len({here, swap_lock("staging"), swap_lock("agentlog_rebuild")}) == 3
+    assert -(2**63) <= here < 2**63  # a Postgres bigint
+    assert elsewhere.stdout.split() == [str(here), str(swap_lock("staging"))]
+
+
+async def test_the_live_store_waits_only_for_a_rebuild_of_its_own_schema(
+    database_url: str, schema: str, store: ProjectionStore
+) -> None:
+    _ids, _envs, items = a_conversation()
+    rebuild = await AsyncConnection.connect(database_url)
+    try:
+        # A rebuild of another deployment's read models, in the same database.
+        async with rebuild.transaction():
+            await rebuild.execute(
+                "SELECT pg_advisory_xact_lock(%s)", (swap_lock(f"{schema}_elsewhere"),)
+            )
+            assert await asyncio.wait_for(store.apply(items[:5]), 5) == 5
+        # A rebuild of this schema, swapping it: the store waits until it is done.
+        async with rebuild.transaction():
+            await rebuild.execute("SELECT pg_advisory_xact_lock(%s)", (swap_lock(schema),))
+            held_up = asyncio.create_task(store.apply(items[5:]))
+            await asyncio.sleep(0.5)
+            assert not held_up.done()
+        assert await asyncio.wait_for(held_up, 5) == 10
+    finally:
+        await rebuild.close()
 
 
 async def test_nul_and_lone_surrogates_are_stored_as_replacement_characters(

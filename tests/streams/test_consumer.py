@@ -1,8 +1,8 @@
-"""The consumer runtime and ``read_range`` over a real broker: log order, dead letters,
-poison records, dedupe by event id, type filtering and committed offsets.
+"""The consumer runtime over a real broker: log order, dead letters, poison records,
+dedupe by event id, type filtering and committed offsets.
 
-Each test reads its own fresh topic with a fresh group; the dead-letter and events topics
-come from the catalog, so their records are told apart by ``dlq.topic`` and event ids.
+Each test reads its own fresh topic with a fresh group, and has catalog topics of its own
+(its prefix) for the dead letters and the events it records.
 """
 
 from __future__ import annotations
@@ -18,133 +18,49 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import pytest
-from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka import TopicPartition
 
-from schemas.envelope import Envelope, envelope, from_kafka, to_kafka
+from schemas.envelope import Envelope, envelope, from_kafka
 from schemas.events import (
-    AgentConfig,
-    AgentCreated,
     ApiKeyCreated,
     TenantCreated,
     TurnStarted,
     TurnStepUnprocessable,
 )
-from streams.catalog import DEAD_LETTER, EVENTS
-from streams.consumer import ConsumerRuntime, Item, Position, read_range
+from streams.catalog import Catalog, ensure_topics
+from streams.consumer import ConsumerRuntime, Item
 from streams.logs import RedactingFilter, RedactingJsonFormatter, add_secrets
 from streams.publisher import Publisher
 from streams.settings import Settings
 from tests.topics import read_all
+
+from .records import (
+    UNKNOWN_TYPE,
+    agent_created,
+    cloud_event,
+    create_topic,
+    garbage,
+    of_unknown_type,
+    produce,
+    tenant_created,
+)
 
 T = TypeVar("T")
 
 SESSION_TIMEOUT_MS = 6000  # the broker's minimum
 DEADLINE_S = 20.0
 TENANT_CREATED = TenantCreated.ce_type()
-UNKNOWN_TYPE = "agentlog.nothing.never_defined.v1"
 
 
-# -- records -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Raw:
-    """One record as it is written: key, value, headers, and the partition it goes to."""
-
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]]
-    partition: int = 0
-
-
-def tenant_created(n: int) -> Envelope[TenantCreated]:
-    tenant = f"tenant-{uuid.uuid4().hex[:8]}-{n}"
-    return envelope(
-        TenantCreated(tenant_id=tenant, display_name=f"tenant {n}"),
-        source="tests",
-        tenant_id=tenant,
-    )
-
-
-def agent_created(n: int) -> Envelope[AgentCreated]:
-    return envelope(
-        AgentCreated(
-            agent_id=f"agent-{uuid.uuid4().hex[:8]}-{n}",
-            config=AgentConfig(name=f"agent {n}", model="dev"),
-        ),
-        source="tests",
-        tenant_id="tenant-of-agents",
-    )
-
-
-def cloud_event(env: Envelope[Any], partition: int = 0) -> Raw:
-    key, value, headers = to_kafka(env)
-    return Raw(key, value, headers, partition)
-
-
-def garbage() -> Raw:
-    return Raw(b"junk", b"definitely not a cloudevent", [("origin", b"test")])
-
-
-def of_unknown_type(env: Envelope[Any]) -> Raw:
-    """A well-formed CloudEvent whose type no fact class has."""
-    raw = cloud_event(env)
-    headers = [(k, UNKNOWN_TYPE.encode() if k == "ce_type" else v) for k, v in raw.headers]
-    return Raw(raw.key, raw.value, headers, raw.partition)
-
-
-# -- broker I/O ----------------------------------------------------------------------------
-
-
-async def create_topic(bootstrap: str, name: str, partitions: int = 1) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, partitions, 1)])
-    finally:
-        await admin.close()
-
-
-async def ensure_catalog_topic(bootstrap: str, name: str, configs: dict[str, str]) -> None:
-    """The catalog topics these tests read, created if this cluster lacks them."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        if name not in set(await admin.list_topics()):
-            with contextlib.suppress(TopicAlreadyExistsError):
-                partitions = Settings().topic_partitions
-                await admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs)])
-    finally:
-        await admin.close()
-
-
-async def produce(bootstrap: str, topic: str, records: Sequence[Raw]) -> list[Position]:
-    """Write records one after another; return where each landed."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
-    await producer.start()
-    try:
-        positions = []
-        for r in records:
-            meta = await producer.send_and_wait(
-                topic, r.value, key=r.key, headers=r.headers, partition=r.partition
-            )
-            positions.append(Position(meta.topic, meta.partition, meta.offset))
-        return positions
-    finally:
-        await producer.stop()
-
-
-async def dead_letters(bootstrap: str, topic: str) -> list[Any]:
+async def dead_letters(bootstrap: str, catalog: Catalog, topic: str) -> list[Any]:
     """Records on the catalog's dead-letter topic that came from ``topic``."""
-    records = await asyncio.to_thread(read_all, bootstrap, DEAD_LETTER.name)
+    records = await asyncio.to_thread(read_all, bootstrap, catalog.dead_letter)
     return [r for r in records if dict(r.headers).get("dlq.topic") == topic.encode()]
 
 
-async def replies_to(bootstrap: str, cause_ids: set[str]) -> list[Any]:
+async def replies_to(bootstrap: str, catalog: Catalog, cause_ids: set[str]) -> list[Any]:
     """Records on the catalog's events topic caused by one of ``cause_ids``."""
-    records = await asyncio.to_thread(read_all, bootstrap, EVENTS.name)
+    records = await asyncio.to_thread(read_all, bootstrap, catalog.events)
     return [r for r in records if dict(r.headers).get("ce_causationid", b"").decode() in cause_ids]
 
 
@@ -195,8 +111,10 @@ class Running:
 
 
 @contextlib.asynccontextmanager
-async def running(bootstrap: str, handler: RecordingHandler, group: str) -> AsyncIterator[Running]:
-    publisher = Publisher(bootstrap)
+async def running(
+    bootstrap: str, catalog: Catalog, handler: RecordingHandler, group: str
+) -> AsyncIterator[Running]:
+    publisher = Publisher(bootstrap, catalog)
     await publisher.start()
     runtime = ConsumerRuntime(
         bootstrap, handler, publisher, group_id=group, session_timeout_ms=SESSION_TIMEOUT_MS
@@ -225,9 +143,11 @@ async def eventually(fetch: Callable[[], Awaitable[T]], done: Callable[[T], bool
 
 
 @pytest.fixture
-async def catalog_topics(bootstrap: str) -> None:
-    await ensure_catalog_topic(bootstrap, DEAD_LETTER.name, DEAD_LETTER.configs)
-    await ensure_catalog_topic(bootstrap, EVENTS.name, EVENTS.configs)
+async def catalog(bootstrap: str, topic_name: str) -> Catalog:
+    """Catalog topics of this test's own."""
+    catalog = Catalog(f"{topic_name}.")
+    await ensure_topics(bootstrap, catalog, Settings().topic_partitions)
+    return catalog
 
 
 @pytest.fixture
@@ -239,7 +159,7 @@ def group(topic_name: str) -> str:
 
 
 async def test_records_reach_the_handler_in_log_order_and_its_answers_are_published(
-    bootstrap: str, topic_name: str, group: str, catalog_topics: None
+    bootstrap: str, topic_name: str, group: str, catalog: Catalog
 ) -> None:
     await create_topic(bootstrap, topic_name, partitions=2)
     sent = [tenant_created(i) for i in range(12)]
@@ -252,10 +172,10 @@ async def test_records_reach_the_handler_in_log_order_and_its_answers_are_publis
         return env.follow(key, step="key", source="tests")
 
     handler = RecordingHandler(topics=[topic_name], reply=answer)
-    async with running(bootstrap, handler, group) as run:
+    async with running(bootstrap, catalog, handler, group) as run:
         await run.until(lambda: len(handler.handled) >= len(sent), "every record")
         replies = await eventually(
-            lambda: replies_to(bootstrap, {env.id for env in sent}),
+            lambda: replies_to(bootstrap, catalog, {env.id for env in sent}),
             lambda found: len(found) >= len(sent),
             "the handler's answers on the events topic",
         )
@@ -273,7 +193,7 @@ async def test_records_reach_the_handler_in_log_order_and_its_answers_are_publis
 
 
 async def test_unreadable_records_are_dead_lettered_and_the_consumer_carries_on(
-    bootstrap: str, topic_name: str, group: str, catalog_topics: None
+    bootstrap: str, topic_name: str, group: str, catalog: Catalog
 ) -> None:
     await create_topic(bootstrap, topic_name)
     good = [tenant_created(i) for i in range(3)]
@@ -288,10 +208,10 @@ async def test_unreadable_records_are_dead_lettered_and_the_consumer_carries_on(
     positions = await produce(bootstrap, topic_name, records)
 
     handler = RecordingHandler(topics=[topic_name])
-    async with running(bootstrap, handler, group) as run:
+    async with running(bootstrap, catalog, handler, group) as run:
         await run.until(lambda: len(handler.handled) >= 3, "the readable records")
         dead = await eventually(
-            lambda: dead_letters(bootstrap, topic_name),
+            lambda: dead_letters(bootstrap, catalog, topic_name),
             lambda found: len(found) >= 2,
             "two dead letters",
         )
@@ -315,7 +235,7 @@ async def test_unreadable_records_are_dead_lettered_and_the_consumer_carries_on(
 
 
 async def test_a_poison_record_alone_is_dead_lettered_and_the_rest_of_its_batch_is_handled(
-    bootstrap: str, topic_name: str, group: str, catalog_topics: None
+    bootstrap: str, topic_name: str, group: str, catalog: Catalog
 ) -> None:
     await create_topic(bootstrap, topic_name)
     sent = [tenant_created(i) for i in range(5)]
@@ -323,10 +243,10 @@ async def test_a_poison_record_alone_is_dead_lettered_and_the_rest_of_its_batch_
     positions = await produce(bootstrap, topic_name, [cloud_event(env) for env in sent])
 
     handler = RecordingHandler(topics=[topic_name], poison=frozenset({poison.id}))
-    async with running(bootstrap, handler, group) as run:
+    async with running(bootstrap, catalog, handler, group) as run:
         await run.until(lambda: len(handler.handled) >= 4, "the healthy records")
         (dead,) = await eventually(
-            lambda: dead_letters(bootstrap, topic_name),
+            lambda: dead_letters(bootstrap, catalog, topic_name),
             lambda found: len(found) >= 1,
             "the poison record's dead letter",
         )
@@ -344,7 +264,7 @@ async def test_a_poison_record_alone_is_dead_lettered_and_the_rest_of_its_batch_
 
 
 async def test_a_dead_lettered_turn_record_is_recorded_for_its_turn_and_leaks_no_secret(
-    bootstrap: str, topic_name: str, group: str, catalog_topics: None
+    bootstrap: str, topic_name: str, group: str, catalog: Catalog
 ) -> None:
     await create_topic(bootstrap, topic_name)
     secret = f"s3cr\u00e9t-{uuid.uuid4().hex}"
@@ -368,14 +288,14 @@ async def test_a_dead_lettered_turn_record_is_recorded_for_its_turn_and_leaks_no
 
     handler = Leaky(topics=[topic_name])
     try:
-        async with running(bootstrap, handler, group):
+        async with running(bootstrap, catalog, handler, group):
             (dead,) = await eventually(
-                lambda: dead_letters(bootstrap, topic_name),
+                lambda: dead_letters(bootstrap, catalog, topic_name),
                 lambda found: len(found) >= 1,
                 "the dead letter",
             )
             (recorded,) = await eventually(
-                lambda: replies_to(bootstrap, {started.id}),
+                lambda: replies_to(bootstrap, catalog, {started.id}),
                 lambda found: len(found) >= 1,
                 "the record of the unprocessable step",
             )
@@ -396,14 +316,14 @@ async def test_a_dead_lettered_turn_record_is_recorded_for_its_turn_and_leaks_no
 
 
 async def test_an_event_id_sent_again_is_handled_once(
-    bootstrap: str, topic_name: str, group: str, catalog_topics: None
+    bootstrap: str, topic_name: str, group: str, catalog: Catalog
 ) -> None:
     await create_topic(bootstrap, topic_name)
     first, second = tenant_created(1), tenant_created(2)
     await produce(bootstrap, topic_name, [cloud_event(first), cloud_event(second)])
 
     handler = RecordingHandler(topics=[topic_name])
-    async with running(bootstrap, handler, group) as run:
+    async with running(bootstrap, catalog, handler, group) as run:
         await run.until(lambda: len(handler.handled) >= 2, "the first two records")
         third = tenant_created(3)
         # The same event again (as a producer retry or a re-publish after a crash would
@@ -412,11 +332,11 @@ async def test_an_event_id_sent_again_is_handled_once(
         await run.until(lambda: third.id in handler.handled_ids(), "the record after the copy")
 
     assert handler.handled_ids() == [first.id, second.id, third.id]
-    assert await dead_letters(bootstrap, topic_name) == []
+    assert await dead_letters(bootstrap, catalog, topic_name) == []
 
 
 async def test_an_event_id_twice_in_one_poll_is_handled_once(
-    bootstrap: str, topic_name: str, group: str, catalog_topics: None
+    bootstrap: str, topic_name: str, group: str, catalog: Catalog
 ) -> None:
     await create_topic(bootstrap, topic_name)
     first, second = tenant_created(1), tenant_created(2)
@@ -425,7 +345,7 @@ async def test_an_event_id_twice_in_one_poll_is_handled_once(
     )
 
     handler = RecordingHandler(topics=[topic_name])
-    async with running(bootstrap, handler, group) as run:
+    async with running(bootstrap, catalog, handler, group) as run:
         await run.until(lambda: second.id in handler.handled_ids(), "the record after the copy")
 
     assert len(handler.calls) == 1, "all three records came in one poll"
@@ -433,7 +353,7 @@ async def test_an_event_id_twice_in_one_poll_is_handled_once(
 
 
 async def test_records_of_other_types_never_reach_the_handler(
-    bootstrap: str, topic_name: str, group: str, catalog_topics: None
+    bootstrap: str, topic_name: str, group: str, catalog: Catalog
 ) -> None:
     await create_topic(bootstrap, topic_name)
     wanted = [tenant_created(i) for i in range(3)]
@@ -448,16 +368,16 @@ async def test_records_of_other_types_never_reach_the_handler(
     await produce(bootstrap, topic_name, records)
 
     handler = RecordingHandler(topics=[topic_name], types=frozenset({TENANT_CREATED}))
-    async with running(bootstrap, handler, group) as run:
+    async with running(bootstrap, catalog, handler, group) as run:
         await run.until(lambda: len(handler.handled) >= 3, "the wanted records")
 
     assert handler.handled_ids() == [env.id for env in wanted]
     assert {env.type for call in handler.calls for env, _ in call} == {TENANT_CREATED}
-    assert await dead_letters(bootstrap, topic_name) == []
+    assert await dead_letters(bootstrap, catalog, topic_name) == []
 
 
 async def test_a_restarted_consumer_resumes_after_the_records_it_handled(
-    bootstrap: str, topic_name: str, group: str, catalog_topics: None
+    bootstrap: str, topic_name: str, group: str, catalog: Catalog
 ) -> None:
     await create_topic(bootstrap, topic_name, partitions=2)
     before = [tenant_created(i) for i in range(4)]
@@ -472,10 +392,12 @@ async def test_a_restarted_consumer_resumes_after_the_records_it_handled(
     )
 
     first = RecordingHandler(topics=[topic_name], types=frozenset({TENANT_CREATED}))
-    async with running(bootstrap, first, group) as run:
+    async with running(bootstrap, catalog, first, group) as run:
         await run.until(lambda: len(first.handled) >= len(before), "the first records")
         await eventually(
-            lambda: dead_letters(bootstrap, topic_name), lambda f: len(f) == 1, "the dead letter"
+            lambda: dead_letters(bootstrap, catalog, topic_name),
+            lambda f: len(f) == 1,
+            "the dead letter",
         )
 
     after = [tenant_created(10 + i) for i in range(2)]
@@ -483,35 +405,9 @@ async def test_a_restarted_consumer_resumes_after_the_records_it_handled(
         bootstrap, topic_name, [cloud_event(env, partition=i % 2) for i, env in enumerate(after)]
     )
     second = RecordingHandler(topics=[topic_name], types=frozenset({TENANT_CREATED}))
-    async with running(bootstrap, second, group) as run:
+    async with running(bootstrap, catalog, second, group) as run:
         await run.until(lambda: len(second.handled) >= len(after), "the new records")
 
     assert sorted(first.handled_ids()) == sorted(env.id for env in before)
     assert sorted(second.handled_ids()) == sorted(env.id for env in after)
-    assert len(await dead_letters(bootstrap, topic_name)) == 1, "not dead-lettered again"
-
-
-async def test_read_range_returns_the_readable_envelopes_of_a_range(
-    bootstrap: str, topic_name: str
-) -> None:
-    await create_topic(bootstrap, topic_name)
-    tenants = [tenant_created(i) for i in range(3)]
-    agents = [agent_created(i) for i in range(2)]
-    records = [
-        cloud_event(tenants[0]),  # 0
-        cloud_event(agents[0]),  # 1
-        garbage(),  # 2
-        cloud_event(tenants[1]),  # 3
-        of_unknown_type(tenant_created(97)),  # 4
-        cloud_event(tenants[2]),  # 5
-        cloud_event(agents[1]),  # 6
-    ]
-    positions = await produce(bootstrap, topic_name, records)
-    assert [p.offset for p in positions] == list(range(7))
-    tp = TopicPartition(topic_name, 0)
-
-    assert await read_range(bootstrap, tp, 1, 6) == [agents[0], tenants[1], tenants[2]]
-    assert await read_range(bootstrap, tp, 0, 7, frozenset({TENANT_CREATED})) == tenants
-    assert await read_range(bootstrap, tp, 2, 6, frozenset({AgentCreated.ce_type()})) == []
-    assert await read_range(bootstrap, tp, 3, 4) == [tenants[1]]
-    assert await read_range(bootstrap, tp, 4, 4) == []
+    assert len(await dead_letters(bootstrap, catalog, topic_name)) == 1, "not dead-lettered again"

@@ -15,24 +15,17 @@ from typing import Any
 
 import httpx
 
-from .base import (
-    ChatMessage,
-    ModelRequest,
-    ModelResponse,
-    OnDelta,
-    ProviderError,
-    ToolCall,
-    Usage,
-    call_headers,
-    parse_arguments,
-)
+from schemas.errors import ErrorCode
+from schemas.events import MessageValue, ToolCallValue, UsageValue
+
+from .base import ModelRequest, ModelResponse, OnDelta, ProviderError, call_headers, parse_arguments
 from .transport import cut_off, stream_events
 
 API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
 
 
-def _blocks(message: ChatMessage) -> list[dict[str, Any]]:
+def _blocks(message: MessageValue) -> list[dict[str, Any]]:
     if message.role == "tool":
         return [
             {
@@ -92,12 +85,12 @@ class _Block:
 
 
 _ERRORS = {
-    "rate_limit_error": ("MODEL_RATE_LIMITED", True),
-    "overloaded_error": ("MODEL_UNAVAILABLE", True),
-    "api_error": ("MODEL_UNAVAILABLE", True),
-    "timeout_error": ("MODEL_TIMEOUT", True),
-    "authentication_error": ("MODEL_AUTH_FAILED", False),
-    "permission_error": ("MODEL_AUTH_FAILED", False),
+    "rate_limit_error": (ErrorCode.MODEL_RATE_LIMITED, True),
+    "overloaded_error": (ErrorCode.MODEL_UNAVAILABLE, True),
+    "api_error": (ErrorCode.MODEL_UNAVAILABLE, True),
+    "timeout_error": (ErrorCode.MODEL_TIMEOUT, True),
+    "authentication_error": (ErrorCode.MODEL_AUTH_FAILED, False),
+    "permission_error": (ErrorCode.MODEL_AUTH_FAILED, False),
 }
 
 
@@ -154,23 +147,25 @@ class AnthropicMessages:
             else:
                 raise cut_off("message_stop")
         except ProviderError as exc:
-            exc.usage = exc.usage or Usage(input_tokens=input_tokens, output_tokens=output_tokens)
+            exc.usage = exc.usage or UsageValue(
+                input_tokens=input_tokens, output_tokens=output_tokens
+            )
             raise
         ordered = [blocks[i] for i in sorted(blocks)]
         return ModelResponse(
             text="".join("".join(b.parts) for b in ordered if b.type == "text"),
             tool_calls=[
-                ToolCall(id=b.id, name=b.name, arguments=parse_arguments("".join(b.parts)))
+                ToolCallValue(id=b.id, name=b.name, arguments=parse_arguments("".join(b.parts)))
                 for b in ordered
                 if b.type == "tool_use"
             ],
-            usage=Usage(input_tokens=input_tokens, output_tokens=output_tokens),
+            usage=UsageValue(input_tokens=input_tokens, output_tokens=output_tokens),
             finish_reason=stop_reason,
         )
 
 
 def _stream_error(error: dict[str, Any]) -> ProviderError:
-    code, retryable = _ERRORS.get(str(error.get("type")), ("MODEL_BAD_REQUEST", False))
+    code, retryable = _ERRORS.get(str(error.get("type")), (ErrorCode.MODEL_BAD_REQUEST, False))
     return ProviderError(
         code, f"error mid-stream: {error.get('message', error)}", retryable=retryable
     )

@@ -1,6 +1,7 @@
 """The provider-neutral shape of a model call.
 
-The model worker builds a ``ModelRequest`` from a ``model_call.requested`` event, calls
+Messages, tool calls and usage are the events' own values (``schemas.events``). The
+model worker builds a ``ModelRequest`` from a ``model_call.requested`` event, calls
 ``ModelProvider.complete`` and records the ``ModelResponse`` as a result event. Text
 deltas are handed to ``on_delta`` as they stream, so they can be published to the
 output topic before the call completes.
@@ -10,22 +11,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
-
-class ToolCall(BaseModel):
-    id: str
-    name: str
-    arguments: dict[str, Any] = Field(default_factory=dict)
-
-
-class ChatMessage(BaseModel):
-    role: Literal["system", "user", "assistant", "tool"]
-    content: str | None = None
-    tool_calls: list[ToolCall] = Field(default_factory=list)
-    tool_call_id: str | None = None  # for role "tool": the call this answers
+from schemas.errors import ErrorCode
+from schemas.events import MessageValue, ToolCallValue, UsageValue
 
 
 class ToolSpec(BaseModel):
@@ -36,7 +27,7 @@ class ToolSpec(BaseModel):
 
 class ModelRequest(BaseModel):
     model: str = Field(description="the provider's own model name (no `openai:` prefix)")
-    messages: list[ChatMessage]
+    messages: list[MessageValue]
     tools: list[ToolSpec] = Field(default_factory=list)
     max_tokens: int | None = Field(default=None, description="None: the provider's default")
     temperature: float | None = None
@@ -53,15 +44,10 @@ def call_headers(request: ModelRequest, headers: dict[str, str]) -> dict[str, st
     return {**headers, CALL_ID_HEADER: request.call_id} if request.call_id else headers
 
 
-class Usage(BaseModel):
-    input_tokens: int = 0
-    output_tokens: int = 0
-
-
 class ModelResponse(BaseModel):
     text: str = ""
-    tool_calls: list[ToolCall] = Field(default_factory=list)
-    usage: Usage = Field(default_factory=Usage)
+    tool_calls: list[ToolCallValue] = Field(default_factory=list)
+    usage: UsageValue = Field(default_factory=UsageValue)
     finish_reason: str = "stop"
 
 
@@ -89,11 +75,11 @@ class ProviderError(Exception):
 
     def __init__(
         self,
-        code: str,
+        code: ErrorCode,
         message: str,
         *,
         retryable: bool,
-        usage: Usage | None = None,
+        usage: UsageValue | None = None,
         retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
@@ -108,12 +94,12 @@ def error_for_status(status: int, body: str, retry_after: str | None) -> Provide
     detail = f"HTTP {status}: {body[:500]}"
     wait = _seconds(retry_after)
     if status == 429:
-        return ProviderError("MODEL_RATE_LIMITED", detail, retryable=True, retry_after=wait)
+        return ProviderError(ErrorCode.MODEL_RATE_LIMITED, detail, retryable=True, retry_after=wait)
     if status in (401, 403):
-        return ProviderError("MODEL_AUTH_FAILED", detail, retryable=False)
+        return ProviderError(ErrorCode.MODEL_AUTH_FAILED, detail, retryable=False)
     if status in (408, 409) or status >= 500:
-        return ProviderError("MODEL_UNAVAILABLE", detail, retryable=True, retry_after=wait)
-    return ProviderError("MODEL_BAD_REQUEST", detail, retryable=False)
+        return ProviderError(ErrorCode.MODEL_UNAVAILABLE, detail, retryable=True, retry_after=wait)
+    return ProviderError(ErrorCode.MODEL_BAD_REQUEST, detail, retryable=False)
 
 
 def _seconds(retry_after: str | None) -> float | None:

@@ -18,7 +18,9 @@ from __future__ import annotations
 import hashlib
 import json
 
-from .base import ModelProvider, ModelRequest, ModelResponse, OnDelta, ToolCall, Usage
+from schemas.events import ToolCallValue, UsageValue
+
+from .base import ModelProvider, ModelRequest, ModelResponse, OnDelta
 
 
 def _words(text: str | None) -> int:
@@ -37,7 +39,7 @@ def answer(request: ModelRequest) -> ModelResponse:
             except json.JSONDecodeError:
                 arguments = {"input": raw}
             digest = hashlib.sha256(request.model_dump_json().encode()).hexdigest()[:16]
-            call = ToolCall(
+            call = ToolCallValue(
                 id=f"call_{digest}",
                 name=name,
                 arguments=arguments if isinstance(arguments, dict) else {},
@@ -45,7 +47,7 @@ def answer(request: ModelRequest) -> ModelResponse:
             return ModelResponse(
                 tool_calls=[call],
                 finish_reason="tool_calls",
-                usage=Usage(input_tokens=usage_in, output_tokens=1),
+                usage=UsageValue(input_tokens=usage_in, output_tokens=1),
             )
     if last is not None and last.role == "tool":
         called = next(
@@ -56,7 +58,9 @@ def answer(request: ModelRequest) -> ModelResponse:
     else:
         user = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
         text = f"echo: {user}"
-    return ModelResponse(text=text, usage=Usage(input_tokens=usage_in, output_tokens=_words(text)))
+    return ModelResponse(
+        text=text, usage=UsageValue(input_tokens=usage_in, output_tokens=_words(text))
+    )
 
 
 def pieces(text: str) -> list[str]:

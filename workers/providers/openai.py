@@ -15,21 +15,14 @@ from typing import Any
 
 import httpx
 
-from .base import (
-    ChatMessage,
-    ModelRequest,
-    ModelResponse,
-    OnDelta,
-    ProviderError,
-    ToolCall,
-    Usage,
-    call_headers,
-    parse_arguments,
-)
+from schemas.errors import ErrorCode
+from schemas.events import MessageValue, ToolCallValue, UsageValue
+
+from .base import ModelRequest, ModelResponse, OnDelta, ProviderError, call_headers, parse_arguments
 from .transport import cut_off, stream_events
 
 
-def encode_message(message: ChatMessage) -> dict[str, Any]:
+def encode_message(message: MessageValue) -> dict[str, Any]:
     if message.role == "tool":
         return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.content}
     encoded: dict[str, Any] = {"role": message.role, "content": message.content}
@@ -93,7 +86,7 @@ class OpenAIChat:
     ) -> ModelResponse:
         text: list[str] = []
         calls: dict[int, _PartialCall] = {}
-        usage = Usage()
+        usage = UsageValue()
         finish_reason = "stop"
         try:
             async for _event, chunk in stream_events(
@@ -104,7 +97,7 @@ class OpenAIChat:
                 if "error" in chunk:
                     raise _stream_error(chunk["error"])
                 if chunk.get("usage"):
-                    usage = Usage(
+                    usage = UsageValue(
                         input_tokens=int(chunk["usage"].get("prompt_tokens") or 0),
                         output_tokens=int(chunk["usage"].get("completion_tokens") or 0),
                     )
@@ -129,7 +122,7 @@ class OpenAIChat:
         return ModelResponse(
             text="".join(text),
             tool_calls=[
-                ToolCall(
+                ToolCallValue(
                     id=c.id or f"{request.call_id or 'call'}-{i}",
                     name=c.name,
                     arguments=parse_arguments("".join(c.arguments)),
@@ -144,4 +137,4 @@ class OpenAIChat:
 def _stream_error(error: Any) -> ProviderError:
     """An error object sent in the stream after it started (the status was 200)."""
     detail = error.get("message", str(error)) if isinstance(error, dict) else str(error)
-    return ProviderError("MODEL_UNAVAILABLE", f"error mid-stream: {detail}", retryable=True)
+    return ProviderError(ErrorCode.MODEL_UNAVAILABLE, f"error mid-stream: {detail}", retryable=True)

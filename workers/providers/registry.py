@@ -10,6 +10,8 @@ import re
 
 import httpx
 
+from schemas.errors import ErrorCode
+from schemas.events import MODEL_PATTERN
 from streams.logs import add_secrets
 from streams.settings import Settings
 
@@ -18,11 +20,9 @@ from .base import ModelProvider
 from .dev import DevModel
 from .openai import OpenAIChat
 
-MODEL_PATTERN = r"^(dev(:.+)?|openai:.+|anthropic:.+)$"
-
 
 class ModelUnknownError(ValueError):
-    code = "MODEL_UNKNOWN"
+    code = ErrorCode.MODEL_UNKNOWN
 
 
 class Providers:

@@ -9,7 +9,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 
-from .base import ModelProvider, ModelRequest, ModelResponse, ProviderError, Usage
+from schemas.errors import ErrorCode
+from schemas.events import UsageValue
+
+from .base import ModelProvider, ModelRequest, ModelResponse, ProviderError
 
 # Called with the attempt number (from 1) and a piece of text.
 OnAttemptDelta = Callable[[int, str], Awaitable[None]]
@@ -26,7 +29,7 @@ class RetryPolicy:
 @dataclass(frozen=True)
 class Outcome:
     response: ModelResponse
-    usage: Usage  # summed over every attempt, failed ones included
+    usage: UsageValue  # summed over every attempt, failed ones included
     attempts: int
 
 
@@ -39,7 +42,7 @@ async def complete_with_retries(
     """Raises the last ProviderError (with the summed usage) when retries run out. Text
     streamed by a failed attempt stays streamed: ``on_delta`` learns the attempt of each
     piece, so a subscriber can drop an abandoned attempt's text."""
-    spent = Usage()
+    spent = UsageValue()
     attempt = 0
     while True:
         attempt += 1
@@ -50,15 +53,15 @@ async def complete_with_retries(
                 )
         except TimeoutError:
             error = ProviderError(
-                "MODEL_TIMEOUT", f"no answer within {policy.timeout_s} s", retryable=True
+                ErrorCode.MODEL_TIMEOUT, f"no answer within {policy.timeout_s} s", retryable=True
             )
         except ProviderError as exc:
             error = exc
         else:
-            total = _add(spent, response.usage)
+            total = spent + response.usage
             return Outcome(response.model_copy(update={"usage": total}), total, attempt)
         if error.usage is not None:
-            spent = _add(spent, error.usage)
+            spent = spent + error.usage
         if not error.retryable or attempt > policy.max_retries:
             error.usage = spent
             raise error
@@ -67,10 +70,3 @@ async def complete_with_retries(
             continue
         delay = min(policy.backoff_max_s, policy.backoff_base_s * 2 ** (attempt - 1))
         await asyncio.sleep(delay * (0.5 + random.random() / 2))
-
-
-def _add(a: Usage, b: Usage) -> Usage:
-    return Usage(
-        input_tokens=a.input_tokens + b.input_tokens,
-        output_tokens=a.output_tokens + b.output_tokens,
-    )

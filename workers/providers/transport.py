@@ -15,6 +15,8 @@ from typing import Any
 import httpx
 from httpx_sse import SSEError, aconnect_sse
 
+from schemas.errors import ErrorCode
+
 from .base import ProviderError, error_for_status
 
 
@@ -39,18 +41,22 @@ async def stream_events(
                 yield event.event, data if isinstance(data, dict) else None
     except httpx.TimeoutException as exc:
         raise ProviderError(
-            "MODEL_TIMEOUT",
+            ErrorCode.MODEL_TIMEOUT,
             f"the provider stopped answering ({type(exc).__name__})",
             retryable=True,
         ) from exc
     except httpx.TransportError as exc:
         raise ProviderError(
-            "MODEL_UNAVAILABLE", f"connection to the provider failed: {exc!r}", retryable=True
+            ErrorCode.MODEL_UNAVAILABLE,
+            f"connection to the provider failed: {exc!r}",
+            retryable=True,
         ) from exc
     except SSEError as exc:
-        raise ProviderError("MODEL_BAD_RESPONSE", str(exc), retryable=False) from exc
+        raise ProviderError(ErrorCode.MODEL_BAD_RESPONSE, str(exc), retryable=False) from exc
 
 
 def cut_off(what: str) -> ProviderError:
     """The stream ended before the protocol's final event: treated like a dropped line."""
-    return ProviderError("MODEL_UNAVAILABLE", f"the stream ended before {what}", retryable=True)
+    return ProviderError(
+        ErrorCode.MODEL_UNAVAILABLE, f"the stream ended before {what}", retryable=True
+    )

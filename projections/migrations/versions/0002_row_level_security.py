@@ -32,11 +32,13 @@ TENANT_TABLES = (
 
 
 def upgrade(schema: str) -> None:
+    # Roles are cluster-wide: a migration of another schema may create it at the same
+    # time, and then the loser's insert into pg_authid fails as a unique_violation.
     op.execute(
         f"""
         DO $$ BEGIN
             CREATE ROLE {READER} NOLOGIN;
-        EXCEPTION WHEN duplicate_object THEN NULL;
+        EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
         END $$
         """
     )

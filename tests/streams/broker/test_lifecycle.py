@@ -14,8 +14,8 @@ from kio.schema.api_versions.v4.request import ApiVersionsRequest as ApiVersions
 from kio.schema.errors import ErrorCode
 from kio.serial import entity_reader
 
-from streams.broker.apis import SUPPORTED_APIS
-from tests.kafka import BrokerProcess, free_port
+from streams.broker.apis import APIS
+from tests.kafka import BrokerProcess
 from tests.streams.clients import ConfluentClient, Sent
 from tests.streams.wire import WireClient
 
@@ -35,14 +35,14 @@ def test_too_new_api_versions_request_gets_the_v0_error_response(
     body, _ = entity_reader(ApiVersionsV0)(frame, 4)  # v0 header: correlation id only
     assert body.error_code is ErrorCode.unsupported_version
     listed = {k.api_key: (k.min_version, k.max_version) for k in body.api_keys}
-    assert listed == SUPPORTED_APIS
+    assert listed == {key: (api.min_version, api.max_version) for key, api in APIS.items()}
 
 
 def test_metrics_count_traffic_per_topic(
     broker_factory: type[BrokerProcess], tmp_path: Path, topic_name: str
 ) -> None:
-    port = free_port()
-    broker = broker_factory(tmp_path / "data", "--metrics-port", str(port)).start()
+    broker = broker_factory(tmp_path / "data", "--metrics-port", "0").start()
+    port = broker.metrics_port
     client = ConfluentClient(broker.bootstrap)
     client.create_topic(topic_name, 1)
     client.produce(topic_name, [Sent(key=None, value=b"v" * 100) for _ in range(10)])

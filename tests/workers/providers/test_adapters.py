@@ -11,16 +11,9 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
+from schemas.events import MessageValue, ToolCallValue, UsageValue
 from workers.providers.anthropic import AnthropicMessages
-from workers.providers.base import (
-    ChatMessage,
-    ModelProvider,
-    ModelRequest,
-    ProviderError,
-    ToolCall,
-    ToolSpec,
-    Usage,
-)
+from workers.providers.base import ModelProvider, ModelRequest, ProviderError, ToolSpec
 from workers.providers.openai import OpenAIChat
 from workers.providers.protocol_server import ModelServer, Reply
 from workers.providers.retry import RetryPolicy, complete_with_retries
@@ -34,26 +27,27 @@ CONVERSATION = ModelRequest(
     model="m-1",
     call_id="call-1",
     messages=[
-        ChatMessage(role="system", content="Be brief."),
-        ChatMessage(role="user", content="Weather in Oslo and Rome?"),
-        ChatMessage(
+        MessageValue(role="system", content="Be brief."),
+        MessageValue(role="user", content="Weather in Oslo and Rome?"),
+        MessageValue(
             role="assistant",
             content="Looking.",
             tool_calls=[
-                ToolCall(id="c1", name="weather", arguments={"city": "Oslo"}),
-                ToolCall(id="c2", name="weather", arguments={"city": "Rome"}),
+                ToolCallValue(id="c1", name="weather", arguments={"city": "Oslo"}),
+                ToolCallValue(id="c2", name="weather", arguments={"city": "Rome"}),
             ],
         ),
-        ChatMessage(role="tool", content="sunny", tool_call_id="c1"),
-        ChatMessage(role="tool", content="rain", tool_call_id="c2"),
+        MessageValue(role="tool", content="sunny", tool_call_id="c1"),
+        MessageValue(role="tool", content="rain", tool_call_id="c2"),
     ],
     tools=[WEATHER],
 )
 FAST = RetryPolicy(max_retries=2, timeout_s=5, backoff_base_s=0.01, backoff_max_s=0.05)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def server() -> Iterator[ModelServer]:
+    """A server per test: what one test scripted never answers another."""
     running = ModelServer().start()
     yield running
     running.stop()
@@ -63,7 +57,6 @@ def server() -> Iterator[ModelServer]:
 async def provider(
     request: pytest.FixtureRequest, server: ModelServer
 ) -> AsyncIterator[ModelProvider]:
-    server.received.clear()
     async with httpx.AsyncClient(timeout=httpx.Timeout(2.0)) as client:
         if request.param == "openai":
             yield OpenAIChat(client, f"{server.url}/v1", "sk-test")
@@ -83,22 +76,22 @@ async def test_text_streams_in_order_with_usage(
     provider: ModelProvider, server: ModelServer
 ) -> None:
     server.script(
-        Reply(chunks=("Sun", "ny in ", "Oslo."), usage=Usage(input_tokens=42, output_tokens=7))
+        Reply(chunks=("Sun", "ny in ", "Oslo."), usage=UsageValue(input_tokens=42, output_tokens=7))
     )
     deltas = Deltas()
     response = await provider.complete(CONVERSATION, deltas)
     assert deltas.pieces == ["Sun", "ny in ", "Oslo."]
     assert response.text == "Sunny in Oslo."
     assert response.tool_calls == []
-    assert response.usage == Usage(input_tokens=42, output_tokens=7)
+    assert response.usage == UsageValue(input_tokens=42, output_tokens=7)
 
 
 async def test_tool_calls_are_assembled_from_fragments(
     provider: ModelProvider, server: ModelServer
 ) -> None:
     calls = (
-        ToolCall(id="t1", name="weather", arguments={"city": "Oslo", "days": [1, 2]}),
-        ToolCall(id="t2", name="clock", arguments={}),
+        ToolCallValue(id="t1", name="weather", arguments={"city": "Oslo", "days": [1, 2]}),
+        ToolCallValue(id="t2", name="clock", arguments={}),
     )
     server.script(Reply(chunks=("Checking.",), tool_calls=calls))
     response = await provider.complete(CONVERSATION)
@@ -155,7 +148,9 @@ async def test_http_errors_map_to_codes(
 async def test_a_cut_mid_stream_is_a_retryable_failure(
     provider: ModelProvider, server: ModelServer
 ) -> None:
-    server.script(Reply(chunks=("one ", "two ", "three"), cut_after=2, usage=Usage(input_tokens=9)))
+    server.script(
+        Reply(chunks=("one ", "two ", "three"), cut_after=2, usage=UsageValue(input_tokens=9))
+    )
     deltas = Deltas()
     with pytest.raises(ProviderError) as failed:
         await provider.complete(CONVERSATION, deltas)
@@ -163,7 +158,7 @@ async def test_a_cut_mid_stream_is_a_retryable_failure(
     assert failed.value.retryable
     assert deltas.pieces == ["one ", "two "]
     if isinstance(provider, AnthropicMessages):  # message_start told the input tokens
-        assert failed.value.usage == Usage(input_tokens=9, output_tokens=1)
+        assert failed.value.usage == UsageValue(input_tokens=9, output_tokens=1)
 
 
 async def test_a_stream_without_its_final_event_is_a_retryable_failure(
@@ -189,8 +184,8 @@ async def test_retries_recover_and_count_every_attempt(
 ) -> None:
     server.script(
         Reply(status=503),
-        Reply(chunks=("par", "tial"), cut_after=1, usage=Usage(input_tokens=5)),
-        Reply(chunks=("whole ", "answer"), usage=Usage(input_tokens=5, output_tokens=2)),
+        Reply(chunks=("par", "tial"), cut_after=1, usage=UsageValue(input_tokens=5)),
+        Reply(chunks=("whole ", "answer"), usage=UsageValue(input_tokens=5, output_tokens=2)),
     )
     seen: list[tuple[int, str]] = []
 
@@ -232,7 +227,7 @@ async def test_without_a_script_the_server_answers_by_the_dev_rule(
 ) -> None:
     ask = ModelRequest(
         model="any",
-        messages=[ChatMessage(role="user", content='call weather {"city": "Oslo"}')],
+        messages=[MessageValue(role="user", content='call weather {"city": "Oslo"}')],
         tools=[WEATHER],
     )
     response = await provider.complete(ask)
@@ -242,8 +237,8 @@ async def test_without_a_script_the_server_answers_by_the_dev_rule(
         update={
             "messages": [
                 *ask.messages,
-                ChatMessage(role="assistant", tool_calls=[call]),
-                ChatMessage(role="tool", content="sunny", tool_call_id=call.id),
+                MessageValue(role="assistant", tool_calls=[call]),
+                MessageValue(role="tool", content="sunny", tool_call_id=call.id),
             ]
         }
     )

@@ -14,14 +14,15 @@ from typing import Any
 import httpx
 import pytest
 
-from workers.providers.base import ToolCall, Usage
+from schemas.events import ToolCallValue, UsageValue
 from workers.providers.protocol_server import ModelServer, Reply
 
 PROTOCOLS = ["openai", "anthropic"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def server() -> Iterator[ModelServer]:
+    """A server per test: what one test scripted never answers another."""
     running = ModelServer().start()
     yield running
     running.stop()
@@ -120,8 +121,8 @@ def test_a_scripted_reply_answers_a_non_streamed_call(server: ModelServer, proto
     server.script(
         Reply(
             chunks=("Sun", "ny."),
-            tool_calls=(ToolCall(id="t1", name="clock", arguments={"tz": "UTC"}),),
-            usage=Usage(input_tokens=42, output_tokens=7),
+            tool_calls=(ToolCallValue(id="t1", name="clock", arguments={"tz": "UTC"}),),
+            usage=UsageValue(input_tokens=42, output_tokens=7),
         )
     )
     body = post(server, protocol, "ignored").json()

@@ -1,23 +1,32 @@
 """The command handler's pure decisions: each command against projected state, to the
-fact recorded as its outcome. Rows are given as the read model returns them."""
+fact recorded as its outcome. State is given as the read models return it."""
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 import pytest
 
+from projections.agents import Agent, AgentStatus
+from projections.sessions import MessageRow, SessionRow
+from projections.tenants import ToolRow
+from projections.turns import TurnRow, TurnStatus
 from schemas import events
 from schemas.base import Fact
-from workers.commands import (
+from workers.command_decisions import (
     TurnLimits,
+    cancel_turn,
     create_agent,
     create_session,
     disable_agent,
     history_window,
     request_turn,
+    unprocessable,
     update_agent,
 )
+
+T0 = datetime.datetime(2024, 5, 1, 12, 0, tzinfo=datetime.UTC)
 
 CONFIG = events.AgentConfig(
     name="helper", model="m-1", system_prompt="Be brief.", tools=["weather"], max_steps=4
@@ -26,15 +35,9 @@ KNOWN_TOOLS = {"weather", "clock"}
 
 
 def agent_row(
-    status: str = "active", version: int = 3, config: events.AgentConfig = CONFIG
-) -> dict[str, Any]:
-    return {
-        "agent_id": "a-1",
-        "tenant_id": "ten-1",
-        "version": version,
-        "config": config.model_dump(mode="json"),
-        "status": status,
-    }
+    status: AgentStatus = AgentStatus.ACTIVE, version: int = 3, config: events.AgentConfig = CONFIG
+) -> Agent:
+    return Agent(agent_id="a-1", version=version, config=config, status=status)
 
 
 def rejected_agent(code: str, detail: str) -> events.AgentCommandRejected:
@@ -90,7 +93,7 @@ def test_an_update_of_a_missing_agent_is_rejected() -> None:
 
 
 def test_a_disabled_agent_cannot_be_updated() -> None:
-    assert update_agent(update(max_steps=6), agent_row("disabled"), KNOWN_TOOLS) == (
+    assert update_agent(update(max_steps=6), agent_row(AgentStatus.DISABLED), KNOWN_TOOLS) == (
         rejected_agent("AGENT_DISABLED", "agent a-1 is disabled")
     )
 
@@ -127,11 +130,11 @@ def test_disabling_an_agent_bumps_its_version() -> None:
     ("existing", "code", "detail"),
     [
         (None, "AGENT_NOT_FOUND", "no agent a-1"),
-        (agent_row("disabled"), "AGENT_DISABLED", "agent a-1 is disabled"),
+        (agent_row(AgentStatus.DISABLED), "AGENT_DISABLED", "agent a-1 is disabled"),
     ],
 )
 def test_only_an_existing_active_agent_can_be_disabled(
-    existing: dict[str, Any] | None, code: str, detail: str
+    existing: Agent | None, code: str, detail: str
 ) -> None:
     disable = events.AgentDisableRequested(agent_id="a-1")
 
@@ -146,48 +149,72 @@ OPEN_SESSION = events.SessionCreateRequested(
 
 
 def test_a_session_is_created_for_an_active_agent() -> None:
-    assert create_session(OPEN_SESSION, None, agent_row()) == events.SessionCreated(
+    assert create_session(OPEN_SESSION, False, agent_row()) == events.SessionCreated(
         session_id="s-1", agent_id="a-1", metadata={"user": "u-7"}
     )
 
 
 @pytest.mark.parametrize(
-    ("existing", "agent", "code", "detail"),
+    ("exists", "agent", "code", "detail"),
     [
-        ({"session_id": "s-1"}, agent_row(), "SESSION_EXISTS", "session s-1 already exists"),
-        (None, None, "AGENT_NOT_FOUND", "no agent a-1"),
-        (None, agent_row("disabled"), "AGENT_DISABLED", "agent a-1 is disabled"),
+        (True, agent_row(), "SESSION_EXISTS", "session s-1 already exists"),
+        (False, None, "AGENT_NOT_FOUND", "no agent a-1"),
+        (False, agent_row(AgentStatus.DISABLED), "AGENT_DISABLED", "agent a-1 is disabled"),
     ],
 )
 def test_a_session_needs_a_new_id_and_an_active_agent(
-    existing: dict[str, Any] | None, agent: dict[str, Any] | None, code: str, detail: str
+    exists: bool, agent: Agent | None, code: str, detail: str
 ) -> None:
-    assert create_session(OPEN_SESSION, existing, agent) == events.SessionCommandRejected(
+    assert create_session(OPEN_SESSION, exists, agent) == events.SessionCommandRejected(
         session_id="s-1", command_id="", code=code, detail=detail
     )
 
 
 # -- turns -----------------------------------------------------------------------------
 
-SESSION_ROW: dict[str, Any] = {"session_id": "s-1", "agent_id": "a-1", "metadata": {}}
+SESSION_ROW = SessionRow(
+    session_id="s-1", tenant_id="ten-1", agent_id="a-1", metadata={}, created_at=T0
+)
 WEATHER = events.ToolDefinition(
     tool_id="tool-weather", name="weather", url="http://tools.test/weather", timeout_s=5.0
 )
 CLOCK = events.ToolDefinition(tool_id="tool-clock", name="clock", url="http://tools.test/clock")
 TOOL_ROWS = [
-    {"tool_id": t.tool_id, "name": t.name, "definition": t.model_dump(mode="json")}
+    ToolRow(
+        tool_id=t.tool_id,
+        tenant_id="ten-1",
+        name=t.name,
+        definition=t,
+        secret_header_names=[],
+        created_at=T0,
+    )
     for t in (CLOCK, WEATHER)
 ]
-HISTORY_ROWS: list[dict[str, Any]] = [
-    {"role": "user", "content": "Weather?", "tool_calls": [], "tool_call_id": None},
-    {
-        "role": "assistant",
-        "content": None,
-        "tool_calls": [{"id": "c1", "name": "weather", "arguments": {"city": "Oslo"}}],
-        "tool_call_id": None,
-    },
-    {"role": "tool", "content": "sunny", "tool_calls": [], "tool_call_id": "c1"},
-    {"role": "assistant", "content": "Sunny in Oslo.", "tool_calls": [], "tool_call_id": None},
+
+
+def message_row(n: int, role: str, content: str | None = None, **fields: Any) -> MessageRow:
+    return MessageRow(
+        message_id=f"m-{n}",
+        session_id="s-1",
+        turn_id="t-1",
+        position=n,
+        role=role,
+        content=content,
+        tool_calls=fields.get("tool_calls", []),
+        tool_call_id=fields.get("tool_call_id"),
+        created_at=T0,
+    )
+
+
+HISTORY_ROWS = [
+    message_row(0, "user", "Weather?"),
+    message_row(
+        1,
+        "assistant",
+        tool_calls=[events.ToolCallValue(id="c1", name="weather", arguments={"city": "Oslo"})],
+    ),
+    message_row(2, "tool", "sunny", tool_call_id="c1"),
+    message_row(3, "assistant", "Sunny in Oslo."),
 ]
 
 
@@ -201,9 +228,9 @@ def turn(message: str = "And tomorrow?") -> events.TurnRequested:
 def decide_turn(
     cmd: events.TurnRequested | None = None,
     *,
-    session: dict[str, Any] | None = SESSION_ROW,
-    agent: dict[str, Any] = ACTIVE_AGENT,
-    active_turn: dict[str, Any] | None = None,
+    session: SessionRow | None = SESSION_ROW,
+    agent: Agent = ACTIVE_AGENT,
+    active_turn: str | None = None,
     max_message_bytes: int = 100,
     limits: TurnLimits | None = None,
 ) -> Fact:
@@ -281,7 +308,7 @@ def test_a_turn_whose_agent_is_gone_is_rejected() -> None:
 
 
 def test_a_turn_for_a_disabled_agent_is_rejected() -> None:
-    assert decide_turn(agent=agent_row("disabled")) == turn_rejected(
+    assert decide_turn(agent=agent_row(AgentStatus.DISABLED)) == turn_rejected(
         "AGENT_DISABLED", "agent a-1 is disabled"
     )
 
@@ -296,32 +323,32 @@ def test_the_message_limit_counts_utf8_bytes() -> None:
 
 
 def test_a_session_runs_one_turn_at_a_time() -> None:
-    assert decide_turn(active_turn={"turn_id": "t-1", "status": "running"}) == turn_rejected(
+    assert decide_turn(active_turn="t-1") == turn_rejected(
         "TURN_IN_PROGRESS", "turn t-1 is still running"
     )
 
 
 def test_a_turn_already_accepted_is_accepted_again() -> None:
-    outcome = decide_turn(active_turn={"turn_id": "t-2", "status": "accepted"})
+    outcome = decide_turn(active_turn="t-2")
 
     assert isinstance(outcome, events.TurnAccepted)
     assert outcome.turn_id == "t-2"
 
 
 def test_a_too_large_message_is_reported_before_a_running_turn() -> None:
-    outcome = decide_turn(turn("x" * 101), active_turn={"turn_id": "t-1"})
+    outcome = decide_turn(turn("x" * 101), active_turn="t-1")
 
     assert outcome == turn_rejected("MESSAGE_TOO_LARGE", "message exceeds 100 bytes")
 
 
 def test_the_history_window_keeps_recent_messages_from_a_user_message_on() -> None:
     roles = ["user", "assistant", "tool", "assistant", "user", "assistant", "tool", "assistant"]
-    history = [{"role": role, "n": n} for n, role in enumerate(roles)]
+    history = [message_row(n, role) for n, role in enumerate(roles)]
 
-    assert [m["n"] for m in history_window(history, 100)] == list(range(8))
+    assert [m.position for m in history_window(history, 100)] == list(range(8))
     # The last five start at a tool answer and its call's assistant: both are left out.
-    assert [m["n"] for m in history_window(history, 5)] == [4, 5, 6, 7]
-    assert [m["n"] for m in history_window(history, 3)] == []
+    assert [m.position for m in history_window(history, 5)] == [4, 5, 6, 7]
+    assert [m.position for m in history_window(history, 3)] == []
     assert history_window(history, 0) == []
 
 
@@ -332,3 +359,79 @@ def test_an_accepted_turn_carries_at_most_the_history_window() -> None:
 
     assert isinstance(accepted, events.TurnAccepted)
     assert accepted.history == []  # the last message is the assistant's: no user turn fits
+
+
+# -- cancelling, and commands that could not be processed ------------------------------
+
+CANCEL = events.TurnCancelRequested(session_id="s-1", turn_id="t-1")
+
+
+def turn_row(status: TurnStatus) -> TurnRow:
+    return TurnRow(
+        turn_id="t-1",
+        tenant_id="ten-1",
+        session_id="s-1",
+        status=status,
+        mode="chat",
+        request="hello",
+        agent_version=3,
+        accepted_partition=0,
+        accepted_offset=7,
+        answer_message_id=None,
+        error_code=None,
+        error_detail=None,
+        steps=0,
+        input_tokens=0,
+        output_tokens=0,
+        requested_at=T0,
+        finished_at=None,
+    )
+
+
+@pytest.mark.parametrize("status", [TurnStatus.ACCEPTED, TurnStatus.RUNNING])
+def test_a_running_turn_can_be_cancelled(status: TurnStatus) -> None:
+    assert cancel_turn(CANCEL, turn_row(status)) == events.TurnCancelled(
+        session_id="s-1", turn_id="t-1"
+    )
+
+
+@pytest.mark.parametrize(
+    "turn",
+    [
+        None,
+        *(turn_row(s) for s in TurnStatus if s not in (TurnStatus.ACCEPTED, TurnStatus.RUNNING)),
+    ],
+)
+def test_only_a_running_turn_can_be_cancelled(turn: TurnRow | None) -> None:
+    assert cancel_turn(CANCEL, turn) == events.SessionCommandRejected(
+        session_id="s-1",
+        command_id="",
+        code="TURN_NOT_ACTIVE",
+        detail="only a running turn can be cancelled",
+    )
+
+
+@pytest.mark.parametrize(
+    ("command", "rejection"),
+    [
+        (turn(), events.TurnRejected),
+        (OPEN_SESSION, events.SessionCommandRejected),
+        (CANCEL, events.SessionCommandRejected),
+        (create(), events.AgentCommandRejected),
+        (update(max_steps=2), events.AgentCommandRejected),
+        (events.AgentDisableRequested(agent_id="a-1"), events.AgentCommandRejected),
+    ],
+)
+def test_a_command_that_could_not_be_processed_is_rejected(
+    command: Fact, rejection: type[Fact]
+) -> None:
+    outcome = unprocessable(command, "cmd-9", "HANDLER_FAILED: ValueError")
+
+    assert isinstance(outcome, rejection)
+    assert outcome.code == "STEP_UNPROCESSABLE"  # type: ignore[attr-defined]
+    assert "HANDLER_FAILED: ValueError" in outcome.detail  # type: ignore[attr-defined]
+    assert getattr(outcome, "command_id", "cmd-9") == "cmd-9"
+
+
+def test_a_fact_that_is_not_a_command_has_no_rejection() -> None:
+    assert unprocessable(events.TurnStarted(session_id="s-1", turn_id="t-1"), "e-1", "x") is None

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from schemas import events
 from schemas.base import Fact
 from schemas.envelope import derived_id
-from workers.orchestrator import Decision, TurnState, decide
+from schemas.errors import ErrorCode
+from workers.turn_decisions import Decision, TurnState, decide
 
 SESSION, TURN = "s-1", "t-1"
 IDS: dict[str, Any] = {"session_id": SESSION, "turn_id": TURN}
@@ -349,7 +350,7 @@ def test_a_tool_the_agent_may_not_use_is_rejected_and_reported_to_the_model() ->
                 tool_call_id="c1",
                 step=1,
                 tool="shell",
-                code="TOOL_NOT_ALLOWED",
+                code=ErrorCode.TOOL_NOT_ALLOWED,
                 detail=detail,
                 arguments={"cmd": "rm -rf /"},
             ),

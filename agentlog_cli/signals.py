@@ -1,0 +1,40 @@
+"""How an agentlog process stops: gracefully on SIGTERM or SIGINT, within a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+
+# Child processes (the embedded broker under `agentlog up`): asked to stop even when
+# shutdown is cut short, so none outlives this process.
+CHILDREN: list[subprocess.Popen[bytes]] = []
+
+
+def stop_event(shutdown_timeout_s: float) -> asyncio.Event:
+    """Set on SIGTERM or SIGINT. Shutdown then has ``shutdown_timeout_s`` to finish
+    (consumers commit, producers flush): past it, or on a second signal, the process
+    exits anyway, whether or not Kafka and Postgres still answer."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            _exit_now("a second signal")
+        stop.set()
+        loop.call_later(shutdown_timeout_s, _exit_now, f"{shutdown_timeout_s:g} s")
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    return stop
+
+
+def _exit_now(why: str) -> None:
+    logging.getLogger("agentlog").error("shutdown did not finish: exiting after %s", why)
+    logging.shutdown()
+    for child in CHILDREN:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    os._exit(1)

@@ -1,0 +1,70 @@
+"""API keys: how a key looks, how it is stored (a hash), and which tenant it names.
+
+Issuing and revoking are facts on the log (``ApiKeyCreated``, ``ApiKeyRevoked``), keyed
+by the tenant. Each gateway caches the tenant of a valid key for a minute; a revocation
+reaches every gateway process as a Postgres notification from the projector, on which
+each drops the tenant's cached keys, so a revoked key stops working everywhere as soon
+as the projection has applied it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+
+from cachetools import TTLCache
+
+from projections import tenants
+from projections.database import Database
+from schemas import events
+
+KEY_PREFIX = "al_"
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def issue_key(tenant_id: str) -> tuple[str, events.ApiKeyCreated]:
+    """A new key and the fact that records it (with its hash, never the key)."""
+    key = f"{KEY_PREFIX}{secrets.token_urlsafe(32)}"
+    fact = events.ApiKeyCreated(
+        tenant_id=tenant_id, key_id=str(uuid.uuid4()), key_prefix=key[:7], key_hash=hash_key(key)
+    )
+    return key, fact
+
+
+def bearer_key(authorization: str) -> str | None:
+    """The key of an ``Authorization: Bearer <key>`` header (the scheme in any case,
+    as RFC 9110 says), or None."""
+    scheme, _, key = authorization.strip().partition(" ")
+    key = key.strip()
+    return key if scheme.lower() == "bearer" and key else None
+
+
+class ApiKeys:
+    """The tenants of valid keys, cached: a database round trip per request would cost
+    intake throughput."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._tenants: TTLCache[str, str] = TTLCache(maxsize=10_000, ttl=60)
+
+    async def tenant_for(self, key: str) -> str | None:
+        digest = hash_key(key)
+        tenant = self._tenants.get(digest)
+        if tenant is None:
+            tenant = await tenants.tenant_for_key_hash(self.db, digest)
+            if tenant is not None:
+                self._tenants[digest] = tenant
+        return tenant
+
+    def forget(self, tenant_id: str | None) -> None:
+        """Drop the tenant's cached keys (one was revoked), or every cached key (the
+        listener reconnected: a revocation may have been missed)."""
+        if tenant_id is None:
+            self._tenants.clear()
+            return
+        for digest in [d for d, t in self._tenants.items() if t == tenant_id]:
+            self._tenants.pop(digest, None)

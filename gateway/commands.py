@@ -1,0 +1,60 @@
+"""What a write does after it recorded its command: wait for the outcome, and answer with
+it; and what it answers when it cannot read what follows (202: the command is recorded).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+
+from projections import outcomes
+from projections.outcomes import Outcome
+from schemas.envelope import Envelope
+from schemas.errors import DomainError, ErrorCode
+
+from .connections import Gateway
+from .problems import OUTAGES
+
+OUTCOME_WAIT_S = 10.0
+
+
+class CommandRecordedError(Exception):
+    """A command is on the log but what follows it cannot be read now: answered 202."""
+
+    def __init__(self, body: dict[str, Any], location: str) -> None:
+        super().__init__(location)
+        self.body = body
+        self.location = location
+
+
+async def on_recorded(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, CommandRecordedError)
+    return JSONResponse(exc.body, status_code=202, headers={"Location": exc.location})
+
+
+async def settle(gw: Gateway, tenant_id: str, env: Envelope[Any]) -> None:
+    """Wait for the command's outcome; raise its rejection. An outcome not projected in
+    time is no answer: the caller reads the resource as it stands."""
+    found = await gw.waiter.until(
+        f"command:{env.id}",
+        lambda: outcomes.outcome(gw.db, tenant_id, env.id),
+        OUTCOME_WAIT_S,
+    )
+    if found is not None and found.outcome is Outcome.REJECTED:
+        raise DomainError(found.code or ErrorCode.VALIDATION_FAILED, found.detail or "")
+
+
+@contextlib.asynccontextmanager
+async def recorded(env: Envelope[Any], location: str, **ids: str) -> AsyncIterator[None]:
+    """Around what a request reads after recording ``env``: an outage there answers 202
+    with what was recorded, since a 503 would invite a duplicate."""
+    try:
+        yield
+    except OUTAGES as exc:
+        raise CommandRecordedError(
+            {**ids, "command_id": env.id, "status": "requested"}, location
+        ) from exc

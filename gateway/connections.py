@@ -1,0 +1,87 @@
+"""The gateway's connections to the platform, made once and shared by every request:
+the log it records commands on, the read models it answers from, and the caches in
+front of them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cachetools import LRUCache
+
+from projections import sessions
+from projections.database import Database
+from projections.secrets import SecretStore
+from projections.sessions import SessionRow
+from projections.tenants import KEY_REVOKED
+from projections.waiter import Waiter
+from schemas.base import Fact
+from schemas.envelope import Envelope, envelope
+from schemas.errors import ErrorCode
+from streams.catalog import Catalog
+from streams.publisher import RECORD_TOO_LARGE, Publisher
+from streams.settings import Settings
+from workers.tool_network import ToolNetworkPolicy
+
+from .auth import ApiKeys
+from .idempotency import IdempotencyKeys
+from .problems import ProblemError
+from .streaming import Streams
+
+SOURCE = "/gateway"
+
+
+class Gateway:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.catalog = Catalog.from_settings(settings)
+        self.publisher = Publisher(settings.kafka_bootstrap_servers, self.catalog)
+        self.db = Database(
+            settings.database_url,
+            settings.database_schema,
+            tenant_scoped=True,
+            pool_size=settings.database_pool_size,
+            timeout=settings.database_pool_timeout_s,
+        )
+        self.waiter = Waiter(self.db)
+        self.keys = ApiKeys(self.db)
+        self.idempotency = IdempotencyKeys(settings.redis_url)
+        self.secrets = SecretStore.from_settings(settings)
+        self.tool_network = ToolNetworkPolicy.from_settings(settings)
+        self.streams = Streams(settings.kafka_bootstrap_servers, settings.sse_streams_per_tenant)
+        # Sessions for good: a session never changes tenant or agent.
+        self._sessions: LRUCache[tuple[str, str], SessionRow] = LRUCache(maxsize=100_000)
+
+    async def start(self) -> None:
+        await self.publisher.start()
+        await self.streams.start()
+        await self.secrets.ensure()
+        self.waiter.subscribe(KEY_REVOKED, self.keys.forget)
+        self.waiter.start()
+
+    async def close(self) -> None:
+        await self.waiter.close()
+        await self.idempotency.close()
+        await self.publisher.stop()
+        await self.streams.close()
+        await self.db.close()
+        await self.secrets.close()
+
+    async def session(self, tenant_id: str, session_id: str) -> SessionRow | None:
+        row = self._sessions.get((tenant_id, session_id))
+        if row is None:
+            row = await sessions.session(self.db, tenant_id, session_id)
+            if row is not None:
+                self._sessions[(tenant_id, session_id)] = row
+        return row
+
+    async def record(self, tenant_id: str, data: Fact, **kwargs: Any) -> Envelope[Any]:
+        """Record a command (or fact) from outside the log, as the tenant."""
+        env = envelope(data, source=SOURCE, tenant_id=tenant_id, **kwargs)
+        try:
+            await self.publisher.publish(env)
+        except RECORD_TOO_LARGE:
+            raise ProblemError(
+                ErrorCode.RECORD_TOO_LARGE,
+                "the request makes a record larger than the log accepts",
+            ) from None
+        return env

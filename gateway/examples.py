@@ -1,0 +1,102 @@
+"""Example bodies of the API's answers, shown in the OpenAPI document (one per model)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_AT = "2026-05-01T12:00:00Z"
+_AGENT_ID = "0b6e2f0c-3c1e-4a35-9a0e-5d1f4c3b2a10"
+_SESSION_ID = "4f1c9d2e-7b3a-4c5d-8e6f-a1b2c3d4e5f6"
+_TURN_ID = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"
+
+TOOL: dict[str, Any] = {
+    "tool_id": "5e0c1f2a-3b4c-5d6e-7f80-91a2b3c4d5e6",
+    "name": "weather",
+    "description": "Current weather for a city",
+    "url": "https://tools.example.com/weather",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    "timeout_s": 5.0,
+    "secret_header_names": ["Authorization"],
+}
+AGENT: dict[str, Any] = {
+    "agent_id": _AGENT_ID,
+    "version": 2,
+    "status": "active",
+    "name": "helper",
+    "model": "dev",
+    "system_prompt": "Be brief.",
+    "tools": ["weather"],
+    "max_steps": 8,
+    "max_tool_calls": 16,
+    "created_at": _AT,
+    "updated_at": "2026-05-01T12:05:00Z",
+}
+AGENT_VERSION: dict[str, Any] = {
+    "version": 2,
+    "change": "updated",
+    "changed": ["system_prompt"],
+    "config": {"name": "helper", "model": "dev", "system_prompt": "Be brief."},
+    "recorded_at": "2026-05-01T12:05:00Z",
+}
+SESSION: dict[str, Any] = {
+    "session_id": _SESSION_ID,
+    "agent_id": _AGENT_ID,
+    "metadata": {"user": "u-42"},
+    "created_at": _AT,
+}
+MESSAGE: dict[str, Any] = {
+    "message_id": "3c2b1a09-8f7e-4d6c-9b5a-493827160504",
+    "turn_id": _TURN_ID,
+    "role": "assistant",
+    "content": "Sunny in Oslo.",
+    "tool_calls": [],
+    "tool_call_id": None,
+    "created_at": _AT,
+}
+STEP: dict[str, Any] = {
+    "type": "agentlog.tool_call.completed.v1",
+    "detail": {"tool_call_id": "call_1", "tool": "weather", "status_code": 200},
+    "recorded_at": _AT,
+}
+TOOL_CALL: dict[str, Any] = {
+    "tool_call_id": "call_1",
+    "tool": "weather",
+    "arguments": {"city": "Oslo"},
+    "status": "completed",
+    "code": None,
+    "detail": None,
+    "result": '{"forecast": "sunny"}',
+}
+TURN: dict[str, Any] = {
+    "turn_id": _TURN_ID,
+    "session_id": _SESSION_ID,
+    "status": "completed",
+    "mode": "chat",
+    "request": 'call weather {"city": "Oslo"}',
+    "answer": "Sunny in Oslo.",
+    "error_code": None,
+    "error_detail": None,
+    "steps": 2,
+    "input_tokens": 41,
+    "output_tokens": 7,
+    "requested_at": _AT,
+    "finished_at": "2026-05-01T12:00:01Z",
+    "links": {
+        "self": f"/v1/turns/{_TURN_ID}",
+        "stream": f"/v1/sessions/{_SESSION_ID}/stream",
+        "messages": f"/v1/sessions/{_SESSION_ID}/messages",
+        "cancel": f"/v1/turns/{_TURN_ID}/cancel",
+    },
+}
+TURN_DETAIL: dict[str, Any] = {**TURN, "events": [STEP], "tool_calls": [TOOL_CALL]}
+API_KEY: dict[str, Any] = {
+    "key_id": "7d6c5b4a-3928-4716-a5b4-c3d2e1f0a9b8",
+    "key_prefix": "al_Xy3k",
+    "created_at": _AT,
+    "revoked_at": None,
+}
+API_KEY_ISSUED: dict[str, Any] = {**API_KEY, "key": "al_Xy3k…"}
+PAGE: dict[str, Any] = {
+    "items": [SESSION],
+    "next_cursor": "WyIyMDI2LTA1LTAxVDEyOjAwOjAwWiIsICI0ZjFjIl0=",
+}

@@ -1,0 +1,39 @@
+"""Typed rows of the read models, and the reader their queries run on.
+
+A read model's queries are plain functions over a ``Reader`` (``projections.database``
+provides it), so the modules that define state, folds and queries import no database
+driver: the command handler's decisions use the same typed state without I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Row(BaseModel):
+    """A row as a query returns it; columns the type does not name are ignored."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+R = TypeVar("R", bound=Row)
+
+
+class Reader(Protocol):
+    """Runs a read model's queries. ``{s}`` in a query names the read models' schema;
+    ``tenant_id`` scopes the connection to that tenant where row-level security binds it
+    (None: no tenant's rows), on top of the query's own tenant filter."""
+
+    tenant_scoped: bool
+
+    async def rows(
+        self, row: type[R], tenant_id: str | None, query: str, *params: Any
+    ) -> list[R]: ...
+
+    async def row(
+        self, row: type[R], tenant_id: str | None, query: str, *params: Any
+    ) -> R | None: ...
+
+    async def value(self, tenant_id: str | None, query: str, *params: Any) -> Any: ...

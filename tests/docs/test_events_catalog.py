@@ -1,0 +1,113 @@
+"""``docs/events.md`` lists every CloudEvents type as the code defines and routes it."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+import projections  # noqa: F401  (registers every read model's folds)
+from projections.ops import folds
+from schemas import events
+from schemas.base import Fact
+from streams.catalog import COMMANDS, EVENTS, OUTPUT, spec_for
+from tests.kafka import REPO
+from workers.model_worker import ModelWorker
+from workers.orchestrator import Orchestrator
+from workers.tool_worker import ToolWorker
+
+ROLES = {"gateway", "cli", "commands", "orchestrator", "model", "tool", "projector"}
+ROW = re.compile(r"^\| `([a-z_.0-9]+)` \| `(\w+)` \| `([a-z.]+)` \| `(\w+)` \|(.*)\|(.*)\|(.*)\|$")
+
+
+def catalog_rows(text: str) -> dict[str, tuple[str, ...]]:
+    rows = {}
+    for line in text.splitlines():
+        match = ROW.match(line)
+        if match:
+            type_, *cells = (cell.strip() for cell in match.groups())
+            assert type_ not in rows, f"{type_} is listed twice"
+            rows[type_] = tuple(cells)
+    return rows
+
+
+def names(cell: str) -> set[str]:
+    return set() if cell == "—" else {name.strip() for name in cell.split(",")}
+
+
+def handlers_of(cls: type[Fact]) -> set[str]:
+    """The roles whose consumers take the type, as the code says."""
+    topic = spec_for(cls)
+    found = {"commands", "projector"} if topic == COMMANDS else set()
+    if topic == EVENTS:
+        found.add("projector")
+        type_ = cls.ce_type()
+        found |= {"orchestrator"} if type_ in Orchestrator.types else set()
+        for worker in (ModelWorker, ToolWorker):
+            if cls in (worker.request_type, *worker.result_types):
+                found.add(worker.name)
+    if topic == OUTPUT:
+        found.add("gateway")  # server-sent events
+    return found
+
+
+def check(text: str) -> list[str]:
+    rows = catalog_rows(text)
+    problems = [f"{t}: no row" for t in sorted(set(Fact.registry) - set(rows))]
+    problems += [f"{t}: no such type" for t in sorted(set(rows) - set(Fact.registry))]
+    for type_, cls in sorted(Fact.registry.items()):
+        if type_ not in rows:
+            continue
+        name, topic, key, recorded_by, handled_by, read_models = rows[type_]
+        expected = {
+            "class": (name, cls.__name__),
+            "topic": (topic, spec_for(cls).name),
+            "key": (key, cls.subject_field),
+            "handled by": (names(handled_by), handlers_of(cls)),
+            "read models": (names(read_models), set(folds.read_models(cls))),
+        }
+        problems += [
+            f"{type_}: {what} {doc!r}, code {code!r}"
+            for what, (doc, code) in expected.items()
+            if doc != code
+        ]
+        recorders = names(recorded_by)
+        if not recorders or not recorders <= ROLES | {"any consumer"}:
+            problems.append(f"{type_}: recorded by {recorded_by!r}")
+    return problems
+
+
+def test_the_event_catalog_matches_the_code() -> None:
+    assert check((REPO / "docs/events.md").read_text()) == []
+
+
+def test_a_type_without_a_row_or_with_a_wrong_row_is_reported() -> None:
+    text = (REPO / "docs/events.md").read_text()
+    type_ = events.ToolCallRejected.ce_type()
+    row = next(line for line in text.splitlines() if line.startswith(f"| `{type_}`"))
+
+    assert check(text.replace(row + "\n", "")) == [f"{type_}: no row"]
+    wrong = row.replace("| turns |", "| sessions |").replace("| projector |", "| tool |")
+    assert check(text.replace(row, wrong)) == [
+        f"{type_}: handled by {{'tool'}}, code {{'projector'}}",
+        f"{type_}: read models {{'sessions'}}, code {{'turns'}}",
+    ]
+
+
+def test_a_new_event_class_needs_a_row() -> None:
+    class ToolCallRetried(events._ToolCallFact):
+        """``agentlog.tool_call.retried.v1``: for this test only."""
+
+        name = "retried"
+
+    try:
+        assert check((REPO / "docs/events.md").read_text()) == [
+            "agentlog.tool_call.retried.v1: no row"
+        ]
+    finally:
+        del Fact.registry[ToolCallRetried.ce_type()]
+
+
+@pytest.mark.parametrize("cls", [Fact.registry[t] for t in sorted(Fact.registry)])
+def test_each_event_class_docstring_names_its_wire_type(cls: type[Fact]) -> None:
+    assert f"``{cls.ce_type()}``" in (cls.__doc__ or "")

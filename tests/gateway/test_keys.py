@@ -1,0 +1,56 @@
+"""Authentication and ``/v1/keys``: a key is checked before anything is read, and a
+revoked key stops working as soon as the projection applies its revocation."""
+
+from __future__ import annotations
+
+import asyncio
+
+from projections.tenants import KEY_REVOKED
+from schemas import events
+
+from .conftest import Api, problem
+
+
+async def test_a_request_without_a_valid_key_is_refused(api: Api) -> None:
+    bare = {"Authorization": ""}
+    problem(await api.http.get("/v1/agents", headers=bare), 401, "UNAUTHENTICATED")
+    wrong = {"Authorization": "Bearer al_not-a-key-of-anyone-0000000000"}
+    problem(await api.http.get("/v1/agents", headers=wrong), 401, "UNAUTHENTICATED")
+    # The scheme is case-insensitive; health needs no key.
+    lower = {"Authorization": f"bearer {api.key}"}
+    assert (await api.http.get("/v1/agents", headers=lower)).status_code == 200
+    assert (await api.http.get("/healthz", headers=bare)).status_code == 200
+
+
+async def test_an_issued_key_works_and_is_listed_without_its_secret(api: Api) -> None:
+    async def projector() -> None:
+        await api.fold(await api.recorded(events.ApiKeyCreated))
+
+    projecting = asyncio.create_task(projector())
+    issued = await api.http.post("/v1/keys")
+    await projecting
+
+    assert issued.status_code == 201, issued.text
+    key = issued.json()["key"]
+    listed = (await api.http.get("/v1/keys")).json()
+    assert issued.json()["key_id"] in [k["key_id"] for k in listed]
+    assert all("key" not in k and "key_hash" not in k for k in listed)
+    with_new_key = {"Authorization": f"Bearer {key}"}
+    assert (await api.http.get("/v1/agents", headers=with_new_key)).status_code == 200
+
+
+async def test_a_revoked_key_is_refused_once_the_revocation_is_projected(api: Api) -> None:
+    assert (await api.http.get("/v1/agents")).status_code == 200  # its tenant is cached now
+    (key,) = (await api.http.get("/v1/keys")).json()
+    notified = asyncio.Event()
+
+    def on_revoked(tenant_id: str | None) -> None:
+        if tenant_id == api.tenant_id:  # None: the listener (re)connected
+            notified.set()
+
+    api.gateway.waiter.subscribe(KEY_REVOKED, on_revoked)
+
+    await api.fold(api.fact(events.ApiKeyRevoked(tenant_id=api.tenant_id, key_id=key["key_id"])))
+    await asyncio.wait_for(notified.wait(), 10)
+
+    problem(await api.http.get("/v1/agents"), 401, "UNAUTHENTICATED")

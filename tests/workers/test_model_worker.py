@@ -1,0 +1,210 @@
+"""The model worker against the scripted model server (the providers' own protocols over
+HTTP) and a real broker: what it records for an answer, a retried failure and a failure,
+the text it streams to the output topic, and the calls it does not make again."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from aiokafka import TopicPartition
+
+from schemas import events
+from schemas.envelope import Envelope, envelope, from_kafka
+from streams.catalog import Catalog, ensure_topics
+from streams.consumer import Position
+from streams.publisher import Publisher
+from streams.settings import Settings
+from tests.topics import read_all
+from workers.model_worker import ModelWorker
+from workers.providers.protocol_server import ModelServer, Reply
+
+TENANT = "tenant-models"
+TOOL = events.ToolDefinition(tool_id="tool-weather", name="weather", url="http://tools/weather")
+
+
+@pytest.fixture
+def models() -> Iterator[ModelServer]:
+    server = ModelServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def catalog(bootstrap: str) -> Catalog:
+    catalog = Catalog(f"mw{uuid.uuid4().hex[:10]}.")
+    await ensure_topics(bootstrap, catalog, 1)
+    return catalog
+
+
+@pytest.fixture
+async def worker(
+    bootstrap: str, catalog: Catalog, models: ModelServer
+) -> AsyncIterator[ModelWorker]:
+    settings = Settings(
+        openai_base_url=f"{models.url}/v1",
+        openai_api_key="sk-test",
+        anthropic_base_url=models.url,
+        anthropic_api_key="ak-test",
+        model_timeout_s=5,
+        model_max_retries=1,
+        model_retry_backoff_s=0.01,
+    )
+    worker = ModelWorker(bootstrap, catalog, settings)
+    yield worker
+    await worker.close()
+
+
+def request(model: str, message: str = "hello", call_id: str = "call-1") -> Envelope[Any]:
+    data = events.ModelCallRequested(
+        session_id="s-1",
+        turn_id="t-1",
+        call_id=call_id,
+        step=1,
+        model=model,
+        messages=[events.MessageValue(role="user", content=message)],
+        tools=[TOOL],
+    )
+    return envelope(data, source="/tests", tenant_id=TENANT)
+
+
+async def output(bootstrap: str, catalog: Catalog) -> list[Any]:
+    records = await asyncio.to_thread(read_all, bootstrap, catalog.output)
+    return [from_kafka(r.key, r.value, list(r.headers)).data for r in records]
+
+
+async def test_an_answer_is_recorded_and_its_text_streamed_in_order(
+    worker: ModelWorker, bootstrap: str, catalog: Catalog
+) -> None:
+    env = request("dev", "hello there")
+
+    result, usage = await worker.perform(env)
+    await worker.written()
+
+    assert isinstance(result.data, events.ModelCallCompleted)
+    assert (result.data.text, result.data.tool_calls, result.data.attempts) == (
+        "echo: hello there",
+        [],
+        1,
+    )
+    assert usage.data == events.UsageRecorded(
+        tenant_id=TENANT,
+        usage_id="call-1",
+        session_id="s-1",
+        turn_id="t-1",
+        source="model",
+        resource="dev",
+        input_tokens=2,
+        output_tokens=3,
+    )
+    streamed = await output(bootstrap, catalog)
+    deltas = [o for o in streamed if isinstance(o, events.OutputDelta)]
+    assert [d.index for d in deltas] == list(range(len(deltas)))
+    assert "".join(d.text for d in deltas) == "echo: hello there"
+    assert streamed[-1] == events.OutputMessage(
+        session_id="s-1", turn_id="t-1", call_id="call-1", text="echo: hello there", final=True
+    )
+
+
+@pytest.mark.parametrize("protocol", ["openai", "anthropic"])
+async def test_a_providers_tool_calls_are_recorded_and_the_call_id_is_sent(
+    worker: ModelWorker, models: ModelServer, protocol: str
+) -> None:
+    call = events.ToolCallValue(id="c-1", name="weather", arguments={"city": "Oslo"})
+    models.script(Reply(chunks=("Looking.",), tool_calls=(call,)))
+
+    result, _usage = await worker.perform(request(f"{protocol}:m-1"))
+
+    assert isinstance(result.data, events.ModelCallCompleted)
+    assert (result.data.text, result.data.tool_calls) == ("Looking.", [call])
+    (received,) = models.received
+    assert received.protocol == protocol
+    assert received.headers["X-Agentlog-Call-Id"] == "call-1"
+    assert received.body["model"] == "m-1"
+    assert [t["name"] for t in _tools(received.body)] == ["weather"]
+
+
+def _tools(body: dict[str, Any]) -> list[dict[str, Any]]:
+    return [t.get("function", t) for t in body.get("tools", [])]
+
+
+async def test_a_retried_failure_counts_the_usage_of_every_attempt(
+    worker: ModelWorker, models: ModelServer
+) -> None:
+    # Anthropic tells the input tokens when a message starts: a cut attempt used them.
+    models.script(
+        Reply(chunks=("par", "tial"), cut_after=1, usage=events.UsageValue(input_tokens=5)),
+        Reply(chunks=("whole",), usage=events.UsageValue(input_tokens=5, output_tokens=1)),
+    )
+
+    result, usage = await worker.perform(request("anthropic:m-1"))
+
+    assert isinstance(result.data, events.ModelCallCompleted)
+    assert (result.data.text, result.data.attempts) == ("whole", 2)
+    assert result.data.usage.input_tokens == 10
+    assert (usage.data.input_tokens, usage.data.output_tokens) == (
+        result.data.usage.input_tokens,
+        result.data.usage.output_tokens,
+    )
+
+
+async def test_a_failure_is_recorded_with_its_code_and_usage(
+    worker: ModelWorker, models: ModelServer
+) -> None:
+    models.script(Reply(status=401))
+
+    result, usage = await worker.perform(request("openai:m-1"))
+
+    assert isinstance(result.data, events.ModelCallFailed)
+    assert result.data.code == "MODEL_AUTH_FAILED"
+    assert "sk-test" not in result.data.detail
+    assert isinstance(usage.data, events.UsageRecorded)
+    assert len(models.received) == 1, "an authentication failure is not retried"
+
+
+async def test_a_model_no_provider_serves_fails_the_call_unmade(
+    worker: ModelWorker, models: ModelServer
+) -> None:
+    (result,) = await worker.perform(request("nope:m-1"))
+
+    assert isinstance(result.data, events.ModelCallFailed)
+    assert result.data.code == "MODEL_UNKNOWN"
+    assert models.received == []
+
+
+async def test_a_request_whose_result_is_in_the_log_is_not_performed_again(
+    worker: ModelWorker, models: ModelServer, catalog: Catalog, bootstrap: str
+) -> None:
+    answered, fresh = request("openai:m-1", call_id="c-a"), request("openai:m-1", call_id="c-b")
+    result = answered.follow(
+        events.ModelCallCompleted(
+            session_id="s-1",
+            turn_id="t-1",
+            call_id="c-a",
+            step=1,
+            text="earlier",
+            tool_calls=[],
+            usage=events.UsageValue(),
+        ),
+        step="result",
+        source="/tests",
+    )
+    publisher = Publisher(bootstrap, catalog)
+    await publisher.start()
+    try:
+        await publisher.publish_all([answered, result])
+    finally:
+        await publisher.stop()
+    # Assigned the partition, the worker reads it to its end: c-a has its result.
+    await worker.on_assigned([TopicPartition(catalog.events, 0)])
+    items = [(env, Position(catalog.events, 0, 2 + n)) for n, env in enumerate([answered, fresh])]
+
+    outputs = await worker.handle_batch(items)
+
+    assert [r.headers["X-Agentlog-Call-Id"] for r in models.received] == ["c-b"]
+    assert [o.causation_id for o in outputs] == [fresh.id, fresh.id]  # a result and its usage
+    assert await worker.handle_batch(items) == [], "performed once, however often it comes"
+    assert len(models.received) == 1

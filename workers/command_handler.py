@@ -1,0 +1,160 @@
+"""The command handler: decides requested commands against projected state and records
+the outcome (the decisions are ``command_decisions``).
+
+It is the single writer of outcomes per key: commands are keyed like their aggregate,
+and one group member owns a partition. Before reading state it waits for the projection
+to have applied the log up to what it is about to decide on (the offset fence).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from projections import agents, outcomes, sessions, tenants, turns
+from projections.agents import Agent
+from projections.database import Database
+from projections.waiter import Waiter
+from schemas import events
+from schemas.base import Fact
+from schemas.envelope import Envelope
+from streams.catalog import Catalog
+from streams.consumer import Item
+from streams.partitions import LogReader
+
+from . import command_decisions as decide
+from .command_decisions import TurnLimits
+
+log = logging.getLogger(__name__)
+SOURCE = "/workers/commands"
+
+
+@dataclass
+class _Decided:
+    """What this batch decided, not projected yet: later commands of the batch see it."""
+
+    agents: dict[str, Agent | None] = field(default_factory=dict)
+    sessions: set[str] = field(default_factory=set)
+    active_turns: dict[str, str] = field(default_factory=dict)  # session id -> turn id
+
+    def record(self, fact: Fact, agent_before: Agent | None) -> None:
+        if isinstance(fact, events.AgentCreated | events.AgentUpdated | events.AgentDisabled):
+            self.agents[fact.agent_id] = agents.evolve(agent_before, fact)
+        elif isinstance(fact, events.SessionCreated):
+            self.sessions.add(fact.session_id)
+        elif isinstance(fact, events.TurnAccepted):
+            self.active_turns[fact.session_id] = fact.turn_id
+
+
+class CommandHandler:
+    name = "commands"
+    types = None  # every type
+
+    def __init__(
+        self, bootstrap_servers: str, catalog: Catalog, db: Database, limits: TurnLimits
+    ) -> None:
+        self.catalog = catalog
+        self.topics = (catalog.commands,)
+        self.db = db
+        self.waiter = Waiter(db)
+        self.limits = limits
+        self._log = LogReader(bootstrap_servers)
+        self._started = False
+
+    async def on_assigned(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        self._log.forget_partitions()  # partitions may have been added: look again
+        return {}
+
+    async def _fence(self, items: list[Item]) -> None:
+        """Wait until the projection has applied these commands and every event written
+        so far, so decisions never rest on stale state, and an outcome recorded before a
+        crash is seen (and not recorded twice)."""
+        if not self._started:
+            await self._log.start()
+            self.waiter.start()
+            self._started = True
+        commands: dict[tuple[str, int], int] = {}
+        for _env, position in items:
+            key = (position.topic, position.partition)
+            commands[key] = max(commands.get(key, -1), position.offset)
+        ends = await self._log.ends(await self._log.partitions(self.catalog.events))
+        await self.waiter.until_positions(
+            [
+                *((topic, partition, offset) for (topic, partition), offset in commands.items()),
+                *((tp.topic, tp.partition, end - 1) for tp, end in ends.items() if end > 0),
+            ]
+        )
+
+    async def handle_batch(self, items: list[Item]) -> list[Envelope[Any]]:
+        await self._fence(items)
+        outputs: list[Envelope[Any]] = []
+        decided = _Decided()
+        for env, _position in items:
+            if await outcomes.outcome(self.db, env.tenant_id, env.id) is not None:
+                continue  # decided before a crash or rebalance: the outcome is in the log
+            fact = await self._decide(env, decided)
+            if isinstance(fact, events.AgentCommandRejected | events.SessionCommandRejected):
+                fact = fact.model_copy(update={"command_id": env.id})
+            outputs.append(env.follow(fact, step="outcome", source=SOURCE))
+        return outputs
+
+    def unprocessable(self, env: Envelope[Any], reason: str) -> list[Envelope[Any]]:
+        """A command that could not be decided on is rejected, so that its requester
+        (waiting on the outcome) gets an answer."""
+        fact = decide.unprocessable(env.data, env.id, reason)
+        return [] if fact is None else [env.follow(fact, step="outcome", source=SOURCE)]
+
+    async def _agent(self, tenant_id: str, agent_id: str, decided: _Decided) -> Agent | None:
+        if agent_id in decided.agents:
+            return decided.agents[agent_id]
+        return await agents.agent(self.db, tenant_id, agent_id)
+
+    async def _decide(self, env: Envelope[Any], decided: _Decided) -> Fact:
+        cmd, tenant = env.data, env.tenant_id
+        if isinstance(cmd, decide.AgentCommand):
+            agent = await self._agent(tenant, cmd.agent_id, decided)
+            fact: Fact
+            if isinstance(cmd, events.AgentDisableRequested):
+                fact = decide.disable_agent(cmd, agent)
+            else:
+                known = {t.name for t in await tenants.tools(self.db, tenant)}
+                if isinstance(cmd, events.AgentCreateRequested):
+                    fact = decide.create_agent(cmd, agent, known)
+                else:
+                    fact = decide.update_agent(cmd, agent, known)
+            decided.record(fact, agent)
+            return fact
+        if isinstance(cmd, events.SessionCreateRequested):
+            exists = cmd.session_id in decided.sessions or (
+                await sessions.session(self.db, tenant, cmd.session_id) is not None
+            )
+            agent = await self._agent(tenant, cmd.agent_id, decided)
+            fact = decide.create_session(cmd, exists, agent)
+            decided.record(fact, None)
+            return fact
+        if isinstance(cmd, events.TurnRequested):
+            session = await sessions.session(self.db, tenant, cmd.session_id)
+            agent = await self._agent(tenant, session.agent_id, decided) if session else None
+            active = decided.active_turns.get(cmd.session_id)
+            if active is None:
+                running = await turns.active_turn(self.db, tenant, cmd.session_id)
+                active = None if running is None else running.turn_id
+            history = await sessions.recent_messages(
+                self.db, tenant, cmd.session_id, self.limits.history_messages
+            )
+            tools = await tenants.tools(self.db, tenant)
+            fact = decide.request_turn(cmd, session, agent, active, tools, history, self.limits)
+            decided.record(fact, None)
+            return fact
+        if isinstance(cmd, events.TurnCancelRequested):
+            return decide.cancel_turn(cmd, await turns.turn(self.db, tenant, cmd.turn_id))
+        raise TypeError(f"not a command: {type(cmd).__name__}")
+
+    async def close(self) -> None:
+        if self._started:
+            await self.waiter.close()
+            await self._log.stop()
+        await self.db.close()

@@ -1,0 +1,98 @@
+"""Effect workers: the only places that do slow I/O (model calls, HTTP tools). This is
+their common part; ``model_worker`` and ``tool_worker`` are the two.
+
+Each reads the events topic for its requests and records results as facts keyed like
+the request. Exactly-once effect rests on one rule: never perform a request whose
+result is already in the log. On partition assignment the worker reads ahead from the
+committed offset to the log end to learn which requests already have results, and it
+keeps learning from the results it sees (its own included) as it goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any, ClassVar
+
+from aiokafka import TopicPartition
+
+from schemas.base import Fact
+from schemas.envelope import Envelope
+from streams.catalog import Catalog
+from streams.consumer import Item, SeenIds
+from streams.partitions import LogReader
+
+# A test-only fault: with it, requests whose result is in the log are performed again
+# (tests/e2e/test_crash_safety.py shows that its checks catch such a double-perform).
+_PERFORM_TWICE = os.environ.get("AGENTLOG_TEST_FAULT") == "perform-twice"
+
+
+class EffectWorker:
+    """The base of the model and tool workers: what to perform, and when not to."""
+
+    name: ClassVar[str]
+    request_type: ClassVar[type[Fact]]
+    result_types: ClassVar[tuple[type[Fact], ...]]
+    source: ClassVar[str]
+
+    def __init__(self, bootstrap_servers: str, catalog: Catalog) -> None:
+        self.topics = (catalog.events,)
+        self.done = SeenIds()  # ids of requests whose result is in the log
+        self._performed: dict[str, list[Envelope[Any]]] = {}
+        self._log = LogReader(bootstrap_servers, group_id=catalog.group_id(self.name))
+        self._started = False
+
+    @property
+    def types(self) -> frozenset[str]:
+        return frozenset(t.ce_type() for t in (self.request_type, *self.result_types))
+
+    async def perform(self, env: Envelope[Any]) -> list[Envelope[Any]]:
+        raise NotImplementedError
+
+    async def on_assigned(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        if not self._started:
+            await self._log.start()
+            self._started = True
+        ends = await self._log.ends(partitions)
+        for tp in partitions:
+            start = await self._log.committed(tp)
+            for env in await self._log.envelopes(tp, start, ends[tp], self.types):
+                self._learn(env)
+        return {}
+
+    def _learn(self, env: Envelope[Any]) -> None:
+        """A result names its request as its cause: that request is done."""
+        if isinstance(env.data, self.result_types):
+            self.done.add(env.causation_id)
+
+    async def handle_batch(self, items: list[Item]) -> list[Envelope[Any]]:
+        work: dict[str, Envelope[Any]] = {}  # by request event id: a repeated one runs once
+        for env, _position in items:
+            self._learn(env)
+            done = env.id in self.done and not _PERFORM_TWICE  # the test-only fault
+            if isinstance(env.data, self.request_type) and not done:
+                work.setdefault(env.id, env)
+        results = await asyncio.gather(
+            *(self._perform_once(env) for env in work.values()), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result  # the batch is handled again; what succeeded is kept
+        outputs = []
+        for request_id, result in zip(work, results, strict=True):
+            assert not isinstance(result, BaseException)
+            outputs.extend(result)
+            self.done.add(request_id)
+            del self._performed[request_id]
+        return outputs
+
+    async def _perform_once(self, env: Envelope[Any]) -> list[Envelope[Any]]:
+        """Perform a request, or return its result from an attempt whose batch failed
+        for another request's sake: a call that succeeded is not made again."""
+        if env.id not in self._performed:
+            self._performed[env.id] = await self.perform(env)
+        return self._performed[env.id]
+
+    async def close(self) -> None:
+        if self._started:
+            await self._log.stop()
