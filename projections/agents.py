@@ -14,7 +14,7 @@ from typing import Any
 from schemas import events
 
 from .ops import Context, Op, Update, Upsert, folds
-from .rows import Reader, Row
+from .rows import Reader, Row, created_page
 
 
 class AgentStatus(StrEnum):
@@ -140,23 +140,7 @@ async def agents(
     db: Reader, tenant_id: str, limit: int, after: tuple[datetime.datetime, str] | None
 ) -> list[AgentRow]:
     """A page in creation order, after the (created_at, agent_id) of the last one seen."""
-    if after is None:
-        return await db.rows(
-            AgentRow,
-            tenant_id,
-            "SELECT * FROM {s}.agents WHERE tenant_id = %s ORDER BY created_at, agent_id LIMIT %s",
-            tenant_id,
-            limit,
-        )
-    return await db.rows(
-        AgentRow,
-        tenant_id,
-        "SELECT * FROM {s}.agents WHERE tenant_id = %s AND (created_at, agent_id) > (%s, %s)"
-        " ORDER BY created_at, agent_id LIMIT %s",
-        tenant_id,
-        *after,
-        limit,
-    )
+    return await created_page(db, AgentRow, "agents", "agent_id", tenant_id, limit, after)
 
 
 async def versions(db: Reader, tenant_id: str, agent_id: str) -> list[AgentVersionRow]:

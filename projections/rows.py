@@ -7,6 +7,7 @@ driver: the command handler's decisions use the same typed state without I/O.
 
 from __future__ import annotations
 
+import datetime
 from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
@@ -37,3 +38,21 @@ class Reader(Protocol):
     ) -> R | None: ...
 
     async def value(self, tenant_id: str | None, query: str, *params: Any) -> Any: ...
+
+
+async def created_page(
+    db: Reader,
+    row: type[R],
+    table: str,
+    id_column: str,
+    tenant_id: str,
+    limit: int,
+    after: tuple[datetime.datetime, str] | None,
+) -> list[R]:
+    """A page of the tenant's rows of ``table`` in creation order, after the
+    (created_at, id) of the last row seen; ``table`` and ``id_column`` are the code's."""
+    where = (
+        f"tenant_id = %s AND (created_at, {id_column}) > (%s, %s)" if after else "tenant_id = %s"
+    )
+    query = f"SELECT * FROM {{s}}.{table} WHERE {where} ORDER BY created_at, {id_column} LIMIT %s"
+    return await db.rows(row, tenant_id, query, tenant_id, *(after or ()), limit)

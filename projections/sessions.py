@@ -7,7 +7,7 @@ import datetime
 from schemas import events
 
 from .ops import Context, Op, Upsert, folds
-from .rows import Reader, Row
+from .rows import Reader, Row, created_page
 
 
 class SessionRow(Row):
@@ -78,24 +78,7 @@ async def sessions(
     db: Reader, tenant_id: str, limit: int, after: tuple[datetime.datetime, str] | None
 ) -> list[SessionRow]:
     """A page in creation order, after the (created_at, session_id) of the last one seen."""
-    if after is None:
-        return await db.rows(
-            SessionRow,
-            tenant_id,
-            "SELECT * FROM {s}.sessions WHERE tenant_id = %s ORDER BY created_at, session_id"
-            " LIMIT %s",
-            tenant_id,
-            limit,
-        )
-    return await db.rows(
-        SessionRow,
-        tenant_id,
-        "SELECT * FROM {s}.sessions WHERE tenant_id = %s AND (created_at, session_id) >"
-        " (%s, %s) ORDER BY created_at, session_id LIMIT %s",
-        tenant_id,
-        *after,
-        limit,
-    )
+    return await created_page(db, SessionRow, "sessions", "session_id", tenant_id, limit, after)
 
 
 async def messages(

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from aiokafka import TopicPartition
 
+from schemas import events
 from schemas.base import Fact
 from schemas.envelope import Envelope
 from streams.catalog import Catalog
@@ -30,7 +31,7 @@ _PERFORM_TWICE = os.environ.get("AGENTLOG_TEST_FAULT") == "perform-twice"
 class EffectWorker:
     """The base of the model and tool workers: what to perform, and when not to."""
 
-    name: ClassVar[str]
+    name: ClassVar[Literal["model", "tool"]]  # also what its usage records name
     request_type: ClassVar[type[Fact]]
     result_types: ClassVar[tuple[type[Fact], ...]]
     source: ClassVar[str]
@@ -48,6 +49,25 @@ class EffectWorker:
 
     async def perform(self, env: Envelope[Any]) -> list[Envelope[Any]]:
         raise NotImplementedError
+
+    def recorded(
+        self, env: Envelope[Any], result: Fact, usage_id: str, resource: str, **used: int
+    ) -> list[Envelope[Any]]:
+        """What a performed request records: its result, and what it used (billable
+        whether it succeeded or not), both caused by the request."""
+        usage = events.UsageRecorded(
+            tenant_id=env.tenant_id,
+            usage_id=usage_id,
+            session_id=env.data.session_id,
+            turn_id=env.data.turn_id,
+            source=self.name,
+            resource=resource,
+            **used,
+        )
+        return [
+            env.follow(result, step="result", source=self.source),
+            env.follow(usage, step="usage", source=self.source),
+        ]
 
     async def on_assigned(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         if not self._started:

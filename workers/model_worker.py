@@ -111,20 +111,14 @@ class ModelWorker(EffectWorker):
                 **ids, call_id=req.call_id, text=response.text, final=not response.tool_calls
             )
             await self._stream(env.follow(message, step="output", source=self.source))
-        usage_fact = events.UsageRecorded(
-            tenant_id=env.tenant_id,
-            usage_id=req.call_id,
-            session_id=req.session_id,
-            turn_id=req.turn_id,
-            source="model",
-            resource=req.model,
+        return self.recorded(
+            env,
+            result,
+            req.call_id,
+            req.model,
             input_tokens=attempts_usage.input_tokens,
             output_tokens=attempts_usage.output_tokens,
         )
-        return [
-            env.follow(result, step="result", source=self.source),
-            env.follow(usage_fact, step="usage", source=self.source),
-        ]
 
     async def close(self) -> None:
         await self.providers.close()

@@ -69,19 +69,7 @@ class ToolWorker(EffectWorker):
             )
         else:
             result = await self._call(req, headers, common)
-        usage = events.UsageRecorded(
-            tenant_id=env.tenant_id,
-            usage_id=req.tool_call_id,
-            session_id=req.session_id,
-            turn_id=req.turn_id,
-            source="tool",
-            resource=req.tool,
-            calls=1,
-        )
-        return [
-            env.follow(result, step="result", source=self.source),
-            env.follow(usage, step="usage", source=self.source),
-        ]
+        return self.recorded(env, result, req.tool_call_id, req.tool, calls=1)
 
     async def _call(
         self, req: events.ToolCallRequested, headers: dict[str, str], common: dict[str, Any]

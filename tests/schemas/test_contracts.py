@@ -14,17 +14,10 @@ import jsonschema
 import pytest
 
 from schemas import events
+from schemas.compat import CommittedVersion, Schema, compatibility_report, history_report
 from schemas.envelope import EnvelopeError, envelope, from_kafka, to_kafka
-from schemas.export import (
-    CommittedVersion,
-    GitUnavailable,
-    Schema,
-    committed_schemas,
-    compatibility_report,
-    current_schemas,
-    git_history,
-    history_report,
-)
+from schemas.export import committed_schemas, current_schemas
+from schemas.history import GitUnavailable, git_history
 
 TURN_REQUESTED = events.TurnRequested.ce_type()
 

@@ -22,19 +22,21 @@ from .base import ModelRequest, ModelResponse, OnDelta, ProviderError, call_head
 from .transport import cut_off, stream_events
 
 
+def encode_tool_call(call: ToolCallValue) -> dict[str, Any]:
+    """A tool call as an assistant message carries it (arguments as JSON text)."""
+    return {
+        "id": call.id,
+        "type": "function",
+        "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
+    }
+
+
 def encode_message(message: MessageValue) -> dict[str, Any]:
     if message.role == "tool":
         return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.content}
     encoded: dict[str, Any] = {"role": message.role, "content": message.content}
     if message.tool_calls:
-        encoded["tool_calls"] = [
-            {
-                "id": call.id,
-                "type": "function",
-                "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
-            }
-            for call in message.tool_calls
-        ]
+        encoded["tool_calls"] = [encode_tool_call(call) for call in message.tool_calls]
     return encoded
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from schemas.events import MessageValue, ToolCallValue, UsageValue
 
 from .base import ModelRequest, ToolSpec, parse_arguments
+from .openai import encode_tool_call
 
 
 @dataclass(frozen=True)
@@ -126,14 +127,7 @@ def openai_completion(reply: Reply, model: str) -> dict[str, Any]:
     """The body of a non-streamed OpenAI chat completion: the whole reply in one message."""
     message: dict[str, Any] = {"role": "assistant", "content": "".join(reply.chunks) or None}
     if reply.tool_calls:
-        message["tool_calls"] = [
-            {
-                "id": call.id,
-                "type": "function",
-                "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
-            }
-            for call in reply.tool_calls
-        ]
+        message["tool_calls"] = [encode_tool_call(call) for call in reply.tool_calls]
     return {
         "id": _OPENAI_ID,
         "object": "chat.completion",

@@ -1,4 +1,4 @@
-"""The compatibility rules of ``schemas.export.breaking_changes``, on pydantic models.
+"""The compatibility rules of ``schemas.compat.breaking_changes``, on pydantic models.
 
 Each breaking case carries a witness: an event the old schema accepts and the new one
 refuses, so the case is a real break and not one the rules merely call so.
@@ -14,7 +14,8 @@ import jsonschema
 import pytest
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from schemas.export import Schema, breaking_changes, current_schemas
+from schemas.compat import Schema, breaking_changes
+from schemas.export import current_schemas
 
 
 def schema(*, forbid_extra: bool = False, **fields: Any) -> Schema:

@@ -17,20 +17,9 @@ from typing import Literal
 import pytest
 from pydantic import BaseModel
 
-from schemas.export import (
-    BASE_REF_ENV,
-    Break,
-    BreakingChanges,
-    GitError,
-    GitUnavailable,
-    Schema,
-    base_ref,
-    committed_schemas,
-    compatibility_report,
-    export,
-    git_history,
-    history_report,
-)
+from schemas.compat import Break, Schema, compatibility_report, history_report
+from schemas.export import BreakingChanges, committed_schemas, export
+from schemas.history import BASE_REF_ENV, GitError, GitUnavailable, base_ref, git_history
 
 TYPE = "agentlog.test.thing.v1"
 
