@@ -11,11 +11,10 @@ import subprocess
 import sys
 import time
 
-import uvicorn
 import uvloop
 
 from gateway.app import create_app
-from gateway.server import listen, server_config, url_of
+from gateway.server import EmbeddedServer, listen, server_config, url_of
 from streams.settings import Settings
 from workers.runner import ROLES, prepare, run_roles
 
@@ -65,7 +64,7 @@ async def _serve_everything(settings: Settings, *, no_broker: bool, local_tools:
     stop = stop_event(settings.shutdown_timeout_s)
     roles = asyncio.create_task(run_roles(settings, list(ROLES), stop))
     sock = listen(settings)
-    server = uvicorn.Server(server_config(create_app(settings), settings))
+    server = EmbeddedServer(server_config(create_app(settings), settings))
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     key = await create_tenant(settings, "local")
     url = url_of(sock)

@@ -10,7 +10,9 @@ first byte. The body's own deadline is ``Intake``'s.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
@@ -90,3 +92,15 @@ def listen(settings: Settings) -> socket.socket:
 def url_of(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+class EmbeddedServer(uvicorn.Server):
+    """uvicorn as one part of a process that handles its own signals (``agentlog up``).
+    It does not take SIGINT and SIGTERM over, nor raise them again once it has stopped,
+    which that process would take for a second signal and exit at once, before the
+    roles beside the gateway had finished their batches. The process stops it by
+    setting ``should_exit``."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from projections.secrets import new_key
-from tests.e2e.conftest import DATABASE_URL
+from tests.e2e.conftest import DATABASE_URL, Platform
 from tests.kafka import REPO, BrokerProcess
 from tests.processes import die_with_parent
 
@@ -58,3 +58,12 @@ def test_a_role_whose_broker_is_gone_stops_on_sigterm(
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+
+
+def test_the_whole_platform_stops_gracefully_on_one_sigterm(platform: Platform) -> None:
+    """``agentlog up`` serves the gateway beside the roles: one signal stops them all
+    gracefully (uvicorn must not take it for itself and raise it again, which read as a
+    second signal and cut the roles' shutdown short)."""
+    platform.proc.send_signal(signal.SIGTERM)
+    assert platform.proc.wait(SHUTDOWN_S + 30) == 0, platform.logs()
+    assert "shutdown did not finish" not in platform.logs()
