@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from schemas.errors import DomainError
+from streams.heap import freeze_startup_objects
 from streams.settings import Settings
 
 from .commands import CommandRecordedError, on_recorded
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await gw.start()
+        freeze_startup_objects()
         yield
         await gw.close()
 
@@ -72,6 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_json_depth=settings.max_json_depth,
     )
     app.add_middleware(RequestMetrics)  # outermost: refused requests are counted too
-    for router in (keys, ops, tools, agents, sessions, turns):
+    # Requests are matched against routers in this order, route by route: the most
+    # requested first (starting a turn is the intake's hot path).
+    for router in (turns, sessions, agents, tools, keys, ops):
         app.include_router(router.router)
     return app

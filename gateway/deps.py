@@ -12,8 +12,9 @@ from .connections import Gateway
 from .problems import ProblemError
 
 
-def gateway(request: Request) -> Gateway:
-    """The app's connections (made by ``create_app``)."""
+async def gateway(request: Request) -> Gateway:
+    """The app's connections (made by ``create_app``). A coroutine, as every dependency
+    here: FastAPI runs a plain function in a worker thread, a hop per request."""
     return cast(Gateway, request.app.state.gateway)
 
 

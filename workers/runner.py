@@ -18,6 +18,7 @@ from projections.secrets import SecretStore
 from projections.store import ProjectionStore
 from streams.catalog import Catalog, cluster_id, ensure_topics
 from streams.consumer import ConsumerRuntime, Handler
+from streams.heap import freeze_startup_objects
 from streams.publisher import Publisher
 from streams.settings import Settings
 
@@ -102,6 +103,7 @@ async def run_roles(settings: Settings, roles: list[str], stop: asyncio.Event) -
         asyncio.create_task(r.run(stop), name=f"role:{h.name}")
         for r, h in zip(runtimes, handlers, strict=True)
     ]
+    freeze_startup_objects()
     log.info("roles running", extra={"roles": roles})
     try:
         done, _pending = await asyncio.wait(
