@@ -14,8 +14,8 @@ from referencing.exceptions import Unresolvable
 from referencing.jsonschema import DRAFT202012
 
 from schemas.errors import ErrorCode
-from schemas.events import MODEL_PATTERN
 from schemas.headers import header_problem
+from schemas.values import MODEL_PATTERN
 
 from . import examples
 

@@ -1,73 +1,24 @@
 """Every command and event of the core path, as versioned past-tense facts.
 
 Commands are recorded as the fact that they were requested (``TurnRequested``); their
-outcomes as further facts (``TurnAccepted``, ``ToolCallFailed``). Aggregates and their
-keys: a tenant (tenant id), an agent (agent id), a session with its turns (session id).
+outcomes as further facts (``TurnAccepted``, ``ToolCallFailed``). Aggregates and keys: a
+tenant (tenant id), an agent (agent id), a session with its turns (session id). The values
+facts carry are ``values``'s, named here too (``events.AgentConfig``).
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from .base import Fact
 from .errors import ErrorCode
-
-
-class _Value(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-
-# -- shared values --------------------------------------------------------------------
-
-# The models an agent may name: the dev model, or a provider and the provider's own name.
-MODEL_PATTERN = r"^(dev(:.+)?|openai:.+|anthropic:.+)$"
-
-
-class AgentConfig(_Value):
-    name: str
-    model: str
-    system_prompt: str = ""
-    tools: list[str] = Field(default_factory=list, description="allowlisted tool names")
-    max_steps: int = 8
-    max_tool_calls: int = 16
-
-
-class ToolDefinition(_Value):
-    """What a turn needs to know of a tool; secret headers are never in events."""
-
-    tool_id: str
-    name: str
-    description: str = ""
-    url: str
-    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
-    timeout_s: float = 10.0
-
-
-class ToolCallValue(_Value):
-    id: str
-    name: str
-    arguments: dict[str, Any] = Field(default_factory=dict)
-
-
-class MessageValue(_Value):
-    role: Literal["system", "user", "assistant", "tool"]
-    content: str | None = None
-    tool_calls: list[ToolCallValue] = Field(default_factory=list)
-    tool_call_id: str | None = None
-
-
-class UsageValue(_Value):
-    input_tokens: int = 0
-    output_tokens: int = 0
-
-    def __add__(self, other: UsageValue) -> UsageValue:
-        return UsageValue(
-            input_tokens=self.input_tokens + other.input_tokens,
-            output_tokens=self.output_tokens + other.output_tokens,
-        )
-
+from .values import AgentConfig as AgentConfig
+from .values import MessageValue as MessageValue
+from .values import ToolCallValue as ToolCallValue
+from .values import ToolDefinition as ToolDefinition
+from .values import UsageValue as UsageValue
 
 # -- tenants --------------------------------------------------------------------------
 
@@ -128,8 +79,7 @@ class AgentCreateRequested(_AgentFact):
 
 
 class AgentUpdateRequested(_AgentFact):
-    """``agentlog.agent.update_requested.v1``: a client asked to change an agent's
-    config; ``changes`` holds the fields given."""
+    """``agentlog.agent.update_requested.v1``: a client asked to change ``changes``."""
 
     name = "update_requested"
     changes: dict[str, Any]

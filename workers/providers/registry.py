@@ -11,7 +11,7 @@ import re
 import httpx
 
 from schemas.errors import ErrorCode
-from schemas.events import MODEL_PATTERN
+from schemas.values import MODEL_PATTERN
 from streams.logs import add_secrets
 from streams.settings import Settings
 
