@@ -39,4 +39,4 @@ lint: $(STAMP) ## ruff, mypy and the layer contracts (import-linter)
 	$(BIN)/mypy streams schemas projections gateway workers agentlog_cli tests
 
 clean: ## remove the virtualenv and local data
-	rm -rf $(VENV) .agentlog .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .agentlog .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .hypothesis
