@@ -139,7 +139,3 @@ class DomainError(Exception):
         except ValueError:
             raise KeyError(f"unregistered error code {code}") from None
         self.detail = detail
-
-    @property
-    def spec(self) -> ErrorSpec:
-        return ERRORS[self.code]
