@@ -10,10 +10,19 @@ from .ops import Context, Op, Upsert, folds
 from .rows import Reader, Row, created_page
 
 
-class SessionRow(Row):
+class Session(Row):
+    """A session's state: what decisions about its turns need."""
+
     session_id: str
-    tenant_id: str
     agent_id: str
+
+    @classmethod
+    def created(cls, fact: events.SessionCreated) -> Session:
+        return cls(session_id=fact.session_id, agent_id=fact.agent_id)
+
+
+class SessionRow(Session):
+    tenant_id: str
     metadata: dict[str, str]
     created_at: datetime.datetime
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from projections.agents import Agent, AgentStatus
-from projections.sessions import MessageRow, SessionRow
+from projections.sessions import MessageRow, Session
 from projections.tenants import ToolRow
 from projections.turns import TurnRow
 from schemas import events
@@ -123,7 +123,7 @@ def history_window(history: list[MessageRow], limit: int) -> list[MessageRow]:
 
 def request_turn(
     cmd: events.TurnRequested,
-    session: SessionRow | None,
+    session: Session | None,
     agent: Agent | None,
     active_turn: str | None,
     tools: list[ToolRow],

@@ -17,6 +17,7 @@ from aiokafka import TopicPartition
 from projections import agents, outcomes, sessions, tenants, turns
 from projections.agents import Agent
 from projections.database import Database
+from projections.sessions import Session
 from projections.waiter import Waiter
 from schemas import events
 from schemas.base import Fact
@@ -37,14 +38,14 @@ class _Decided:
     """What this batch decided, not projected yet: later commands of the batch see it."""
 
     agents: dict[str, Agent | None] = field(default_factory=dict)
-    sessions: set[str] = field(default_factory=set)
+    sessions: dict[str, Session] = field(default_factory=dict)
     active_turns: dict[str, str] = field(default_factory=dict)  # session id -> turn id
 
     def record(self, fact: Fact, agent_before: Agent | None) -> None:
         if isinstance(fact, events.AgentCreated | events.AgentUpdated | events.AgentDisabled):
             self.agents[fact.agent_id] = agents.evolve(agent_before, fact)
         elif isinstance(fact, events.SessionCreated):
-            self.sessions.add(fact.session_id)
+            self.sessions[fact.session_id] = Session.created(fact)
         elif isinstance(fact, events.TurnAccepted):
             self.active_turns[fact.session_id] = fact.turn_id
 
@@ -136,7 +137,9 @@ class CommandHandler:
             decided.record(fact, None)
             return fact
         if isinstance(cmd, events.TurnRequested):
-            session = await sessions.session(self.db, tenant, cmd.session_id)
+            session: Session | None = decided.sessions.get(cmd.session_id)
+            if session is None:  # not opened in this batch: as projected
+                session = await sessions.session(self.db, tenant, cmd.session_id)
             agent = await self._agent(tenant, session.agent_id, decided) if session else None
             active = decided.active_turns.get(cmd.session_id)
             if active is None:
