@@ -6,7 +6,9 @@
 2. Gateway intake: requests/s of ``POST /v1/sessions/{id}/turns`` (auth, validation,
    produce with acks=all), loaded by wrk, against a bare FastAPI endpoint parsing the
    same body, in the same run. Measured twice per round: with the roles behind the
-   gateway paused (SIGSTOP), which isolates the intake path, and with them running.
+   gateway paused (SIGSTOP), which isolates the intake path, and with them running. The
+   bare endpoint is measured with the roles paused too: while they work off a round's
+   turns they take the cores it would run on.
 
     python -m tests.bench.bench_platform [--turns N] [--rate R [R ...]]
 """
@@ -239,12 +241,13 @@ def main() -> None:
             workers = platform[:-1]  # every role but the gateway
             rounds = []
             for _ in range(3):
-                bare_rps = wrk(bare_url, body, json_headers, args.seconds)
-                # The intake alone: the roles behind it paused, so they do not compete
-                # with the gateway for the two cores; they catch up once resumed.
+                # The bare endpoint and the intake alone, with the roles behind the
+                # gateway paused: they do not compete for the two cores (nor work off the
+                # previous round's turns meanwhile); they catch up once resumed.
                 for proc in workers:
                     proc.send_signal(signal.SIGSTOP)
                 try:
+                    bare_rps = wrk(bare_url, body, json_headers, args.seconds)
                     alone_rps = wrk(intake_url, body, json_headers, args.seconds)
                 finally:
                     for proc in workers:
