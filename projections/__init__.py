@@ -4,6 +4,6 @@ The read model modules register their folds with ``ops.folds`` when imported; im
 them here means that any use of the package projects every read model.
 """
 
-from . import agents, outcomes, sessions, tenants, turns
+from . import agents, invoices, outcomes, plans, sessions, tenants, turns, usage
 
-__all__ = ["agents", "outcomes", "sessions", "tenants", "turns"]
+__all__ = ["agents", "invoices", "outcomes", "plans", "sessions", "tenants", "turns", "usage"]

@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 
 from schemas.base import Fact
 
-PROJECTION = "core"
+PROJECTION = "core"  # the read models of the commands and events topics
+BILLING = "billing"  # those of the usage and billing topics, in a schema of their own
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,16 @@ class Upsert:
 
 
 @dataclass(frozen=True, slots=True)
+class Add:
+    """Insert the row, or add its ``sums`` columns to the existing row's (a counter)."""
+
+    table: str
+    key: tuple[str, ...]
+    row: dict[str, Any]
+    sums: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Update:
     table: str
     key: dict[str, Any]
@@ -55,7 +66,7 @@ class Notify:
     key: str
 
 
-Op = Upsert | Update | Notify
+Op = Upsert | Add | Update | Notify
 Fold = Callable[[Any, Context], list[Op]]
 F = TypeVar("F", bound=Fold)
 

@@ -1,4 +1,6 @@
-"""The projector process: folds the commands and events topics into the read models."""
+"""The projector process: folds topics into read models. The core projector folds the
+commands and events topics; the billing projector the usage and billing topics, into
+the billing schema."""
 
 from __future__ import annotations
 
@@ -14,12 +16,22 @@ from .store import ProjectionStore
 
 
 class Projector:
-    name = "projector"
     types = None  # every type
 
-    def __init__(self, store: ProjectionStore, catalog: Catalog) -> None:
+    def __init__(
+        self, store: ProjectionStore, topics: tuple[str, ...], name: str = "projector"
+    ) -> None:
         self.store = store
-        self.topics = (catalog.commands, catalog.events)
+        self.topics = topics
+        self.name = name
+
+    @classmethod
+    def core(cls, store: ProjectionStore, catalog: Catalog) -> Projector:
+        return cls(store, (catalog.commands, catalog.events))
+
+    @classmethod
+    def billing(cls, store: ProjectionStore, catalog: Catalog) -> Projector:
+        return cls(store, (catalog.usage, catalog.billing), name="billing")
 
     async def on_assigned(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         """Resume from the positions stored with the rows, not from Kafka's commits."""

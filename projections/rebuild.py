@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -28,8 +29,8 @@ from streams.consumer import Position
 from streams.partitions import LogReader
 from streams.settings import Settings
 
-from .migrate import LogSource, bind_to_log, upgrade
-from .ops import PROJECTION
+from .migrate import BILLING_SCRIPTS, CORE_SCRIPTS, LogSource, bind_to_log, upgrade
+from .ops import BILLING, PROJECTION
 from .store import ProjectionStore, swap_lock
 
 _SKIPPED_TABLES = {"alembic_version", "log_source"}  # bookkeeping, not folded
@@ -37,6 +38,25 @@ _SKIPPED_TABLES = {"alembic_version", "log_source"}  # bookkeeping, not folded
 
 class RebuildMismatchError(RuntimeError):
     pass
+
+
+@dataclass(frozen=True)
+class ReadModels:
+    """A set of read models rebuilt together: one projection, its schema, its topics
+    (in the order the rebuild folds them) and the migrations that make its tables."""
+
+    projection: str
+    scripts: Path
+    schema: Callable[[Settings], str]
+    topics: Callable[[Catalog], tuple[str, ...]]
+
+
+CORE = ReadModels(
+    PROJECTION, CORE_SCRIPTS, lambda s: s.database_schema, lambda c: (c.commands, c.events)
+)
+BILLING_MODELS = ReadModels(
+    BILLING, BILLING_SCRIPTS, lambda s: s.billing_schema, lambda c: (c.usage, c.billing)
+)
 
 
 @dataclass(frozen=True)
@@ -112,17 +132,24 @@ async def _fold_until(
 
 
 async def rebuild(
-    settings: Settings, *, swap: bool = True, out: Callable[[str], None] = print
+    settings: Settings,
+    *,
+    swap: bool = True,
+    out: Callable[[str], None] = print,
+    models: ReadModels = CORE,
+    check: Callable[[AsyncConnection[Any], str], Awaitable[None]] | None = None,
 ) -> RebuildReport:
-    live = settings.database_schema
+    """Rebuild ``models``; ``check(conn, schema)``, if given, also vets the rebuilt
+    tables before the swap (raising RebuildMismatchError to refuse it)."""
+    live = models.schema(settings)
     target = f"{live}_rebuild"
     started = time.monotonic()
     admin = await AsyncConnection.connect(settings.database_url, autocommit=True)
     await admin.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(target)))
-    await asyncio.to_thread(upgrade, settings.database_url, target)
+    await asyncio.to_thread(upgrade, settings.database_url, target, models.scripts)
     source = LogSource(await cluster_id(settings.kafka_bootstrap_servers), settings.topic_prefix)
-    await bind_to_log(settings.database_url, target, source)
-    store = ProjectionStore(settings.database_url, target, live=False)
+    await bind_to_log(settings.database_url, target, source, scripts=models.scripts)
+    store = ProjectionStore(settings.database_url, target, models.projection, live=False)
     catalog = Catalog.from_settings(settings)
     reader = await LogReader(settings.kafka_bootstrap_servers).start()
     last_report = [0.0]
@@ -136,10 +163,7 @@ async def rebuild(
             out(f"rebuild: {applied + more} events applied ({rate:,.0f}/s)")
 
     try:
-        tps = [
-            *await reader.partitions(catalog.commands),
-            *await reader.partitions(catalog.events),
-        ]
+        tps = [tp for topic in models.topics(catalog) for tp in await reader.partitions(topic)]
         ends = await reader.ends(tps)
         out(f"rebuild: folding {sum(ends.values())} records from offset 0 into {target}")
         applied = await _fold_until(store, reader, ends, progress)
@@ -148,7 +172,7 @@ async def rebuild(
             async with lock.transaction():
                 await lock.execute("SELECT pg_advisory_xact_lock(%s)", (swap_lock(live),))
                 live_positions = await ProjectionStore(
-                    settings.database_url, live, live=False
+                    settings.database_url, live, models.projection, live=False
                 ).positions_all()
                 targets = {tp: live_positions.get((tp.topic, tp.partition), 0) for tp in tps}
                 applied += await _fold_until(store, reader, targets, progress)
@@ -163,6 +187,8 @@ async def rebuild(
                         f"tables differ: {', '.join(differing)}\n" + "\n".join(details)
                     )
                 out(f"rebuild: {len(live_hashes)} tables verified identical at the live position")
+                if check is not None:
+                    await check(lock, target)
                 swapped_to = None
                 if swap:
                     swapped_to = f"{live}_old_{int(time.time())}"
@@ -186,4 +212,12 @@ async def rebuild(
     return RebuildReport(applied, time.monotonic() - started, rebuilt_hashes, swapped_to)
 
 
-__all__ = ["PROJECTION", "RebuildMismatchError", "RebuildReport", "rebuild", "table_hashes"]
+__all__ = [
+    "BILLING_MODELS",
+    "CORE",
+    "ReadModels",
+    "RebuildMismatchError",
+    "RebuildReport",
+    "rebuild",
+    "table_hashes",
+]

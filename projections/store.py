@@ -14,7 +14,7 @@ from schemas.envelope import Envelope
 from streams.consumer import Position
 
 from .database import Database
-from .ops import PROJECTION, Context, Notify, Op, Upsert, project
+from .ops import PROJECTION, Add, Context, Notify, Op, Upsert, project
 from .waiter import channel, position_key
 
 
@@ -156,12 +156,13 @@ class ProjectionStore:
             if self.live:  # a rebuild beside the live tables has no readers to wake
                 await conn.execute("SELECT pg_notify(%s, %s)", (self._channel, op.key))
             return
-        if isinstance(op, Upsert):
+        if isinstance(op, Upsert | Add):
             columns = tuple(op.row)
-            shape: tuple[Any, ...] = ("upsert", op.table, columns, op.key, op.overwrite)
+            updated = op.sums if isinstance(op, Add) else op.overwrite
+            shape: tuple[Any, ...] = (type(op), op.table, columns, op.key, updated)
             query = self._queries.get(shape)
             if query is None:
-                query = self._queries[shape] = self._upsert_query(op, columns)
+                query = self._queries[shape] = self._insert_query(op, columns)
             await conn.execute(query, [_adapt(op.row[c]) for c in columns])
             return
         if not op.values:
@@ -178,15 +179,20 @@ class ProjectionStore:
             )
         await conn.execute(query, [*map(_adapt, op.values.values()), *op.key.values()])
 
-    def _upsert_query(self, op: Upsert, columns: tuple[str, ...]) -> sql.Composed:
-        conflict = (
-            sql.SQL("DO UPDATE SET ")
-            + sql.SQL(", ").join(
+    def _insert_query(self, op: Upsert | Add, columns: tuple[str, ...]) -> sql.Composed:
+        conflict: sql.Composable
+        if isinstance(op, Add):
+            table = sql.Identifier(op.table)
+            conflict = sql.SQL("DO UPDATE SET ") + sql.SQL(", ").join(
+                sql.SQL("{0} = {1}.{0} + EXCLUDED.{0}").format(sql.Identifier(c), table)
+                for c in op.sums
+            )
+        elif op.overwrite:
+            conflict = sql.SQL("DO UPDATE SET ") + sql.SQL(", ").join(
                 sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in op.overwrite
             )
-            if op.overwrite
-            else sql.SQL("DO NOTHING")
-        )
+        else:
+            conflict = sql.SQL("DO NOTHING")
         return (
             sql.SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) ").format(
                 self._table(op.table),

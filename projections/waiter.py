@@ -64,10 +64,14 @@ async def next_offset(
 
 
 class Waiter:
-    def __init__(self, db: Database, *, recheck_s: float = 1.0) -> None:
+    def __init__(
+        self, db: Database, *, recheck_s: float = 1.0, projection: str = PROJECTION
+    ) -> None:
         """``db``: where positions are read when a notification may have been missed (a
-        tenant-scoped database cannot: such a waiter waits on keys only)."""
+        tenant-scoped database cannot: such a waiter waits on keys only). Positions are
+        those of ``projection``, whose read models ``db`` holds."""
         self.db = db
+        self.projection = projection
         self.channel = channel(db.schema)
         self.recheck_s = recheck_s
         self._waiters: defaultdict[str, set[asyncio.Future[None]]] = defaultdict(set)
@@ -160,7 +164,7 @@ class Waiter:
         """Return once the projection has applied ``offset`` of the partition and all
         before it; TimeoutError otherwise. Notified positions answer without a query;
         the database is asked first, and again when no notification came for a while."""
-        key = position_key(topic, partition)
+        key = position_key(topic, partition, self.projection)
         deadline = time.monotonic() + timeout
         ask = True
         while True:
@@ -168,7 +172,7 @@ class Waiter:
                 if self._positions.get(key, 0) > offset:
                     return
                 if ask:
-                    stored = await next_offset(self.db, topic, partition)
+                    stored = await next_offset(self.db, topic, partition, self.projection)
                     self._positions[key] = max(self._positions.get(key, 0), stored)
                     if stored > offset:
                         return

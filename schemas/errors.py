@@ -43,6 +43,18 @@ class ErrorCode(StrEnum):
     TURN_NOT_FOUND = "TURN_NOT_FOUND"
     TURN_IN_PROGRESS = "TURN_IN_PROGRESS"
     TURN_NOT_ACTIVE = "TURN_NOT_ACTIVE"
+    # Billing: operators, plans, drafts.
+    OPERATOR_REQUIRED = "OPERATOR_REQUIRED"
+    TENANT_KEY_REQUIRED = "TENANT_KEY_REQUIRED"
+    TENANT_NOT_FOUND = "TENANT_NOT_FOUND"
+    CURRENCY_UNKNOWN = "CURRENCY_UNKNOWN"
+    CURRENCY_MISMATCH = "CURRENCY_MISMATCH"
+    PLAN_NOT_FOUND = "PLAN_NOT_FOUND"
+    PLAN_MISSING = "PLAN_MISSING"
+    PLAN_ASSIGNMENT_OVERLAPS = "PLAN_ASSIGNMENT_OVERLAPS"
+    PERIOD_IN_FUTURE = "PERIOD_IN_FUTURE"
+    INVOICE_NOT_FOUND = "INVOICE_NOT_FOUND"
+    REPLAY_NOT_FOUND = "REPLAY_NOT_FOUND"
     # Recorded on turns and tool calls by the workers.
     TOOL_NOT_ALLOWED = "TOOL_NOT_ALLOWED"
     TOOL_SCHEMA_INVALID = "TOOL_SCHEMA_INVALID"
@@ -95,6 +107,21 @@ ERRORS: dict[ErrorCode, ErrorSpec] = {
     ErrorCode.TURN_NOT_FOUND: ErrorSpec(404, "No such turn"),
     ErrorCode.TURN_IN_PROGRESS: ErrorSpec(409, "Another turn of this session is running"),
     ErrorCode.TURN_NOT_ACTIVE: ErrorSpec(409, "The turn is not running"),
+    ErrorCode.OPERATOR_REQUIRED: ErrorSpec(403, "This resource takes an operator's key"),
+    ErrorCode.TENANT_KEY_REQUIRED: ErrorSpec(403, "This resource takes a tenant's API key"),
+    ErrorCode.TENANT_NOT_FOUND: ErrorSpec(404, "No such tenant"),
+    ErrorCode.CURRENCY_UNKNOWN: ErrorSpec(422, "The currency is not an ISO 4217 code we know"),
+    ErrorCode.CURRENCY_MISMATCH: ErrorSpec(
+        409, "The plan charges in another currency than the tenant's plan"
+    ),
+    ErrorCode.PLAN_NOT_FOUND: ErrorSpec(404, "No such price plan version"),
+    ErrorCode.PLAN_MISSING: ErrorSpec(409, "The tenant has no price plan in the period"),
+    ErrorCode.PLAN_ASSIGNMENT_OVERLAPS: ErrorSpec(
+        409, "The assignment is not later than the tenant's latest one"
+    ),
+    ErrorCode.PERIOD_IN_FUTURE: ErrorSpec(422, "The billing period has not begun"),
+    ErrorCode.INVOICE_NOT_FOUND: ErrorSpec(404, "No such invoice"),
+    ErrorCode.REPLAY_NOT_FOUND: ErrorSpec(404, "No such replay"),
     ErrorCode.INVALID_CURSOR: ErrorSpec(400, "The pagination cursor is not valid"),
     ErrorCode.IDEMPOTENCY_KEY_REUSED: ErrorSpec(
         422, "The Idempotency-Key was used for another request"

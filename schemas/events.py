@@ -3,7 +3,8 @@
 Commands are recorded as the fact that they were requested (``TurnRequested``); their
 outcomes as further facts (``TurnAccepted``, ``ToolCallFailed``). Aggregates and keys: a
 tenant (tenant id), an agent (agent id), a session with its turns (session id). The values
-facts carry are ``values``'s, named here too (``events.AgentConfig``).
+facts carry are ``values``'s, named here too (``events.AgentConfig``). Usage facts are
+``usage``'s (``events.UsageRecorded`` names the newest), billing facts ``billing``'s.
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from . import billing as billing  # registers the billing facts
 from .base import Fact
 from .errors import ErrorCode
+from .usage import UsageRecorded as UsageRecorded
+from .usage import UsageRecordedV1 as UsageRecordedV1
 from .values import AgentConfig as AgentConfig
 from .values import MessageValue as MessageValue
 from .values import ToolCallValue as ToolCallValue
@@ -277,6 +281,10 @@ class ModelCallRequested(_ModelCallFact):
 
     name = "requested"
     model: str
+    agent_id: str = Field(
+        default="", description="the turn's agent (for usage); '' if recorded before"
+    )
+    agent_version: int = 0
     messages: list[MessageValue]
     tools: list[ToolDefinition]
 
@@ -316,6 +324,10 @@ class ToolCallRequested(_ToolCallFact):
 
     name = "requested"
     tool_id: str
+    agent_id: str = Field(
+        default="", description="the turn's agent (for usage); '' if recorded before"
+    )
+    agent_version: int = 0
     url: str
     arguments: dict[str, Any]
     timeout_s: float
@@ -356,7 +368,7 @@ class ToolCallRejected(_ToolCallFact):
     arguments: dict[str, Any] = Field(default_factory=dict)
 
 
-# -- output and usage -----------------------------------------------------------------
+# -- output -----------------------------------------------------------------
 
 
 class OutputDelta(_TurnFact):
@@ -381,20 +393,3 @@ class OutputMessage(_TurnFact):
     call_id: str
     text: str
     final: bool
-
-
-class UsageRecorded(Fact):
-    """``agentlog.usage.recorded.v1``: what one model or tool call used, for billing."""
-
-    subsystem = "usage"
-    name = "recorded"
-    subject_field = "tenant_id"
-    tenant_id: str
-    usage_id: str
-    session_id: str
-    turn_id: str
-    source: Literal["model", "tool"]
-    resource: str = Field(description="model name or tool name")
-    input_tokens: int = 0
-    output_tokens: int = 0
-    calls: int = 1

@@ -50,11 +50,16 @@ class MessageValue(_Value):
 
 
 class UsageValue(_Value):
+    """Tokens as the provider reports them; ``cached_input_tokens`` are the part of
+    ``input_tokens`` the provider served from its prompt cache."""
+
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_input_tokens: int = 0
 
     def __add__(self, other: UsageValue) -> UsageValue:
         return UsageValue(
             input_tokens=self.input_tokens + other.input_tokens,
             output_tokens=self.output_tokens + other.output_tokens,
+            cached_input_tokens=self.cached_input_tokens + other.cached_input_tokens,
         )

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from schemas import events
+from schemas import billing, events, usage
 from schemas.base import Fact
 
 from .settings import Settings
@@ -38,11 +38,16 @@ OUTPUT = TopicSpec(
     "agentlog.output", "streamed agent output for subscribers", {"retention.ms": FOREVER}
 )
 USAGE = TopicSpec("agentlog.usage", "usage records for billing", {"retention.ms": FOREVER})
+BILLING = TopicSpec(
+    "agentlog.billing",
+    "operators, price plans, plan assignments and invoice drafts",
+    {"retention.ms": FOREVER},
+)
 DEAD_LETTER = TopicSpec(
     "agentlog.deadletter", "records no consumer could read", {"retention.ms": WEEK_MS}
 )
 
-SPECS = (COMMANDS, EVENTS, OUTPUT, USAGE, DEAD_LETTER)
+SPECS = (COMMANDS, EVENTS, OUTPUT, USAGE, BILLING, DEAD_LETTER)
 
 _COMMANDS = (
     events.AgentCreateRequested,
@@ -53,7 +58,6 @@ _COMMANDS = (
     events.TurnCancelRequested,
 )
 _OUTPUT = (events.OutputDelta, events.OutputMessage)
-_USAGE = (events.UsageRecorded,)
 
 
 class UnroutableFactError(LookupError):
@@ -66,8 +70,10 @@ def spec_for(fact: type[Fact]) -> TopicSpec:
         return COMMANDS
     if fact in _OUTPUT:
         return OUTPUT
-    if fact in _USAGE:
+    if fact.__module__ == usage.__name__:
         return USAGE
+    if fact.__module__ == billing.__name__:
+        return BILLING
     if fact.__module__ == events.__name__ and fact.ce_type() in Fact.registry:
         return EVENTS
     raise UnroutableFactError(f"no topic for {fact.__name__}")
@@ -84,6 +90,7 @@ class Catalog:
         self.events = self.name(EVENTS)
         self.output = self.name(OUTPUT)
         self.usage = self.name(USAGE)
+        self.billing = self.name(BILLING)
         self.dead_letter = self.name(DEAD_LETTER)
 
     @classmethod

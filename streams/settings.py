@@ -17,7 +17,9 @@ class Settings(BaseSettings):
     topic_prefix: str = Field(default="", description="prepended to every catalog topic name")
     topic_partitions: int = Field(default=3, ge=1, description="partitions per catalog topic")
     database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
-    database_schema: str = "agentlog"
+    database_schema: str = Field(
+        default="agentlog", description="the core read models; billing's are in <schema>_billing"
+    )
     database_pool_size: int = Field(default=10, ge=1, description="gateway connections")
     database_pool_timeout_s: float = Field(
         default=2.0, gt=0, description="longest wait for a pooled connection before a 503"
@@ -75,3 +77,8 @@ class Settings(BaseSettings):
     )
     consumer_session_timeout_ms: int = 10_000
     log_level: str = "INFO"
+
+    @property
+    def billing_schema(self) -> str:
+        """The schema of the billing read models, beside the core ones."""
+        return f"{self.database_schema}_billing"

@@ -11,14 +11,15 @@ keeps learning from the results it sees (its own included) as it goes.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import os
 from typing import Any, ClassVar, Literal
 
 from aiokafka import TopicPartition
 
-from schemas import events
 from schemas.base import Fact
-from schemas.envelope import Envelope
+from schemas.envelope import Envelope, trace_id
+from schemas.usage import Unit, UsageRecorded
 from streams.catalog import Catalog
 from streams.consumer import Item, SeenIds
 from streams.partitions import LogReader
@@ -51,18 +52,30 @@ class EffectWorker:
         raise NotImplementedError
 
     def recorded(
-        self, env: Envelope[Any], result: Fact, usage_id: str, resource: str, **used: int
+        self,
+        env: Envelope[Any],
+        result: Fact,
+        call_id: str,
+        resource: str,
+        quantities: dict[Unit, int],
     ) -> list[Envelope[Any]]:
         """What a performed request records: its result, and what it used (billable
-        whether it succeeded or not), both caused by the request."""
-        usage = events.UsageRecorded(
+        whether it succeeded or not), both caused by the request, so that a usage
+        recorded again after a crash has the same id."""
+        req = env.data
+        usage = UsageRecorded(
             tenant_id=env.tenant_id,
-            usage_id=usage_id,
-            session_id=env.data.session_id,
-            turn_id=env.data.turn_id,
-            source=self.name,
+            kind=self.name,
             resource=resource,
-            **used,
+            quantities=quantities,
+            used_at=datetime.datetime.now(datetime.UTC),
+            agent_id=req.agent_id,
+            agent_version=req.agent_version,
+            session_id=req.session_id,
+            turn_id=req.turn_id,
+            step=req.step,
+            call_id=call_id,
+            trace_id=trace_id(env.traceparent),
         )
         return [
             env.follow(result, step="result", source=self.source),

@@ -2,7 +2,8 @@
 
 Text streams to the output topic as ``OutputDelta`` while the call runs; the result is
 recorded as ``ModelCallCompleted`` or ``ModelCallFailed``, and usage (of every attempt,
-failed ones included) as ``UsageRecorded`` on the usage topic.
+failed ones included) as ``UsageRecorded`` on the usage topic: input tokens apart from
+cached input tokens, since plans price them apart.
 """
 
 from __future__ import annotations
@@ -93,18 +94,18 @@ class ModelWorker(EffectWorker):
         try:
             outcome = await complete_with_retries(provider, request, on_delta, self.policy)
         except ProviderError as exc:
-            attempts_usage = exc.usage or events.UsageValue()
+            used = exc.usage or events.UsageValue()
             result = events.ModelCallFailed(
-                **common, code=exc.code, detail=redact(str(exc)), usage=attempts_usage
+                **common, code=exc.code, detail=redact(str(exc)), usage=used
             )
         else:
             response = outcome.response
-            attempts_usage = outcome.usage
+            used = outcome.usage
             result = events.ModelCallCompleted(
                 **common,
                 text=response.text,
                 tool_calls=response.tool_calls,
-                usage=attempts_usage,
+                usage=used,
                 attempts=outcome.attempts,
             )
             message = events.OutputMessage(
@@ -116,8 +117,11 @@ class ModelWorker(EffectWorker):
             result,
             req.call_id,
             req.model,
-            input_tokens=attempts_usage.input_tokens,
-            output_tokens=attempts_usage.output_tokens,
+            {
+                "input_tokens": used.input_tokens - used.cached_input_tokens,
+                "cached_input_tokens": used.cached_input_tokens,
+                "output_tokens": used.output_tokens,
+            },
         )
 
     async def close(self) -> None:

@@ -12,7 +12,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from projections.database import OUTAGES, Database
-from projections.migrate import LogSource, bind_to_log, upgrade
+from projections.migrate import BILLING_SCRIPTS, CORE_SCRIPTS, LogSource, bind_to_log, upgrade
+from projections.ops import BILLING
 from projections.projector import Projector
 from projections.secrets import SecretStore
 from projections.store import ProjectionStore
@@ -24,6 +25,7 @@ from streams.settings import Settings
 
 from .command_decisions import TurnLimits
 from .command_handler import CommandHandler
+from .invoicer import Invoicer
 from .model_worker import ModelWorker
 from .orchestrator import Orchestrator
 from .tool_network import ToolNetworkPolicy
@@ -31,7 +33,7 @@ from .tool_worker import ToolWorker
 
 log = logging.getLogger(__name__)
 
-ROLES = ("projector", "commands", "orchestrator", "model", "tool")
+ROLES = ("projector", "commands", "orchestrator", "model", "tool", "billing", "invoicer")
 
 
 async def prepare(settings: Settings, *, reset_foreign: bool = False) -> None:
@@ -39,9 +41,15 @@ async def prepare(settings: Settings, *, reset_foreign: bool = False) -> None:
     of another log are refused, or dropped with ``reset_foreign``."""
     catalog = Catalog.from_settings(settings)
     await ensure_topics(settings.kafka_bootstrap_servers, catalog, settings.topic_partitions)
-    await asyncio.to_thread(upgrade, settings.database_url, settings.database_schema)
     source = LogSource(await cluster_id(settings.kafka_bootstrap_servers), settings.topic_prefix)
-    await bind_to_log(settings.database_url, settings.database_schema, source, reset=reset_foreign)
+    for schema, scripts in (
+        (settings.database_schema, CORE_SCRIPTS),
+        (settings.billing_schema, BILLING_SCRIPTS),
+    ):
+        await asyncio.to_thread(upgrade, settings.database_url, schema, scripts)
+        await bind_to_log(
+            settings.database_url, schema, source, reset=reset_foreign, scripts=scripts
+        )
     secrets = SecretStore.from_settings(settings)
     try:
         await secrets.ensure()
@@ -54,7 +62,14 @@ def build_handler(role: str, settings: Settings) -> Handler:
     catalog = Catalog.from_settings(settings)
     if role == "projector":
         store = ProjectionStore(settings.database_url, settings.database_schema)
-        return Projector(store, catalog)
+        return Projector.core(store, catalog)
+    if role == "billing":
+        store = ProjectionStore(settings.database_url, settings.billing_schema, BILLING)
+        return Projector.billing(store, catalog)
+    if role == "invoicer":
+        return Invoicer(
+            bootstrap, catalog, Database(settings.database_url, settings.billing_schema)
+        )
     if role == "commands":
         limits = TurnLimits(
             max_message_bytes=settings.max_message_bytes,
@@ -80,8 +95,8 @@ def build_handler(role: str, settings: Settings) -> Handler:
     raise ValueError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
 
 
-def _database(settings: Settings) -> Database:
-    return Database(settings.database_url, settings.database_schema)
+def _database(settings: Settings, schema: str | None = None) -> Database:
+    return Database(settings.database_url, schema or settings.database_schema)
 
 
 async def run_roles(settings: Settings, roles: list[str], stop: asyncio.Event) -> None:

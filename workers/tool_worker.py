@@ -69,7 +69,7 @@ class ToolWorker(EffectWorker):
             )
         else:
             result = await self._call(req, headers, common)
-        return self.recorded(env, result, req.tool_call_id, req.tool, calls=1)
+        return self.recorded(env, result, req.tool_call_id, req.tool, {"calls": 1})
 
     async def _call(
         self, req: events.ToolCallRequested, headers: dict[str, str], common: dict[str, Any]

@@ -26,6 +26,7 @@ class TurnState:
     turn_id: str
     session_id: str
     config: events.AgentConfig
+    agent_id: str
     tools: dict[str, events.ToolDefinition]
     messages: tuple[events.MessageValue, ...]
     step: int = 0
@@ -34,6 +35,7 @@ class TurnState:
     tool_calls_made: int = 0
     usage: events.UsageValue = field(default_factory=events.UsageValue)
     done: bool = False
+    agent_version: int = 0
     progress: str = ""  # the id of the last event that moved the turn on
 
 
@@ -104,6 +106,8 @@ def _start(data: events.TurnAccepted, event_id: str) -> Step:
         turn_id=data.turn_id,
         session_id=data.session_id,
         config=data.config,
+        agent_id=data.agent_id,
+        agent_version=data.agent_version,
         tools={t.name: t for t in data.tools},
         messages=(*system, *data.history, user),
     )
@@ -128,6 +132,8 @@ def _request_model(state: TurnState, cause_id: str) -> Step:
         call_id=call_id,
         step=step,
         model=state.config.model,
+        agent_id=state.agent_id,
+        agent_version=state.agent_version,
         messages=list(state.messages),
         tools=list(state.tools.values()),
     )
@@ -182,6 +188,8 @@ def _model_answered(state: TurnState, data: events.ModelCallCompleted, event_id:
                 events.ToolCallRequested(
                     **common,
                     tool_id=tool.tool_id,
+                    agent_id=state.agent_id,
+                    agent_version=state.agent_version,
                     url=tool.url,
                     arguments=call.arguments,
                     timeout_s=tool.timeout_s,

@@ -10,13 +10,17 @@ import projections  # noqa: F401  (registers every read model's folds)
 from projections.ops import folds
 from schemas import events
 from schemas.base import Fact
-from streams.catalog import COMMANDS, EVENTS, OUTPUT, spec_for
+from streams.catalog import BILLING, COMMANDS, EVENTS, OUTPUT, USAGE, spec_for
 from tests.kafka import REPO
+from workers.invoicer import Invoicer
 from workers.model_worker import ModelWorker
 from workers.orchestrator import Orchestrator
 from workers.tool_worker import ToolWorker
 
-ROLES = {"gateway", "cli", "commands", "orchestrator", "model", "tool", "projector"}
+ROLES = {"gateway", "cli", "commands", "orchestrator", "model", "tool", "projector"} | {
+    "billing",
+    "invoicer",
+}
 ROW = re.compile(r"^\| `([a-z_.0-9]+)` \| `(\w+)` \| `([a-z.]+)` \| `(\w+)` \|(.*)\|(.*)\|(.*)\|$")
 
 
@@ -48,6 +52,10 @@ def handlers_of(cls: type[Fact]) -> set[str]:
                 found.add(worker.name)
     if topic == OUTPUT:
         found.add("gateway")  # server-sent events
+    if topic in (USAGE, BILLING):
+        found.add("billing")
+        if cls.ce_type() in Invoicer.types:
+            found.add("invoicer")
     return found
 
 

@@ -205,6 +205,6 @@ def test_provider_failures_and_timeouts_fail_the_turn_and_are_billed_once(
         from_kafka(r.key, r.value, list(r.headers)).data
         for r in read_topic(platform, "agentlog.usage")
     ]
-    model_usage = [u for u in usage if u.source == "model"]
+    model_usage = [u for u in usage if u.kind == "model"]
     assert len(model_usage) == 6, "one usage record per model call, failed ones included"
-    assert len({u.usage_id for u in model_usage}) == 6
+    assert len({u.call_id for u in model_usage}) == 6

@@ -8,7 +8,7 @@ de-duplicated event ids:
 
 - Every requested model call (``call_id``) and tool call (``tool_call_id``) has result
   records, and all of them carry ONE event id and one payload; so does its
-  ``UsageRecorded`` (by ``usage_id``), whose cause is the request the result names.
+  ``UsageRecorded`` (by ``call_id``), whose cause is the request the result names.
   Several records of that one event id are allowed: a writer killed between publishing
   and committing publishes the same event again, and the projection applies an event
   id once. Two event ids, or two payloads under one id, are two results of one call:
@@ -395,7 +395,7 @@ def check_exactly_once(
 
     usage: dict[str, list[Envelope[Any]]] = defaultdict(list)
     for env in usage_envs:
-        usage[env.data.usage_id].append(env)
+        usage[env.data.call_id].append(env)
     for usage_id, found in usage.items():
         _one_event(verdict, f"usage {usage_id}", found)
         causes = {env.causation_id for env in found}

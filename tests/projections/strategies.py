@@ -9,7 +9,7 @@ import string
 from hypothesis import strategies as st
 
 from projections.ops import Context
-from schemas import events
+from schemas import billing, events, usage
 from schemas.base import Fact
 
 ids = st.text(alphabet=string.ascii_letters + string.digits + "-_", min_size=1, max_size=12)
@@ -47,6 +47,40 @@ messages = st.builds(
     content=st.none() | texts,
     tool_calls=st.lists(tool_call_values, max_size=2),
     tool_call_id=st.none() | ids,
+)
+times = st.datetimes(
+    min_value=datetime.datetime(1971, 1, 1),
+    max_value=datetime.datetime(2100, 1, 1),
+    timezones=st.just(datetime.UTC),
+)
+money = st.decimals(min_value=0, max_value=10**6, places=6, allow_nan=False, allow_infinity=False)
+units = st.sampled_from(usage.UNITS)
+plans = st.builds(
+    billing.PricePlan,
+    currency=st.sampled_from(sorted(billing.CURRENCIES)),
+    models=st.dictionaries(
+        ids, st.builds(billing.ModelRates, input=money, output=money), max_size=2
+    ),
+    tools=st.dictionaries(ids, st.builds(billing.ToolRates, per_call=money), max_size=2),
+    monthly_minimum=money,
+)
+lines = st.builds(
+    billing.InvoiceLine,
+    number=counts,
+    kind=st.sampled_from(["model", "tool", "minimum"]),
+    resource=ids,
+    unit=units,
+    plan_id=st.none() | ids,
+    plan_version=st.none() | counts,
+    window_start=times,
+    window_end=times,
+    quantity=counts,
+    free=counts,
+    billable=counts,
+    unit_price=money,
+    amount=money,
+    unpriced=st.booleans(),
+    events=counts,
 )
 contexts = st.builds(
     Context,
@@ -196,6 +230,79 @@ def fact_strategies(tenant_id: str) -> dict[type[Fact], st.SearchStrategy[Fact]]
             code=st.sampled_from(["TOOL_NOT_ALLOWED", "TOOL_SCHEMA_INVALID", "TOOL_CALL_LIMIT"]),
             detail=texts,
             arguments=arguments,
+        ),
+        usage.UsageRecorded: st.builds(
+            usage.UsageRecorded,
+            tenant_id=st.just(tenant_id),
+            kind=st.sampled_from(["model", "tool"]),
+            resource=ids,
+            quantities=st.dictionaries(units, counts, max_size=3),
+            used_at=times,
+            agent_id=ids,
+            session_id=ids,
+            turn_id=ids,
+            call_id=ids,
+        ),
+        usage.UsageRecordedV1: st.builds(
+            usage.UsageRecordedV1,
+            tenant_id=st.just(tenant_id),
+            usage_id=ids,
+            session_id=ids,
+            turn_id=ids,
+            source=st.sampled_from(["model", "tool"]),
+            resource=ids,
+            input_tokens=counts,
+            output_tokens=counts,
+        ),
+        billing.OperatorCreated: st.builds(
+            billing.OperatorCreated,
+            operator_id=ids,
+            display_name=texts,
+            key_id=ids,
+            key_prefix=ids,
+            key_hash=ids,
+        ),
+        billing.PricePlanPublished: st.builds(
+            billing.PricePlanPublished, plan_id=ids, version=counts, plan=plans, operator_id=ids
+        ),
+        billing.TenantPlanAssigned: st.builds(
+            billing.TenantPlanAssigned,
+            tenant_id=st.just(tenant_id),
+            plan_id=ids,
+            version=counts,
+            effective_from=times,
+            operator_id=ids,
+        ),
+        billing.InvoiceDraftRequested: st.builds(
+            billing.InvoiceDraftRequested,
+            tenant_id=st.just(tenant_id),
+            invoice_id=ids,
+            period=st.just("2026-11"),
+            operator_id=ids,
+        ),
+        billing.InvoiceDrafted: st.builds(
+            billing.InvoiceDrafted,
+            tenant_id=st.just(tenant_id),
+            invoice_id=ids,
+            revision=counts,
+            request_id=ids,
+            period=st.just("2026-11"),
+            currency=st.just("USD"),
+            lines=st.lists(lines, max_size=2),
+            subtotal=money,
+            total=money,
+            plans=st.just([]),
+            offsets=st.dictionaries(st.integers(0, 3), counts, max_size=2),
+            usage_events=counts,
+            content_hash=ids,
+        ),
+        billing.InvoiceDraftRejected: st.builds(
+            billing.InvoiceDraftRejected,
+            tenant_id=st.just(tenant_id),
+            invoice_id=ids,
+            request_id=ids,
+            code=ids,
+            detail=texts,
         ),
         # Facts the fold ignores belong in the properties too.
         events.TurnCancelRequested: st.builds(events.TurnCancelRequested, **turn),

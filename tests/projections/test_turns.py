@@ -112,7 +112,7 @@ def test_turn_completed_finishes_the_turn_records_a_step_and_wakes_its_waiters()
                     "session_id": "session-1",
                     "turn_id": "turn-1",
                     "message_id": "msg-9",
-                    "usage": {"input_tokens": 120, "output_tokens": 45},
+                    "usage": {"input_tokens": 120, "output_tokens": 45, "cached_input_tokens": 0},
                     "steps": 3,
                 },
                 "recorded_at": T,

@@ -13,7 +13,7 @@ import pytest
 from aiokafka import TopicPartition
 
 from schemas import events
-from schemas.envelope import Envelope, envelope, from_kafka
+from schemas.envelope import Envelope, derived_id, envelope, from_kafka, trace_id
 from streams.catalog import Catalog, ensure_topics
 from streams.consumer import Position
 from streams.publisher import Publisher
@@ -65,6 +65,8 @@ def request(model: str, message: str = "hello", call_id: str = "call-1") -> Enve
         call_id=call_id,
         step=1,
         model=model,
+        agent_id="agent-1",
+        agent_version=3,
         messages=[events.MessageValue(role="user", content=message)],
         tools=[TOOL],
     )
@@ -92,14 +94,19 @@ async def test_an_answer_is_recorded_and_its_text_streamed_in_order(
     )
     assert usage.data == events.UsageRecorded(
         tenant_id=TENANT,
-        usage_id="call-1",
+        kind="model",
+        resource="dev",
+        quantities={"input_tokens": 2, "cached_input_tokens": 0, "output_tokens": 3},
+        used_at=usage.data.used_at,
+        agent_id="agent-1",
+        agent_version=3,
         session_id="s-1",
         turn_id="t-1",
-        source="model",
-        resource="dev",
-        input_tokens=2,
-        output_tokens=3,
+        step=1,
+        call_id="call-1",
+        trace_id=trace_id(env.traceparent),
     )
+    assert usage.id == derived_id(env.id, "usage")  # recorded again, it is the same event
     streamed = await output(bootstrap, catalog)
     deltas = [o for o in streamed if isinstance(o, events.OutputDelta)]
     assert [d.index for d in deltas] == list(range(len(deltas)))
@@ -137,7 +144,10 @@ async def test_a_retried_failure_counts_the_usage_of_every_attempt(
     # Anthropic tells the input tokens when a message starts: a cut attempt used them.
     models.script(
         Reply(chunks=("par", "tial"), cut_after=1, usage=events.UsageValue(input_tokens=5)),
-        Reply(chunks=("whole",), usage=events.UsageValue(input_tokens=5, output_tokens=1)),
+        Reply(
+            chunks=("whole",),
+            usage=events.UsageValue(input_tokens=5, output_tokens=1, cached_input_tokens=3),
+        ),
     )
 
     result, usage = await worker.perform(request("anthropic:m-1"))
@@ -145,10 +155,12 @@ async def test_a_retried_failure_counts_the_usage_of_every_attempt(
     assert isinstance(result.data, events.ModelCallCompleted)
     assert (result.data.text, result.data.attempts) == ("whole", 2)
     assert result.data.usage.input_tokens == 10
-    assert (usage.data.input_tokens, usage.data.output_tokens) == (
-        result.data.usage.input_tokens,
-        result.data.usage.output_tokens,
-    )
+    # Billed apart: the input not served from the cache, and the cached input.
+    assert usage.data.quantities == {
+        "input_tokens": 10 - 3,
+        "cached_input_tokens": 3,
+        "output_tokens": result.data.usage.output_tokens,
+    }
 
 
 async def test_a_failure_is_recorded_with_its_code_and_usage(

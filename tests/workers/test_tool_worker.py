@@ -53,8 +53,9 @@ async def perform(worker: ToolWorker, env: Envelope[Any]) -> tuple[Fact, Envelop
     result, usage = await worker.perform(env)
     assert result.causation_id == usage.causation_id == env.id
     assert isinstance(usage.data, events.UsageRecorded)
-    assert (usage.data.source, usage.data.resource, usage.data.calls) == ("tool", "weather", 1)
-    assert usage.data.usage_id == "call-1"
+    assert (usage.data.kind, usage.data.resource) == ("tool", "weather")
+    assert usage.data.quantities == {"calls": 1}
+    assert usage.data.call_id == "call-1"
     return result.data, usage
 
 

@@ -108,7 +108,7 @@ class AnthropicMessages:
         self, request: ModelRequest, on_delta: OnDelta | None = None
     ) -> ModelResponse:
         blocks: dict[int, _Block] = {}
-        input_tokens = output_tokens = 0
+        input_tokens = output_tokens = cached_tokens = 0
         stop_reason = "end_turn"
         try:
             async for _event, data in stream_events(
@@ -121,7 +121,9 @@ class AnthropicMessages:
                     raise _stream_error(data.get("error") or {})
                 if kind == "message_start":
                     usage = (data.get("message") or {}).get("usage") or {}
-                    input_tokens = int(usage.get("input_tokens") or 0)
+                    # Anthropic counts cache reads apart from input; ours are a part of it.
+                    cached_tokens = int(usage.get("cache_read_input_tokens") or 0)
+                    input_tokens = int(usage.get("input_tokens") or 0) + cached_tokens
                     output_tokens = int(usage.get("output_tokens") or 0)
                 elif kind == "content_block_start":
                     start = data.get("content_block") or {}
@@ -148,7 +150,9 @@ class AnthropicMessages:
                 raise cut_off("message_stop")
         except ProviderError as exc:
             exc.usage = exc.usage or UsageValue(
-                input_tokens=input_tokens, output_tokens=output_tokens
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                cached_input_tokens=cached_tokens,
             )
             raise
         ordered = [blocks[i] for i in sorted(blocks)]
@@ -159,7 +163,11 @@ class AnthropicMessages:
                 for b in ordered
                 if b.type == "tool_use"
             ],
-            usage=UsageValue(input_tokens=input_tokens, output_tokens=output_tokens),
+            usage=UsageValue(
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                cached_input_tokens=cached_tokens,
+            ),
             finish_reason=stop_reason,
         )
 

@@ -99,9 +99,12 @@ class OpenAIChat:
                 if "error" in chunk:
                     raise _stream_error(chunk["error"])
                 if chunk.get("usage"):
+                    reported = chunk["usage"]
+                    details = reported.get("prompt_tokens_details") or {}
                     usage = UsageValue(
-                        input_tokens=int(chunk["usage"].get("prompt_tokens") or 0),
-                        output_tokens=int(chunk["usage"].get("completion_tokens") or 0),
+                        input_tokens=int(reported.get("prompt_tokens") or 0),
+                        output_tokens=int(reported.get("completion_tokens") or 0),
+                        cached_input_tokens=int(details.get("cached_tokens") or 0),
                     )
                 for choice in chunk.get("choices") or []:
                     delta = choice.get("delta") or {}

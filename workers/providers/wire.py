@@ -111,11 +111,20 @@ def _openai_finish(reply: Reply) -> str:
     return "tool_calls" if reply.tool_calls else "stop"
 
 
-def _openai_usage(usage: UsageValue) -> dict[str, int]:
+def _openai_usage(usage: UsageValue) -> dict[str, Any]:
     return {
         "prompt_tokens": usage.input_tokens,
         "completion_tokens": usage.output_tokens,
         "total_tokens": usage.input_tokens + usage.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_input_tokens},
+    }
+
+
+def _anthropic_input(usage: UsageValue) -> dict[str, int]:
+    """Anthropic counts cache reads apart from the (other) input tokens."""
+    return {
+        "input_tokens": usage.input_tokens - usage.cached_input_tokens,
+        "cache_read_input_tokens": usage.cached_input_tokens,
     }
 
 
@@ -154,10 +163,7 @@ def anthropic_message(reply: Reply, model: str) -> dict[str, Any]:
         "content": content,
         "stop_reason": _anthropic_stop(reply),
         "stop_sequence": None,
-        "usage": {
-            "input_tokens": reply.usage.input_tokens,
-            "output_tokens": reply.usage.output_tokens,
-        },
+        "usage": {**_anthropic_input(reply.usage), "output_tokens": reply.usage.output_tokens},
     }
 
 
@@ -220,7 +226,7 @@ def anthropic_events(reply: Reply, model: str) -> list[tuple[str, str]]:
                     "role": "assistant",
                     "model": model,
                     "content": [],
-                    "usage": {"input_tokens": reply.usage.input_tokens, "output_tokens": 1},
+                    "usage": {**_anthropic_input(reply.usage), "output_tokens": 1},
                 },
             },
         ),

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from alembic import op
 
+from projections.migrate import execute_script
+
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -16,12 +18,7 @@ _SQL = Path(__file__).resolve().parents[2] / "schema.sql"
 
 
 def upgrade(schema: str) -> None:
-    for statement in _SQL.read_text().format(schema=f'"{schema}"').split(";"):
-        body = "\n".join(
-            line for line in statement.splitlines() if not line.strip().startswith("--")
-        ).strip()
-        if body:
-            op.execute(body)
+    execute_script(_SQL, schema)
 
 
 def downgrade(schema: str) -> None:

@@ -75,15 +75,15 @@ class Deltas:
 async def test_text_streams_in_order_with_usage(
     provider: ModelProvider, server: ModelServer
 ) -> None:
-    server.script(
-        Reply(chunks=("Sun", "ny in ", "Oslo."), usage=UsageValue(input_tokens=42, output_tokens=7))
-    )
+    # Cached input is a part of the input, however the provider counts it.
+    used = UsageValue(input_tokens=42, output_tokens=7, cached_input_tokens=12)
+    server.script(Reply(chunks=("Sun", "ny in ", "Oslo."), usage=used))
     deltas = Deltas()
     response = await provider.complete(CONVERSATION, deltas)
     assert deltas.pieces == ["Sun", "ny in ", "Oslo."]
     assert response.text == "Sunny in Oslo."
     assert response.tool_calls == []
-    assert response.usage == UsageValue(input_tokens=42, output_tokens=7)
+    assert response.usage == used
 
 
 async def test_tool_calls_are_assembled_from_fragments(

@@ -57,7 +57,12 @@ def test_openai_answers_text_as_one_completion(server: ModelServer, stream: dict
                 "finish_reason": "stop",
             }
         ],
-        "usage": {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5},
+        "usage": {
+            "prompt_tokens": 2,
+            "completion_tokens": 3,
+            "total_tokens": 5,
+            "prompt_tokens_details": {"cached_tokens": 0},
+        },
     }
 
 
@@ -74,7 +79,7 @@ def test_anthropic_answers_text_as_one_message(server: ModelServer, stream: dict
         "content": [{"type": "text", "text": "echo: hello there"}],
         "stop_reason": "end_turn",
         "stop_sequence": None,
-        "usage": {"input_tokens": 2, "output_tokens": 3},
+        "usage": {"input_tokens": 2, "cache_read_input_tokens": 0, "output_tokens": 3},
     }
 
 
@@ -99,7 +104,12 @@ def test_openai_answers_a_tool_call_as_one_completion(server: ModelServer) -> No
     }
     assert call["id"].startswith("call_")
     assert json.loads(call["function"]["arguments"]) == {"city": "Oslo"}
-    assert body["usage"] == {"prompt_tokens": 4, "completion_tokens": 1, "total_tokens": 5}
+    assert body["usage"] == {
+        "prompt_tokens": 4,
+        "completion_tokens": 1,
+        "total_tokens": 5,
+        "prompt_tokens_details": {"cached_tokens": 0},
+    }
 
 
 def test_anthropic_answers_a_tool_call_as_one_message(server: ModelServer) -> None:
@@ -113,7 +123,7 @@ def test_anthropic_answers_a_tool_call_as_one_message(server: ModelServer) -> No
     }
     assert block["id"].startswith("call_")
     assert (body["stop_reason"], body["stop_sequence"]) == ("tool_use", None)
-    assert body["usage"] == {"input_tokens": 4, "output_tokens": 1}
+    assert body["usage"] == {"input_tokens": 4, "cache_read_input_tokens": 0, "output_tokens": 1}
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -122,7 +132,7 @@ def test_a_scripted_reply_answers_a_non_streamed_call(server: ModelServer, proto
         Reply(
             chunks=("Sun", "ny."),
             tool_calls=(ToolCallValue(id="t1", name="clock", arguments={"tz": "UTC"}),),
-            usage=UsageValue(input_tokens=42, output_tokens=7),
+            usage=UsageValue(input_tokens=42, output_tokens=7, cached_input_tokens=10),
         )
     )
     body = post(server, protocol, "ignored").json()
@@ -136,13 +146,22 @@ def test_a_scripted_reply_answers_a_non_streamed_call(server: ModelServer, proto
                 "function": {"name": "clock", "arguments": '{"tz": "UTC"}'},
             }
         ]
-        assert body["usage"] == {"prompt_tokens": 42, "completion_tokens": 7, "total_tokens": 49}
+        assert body["usage"] == {
+            "prompt_tokens": 42,
+            "completion_tokens": 7,
+            "total_tokens": 49,
+            "prompt_tokens_details": {"cached_tokens": 10},
+        }
     else:
         assert body["content"] == [
             {"type": "text", "text": "Sunny."},
             {"type": "tool_use", "id": "t1", "name": "clock", "input": {"tz": "UTC"}},
         ]
-        assert body["usage"] == {"input_tokens": 42, "output_tokens": 7}
+        assert body["usage"] == {
+            "input_tokens": 32,
+            "cache_read_input_tokens": 10,
+            "output_tokens": 7,
+        }
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])

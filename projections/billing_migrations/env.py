@@ -1,0 +1,5 @@
+"""Alembic environment of the billing read models (``projections.migrate.run_environment``)."""
+
+from projections.migrate import run_environment
+
+run_environment()

@@ -1,0 +1,313 @@
+"""Pricing a tenant's usage of a period into an invoice draft: a pure function of the
+usage events, the tenant's plan assignments and the plan versions they name.
+
+The billing worker prices the ledger with it, ``agentlog billing verify`` prices events
+read straight from the topics, and ``agentlog replay billing --plan`` prices the ledger
+under a plan that was never published. docs/billing.md states the algorithm and the
+canonical form of ``content_hash`` so that anyone can write their own verifier.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+from schemas.billing import (
+    CURRENCIES,
+    InvoiceLine,
+    LineChange,
+    PlanWindow,
+    PricePlan,
+    period_bounds,
+)
+from schemas.errors import DomainError, ErrorCode
+from schemas.usage import UNITS, Unit, UsageKind
+
+LINE_QUANTUM = Decimal("0.000001")  # line amounts: 1e-6, half-even
+_CONTEXT = decimal.Context(prec=60, rounding=ROUND_HALF_EVEN)  # no product loses a digit
+
+
+@dataclass(frozen=True, slots=True)
+class UsageItem:
+    """What pricing reads of a usage event."""
+
+    event_id: str
+    kind: UsageKind
+    resource: str
+    quantities: Mapping[str, int]
+    used_at: datetime.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    effective_from: datetime.datetime
+    plan_id: str
+    version: int
+
+
+@dataclass(frozen=True)
+class Draft:
+    tenant_id: str
+    invoice_id: str
+    period: str
+    currency: str
+    lines: list[InvoiceLine]
+    subtotal: Decimal
+    total: Decimal
+    plans: list[PlanWindow]
+    offsets: dict[int, int]
+    usage_event_ids: list[str] = field(repr=False)
+
+    @property
+    def content_hash(self) -> str:
+        return content_hash(self)
+
+
+@dataclass(frozen=True)
+class _Window:
+    start: datetime.datetime
+    end: datetime.datetime
+    plan_id: str | None = None
+    version: int | None = None
+    plan: PricePlan | None = None
+
+
+def minor_unit(currency: str) -> Decimal:
+    return Decimal(1).scaleb(-CURRENCIES[currency])
+
+
+def _windows(
+    start: datetime.datetime,
+    end: datetime.datetime,
+    assignments: Iterable[Assignment],
+    plans: Mapping[tuple[str, int], PricePlan],
+) -> list[_Window]:
+    """[start, end) cut where the plan in force changes; a stretch before the first
+    assignment has no plan."""
+    ordered = sorted(assignments, key=lambda a: a.effective_from)
+    windows: list[_Window] = []
+    cursor = start
+    for i, a in enumerate(ordered):
+        until = ordered[i + 1].effective_from if i + 1 < len(ordered) else end
+        lo, hi = max(a.effective_from, start), min(until, end)
+        if lo >= hi:
+            continue
+        if cursor < lo:
+            windows.append(_Window(cursor, lo))
+        windows.append(_Window(lo, hi, a.plan_id, a.version, plans[(a.plan_id, a.version)]))
+        cursor = hi
+    if cursor < end:
+        windows.append(_Window(cursor, end))
+    return windows
+
+
+def price(
+    tenant_id: str,
+    invoice_id: str,
+    period: str,
+    usage: Iterable[UsageItem],
+    assignments: Iterable[Assignment],
+    plans: Mapping[tuple[str, int], PricePlan],
+    offsets: Mapping[int, int],
+) -> Draft:
+    """The draft of ``period`` over ``usage`` (the tenant's events of the ``offsets``;
+    events outside the period are left out, a repeated event id counts once)."""
+    start, end = period_bounds(period)
+    windows = _windows(start, end, assignments, plans)
+    planned = [w for w in windows if w.plan is not None]
+    if not planned:
+        raise DomainError(ErrorCode.PLAN_MISSING, f"the tenant has no price plan in {period}")
+    currencies = {w.plan.currency for w in planned if w.plan is not None}
+    if len(currencies) != 1:
+        raise DomainError(
+            ErrorCode.CURRENCY_MISMATCH, f"plans in {period} charge in {sorted(currencies)}"
+        )
+    (currency,) = currencies
+    totals: dict[tuple[int, UsageKind, str, Unit], list[int]] = {}  # → [quantity, events]
+    counted: set[str] = set()
+    for item in usage:
+        if item.event_id in counted or not start <= item.used_at < end:
+            continue
+        counted.add(item.event_id)
+        w = next(i for i, w in enumerate(windows) if item.used_at < w.end)
+        for unit in UNITS:
+            quantity = item.quantities.get(unit, 0)
+            if quantity:
+                line = totals.setdefault((w, item.kind, item.resource, unit), [0, 0])
+                line[0] += quantity
+                line[1] += 1
+    lines: list[InvoiceLine] = []
+    for (w, kind, resource, unit), (quantity, events) in sorted(totals.items()):
+        window = windows[w]
+        rate = window.plan.rate(kind, resource, unit) if window.plan else None
+        unit_price, free = rate if rate is not None else (Decimal(0), 0)
+        billable = max(quantity - free, 0)
+        amount = _CONTEXT.multiply(Decimal(billable), unit_price).quantize(
+            LINE_QUANTUM, ROUND_HALF_EVEN, _CONTEXT
+        )
+        lines.append(
+            InvoiceLine(
+                number=len(lines) + 1,
+                kind=kind,
+                resource=resource,
+                unit=unit,
+                plan_id=window.plan_id,
+                plan_version=window.version,
+                window_start=window.start,
+                window_end=window.end,
+                quantity=quantity,
+                free=min(free, quantity),
+                billable=billable,
+                unit_price=unit_price,
+                amount=amount,
+                unpriced=rate is None,
+                events=events,
+            )
+        )
+    subtotal = sum((line.amount for line in lines), Decimal("0.000000"))
+    last = planned[-1]
+    assert last.plan is not None
+    if subtotal < last.plan.monthly_minimum:
+        shortfall = (last.plan.monthly_minimum - subtotal).quantize(LINE_QUANTUM, ROUND_HALF_EVEN)
+        lines.append(
+            InvoiceLine(
+                number=len(lines) + 1,
+                kind="minimum",
+                resource="",
+                unit="commitment",
+                plan_id=last.plan_id,
+                plan_version=last.version,
+                window_start=start,
+                window_end=end,
+                quantity=1,
+                free=0,
+                billable=1,
+                unit_price=shortfall,
+                amount=shortfall,
+                unpriced=False,
+                events=0,
+            )
+        )
+        subtotal += shortfall
+    total = subtotal.quantize(minor_unit(currency), ROUND_HALF_EVEN)
+    return Draft(
+        tenant_id=tenant_id,
+        invoice_id=invoice_id,
+        period=period,
+        currency=currency,
+        lines=lines,
+        subtotal=subtotal,
+        total=total,
+        plans=[
+            PlanWindow(plan_id=w.plan_id, version=w.version, start=w.start, end=w.end)
+            for w in planned
+            if w.plan_id is not None and w.version is not None
+        ],
+        offsets=dict(sorted(offsets.items())),
+        usage_event_ids=sorted(counted),
+    )
+
+
+# -- the canonical form ---------------------------------------------------------------
+
+
+def _time(value: datetime.datetime) -> str:
+    return value.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _rate(value: Decimal) -> str:
+    """A rate in plain notation, without trailing zeros (``0.000002``, ``10``)."""
+    text = format(value, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _amount(value: Decimal, places: int) -> str:
+    """An amount in plain notation with exactly ``places`` decimals (``4.990000``)."""
+    return format(value.quantize(Decimal(1).scaleb(-places)), "f")
+
+
+def _line(line: InvoiceLine) -> dict[str, Any]:
+    return {
+        "number": line.number,
+        "kind": line.kind,
+        "resource": line.resource,
+        "unit": line.unit,
+        "plan_id": line.plan_id,
+        "plan_version": line.plan_version,
+        "window_start": _time(line.window_start),
+        "window_end": _time(line.window_end),
+        "quantity": line.quantity,
+        "free": line.free,
+        "billable": line.billable,
+        "unit_price": _rate(line.unit_price),
+        "amount": _amount(line.amount, 6),
+        "unpriced": line.unpriced,
+        "events": line.events,
+    }
+
+
+def canonical_form(draft: Draft) -> bytes:
+    """The bytes ``content_hash`` is the sha256 of: JSON with sorted keys and no
+    whitespace, decimals as plain-notation strings, times in UTC with microseconds."""
+    document = {
+        "tenant_id": draft.tenant_id,
+        "invoice_id": draft.invoice_id,
+        "period": draft.period,
+        "currency": draft.currency,
+        "lines": [_line(line) for line in draft.lines],
+        "subtotal": _amount(draft.subtotal, 6),
+        "total": _amount(draft.total, CURRENCIES[draft.currency]),
+        "plans": [
+            {
+                "plan_id": p.plan_id,
+                "version": p.version,
+                "start": _time(p.start),
+                "end": _time(p.end),
+            }
+            for p in draft.plans
+        ],
+        "offsets": {str(p): end for p, end in sorted(draft.offsets.items())},
+        "usage_event_ids": draft.usage_event_ids,
+    }
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def content_hash(draft: Draft) -> str:
+    return hashlib.sha256(canonical_form(draft)).hexdigest()
+
+
+def changes(before: Iterable[InvoiceLine], after: Iterable[InvoiceLine]) -> list[LineChange]:
+    """The lines whose quantity or amount differ between two revisions (a line only one
+    has counts as zero in the other)."""
+
+    def key(line: InvoiceLine) -> tuple[str, str, str, int | None, datetime.datetime]:
+        return (line.kind, line.resource, line.unit, line.plan_version, line.window_start)
+
+    old = {key(line): line for line in before}
+    new = {key(line): line for line in after}
+    found = []
+    for k in sorted(old.keys() | new.keys(), key=lambda k: (k[4], k[0], k[1], k[2], k[3] or 0)):
+        a, b = old.get(k), new.get(k)
+        quantities = (a.quantity if a else 0, b.quantity if b else 0)
+        amounts = (a.amount if a else Decimal(0), b.amount if b else Decimal(0))
+        if quantities[0] != quantities[1] or amounts[0] != amounts[1]:
+            found.append(
+                LineChange(
+                    kind=k[0],
+                    resource=k[1],
+                    unit=k[2],
+                    plan_version=k[3],
+                    window_start=k[4],
+                    quantity_before=quantities[0],
+                    quantity_after=quantities[1],
+                    amount_before=amounts[0],
+                    amount_after=amounts[1],
+                )
+            )
+    return found

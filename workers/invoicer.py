@@ -1,0 +1,145 @@
+"""The invoicer: drafts invoices on request (``InvoiceDraftRequested``) from the billing
+read models, and records each draft as a revision (``InvoiceDrafted``) or a rejection.
+
+Before it reads, it fences: it waits until the billing projection has applied every
+usage record and every billing record written so far. A draft counts exactly the usage
+events before those usage offsets, which it records, so that anyone can recount them
+from the topics; plan assignments count only if recorded before the request. It is the
+single writer of drafts per tenant: requests are keyed by tenant.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from projections import invoices, plans
+from projections.database import Database
+from projections.ops import BILLING
+from projections.pricing import Assignment, UsageItem, changes, price
+from projections.waiter import Waiter
+from schemas import billing
+from schemas.billing import InvoiceLine, period_bounds
+from schemas.envelope import Envelope
+from schemas.errors import DomainError, ErrorCode
+from streams.catalog import Catalog
+from streams.consumer import Item, Position
+from streams.partitions import LogReader
+
+log = logging.getLogger(__name__)
+SOURCE = "/workers/invoicer"
+FENCE_WAIT_S = 60.0
+
+
+class Invoicer:
+    name = "invoicer"
+    types = frozenset({billing.InvoiceDraftRequested.ce_type()})
+
+    def __init__(self, bootstrap_servers: str, catalog: Catalog, db: Database) -> None:
+        self.catalog = catalog
+        self.topics = (catalog.billing,)
+        self.db = db
+        self.waiter = Waiter(db, projection=BILLING)
+        self._log = LogReader(bootstrap_servers)
+        self._started = False
+
+    async def on_assigned(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        self._log.forget_partitions()
+        return {}
+
+    async def _fence(self) -> dict[int, int]:
+        """Wait until the billing projection has applied the usage and billing topics up
+        to their ends as of now; return the usage topic's ends (partition → offset)."""
+        if not self._started:
+            await self._log.start()
+            self.waiter.start()
+            self._started = True
+        usage = await self._log.ends(await self._log.partitions(self.catalog.usage))
+        own = await self._log.ends(await self._log.partitions(self.catalog.billing))
+        await self.waiter.until_positions(
+            [(tp.topic, tp.partition, end - 1) for tp, end in (usage | own).items() if end > 0],
+            timeout=FENCE_WAIT_S,
+        )
+        return {tp.partition: end for tp, end in sorted(usage.items())}
+
+    async def handle_batch(self, items: list[Item]) -> list[Envelope[Any]]:
+        usage_ends = await self._fence()
+        outputs: list[Envelope[Any]] = []
+        latest: dict[str, tuple[int, list[InvoiceLine]]] = {}  # drafted in this batch
+        for env, position in items:
+            request = await invoices.draft_request(self.db, "*", env.id)
+            if request is not None and request.status != invoices.DraftStatus.REQUESTED:
+                continue  # drafted before a crash or rebalance: the draft is in the log
+            req: billing.InvoiceDraftRequested = env.data
+            fact: billing.InvoiceDrafted | billing.InvoiceDraftRejected
+            try:
+                fact = await self._draft(env, position, usage_ends, latest)
+            except DomainError as exc:
+                fact = billing.InvoiceDraftRejected(
+                    tenant_id=req.tenant_id,
+                    invoice_id=req.invoice_id,
+                    request_id=env.id,
+                    code=exc.code,
+                    detail=exc.detail,
+                )
+            else:
+                latest[req.invoice_id] = (fact.revision, fact.lines)
+            outputs.append(env.follow(fact, step="draft", source=SOURCE))
+        return outputs
+
+    async def _draft(
+        self,
+        env: Envelope[Any],
+        position: Position,
+        usage_ends: dict[int, int],
+        latest: dict[str, tuple[int, list[InvoiceLine]]],
+    ) -> billing.InvoiceDrafted:
+        req: billing.InvoiceDraftRequested = env.data
+        start, end = period_bounds(req.period)
+        rows = await invoices.drafted_usage(self.db, req.tenant_id, start, end, usage_ends)
+        assigned = await plans.assignments(
+            self.db, req.tenant_id, before=(position.partition, position.offset)
+        )
+        versions = {}
+        for a in assigned:
+            found = await plans.plan(self.db, a.plan_id, a.version)
+            if found is None:  # the gateway assigns published versions only
+                raise DomainError(ErrorCode.PLAN_NOT_FOUND, f"{a.plan_id} v{a.version}")
+            versions[(a.plan_id, a.version)] = found.plan
+        draft = price(
+            req.tenant_id,
+            req.invoice_id,
+            req.period,
+            (UsageItem(r.event_id, r.kind, r.resource, r.quantities, r.used_at) for r in rows),  # type: ignore[arg-type]
+            [Assignment(a.effective_from, a.plan_id, a.version) for a in assigned],
+            versions,
+            usage_ends,
+        )
+        before = latest.get(req.invoice_id)
+        if before is None:
+            revisions = await invoices.revisions(self.db, req.tenant_id, req.invoice_id)
+            before = (revisions[-1].revision, revisions[-1].lines) if revisions else (0, [])
+        return billing.InvoiceDrafted(
+            tenant_id=req.tenant_id,
+            invoice_id=req.invoice_id,
+            revision=before[0] + 1,
+            request_id=env.id,
+            period=req.period,
+            currency=draft.currency,
+            lines=draft.lines,
+            subtotal=draft.subtotal,
+            total=draft.total,
+            plans=draft.plans,
+            offsets=draft.offsets,
+            usage_events=len(draft.usage_event_ids),
+            content_hash=draft.content_hash,
+            changes=changes(before[1], draft.lines),
+        )
+
+    async def close(self) -> None:
+        if self._started:
+            await self.waiter.close()
+            await self._log.stop()
+        await self.db.close()
