@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("gateway", help="run the HTTP gateway")
     sub.add_parser("projector", help="run the projector")
     worker = sub.add_parser("worker", help="run one worker role")
-    worker.add_argument("role", choices=("commands", "orchestrator", "model", "tool"))
+    worker.add_argument(
+        "role", choices=("commands", "orchestrator", "model", "tool", "billing", "invoicer")
+    )
     tenants = sub.add_parser("tenants", help="manage tenants")
     tenants_sub = tenants.add_subparsers(dest="action", required=True)
     create = tenants_sub.add_parser("create", help="create a tenant and print its first API key")
@@ -70,8 +73,25 @@ def build_parser() -> argparse.ArgumentParser:
     projections = sub.add_parser("projections", help="manage projections")
     projections_sub = projections.add_subparsers(dest="action", required=True)
     rebuild = projections_sub.add_parser("rebuild", help="rebuild a projection from offset 0")
-    rebuild.add_argument("name", choices=("core",))
+    rebuild.add_argument("name", choices=("core", "billing"))
     rebuild.add_argument("--no-swap", action="store_true", help="build and verify only")
+    operators = sub.add_parser("operators", help="manage the platform's operators")
+    operators_sub = operators.add_subparsers(dest="action", required=True)
+    operator = operators_sub.add_parser("create", help="create an operator and print its key")
+    operator.add_argument("name")
+    billing = sub.add_parser("billing", help="billing: verify drafts")
+    billing_sub = billing.add_subparsers(dest="action", required=True)
+    verify = billing_sub.add_parser(
+        "verify", help="compute an invoice draft again from the topics and compare"
+    )
+    verify.add_argument("invoice_id")
+    verify.add_argument("--revision", type=int, help="default: the latest")
+    replay = sub.add_parser("replay", help="replay topics into read models beside the live ones")
+    replay.add_argument("name", choices=("billing",))
+    replay.add_argument("--swap", action="store_true", help="swap the replayed tables in")
+    replay.add_argument("--plan", type=Path, help="price past usage under this plan (JSON)")
+    replay.add_argument("--period", help="YYYY-MM, with --plan (default: this month)")
+    replay.add_argument("--json", action="store_true", help="with --plan: print JSON")
     return parser
 
 
@@ -122,9 +142,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif args.command == "secrets":
         print(f"sealed again: {uvloop.run(_rotate_secrets(settings))} tools")
     elif args.command == "projections":
-        from projections.rebuild import rebuild
+        from projections.rebuild import BILLING_MODELS, CORE, rebuild
 
-        uvloop.run(rebuild(settings, swap=not args.no_swap))
+        models = BILLING_MODELS if args.name == "billing" else CORE
+        uvloop.run(rebuild(settings, swap=not args.no_swap, models=models))
+    elif args.command == "operators":
+        from .operators import create_operator
+
+        print(uvloop.run(create_operator(settings, args.name)))
+    elif args.command == "billing":
+        from .billing import verify_command
+
+        raise SystemExit(uvloop.run(verify_command(settings, args)))
+    elif args.command == "replay":
+        from .billing import replay_command
+
+        args.period = args.period or datetime.datetime.now(datetime.UTC).strftime("%Y-%m")
+        raise SystemExit(uvloop.run(replay_command(settings, args)))
 
 
 async def _run_roles(settings: Settings, roles: list[str]) -> None:

@@ -34,7 +34,7 @@ from .problems import (
     on_unexpected,
     on_validation,
 )
-from .routes import agents, keys, ops, sessions, tools, turns
+from .routes import admin, agents, invoices, keys, ops, sessions, tools, turns, usage
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(
         Intake,
-        tenant_for=gw.keys.tenant_for,
+        caller_for=gw.keys.caller_for,
         max_body_bytes=settings.max_body_bytes,
         body_timeout_s=settings.body_timeout_s,
         max_json_depth=settings.max_json_depth,
@@ -76,6 +76,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestMetrics)  # outermost: refused requests are counted too
     # Requests are matched against routers in this order, route by route: the most
     # requested first (starting a turn is the intake's hot path).
-    for router in (turns, sessions, agents, tools, keys, ops):
+    for router in (turns, sessions, agents, tools, keys, usage, invoices, admin, ops):
         app.include_router(router.router)
     return app

@@ -1,4 +1,5 @@
-"""API keys: how a key looks, how it is stored (a hash), and which tenant it names.
+"""API keys: how a key looks, how it is stored (a hash), and whom it names: a tenant,
+or an operator of the platform (``alop_`` keys, which ``/v1/admin/*`` takes).
 
 Issuing and revoking are facts on the log (``ApiKeyCreated``, ``ApiKeyRevoked``), keyed
 by the tenant. Each gateway caches the tenant of a valid key for a minute; a revocation
@@ -12,14 +13,24 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from dataclasses import dataclass
 
 from cachetools import TTLCache
 
-from projections import tenants
+from projections import plans, tenants
 from projections.database import Database
-from schemas import events
+from schemas import billing, events
 
 KEY_PREFIX = "al_"
+OPERATOR_KEY_PREFIX = "alop_"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Whom a request's key names: a tenant, or an operator."""
+
+    tenant_id: str | None = None
+    operator_id: str | None = None
 
 
 def hash_key(key: str) -> str:
@@ -35,6 +46,19 @@ def issue_key(tenant_id: str) -> tuple[str, events.ApiKeyCreated]:
     return key, fact
 
 
+def issue_operator_key(name: str) -> tuple[str, billing.OperatorCreated]:
+    """A new operator, its key, and the fact that records them (with the key's hash)."""
+    key = f"{OPERATOR_KEY_PREFIX}{secrets.token_urlsafe(32)}"
+    fact = billing.OperatorCreated(
+        operator_id=str(uuid.uuid4()),
+        display_name=name,
+        key_id=str(uuid.uuid4()),
+        key_prefix=key[:9],
+        key_hash=hash_key(key),
+    )
+    return key, fact
+
+
 def bearer_key(authorization: str) -> str | None:
     """The key of an ``Authorization: Bearer <key>`` header (the scheme in any case,
     as RFC 9110 says), or None."""
@@ -45,11 +69,26 @@ def bearer_key(authorization: str) -> str | None:
 
 class ApiKeys:
     """The tenants of valid keys, cached: a database round trip per request would cost
-    intake throughput."""
+    intake throughput. Operators' keys are looked up in the billing read models."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, billing_db: Database) -> None:
         self.db = db
+        self.billing_db = billing_db
         self._tenants: TTLCache[str, str] = TTLCache(maxsize=10_000, ttl=60)
+        self._operators: TTLCache[str, str] = TTLCache(maxsize=1_000, ttl=60)
+
+    async def caller_for(self, key: str) -> Caller | None:
+        if not key.startswith(OPERATOR_KEY_PREFIX):
+            tenant = await self.tenant_for(key)
+            return None if tenant is None else Caller(tenant_id=tenant)
+        digest = hash_key(key)
+        operator = self._operators.get(digest)
+        if operator is None:
+            operator = await plans.operator_for_key_hash(self.billing_db, digest)
+            if operator is None:
+                return None
+            self._operators[digest] = operator
+        return Caller(operator_id=operator)
 
     async def tenant_for(self, key: str) -> str | None:
         digest = hash_key(key)

@@ -10,6 +10,7 @@ from cachetools import LRUCache
 
 from projections import sessions
 from projections.database import Database
+from projections.ops import BILLING
 from projections.secrets import SecretStore
 from projections.sessions import SessionRow
 from projections.tenants import KEY_REVOKED
@@ -43,7 +44,15 @@ class Gateway:
             timeout=settings.database_pool_timeout_s,
         )
         self.waiter = Waiter(self.db)
-        self.keys = ApiKeys(self.db)
+        self.billing_db = Database(
+            settings.database_url,
+            settings.billing_schema,
+            tenant_scoped=True,
+            pool_size=max(settings.database_pool_size // 2, 1),
+            timeout=settings.database_pool_timeout_s,
+        )
+        self.billing_waiter = Waiter(self.billing_db, projection=BILLING)
+        self.keys = ApiKeys(self.db, self.billing_db)
         self.idempotency = IdempotencyKeys(settings.redis_url)
         self.secrets = SecretStore.from_settings(settings)
         self.tool_network = ToolNetworkPolicy.from_settings(settings)
@@ -57,13 +66,16 @@ class Gateway:
         await self.secrets.ensure()
         self.waiter.subscribe(KEY_REVOKED, self.keys.forget)
         self.waiter.start()
+        self.billing_waiter.start()
 
     async def close(self) -> None:
         await self.waiter.close()
+        await self.billing_waiter.close()
         await self.idempotency.close()
         await self.publisher.stop()
         await self.streams.close()
         await self.db.close()
+        await self.billing_db.close()
         await self.secrets.close()
 
     async def session(self, tenant_id: str, session_id: str) -> SessionRow | None:
@@ -75,7 +87,8 @@ class Gateway:
         return row
 
     async def record(self, tenant_id: str, data: Fact, **kwargs: Any) -> Envelope[Any]:
-        """Record a command (or fact) from outside the log, as the tenant."""
+        """Record a command (or fact) from outside the log, for the tenant (a fact of
+        the platform's own, such as a price plan, names no tenant: ``""``)."""
         env = envelope(data, source=SOURCE, tenant_id=tenant_id, **kwargs)
         try:
             await self.publisher.publish(env)

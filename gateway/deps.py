@@ -8,6 +8,7 @@ from fastapi import Depends, Header, Request
 
 from schemas.errors import ErrorCode
 
+from .auth import Caller
 from .connections import Gateway
 from .problems import ProblemError
 
@@ -18,19 +19,38 @@ async def gateway(request: Request) -> Gateway:
     return cast(Gateway, request.app.state.gateway)
 
 
-async def authenticated_tenant(
+async def authenticated_caller(
     request: Request, authorization: Annotated[str | None, Header()] = None
-) -> str:
-    """The tenant whose API key signed the request. ``Intake`` checked the key before
-    the body was read; the header is declared here for the API's documentation."""
-    tenant: str | None = getattr(request.state, "tenant_id", None)
-    if tenant is None:
+) -> Caller:
+    """Whom the request's key names. ``Intake`` checked the key before the body was
+    read; the header is declared here for the API's documentation."""
+    caller = Caller(
+        tenant_id=getattr(request.state, "tenant_id", None),
+        operator_id=getattr(request.state, "operator_id", None),
+    )
+    if caller.tenant_id is None and caller.operator_id is None:
         raise ProblemError(ErrorCode.UNAUTHENTICATED, "send 'Authorization: Bearer <api key>'")
-    return tenant
+    return caller
+
+
+async def authenticated_tenant(caller: Annotated[Caller, Depends(authenticated_caller)]) -> str:
+    """The tenant whose API key signed the request."""
+    if caller.tenant_id is None:
+        raise ProblemError(ErrorCode.TENANT_KEY_REQUIRED, "send a tenant's API key")
+    return caller.tenant_id
+
+
+async def authenticated_operator(caller: Annotated[Caller, Depends(authenticated_caller)]) -> str:
+    """The operator whose key signed the request; a tenant's key is refused (403)."""
+    if caller.operator_id is None:
+        raise ProblemError(ErrorCode.OPERATOR_REQUIRED, "send an operator's key")
+    return caller.operator_id
 
 
 GatewayDep = Annotated[Gateway, Depends(gateway)]
 TenantDep = Annotated[str, Depends(authenticated_tenant)]
+OperatorDep = Annotated[str, Depends(authenticated_operator)]
+CallerDep = Annotated[Caller, Depends(authenticated_caller)]
 IdempotencyKeyDep = Annotated[
     str | None,
     Header(

@@ -100,3 +100,86 @@ PAGE: dict[str, Any] = {
     "items": [SESSION],
     "next_cursor": "WyIyMDI2LTA1LTAxVDEyOjAwOjAwWiIsICI0ZjFjIl0=",
 }
+
+_TENANT_ID = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
+_INVOICE_ID = "2f4a6c8e-0b1d-4f3a-9c5e-7d9f1b3a5c7e"
+PRICE_PLAN: dict[str, Any] = {
+    "plan_id": "standard",
+    "version": 2,
+    "currency": "USD",
+    "models": {
+        "openai:gpt-4o-mini": {
+            "input": "0.00000015",
+            "output": "0.0000006",
+            "cached_input": "0.000000075",
+            "free_input_tokens": 100000,
+            "free_output_tokens": 0,
+            "free_cached_input_tokens": 0,
+        }
+    },
+    "tools": {"weather": {"per_call": "0.001", "free_calls": 1000}},
+    "monthly_minimum": "10",
+    "published_at": _AT,
+}
+ASSIGNMENT: dict[str, Any] = {
+    "tenant_id": _TENANT_ID,
+    "plan_id": "standard",
+    "version": 2,
+    "effective_from": "2026-05-01T00:00:00Z",
+    "assigned_at": _AT,
+}
+USAGE_RECORDED: dict[str, Any] = {"event_id": "1d2c3b4a-5f6e-4d7c-8b9a-0f1e2d3c4b5a"}
+_LINE: dict[str, Any] = {
+    "number": 1,
+    "kind": "model",
+    "resource": "openai:gpt-4o-mini",
+    "unit": "input_tokens",
+    "plan_id": "standard",
+    "plan_version": 2,
+    "window_start": "2026-05-01T00:00:00Z",
+    "window_end": "2026-06-01T00:00:00Z",
+    "quantity": 1250000,
+    "free": 100000,
+    "billable": 1150000,
+    "unit_price": "0.00000015",
+    "amount": "0.172500",
+    "unpriced": False,
+    "events": 412,
+}
+INVOICE: dict[str, Any] = {
+    "invoice_id": _INVOICE_ID,
+    "tenant_id": _TENANT_ID,
+    "period": "2026-05",
+    "currency": "USD",
+    "revision": 2,
+    "total": "10.00",
+    "content_hash": "9f2c" + "0" * 60,
+    "drafted_at": _AT,
+    "revisions": [
+        {
+            "revision": 2,
+            "request_id": "3e5d7f9b-1a2c-4e6a-8b0d-2f4e6a8c0e2a",
+            "subtotal": "10.000000",
+            "total": "10.00",
+            "lines": [_LINE],
+            "plans": [
+                {
+                    "plan_id": "standard",
+                    "version": 2,
+                    "start": "2026-05-01T00:00:00Z",
+                    "end": "2026-06-01T00:00:00Z",
+                }
+            ],
+            "offsets": {"0": 5120, "1": 4987, "2": 5301},
+            "usage_events": 412,
+            "content_hash": "9f2c" + "0" * 60,
+            "changes": [],
+            "drafted_at": _AT,
+        }
+    ],
+}
+DRAFT_REQUESTED: dict[str, Any] = {
+    "request_id": "3e5d7f9b-1a2c-4e6a-8b0d-2f4e6a8c0e2a",
+    "invoice_id": _INVOICE_ID,
+    "status": "requested",
+}

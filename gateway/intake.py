@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from schemas.errors import ErrorCode
 
-from .auth import bearer_key
+from .auth import Caller, bearer_key
 from .problems import OUTAGES, problem_response, unavailable
 
 # Paths anyone may read; every other path under /v1/ needs an API key.
@@ -26,7 +26,7 @@ _PUBLIC_PREFIXES = ("/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/open
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
-TenantLookup = Callable[[str], Awaitable[str | None]]
+CallerLookup = Callable[[str], Awaitable[Caller | None]]
 
 
 def json_depth(body: bytes) -> int:
@@ -52,13 +52,13 @@ class Intake:
         self,
         app: ASGIApp,
         *,
-        tenant_for: TenantLookup,
+        caller_for: CallerLookup,
         max_body_bytes: int,
         body_timeout_s: float,
         max_json_depth: int,
     ) -> None:
         self.app = app
-        self.tenant_for = tenant_for
+        self.caller_for = caller_for
         self.max_body_bytes = max_body_bytes
         self.body_timeout_s = body_timeout_s
         self.max_json_depth = max_json_depth
@@ -79,14 +79,15 @@ class Intake:
                 await refuse(ErrorCode.UNAUTHENTICATED, "send 'Authorization: Bearer <api key>'")
                 return
             try:
-                tenant = await self.tenant_for(key)
+                caller = await self.caller_for(key)
             except OUTAGES as exc:
                 await unavailable(path, exc)(scope, receive, send)
                 return
-            if tenant is None:
+            if caller is None:
                 await refuse(ErrorCode.UNAUTHENTICATED, "unknown API key")
                 return
-            scope.setdefault("state", {})["tenant_id"] = tenant
+            state = scope.setdefault("state", {})
+            state["tenant_id"], state["operator_id"] = caller.tenant_id, caller.operator_id
 
         declared = headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):

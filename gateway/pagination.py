@@ -57,6 +57,16 @@ def after_created(cursor: str | None) -> tuple[datetime.datetime, str] | None:
         raise _invalid() from None
 
 
+def after_key(cursor: str | None, size: int) -> list[str] | None:
+    """The sort key (``size`` strings) a cursor of a list in key order names."""
+    if cursor is None:
+        return None
+    key = _decode(cursor)
+    if not (isinstance(key, list) and len(key) == size and all(isinstance(k, str) for k in key)):
+        raise _invalid()
+    return key
+
+
 def page(
     rows: Sequence[R], limit: int, key: Callable[[R], Any], public: Callable[[R], Any]
 ) -> Page:

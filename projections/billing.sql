@@ -114,5 +114,7 @@ CREATE TABLE {schema}.draft_requests (
     revision integer,
     code text,
     detail text,
+    billing_partition integer NOT NULL,
+    billing_offset bigint NOT NULL,
     requested_at timestamptz NOT NULL
 )

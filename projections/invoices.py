@@ -10,9 +10,12 @@ from enum import StrEnum
 from typing import Any
 
 from schemas import billing
-from schemas.billing import InvoiceLine, LineChange, PlanWindow
+from schemas.billing import InvoiceLine, LineChange, PlanWindow, PricePlan, period_bounds
+from schemas.errors import DomainError, ErrorCode
 
+from . import plans
 from .ops import Context, Notify, Op, Update, Upsert, folds
+from .pricing import Assignment, Draft, UsageItem, price
 from .rows import Reader, Row
 from .usage import LedgerRow
 
@@ -61,6 +64,8 @@ class DraftRequestRow(Row):
     revision: int | None
     code: str | None
     detail: str | None
+    billing_partition: int
+    billing_offset: int
     requested_at: datetime.datetime
 
 
@@ -75,6 +80,8 @@ def _requested(data: billing.InvoiceDraftRequested, ctx: Context) -> list[Op]:
         "invoice_id": data.invoice_id,
         "period": data.period,
         "status": DraftStatus.REQUESTED.value,
+        "billing_partition": ctx.partition,
+        "billing_offset": ctx.offset,
         "requested_at": ctx.time,
     }
     return [Upsert("draft_requests", ("request_id",), row)]
@@ -225,23 +232,63 @@ async def line_usage(
     )
 
 
+async def price_draft(
+    db: Reader,
+    tenant_id: str,
+    invoice_id: str,
+    period: str,
+    request: tuple[int, int] | None,
+    offsets: dict[int, int] | None,
+    *,
+    replacing: tuple[str, PricePlan] | None = None,
+) -> Draft:
+    """The draft of a request at ``request`` (its billing partition and offset) over the
+    usage within ``offsets``, from the read models: the invoicer's draft, and the same
+    computed again to verify it. Without them: every assignment and every usage event
+    so far. ``replacing`` prices the windows of that plan id with another plan
+    (what-if)."""
+    start, end = period_bounds(period)
+    rows = await drafted_usage(db, tenant_id, start, end, offsets)
+    assigned = await plans.assignments(db, tenant_id, before=request)
+    versions: dict[tuple[str, int], PricePlan] = {}
+    for a in assigned:
+        found = await plans.plan(db, a.plan_id, a.version)
+        if found is None:  # the gateway assigns published versions only
+            raise DomainError(ErrorCode.PLAN_NOT_FOUND, f"{a.plan_id} v{a.version}")
+        replaced = replacing is not None and replacing[0] == a.plan_id
+        versions[(a.plan_id, a.version)] = replacing[1] if replacing and replaced else found.plan
+    return price(
+        tenant_id,
+        invoice_id,
+        period,
+        (UsageItem(r.event_id, r.kind, r.resource, r.quantities, r.used_at) for r in rows),  # type: ignore[arg-type]
+        [Assignment(a.effective_from, a.plan_id, a.version) for a in assigned],
+        versions,
+        offsets or {},
+    )
+
+
 async def drafted_usage(
     db: Reader,
     tenant_id: str,
     start: datetime.datetime,
     end: datetime.datetime,
-    offsets: dict[int, int],
+    offsets: dict[int, int] | None,
 ) -> list[LedgerRow]:
-    """The tenant's usage events of [start, end) within ``offsets``: what a draft
-    counts."""
+    """The tenant's usage events of [start, end) within ``offsets`` (None: all): what a
+    draft counts."""
+    within = (
+        ""
+        if offsets is None
+        else " AND usage_offset < coalesce((%s::jsonb ->> usage_partition::text)::bigint, 0)"
+    )
     return await db.rows(
         LedgerRow,
         tenant_id,
-        "SELECT * FROM {s}.usage_ledger WHERE tenant_id = %s AND used_at >= %s AND used_at < %s"
-        " AND usage_offset < coalesce((%s::jsonb ->> usage_partition::text)::bigint, 0)"
-        " ORDER BY used_at, event_id",
+        "SELECT * FROM {s}.usage_ledger WHERE tenant_id = %s AND used_at >= %s"
+        f" AND used_at < %s{within} ORDER BY used_at, event_id",
         tenant_id,
         start,
         end,
-        _offsets(offsets),
+        *(() if offsets is None else (_offsets(offsets),)),
     )

@@ -126,7 +126,7 @@ async def assignments(
     recorded before that (partition, offset) of the billing topic."""
     where = "tenant_id = %s"
     params: list[Any] = [tenant_id]
-    if before is not None:
+    if before is not None:  # assignments are keyed by tenant, as requests are: one partition
         where += " AND billing_partition = %s AND billing_offset < %s"
         params.extend(before)
     return await db.rows(
@@ -135,3 +135,19 @@ async def assignments(
         f"SELECT * FROM {{s}}.plan_assignments WHERE {where} ORDER BY effective_from",
         *params,
     )
+
+
+async def tenants_on_plans(db: Reader, before: datetime.datetime) -> list[str]:
+    """The tenants with a plan assigned effective before ``before``."""
+    rows = await db.rows(
+        _TenantRow,
+        None,
+        "SELECT DISTINCT tenant_id FROM {s}.plan_assignments WHERE effective_from < %s"
+        " ORDER BY tenant_id",
+        before,
+    )
+    return [r.tenant_id for r in rows]
+
+
+class _TenantRow(Row):
+    tenant_id: str

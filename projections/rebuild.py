@@ -111,7 +111,7 @@ async def _fold_until(
     """Apply events until every partition's next offset reaches its target, one topic
     after the other in the order of ``targets``: commands first, since a command is
     always applied before the outcome it caused (the command handler fences on it), so
-    this is the order the live projector saw."""
+    this is the order the live projector saw. ``progress`` hears of every batch read."""
     applied = 0
     for topic in dict.fromkeys(tp.topic for tp in targets):
         stored = await store.positions(topic)
@@ -127,7 +127,7 @@ async def _fold_until(
                 items.append((env, Position(record.topic, record.partition, record.offset)))
             if items:
                 applied += await store.apply(items)
-                progress(applied)
+            progress(len(batch))
     return applied
 
 
@@ -137,10 +137,12 @@ async def rebuild(
     swap: bool = True,
     out: Callable[[str], None] = print,
     models: ReadModels = CORE,
-    check: Callable[[AsyncConnection[Any], str], Awaitable[None]] | None = None,
+    check: Callable[[str], Awaitable[None]] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> RebuildReport:
-    """Rebuild ``models``; ``check(conn, schema)``, if given, also vets the rebuilt
-    tables before the swap (raising RebuildMismatchError to refuse it)."""
+    """Rebuild ``models``. ``check(schema)``, if given, also vets the rebuilt tables
+    before the swap (raising RebuildMismatchError to refuse it); ``on_progress(read,
+    total)`` hears of every batch of records read (otherwise a line a second is out)."""
     live = models.schema(settings)
     target = f"{live}_rebuild"
     started = time.monotonic()
@@ -153,19 +155,24 @@ async def rebuild(
     catalog = Catalog.from_settings(settings)
     reader = await LogReader(settings.kafka_bootstrap_servers).start()
     last_report = [0.0]
-    applied = 0
+    read = [0, 0]  # records read, of how many
 
-    def progress(more: int) -> None:
+    def progress(records: int) -> None:
+        read[0] += records
+        if on_progress is not None:
+            on_progress(*read)
+            return
         now = time.monotonic()
         if now - last_report[0] >= 1.0:
             last_report[0] = now
-            rate = (applied + more) / max(now - started, 1e-9)
-            out(f"rebuild: {applied + more} events applied ({rate:,.0f}/s)")
+            rate = read[0] / max(now - started, 1e-9)
+            out(f"rebuild: {read[0]} of {read[1]} records read ({rate:,.0f}/s)")
 
     try:
         tps = [tp for topic in models.topics(catalog) for tp in await reader.partitions(topic)]
         ends = await reader.ends(tps)
-        out(f"rebuild: folding {sum(ends.values())} records from offset 0 into {target}")
+        read[1] = sum(ends.values())
+        out(f"rebuild: folding {read[1]} records from offset 0 into {target}")
         applied = await _fold_until(store, reader, ends, progress)
         lock = await AsyncConnection.connect(settings.database_url)
         try:
@@ -188,7 +195,7 @@ async def rebuild(
                     )
                 out(f"rebuild: {len(live_hashes)} tables verified identical at the live position")
                 if check is not None:
-                    await check(lock, target)
+                    await check(target)
                 swapped_to = None
                 if swap:
                     swapped_to = f"{live}_old_{int(time.time())}"
@@ -211,13 +218,3 @@ async def rebuild(
         await admin.close()
     return RebuildReport(applied, time.monotonic() - started, rebuilt_hashes, swapped_to)
 
-
-__all__ = [
-    "BILLING_MODELS",
-    "CORE",
-    "ReadModels",
-    "RebuildMismatchError",
-    "RebuildReport",
-    "rebuild",
-    "table_hashes",
-]

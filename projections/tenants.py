@@ -81,6 +81,11 @@ def _tool_registered(data: events.ToolRegistered, ctx: Context) -> list[Op]:
 # -- queries --------------------------------------------------------------------------
 
 
+async def tenant_exists(db: Reader, tenant_id: str) -> bool:
+    found = await db.value(tenant_id, "SELECT 1 FROM {s}.tenants WHERE tenant_id = %s", tenant_id)
+    return found is not None
+
+
 async def tenant_for_key_hash(db: Reader, key_hash: str) -> str | None:
     """The tenant of a key that has not been revoked."""
     tenant: Any = await db.value(

@@ -14,7 +14,7 @@ from .rows import Reader, Row
 
 # What ``usage_summary`` may group by, each a column of ``usage_daily``.
 Dimension = Literal["tenant", "day", "agent", "kind", "resource", "unit"]
-_COLUMNS: dict[str, str] = {
+COLUMNS: dict[str, str] = {
     "tenant": "tenant_id",
     "day": "day",
     "agent": "agent_id",
@@ -117,7 +117,7 @@ async def usage_summary(
     """Usage of days [start, end) summed by ``group_by``, in the order of its key; a
     page of ``limit`` groups after the key ``after``. ``tenant_id`` is the tenant, or
     ``*`` for every tenant (an operator's)."""
-    columns = [_COLUMNS[d] for d in group_by]
+    columns = [COLUMNS[d] for d in group_by]
     where = "day >= %s AND day < %s"
     params: list[Any] = [start, end]
     if tenant_id != "*":

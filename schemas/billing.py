@@ -45,6 +45,10 @@ CURRENCIES: dict[str, int] = {
     "ZAR": 2,
 }
 
+# The tenant id that facts of the platform itself (operators, price plans) carry in
+# their envelope: every record names a tenant, and no tenant's id looks like this.
+PLATFORM = "_platform"
+
 _PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 
 

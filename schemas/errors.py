@@ -51,6 +51,7 @@ class ErrorCode(StrEnum):
     CURRENCY_MISMATCH = "CURRENCY_MISMATCH"
     PLAN_NOT_FOUND = "PLAN_NOT_FOUND"
     PLAN_MISSING = "PLAN_MISSING"
+    PLAN_VERSION_CONFLICT = "PLAN_VERSION_CONFLICT"
     PLAN_ASSIGNMENT_OVERLAPS = "PLAN_ASSIGNMENT_OVERLAPS"
     PERIOD_IN_FUTURE = "PERIOD_IN_FUTURE"
     INVOICE_NOT_FOUND = "INVOICE_NOT_FOUND"
@@ -116,6 +117,9 @@ ERRORS: dict[ErrorCode, ErrorSpec] = {
     ),
     ErrorCode.PLAN_NOT_FOUND: ErrorSpec(404, "No such price plan version"),
     ErrorCode.PLAN_MISSING: ErrorSpec(409, "The tenant has no price plan in the period"),
+    ErrorCode.PLAN_VERSION_CONFLICT: ErrorSpec(
+        409, "Another version of the plan was published at the same time; retry"
+    ),
     ErrorCode.PLAN_ASSIGNMENT_OVERLAPS: ErrorSpec(
         409, "The assignment is not later than the tenant's latest one"
     ),

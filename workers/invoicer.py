@@ -15,15 +15,15 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from projections import invoices, plans
+from projections import invoices
 from projections.database import Database
 from projections.ops import BILLING
-from projections.pricing import Assignment, UsageItem, changes, price
+from projections.pricing import changes
 from projections.waiter import Waiter
 from schemas import billing
-from schemas.billing import InvoiceLine, period_bounds
+from schemas.billing import InvoiceLine
 from schemas.envelope import Envelope
-from schemas.errors import DomainError, ErrorCode
+from schemas.errors import DomainError
 from streams.catalog import Catalog
 from streams.consumer import Item, Position
 from streams.partitions import LogReader
@@ -97,24 +97,12 @@ class Invoicer:
         latest: dict[str, tuple[int, list[InvoiceLine]]],
     ) -> billing.InvoiceDrafted:
         req: billing.InvoiceDraftRequested = env.data
-        start, end = period_bounds(req.period)
-        rows = await invoices.drafted_usage(self.db, req.tenant_id, start, end, usage_ends)
-        assigned = await plans.assignments(
-            self.db, req.tenant_id, before=(position.partition, position.offset)
-        )
-        versions = {}
-        for a in assigned:
-            found = await plans.plan(self.db, a.plan_id, a.version)
-            if found is None:  # the gateway assigns published versions only
-                raise DomainError(ErrorCode.PLAN_NOT_FOUND, f"{a.plan_id} v{a.version}")
-            versions[(a.plan_id, a.version)] = found.plan
-        draft = price(
+        draft = await invoices.price_draft(
+            self.db,
             req.tenant_id,
             req.invoice_id,
             req.period,
-            (UsageItem(r.event_id, r.kind, r.resource, r.quantities, r.used_at) for r in rows),  # type: ignore[arg-type]
-            [Assignment(a.effective_from, a.plan_id, a.version) for a in assigned],
-            versions,
+            (position.partition, position.offset),
             usage_ends,
         )
         before = latest.get(req.invoice_id)

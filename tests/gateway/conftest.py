@@ -17,13 +17,15 @@ import pytest
 from psycopg import sql
 
 from gateway.app import create_app
-from gateway.auth import issue_key
+from gateway.auth import issue_key, issue_operator_key
 from gateway.connections import Gateway
-from projections.migrate import upgrade
+from projections.migrate import BILLING_SCRIPTS, upgrade
+from projections.ops import BILLING
 from projections.secrets import new_key
 from projections.store import ProjectionStore
 from schemas import events
 from schemas.base import Fact
+from schemas.billing import PLATFORM
 from schemas.envelope import Envelope, envelope, from_kafka
 from streams.catalog import Catalog, ensure_topics
 from streams.consumer import Position
@@ -41,19 +43,26 @@ class Api:
     settings: Settings
     catalog: Catalog
     store: ProjectionStore
+    billing_store: ProjectionStore
     tenant_id: str
     key: str
+    operator_key: str
     _offsets: dict[str, int] = field(default_factory=dict)
 
     async def fold(self, *envs: Envelope[Any]) -> None:
-        """Project ``envs`` as the projector would, at the next offsets of their topics."""
-        items = []
+        """Project ``envs`` as the projectors would (usage and billing facts into the
+        billing read models), at the next offsets of their topics."""
+        billing_topics = (self.catalog.usage, self.catalog.billing)
         for env in envs:
             topic = self.catalog.topic_for(type(env.data))
             offset = self._offsets.get(topic, 0)
             self._offsets[topic] = offset + 1
-            items.append((env, Position(topic, 0, offset)))
-        await self.store.apply(items)
+            store = self.billing_store if topic in billing_topics else self.store
+            await store.apply([(env, Position(topic, 0, offset))])
+
+    @property
+    def as_operator(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.operator_key}"}
 
     def fact(self, data: Fact, cause: Envelope[Any] | None = None) -> Envelope[Any]:
         """An envelope of the tenant's; with ``cause``, the outcome it caused."""
@@ -89,6 +98,7 @@ async def api(bootstrap: str) -> AsyncIterator[Api]:
     catalog = Catalog(f"{tag}.")
     await ensure_topics(bootstrap, catalog, 1)
     await asyncio.to_thread(upgrade, DATABASE_URL, tag)
+    await asyncio.to_thread(upgrade, DATABASE_URL, f"{tag}_billing", BILLING_SCRIPTS)
     settings = Settings(
         kafka_bootstrap_servers=bootstrap,
         topic_prefix=catalog.prefix,
@@ -99,8 +109,10 @@ async def api(bootstrap: str) -> AsyncIterator[Api]:
     )
     app = create_app(settings)
     store = ProjectionStore(DATABASE_URL, tag)
+    billing_store = ProjectionStore(DATABASE_URL, settings.billing_schema, BILLING)
     tenant_id = f"tenant-{tag}"
     key, issued = issue_key(tenant_id)
+    operator_key, operator = issue_operator_key("finance")
     try:
         async with (
             app.router.lifespan_context(app),
@@ -110,14 +122,26 @@ async def api(bootstrap: str) -> AsyncIterator[Api]:
                 headers={"Authorization": f"Bearer {key}"},
             ) as http,
         ):
-            api = Api(http, app.state.gateway, settings, catalog, store, tenant_id, key)
+            api = Api(
+                http,
+                app.state.gateway,
+                settings,
+                catalog,
+                store,
+                billing_store,
+                tenant_id,
+                key,
+                operator_key,
+            )
             created = api.fact(events.TenantCreated(tenant_id=tenant_id, display_name="t"))
-            await api.fold(created, api.fact(issued))
+            platform = envelope(operator, source=SOURCE, tenant_id=PLATFORM)
+            await api.fold(created, api.fact(issued), platform)
             yield api
     finally:
         await store.close()
+        await billing_store.close()
         with psycopg.connect(DATABASE_URL, autocommit=True) as conn:
-            for schema in (tag, f"{tag}_secrets"):
+            for schema in (tag, f"{tag}_secrets", f"{tag}_billing"):
                 conn.execute(
                     sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
                 )

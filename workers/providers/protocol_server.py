@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from .base import ModelRequest
+from schemas.values import UsageValue
+
+from .base import CALL_ID_HEADER, ModelRequest
 from .dev import answer, pieces
 from .wire import (
     Reply,
@@ -72,6 +74,9 @@ class ModelServer:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.received: list[Received] = []
+        # The usage of the whole answers served, by call id: a call answered twice (its
+        # worker crashed before recording the result) counts once.
+        self.served: dict[str, UsageValue] = {}
         self._script: collections.deque[Reply] = collections.deque()
         self._lock = threading.Lock()
         self._http = _HTTPServer((host, port), self._handler_class())
@@ -139,6 +144,7 @@ class ModelServer:
                 if not body.get("stream"):
                     build = openai_completion if protocol == "openai" else anthropic_message
                     self._json(200, build(reply, model))
+                    self._served(reply)
                     return
                 frames = (
                     [f"data: {data}\n\n" for data in openai_events(reply, model)]
@@ -150,7 +156,14 @@ class ModelServer:
                 if reply.end_after is not None:
                     frames = frames[: reply.end_after + skip]
                 cut = None if reply.cut_after is None else reply.cut_after + skip
-                self._stream(frames, cut, reply.chunk_delay_s)
+                if self._stream(frames, cut, reply.chunk_delay_s) and reply.end_after is None:
+                    self._served(reply)
+
+            def _served(self, reply: Reply) -> None:
+                call_id = self.headers.get(CALL_ID_HEADER)
+                if call_id:
+                    with server._lock:
+                        server.served[call_id] = reply.usage
 
             def _json(
                 self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
@@ -164,7 +177,8 @@ class ModelServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def _stream(self, frames: list[str], cut: int | None, delay_s: float) -> None:
+            def _stream(self, frames: list[str], cut: int | None, delay_s: float) -> bool:
+                """Whether the whole stream was written."""
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Cache-Control", "no-cache")
@@ -175,7 +189,7 @@ class ModelServer:
                         if cut is not None and n >= cut:
                             # No terminating chunk: the client sees a cut connection.
                             self.close_connection = True
-                            return
+                            return False
                         data = frame.encode()
                         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
                         self.wfile.flush()
@@ -183,6 +197,8 @@ class ModelServer:
                     self.wfile.write(b"0\r\n\r\n")
                 except (BrokenPipeError, ConnectionResetError):
                     self.close_connection = True  # the client gave up (a timeout)
+                    return False
+                return True
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

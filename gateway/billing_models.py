@@ -1,0 +1,190 @@
+"""Request and response bodies of the billing API: price plans, plan assignments, usage
+and invoices. Money is a decimal string in JSON ("0.017510"), never a float."""
+
+from __future__ import annotations
+
+import datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, field_validator
+
+from schemas.billing import (
+    CURRENCIES,
+    InvoiceLine,
+    LineChange,
+    ModelRates,
+    Period,
+    PlanWindow,
+    ToolRates,
+)
+from schemas.usage import Unit, UsageKind
+
+from . import examples
+
+MAX_RATES = 256  # models, or tools, one plan prices
+PlanId = Annotated[str, Field(pattern=r"^[a-zA-Z0-9_.-]{1,64}$")]
+ResourceName = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class PricePlanCreate(BaseModel):
+    """A new version of a price plan: per-unit rates per model and per tool, the units
+    free per period, a monthly minimum, and the currency of all of them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    plan_id: PlanId
+    currency: str = Field(description="ISO 4217 code, e.g. USD")
+    models: dict[ResourceName, ModelRates] = Field(default_factory=dict, max_length=MAX_RATES)
+    tools: dict[ResourceName, ToolRates] = Field(default_factory=dict, max_length=MAX_RATES)
+    monthly_minimum: Decimal = Field(Decimal(0), ge=0)
+
+    @field_validator("currency")
+    @classmethod
+    def _upper(cls, value: str) -> str:
+        return value.upper()
+
+    def known_currency(self) -> bool:
+        return self.currency in CURRENCIES
+
+
+class PricePlanPublic(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.PRICE_PLAN]})
+
+    plan_id: str
+    version: int
+    currency: str
+    models: dict[str, ModelRates]
+    tools: dict[str, ToolRates]
+    monthly_minimum: Decimal
+    published_at: datetime.datetime
+
+
+class PlanAssign(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    plan_id: PlanId
+    version: StrictInt = Field(ge=1)
+    effective_from: AwareDatetime = Field(description="from when the plan prices usage")
+
+
+class AssignmentPublic(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.ASSIGNMENT]})
+
+    tenant_id: str
+    plan_id: str
+    version: int
+    effective_from: datetime.datetime
+    assigned_at: datetime.datetime
+
+
+class UsageCreate(BaseModel):
+    """Usage recorded from outside the platform's own workers (an import, storage)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tenant_id: str = Field(min_length=1, max_length=200)
+    usage_id: str = Field(
+        min_length=1, max_length=200, description="the caller's id: recording it again is a no-op"
+    )
+    kind: UsageKind
+    resource: ResourceName
+    quantities: dict[Unit, StrictInt] = Field(min_length=1)
+    used_at: AwareDatetime
+
+    @field_validator("quantities")
+    @classmethod
+    def _not_negative(cls, value: dict[Unit, int]) -> dict[Unit, int]:
+        if any(q < 0 for q in value.values()):
+            raise ValueError("quantities are not negative")
+        return value
+
+
+class UsageRecordedPublic(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.USAGE_RECORDED]})
+
+    event_id: str
+
+
+class UsageGroupPublic(BaseModel):
+    tenant_id: str | None = None
+    day: datetime.date | None = None
+    agent_id: str | None = None
+    kind: str | None = None
+    resource: str | None = None
+    unit: str | None = None
+    quantity: int
+    events: int
+
+
+class UsageEventPublic(BaseModel):
+    """One usage event, with the turn, call and trace it came from, and where it is in
+    the usage topic."""
+
+    event_id: str
+    tenant_id: str
+    kind: str
+    resource: str
+    quantities: dict[str, int]
+    used_at: datetime.datetime
+    agent_id: str
+    agent_version: int
+    session_id: str
+    turn_id: str
+    step: int
+    call_id: str
+    trace_id: str
+    usage_partition: int
+    usage_offset: int
+
+
+class InvoiceDraftCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tenant_id: str = Field(min_length=1, max_length=200)
+    period: Period
+
+
+class RevisionPublic(BaseModel):
+    revision: int
+    request_id: str
+    subtotal: Decimal
+    total: Decimal
+    lines: list[InvoiceLine]
+    plans: list[PlanWindow]
+    offsets: dict[int, int] = Field(description="usage partition → end offset (exclusive)")
+    usage_events: int
+    content_hash: str
+    changes: list[LineChange] = Field(description="how it differs from the revision before")
+    drafted_at: datetime.datetime
+
+
+class InvoicePublic(BaseModel):
+    invoice_id: str
+    tenant_id: str
+    period: str
+    currency: str
+    revision: int = Field(description="the latest revision")
+    total: Decimal
+    content_hash: str
+    drafted_at: datetime.datetime
+
+
+class InvoiceDetail(InvoicePublic):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.INVOICE]})
+
+    revisions: list[RevisionPublic]
+
+
+class DraftRequested(BaseModel):
+    """A draft was requested and is not drafted yet: read the invoice later."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.DRAFT_REQUESTED]})
+
+    request_id: str
+    invoice_id: str
+    status: Literal["requested"]
+
+
+def public(model: type[BaseModel], row: Any) -> Any:
+    return model.model_validate(row, from_attributes=True)

@@ -1,0 +1,214 @@
+"""The billing API's refusals: each bad input gets its problem code, and nothing of it
+is recorded on a topic."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from schemas import billing
+from schemas.billing import PLATFORM, ModelRates, PricePlan
+from schemas.envelope import envelope
+
+from .conftest import SOURCE, Api, problem
+
+PLAN: dict[str, Any] = {
+    "plan_id": "std",
+    "currency": "USD",
+    "models": {"dev": {"input": "0.000002", "output": "0.00001"}},
+    "tools": {"search": {"per_call": "0.01"}},
+}
+NOV = datetime.datetime(2026, 11, 1, tzinfo=datetime.UTC)
+
+
+async def nothing_recorded(api: Api) -> None:
+    assert await api.records(api.catalog.billing) == []
+    assert await api.records(api.catalog.usage) == []
+
+
+async def publish_plan(api: Api, plan_id: str = "std", currency: str = "USD") -> None:
+    plan = PricePlan(currency=currency, models={"dev": ModelRates(input=1, output=1)})
+    fact = billing.PricePlanPublished(plan_id=plan_id, version=1, plan=plan, operator_id="op")
+    await api.fold(envelope(fact, source=SOURCE, tenant_id=PLATFORM))
+
+
+async def assign(api: Api, effective_from: datetime.datetime, plan_id: str = "std") -> None:
+    fact = billing.TenantPlanAssigned(
+        tenant_id=api.tenant_id,
+        plan_id=plan_id,
+        version=1,
+        effective_from=effective_from,
+        operator_id="op",
+    )
+    await api.fold(api.fact(fact))
+
+
+async def test_a_tenant_key_is_refused_on_admin_routes(api: Api) -> None:
+    for method, path, body in (
+        ("POST", "/v1/admin/price-plans", PLAN),
+        ("GET", "/v1/admin/price-plans", None),
+        ("GET", "/v1/admin/usage", None),
+        ("POST", "/v1/invoices/drafts", {"tenant_id": api.tenant_id, "period": "2026-11"}),
+    ):
+        response = await api.http.request(method, path, json=body)
+        problem(response, 403, "OPERATOR_REQUIRED")
+    await nothing_recorded(api)
+
+
+async def test_an_operator_key_is_refused_on_tenant_routes(api: Api) -> None:
+    problem(await api.http.get("/v1/agents", headers=api.as_operator), 403, "TENANT_KEY_REQUIRED")
+    problem(await api.http.get("/v1/usage", headers=api.as_operator), 403, "TENANT_KEY_REQUIRED")
+
+
+async def test_negative_or_non_numeric_rates_are_refused(api: Api) -> None:
+    for rates in ({"input": "-0.1", "output": "0"}, {"input": "cheap", "output": "0"}):
+        bad = {**PLAN, "models": {"dev": rates}}
+        response = await api.http.post("/v1/admin/price-plans", json=bad, headers=api.as_operator)
+        problem(response, 422, "VALIDATION_FAILED")
+    bad_minimum = {**PLAN, "monthly_minimum": "NaN"}
+    response = await api.http.post(
+        "/v1/admin/price-plans", json=bad_minimum, headers=api.as_operator
+    )
+    problem(response, 422, "VALIDATION_FAILED")
+    await nothing_recorded(api)
+
+
+async def test_an_unknown_currency_is_refused(api: Api) -> None:
+    response = await api.http.post(
+        "/v1/admin/price-plans", json={**PLAN, "currency": "XYZ"}, headers=api.as_operator
+    )
+    problem(response, 422, "CURRENCY_UNKNOWN")
+    await nothing_recorded(api)
+
+
+async def test_negative_or_non_numeric_quantities_are_refused(api: Api) -> None:
+    usage = {
+        "tenant_id": api.tenant_id,
+        "usage_id": "import-1",
+        "kind": "tool",
+        "resource": "search",
+        "used_at": "2026-11-02T10:00:00Z",
+    }
+    for quantities in ({"calls": -1}, {"calls": "many"}, {"calls": 1.5}, {"furlongs": 1}):
+        response = await api.http.post(
+            "/v1/admin/usage", json={**usage, "quantities": quantities}, headers=api.as_operator
+        )
+        problem(response, 422, "VALIDATION_FAILED")
+    await nothing_recorded(api)
+
+
+async def test_an_assignment_overlapping_the_latest_is_refused(api: Api) -> None:
+    await publish_plan(api)
+    await assign(api, NOV)
+    recorded = len(await api.records(api.catalog.billing))
+    for effective_from in (NOV, NOV - datetime.timedelta(days=3)):
+        response = await api.http.post(
+            f"/v1/admin/tenants/{api.tenant_id}/plan",
+            json={"plan_id": "std", "version": 1, "effective_from": effective_from.isoformat()},
+            headers=api.as_operator,
+        )
+        problem(response, 409, "PLAN_ASSIGNMENT_OVERLAPS")
+    assert len(await api.records(api.catalog.billing)) == recorded
+
+
+async def test_an_assignment_in_another_currency_is_refused(api: Api) -> None:
+    await publish_plan(api)
+    await publish_plan(api, "euro", currency="EUR")
+    await assign(api, NOV)
+    response = await api.http.post(
+        f"/v1/admin/tenants/{api.tenant_id}/plan",
+        json={"plan_id": "euro", "version": 1, "effective_from": "2026-12-01T00:00:00Z"},
+        headers=api.as_operator,
+    )
+    problem(response, 409, "CURRENCY_MISMATCH")
+
+
+async def test_an_unknown_plan_or_tenant_is_refused(api: Api) -> None:
+    at = {"version": 1, "effective_from": "2026-11-01T00:00:00Z"}
+    response = await api.http.post(
+        f"/v1/admin/tenants/{api.tenant_id}/plan",
+        json={"plan_id": "nope", **at},
+        headers=api.as_operator,
+    )
+    problem(response, 404, "PLAN_NOT_FOUND")
+    await publish_plan(api)
+    response = await api.http.post(
+        "/v1/admin/tenants/no-such-tenant/plan",
+        json={"plan_id": "std", **at},
+        headers=api.as_operator,
+    )
+    problem(response, 404, "TENANT_NOT_FOUND")
+    await nothing_recorded(api)
+
+
+async def test_a_draft_for_an_unknown_tenant_is_refused(api: Api) -> None:
+    response = await api.http.post(
+        "/v1/invoices/drafts",
+        json={"tenant_id": "no-such-tenant", "period": "2026-11"},
+        headers=api.as_operator,
+    )
+    problem(response, 404, "TENANT_NOT_FOUND")
+    await nothing_recorded(api)
+
+
+async def test_a_draft_of_a_period_in_the_future_is_refused(api: Api) -> None:
+    await publish_plan(api)
+    await assign(api, NOV)
+    future = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=40)
+    response = await api.http.post(
+        "/v1/invoices/drafts",
+        json={"tenant_id": api.tenant_id, "period": future.strftime("%Y-%m")},
+        headers=api.as_operator,
+    )
+    problem(response, 422, "PERIOD_IN_FUTURE")
+    for period in ("2026-13", "26-11", "2026-1"):
+        response = await api.http.post(
+            "/v1/invoices/drafts",
+            json={"tenant_id": api.tenant_id, "period": period},
+            headers=api.as_operator,
+        )
+        problem(response, 422, "VALIDATION_FAILED")
+    drafts = [
+        e
+        for e in await api.records(api.catalog.billing)
+        if isinstance(e.data, billing.InvoiceDraftRequested)
+    ]
+    assert drafts == []
+
+
+async def test_a_draft_of_a_period_without_a_plan_is_refused(api: Api) -> None:
+    await publish_plan(api)
+    await assign(api, NOV)
+    response = await api.http.post(
+        "/v1/invoices/drafts",
+        json={"tenant_id": api.tenant_id, "period": "2026-10"},
+        headers=api.as_operator,
+    )
+    problem(response, 409, "PLAN_MISSING")
+
+
+async def test_a_tenant_cannot_read_another_tenants_invoice(api: Api) -> None:
+    other = "tenant-other"
+    drafted = billing.InvoiceDrafted(
+        tenant_id=other,
+        invoice_id="inv-other",
+        revision=1,
+        request_id="req-1",
+        period="2026-11",
+        currency="USD",
+        lines=[],
+        subtotal=0,
+        total=0,
+        plans=[],
+        offsets={0: 0},
+        usage_events=0,
+        content_hash="0" * 64,
+    )
+    await api.fold(envelope(drafted, source=SOURCE, tenant_id=other))
+
+    problem(await api.http.get("/v1/invoices/inv-other"), 404, "INVOICE_NOT_FOUND")
+    problem(await api.http.get("/v1/invoices/inv-other/lines/1/usage"), 404, "INVOICE_NOT_FOUND")
+    assert (await api.http.get("/v1/invoices")).json()["items"] == []
+    as_operator = await api.http.get("/v1/invoices/inv-other", headers=api.as_operator)
+    assert as_operator.status_code == 200, as_operator.text
+    assert as_operator.json()["tenant_id"] == other
