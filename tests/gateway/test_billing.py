@@ -4,6 +4,7 @@ is recorded on a topic."""
 from __future__ import annotations
 
 import datetime
+from decimal import Decimal
 from typing import Any
 
 from schemas import billing
@@ -27,7 +28,9 @@ async def nothing_recorded(api: Api) -> None:
 
 
 async def publish_plan(api: Api, plan_id: str = "std", currency: str = "USD") -> None:
-    plan = PricePlan(currency=currency, models={"dev": ModelRates(input=1, output=1)})
+    plan = PricePlan(
+        currency=currency, models={"dev": ModelRates(input=Decimal(1), output=Decimal(1))}
+    )
     fact = billing.PricePlanPublished(plan_id=plan_id, version=1, plan=plan, operator_id="op")
     await api.fold(envelope(fact, source=SOURCE, tenant_id=PLATFORM))
 
@@ -197,8 +200,8 @@ async def test_a_tenant_cannot_read_another_tenants_invoice(api: Api) -> None:
         period="2026-11",
         currency="USD",
         lines=[],
-        subtotal=0,
-        total=0,
+        subtotal=Decimal(0),
+        total=Decimal(0),
         plans=[],
         offsets={0: 0},
         usage_events=0,
