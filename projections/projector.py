@@ -42,5 +42,8 @@ class Projector:
         await self.store.apply(items)
         return []
 
+    async def passed(self, ends: dict[tuple[str, int], int]) -> None:
+        await self.store.advance(ends)
+
     async def close(self) -> None:
         await self.store.close()

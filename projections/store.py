@@ -120,12 +120,28 @@ class ProjectionStore:
                 )
                 for op in project(env.data, ctx):
                     await self._execute(conn, op)
-            for (topic, partition), offset in ends.items():
-                await conn.execute(self._save_position, (self.projection, topic, partition, offset))
-                if self.live:
-                    saved = f"{position_key(topic, partition, self.projection)}@{offset}"
-                    await conn.execute("SELECT pg_notify(%s, %s)", (self._channel, saved))
+            await self._save_positions(conn, ends)
         return len(first)
+
+    async def advance(self, ends: dict[tuple[str, int], int]) -> None:
+        """Move the stored positions to ``ends`` (topic, partition → next offset): past
+        records the consumer passed without handing them over (a repeated event, one
+        dead-lettered), so that a reader waiting for the partition's end is not kept
+        waiting by a record that changes nothing."""
+        async with self.db.connection() as conn, conn.transaction(), conn.pipeline():
+            if self.live:
+                await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (self._lock,))
+            await self._save_positions(conn, ends)
+
+    async def _save_positions(
+        self, conn: AsyncConnection[DictRow], ends: dict[tuple[str, int], int]
+    ) -> None:
+        """Save each next offset (never moving one back), and notify it."""
+        for (topic, partition), offset in ends.items():
+            await conn.execute(self._save_position, (self.projection, topic, partition, offset))
+            if self.live:
+                saved = f"{position_key(topic, partition, self.projection)}@{offset}"
+                await conn.execute("SELECT pg_notify(%s, %s)", (self._channel, saved))
 
     async def _first_occurrences(
         self, conn: AsyncConnection[DictRow], items: list[tuple[Envelope[Any], Position]]

@@ -70,7 +70,11 @@ class Handler(Protocol):
           batches, for what is due by the clock (deadlines); its envelopes are published;
         - ``def unprocessable(env, reason) -> list[Envelope]``: what to record when a
           record it could not handle goes to the dead-letter topic, instead of the
-          default (``unprocessable_step``)."""
+          default (``unprocessable_step``);
+        - ``async def passed(ends: {(topic, partition): next offset})``:
+          told where each partition's batch ended when its last records were not handed
+          to it (repeated, dead-lettered or of other types), for a handler that stores
+          its own positions (a projector: its readers wait on them)."""
         ...
 
 
@@ -250,10 +254,26 @@ class ConsumerRuntime:
                 items.append((env, position))
         if items and not await self._handle(items, records, stop):
             return  # stopping: the records are redelivered to whoever owns them next
+        await self._passed(batches, items)
         for tp, batch in batches.items():
             self._uncommitted[tp] = batch[-1].offset + 1
         if items:
             await self._commit()
+
+    async def _passed(
+        self, batches: dict[TopicPartition, list[ConsumerRecord[Any, Any]]], items: list[Item]
+    ) -> None:
+        passed = getattr(self.handler, "passed", None)
+        if passed is None:
+            return
+        handled = {(p.topic, p.partition): p.offset + 1 for _env, p in items}
+        ends = {
+            (tp.topic, tp.partition): batch[-1].offset + 1
+            for tp, batch in batches.items()
+            if batch and handled.get((tp.topic, tp.partition), -1) < batch[-1].offset + 1
+        }
+        if ends:
+            await passed(ends)
 
     async def _tick(self) -> None:
         self._last_tick = time.monotonic()

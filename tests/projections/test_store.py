@@ -21,7 +21,7 @@ from psycopg import AsyncConnection, sql
 
 from projections.rebuild import table_hashes
 from projections.store import ProjectionStore, swap_lock
-from projections.waiter import channel
+from projections.waiter import Waiter, channel
 from schemas import events
 from schemas.envelope import Envelope, envelope
 from streams.consumer import Item, Position
@@ -308,6 +308,25 @@ async def test_stored_positions_are_the_running_maximum_past_every_item(
 
             assert await store.positions_all() == expected
     finally:
+        await store.close()
+
+
+async def test_advancing_moves_positions_forward_only_and_wakes_their_waiters(
+    database_url: str, schema: str
+) -> None:
+    store = ProjectionStore(database_url, schema)
+    waiter = Waiter(store.db)
+    waiter.start()
+    try:
+        await store.apply([noop(0, 4, "t")])
+        waiting = asyncio.create_task(waiter.until_position("t", 0, 8, timeout=5))
+        await store.advance({("t", 0): 9, ("t", 1): 3})
+        await waiting
+        await store.advance({("t", 0): 2})  # a late, smaller end moves nothing back
+
+        assert await store.positions_all() == {("t", 0): 9, ("t", 1): 3}
+    finally:
+        await waiter.close()
         await store.close()
 
 

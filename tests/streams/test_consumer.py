@@ -78,6 +78,7 @@ class RecordingHandler:
     reply: Callable[[Envelope[Any]], Envelope[Any]] | None = None
     calls: list[list[Item]] = field(default_factory=list)
     handled: list[Item] = field(default_factory=list)
+    passed_ends: list[dict[tuple[str, int], int]] = field(default_factory=list)
 
     async def on_assigned(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         return {}
@@ -89,6 +90,9 @@ class RecordingHandler:
                 raise ValueError(f"poisoned by {env.id}")
         self.handled.extend(items)
         return [self.reply(env) for env, _position in items] if self.reply else []
+
+    async def passed(self, ends: dict[tuple[str, int], int]) -> None:
+        self.passed_ends.append(ends)
 
     def handled_ids(self) -> list[str]:
         return [env.id for env, _position in self.handled]
@@ -333,6 +337,26 @@ async def test_an_event_id_sent_again_is_handled_once(
 
     assert handler.handled_ids() == [first.id, second.id, third.id]
     assert await dead_letters(bootstrap, catalog, topic_name) == []
+
+
+async def test_a_handler_hears_where_a_batch_ended_past_records_it_was_not_handed(
+    bootstrap: str, topic_name: str, group: str, catalog: Catalog
+) -> None:
+    """A projector stores its positions, and readers wait on them: a repeated record or a
+    dead-lettered one at the end of a partition must still move them."""
+    await create_topic(bootstrap, topic_name)
+    first = tenant_created(1)
+    await produce(bootstrap, topic_name, [cloud_event(first)])
+
+    handler = RecordingHandler(topics=[topic_name])
+    async with running(bootstrap, catalog, handler, group) as run:
+        await run.until(lambda: len(handler.handled) == 1, "the first record")
+        assert handler.passed_ends == []  # its batch ended with a record it was handed
+        await produce(bootstrap, topic_name, [cloud_event(first), garbage()])
+        await run.until(lambda: bool(handler.passed_ends), "the batch of the copy")
+
+    assert handler.handled_ids() == [first.id]
+    assert handler.passed_ends[-1] == {(topic_name, 0): 3}
 
 
 async def test_an_event_id_twice_in_one_poll_is_handled_once(

@@ -1,0 +1,179 @@
+"""Billing end to end: usage from real turns priced into an invoice draft, the draft
+read back and drilled into, verified from the topics, revised by late usage, and a
+tampered ledger row caught."""
+
+from __future__ import annotations
+
+import datetime
+import subprocess
+import sys
+import time
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import psycopg
+
+from schemas.values import UsageValue
+from tests.e2e.conftest import DATABASE_URL, Platform
+from tests.e2e.test_bad_input import problem
+from tests.e2e.test_turns import open_session
+from tests.e2e.test_unprocessable import tenant_of
+from tests.kafka import REPO
+from workers.providers.protocol_server import ModelServer, Reply
+
+MODEL = "openai:gpt-test"
+RATES = {"input": "0.000002", "output": "0.00001", "cached_input": "0.000001"}
+
+
+def cli(platform: Platform, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agentlog_cli", *args],
+        cwd=REPO,
+        env=platform.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=check,
+    )
+
+
+def operator_client(platform: Platform) -> httpx.Client:
+    key = cli(platform, "operators", "create", "finance").stdout.strip().splitlines()[-1]
+    assert key.startswith("alop_")
+    return httpx.Client(
+        base_url=platform.url, timeout=30, headers={"Authorization": f"Bearer {key}"}
+    )
+
+
+def this_month() -> tuple[str, datetime.datetime]:
+    now = datetime.datetime.now(datetime.UTC)
+    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return start.strftime("%Y-%m"), start
+
+
+def usage_total(api: httpx.Client, events: int, timeout: float = 30) -> list[dict[str, Any]]:
+    """The tenant's usage by unit, once ``events`` usage events are in the ledger."""
+    deadline = time.monotonic() + timeout
+    while True:
+        groups = api.get("/v1/usage", params={"group_by": "unit"}).json()["items"]
+        if sum(g["events"] for g in groups if g["unit"] == "output_tokens") >= events:
+            return groups  # type: ignore[no-any-return]
+        assert time.monotonic() < deadline, groups
+        time.sleep(0.2)
+
+
+def test_usage_of_real_turns_is_drafted_verified_and_revised(
+    platform: Platform, model_server: ModelServer
+) -> None:
+    period, start = this_month()
+    tenant_id = tenant_of(platform)
+    with platform.client() as api, operator_client(platform) as admin:
+        plan = admin.post(
+            "/v1/admin/price-plans",
+            json={"plan_id": "std", "currency": "usd", "models": {MODEL: RATES}},
+        )
+        assert plan.status_code == 201, plan.text
+        assert (plan.json()["version"], plan.json()["currency"]) == (1, "USD")
+        assigned = admin.post(
+            f"/v1/admin/tenants/{tenant_id}/plan",
+            json={"plan_id": "std", "version": 1, "effective_from": start.isoformat()},
+        )
+        assert assigned.status_code == 201, assigned.text
+
+        agent = api.post("/v1/agents", json={"name": "billed", "model": MODEL})
+        assert agent.status_code == 201, agent.text
+        session_id = open_session(api, agent.json()["agent_id"])
+        used = UsageValue(input_tokens=100, output_tokens=20, cached_input_tokens=30)
+        model_server.script(*(Reply(chunks=(f"answer {n}",), usage=used) for n in range(3)))
+        turn_ids = []
+        for n in range(3):
+            turn = api.post(f"/v1/sessions/{session_id}/turns?wait=30", json={"message": f"q{n}"})
+            assert turn.json()["status"] == "completed", turn.text
+            turn_ids.append(turn.json()["turn_id"])
+        by_unit = {g["unit"]: g["quantity"] for g in usage_total(api, 3)}
+        served = list(model_server.served.values())
+        assert len(served) == 3
+        assert by_unit == {
+            "input_tokens": sum(u.input_tokens - u.cached_input_tokens for u in served),
+            "cached_input_tokens": sum(u.cached_input_tokens for u in served),
+            "output_tokens": sum(u.output_tokens for u in served),
+        }
+
+        drafted = admin.post("/v1/invoices/drafts", json={"tenant_id": tenant_id, "period": period})
+        assert drafted.status_code == 201, drafted.text
+        invoice = drafted.json()
+        (first,) = invoice["revisions"]
+        lines = {line["unit"]: line for line in first["lines"]}
+        assert {u: lines[u]["quantity"] for u in lines} == by_unit
+        assert lines["input_tokens"]["amount"] == "0.000420"  # 210 at 0.000002
+        assert lines["cached_input_tokens"]["amount"] == "0.000090"
+        assert lines["output_tokens"]["amount"] == "0.000600"
+        assert (first["subtotal"], invoice["total"], invoice["currency"]) == (
+            "0.001110",
+            "0.00",
+            "USD",
+        )
+        assert first["usage_events"] == 3
+
+        # The tenant reads it; another tenant cannot.
+        mine = api.get(f"/v1/invoices/{invoice['invoice_id']}")
+        assert mine.status_code == 200
+        assert mine.json()["content_hash"] == first["content_hash"]
+        other_key = cli(platform, "tenants", "create", "other").stdout.strip().splitlines()[-1]
+        theirs = httpx.get(
+            f"{platform.url}/v1/invoices/{invoice['invoice_id']}",
+            headers={"Authorization": f"Bearer {other_key}"},
+        )
+        problem(theirs, 404, "INVOICE_NOT_FOUND")
+
+        # Each line drills down to the usage events, turns and traces behind it.
+        number = lines["output_tokens"]["number"]
+        behind = api.get(f"/v1/invoices/{invoice['invoice_id']}/lines/{number}/usage").json()
+        assert sorted(e["turn_id"] for e in behind["items"]) == sorted(turn_ids)
+        assert all(len(e["trace_id"]) == 32 for e in behind["items"])
+        assert {e["quantities"]["output_tokens"] for e in behind["items"]} == {20}
+
+        verified = cli(platform, "billing", "verify", invoice["invoice_id"], check=False)
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        assert first["content_hash"] in verified.stdout
+
+        # Late usage, used inside the drafted period, makes the next draft a revision;
+        # recording it twice counts it once.
+        late = {
+            "tenant_id": tenant_id,
+            "usage_id": "import-42",
+            "kind": "tool",
+            "resource": "search",
+            "quantities": {"calls": 2},
+            "used_at": (start + datetime.timedelta(seconds=1)).isoformat(),
+        }
+        for _ in range(2):
+            assert admin.post("/v1/admin/usage", json=late).status_code == 202
+        deadline = time.monotonic() + 30
+        while sum(g["events"] for g in usage_total(api, 3) if g["unit"] == "calls") < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        again = admin.post("/v1/invoices/drafts", json={"tenant_id": tenant_id, "period": period})
+        assert again.status_code == 201, again.text
+        second = again.json()["revisions"][-1]
+        assert [r["revision"] for r in again.json()["revisions"]] == [1, 2]
+        assert second["usage_events"] == 4
+        assert [
+            (c["resource"], c["quantity_before"], c["quantity_after"]) for c in second["changes"]
+        ] == [("search", 0, 2)]
+        unpriced = [line for line in second["lines"] if line["unpriced"]]
+        assert [(line["resource"], line["amount"]) for line in unpriced] == [("search", "0.000000")]
+        assert second["content_hash"] != first["content_hash"]
+
+        # A ledger row changed in Postgres behind the log's back is caught.
+        with psycopg.connect(DATABASE_URL, autocommit=True) as conn:
+            conn.execute(
+                f'UPDATE "{platform.schema}_billing".usage_ledger'
+                """ SET quantities = '{"calls": 7}' WHERE call_id = 'import-42'"""
+            )
+        tampered = cli(platform, "billing", "verify", invoice["invoice_id"], check=False)
+        assert tampered.returncode == 1, tampered.stdout
+        assert "ledger: event" in tampered.stdout
+        assert "'calls': 7" in tampered.stdout
+        assert Decimal(again.json()["total"]) == Decimal("0.00")
