@@ -17,8 +17,8 @@ from gateway.billing_models import PricePlanCreate
 from projections import invoices, plans
 from projections.database import Database
 from projections.pricing import changes
-from projections.rebuild import BILLING_MODELS, RebuildMismatchError, rebuild
-from projections.verify import verify_drafts, verify_invoice
+from projections.rebuild import RebuildMismatchError
+from projections.verify import replay_billing, verify_invoice
 from schemas.billing import CURRENCIES, PricePlan, period_bounds
 from schemas.errors import DomainError
 from streams.settings import Settings
@@ -51,16 +51,6 @@ async def replay_command(settings: Settings, args: argparse.Namespace) -> int:
     if args.plan is not None:
         return await _what_if(settings, args)
 
-    async def check(schema: str) -> None:
-        db = Database(settings.database_url, schema, pool_size=1)
-        try:
-            differences = await verify_drafts(db)
-        finally:
-            await db.close()
-        if differences:
-            raise RebuildMismatchError("drafts differ:\n" + "\n".join(differences))
-        console.print("replay: every draft's totals and hash computed again: identical")
-
     with Progress(
         "[progress.description]{task.description}",
         BarColumn(),
@@ -74,13 +64,8 @@ async def replay_command(settings: Settings, args: argparse.Namespace) -> int:
             bar.update(task, completed=read, total=total)
 
         try:
-            report = await rebuild(
-                settings,
-                swap=args.swap,
-                out=console.print,
-                models=BILLING_MODELS,
-                check=check,
-                on_progress=on_progress,
+            report = await replay_billing(
+                settings, swap=args.swap, out=console.print, on_progress=on_progress
             )
         except RebuildMismatchError as exc:
             console.print(f"[red]replay differs from the live billing read models[/red]\n{exc}")

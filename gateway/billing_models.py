@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, field_validator
 
@@ -186,5 +186,27 @@ class DraftRequested(BaseModel):
     status: Literal["requested"]
 
 
-def public(model: type[BaseModel], row: Any) -> Any:
-    return model.model_validate(row, from_attributes=True)
+class ReplayCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["billing"] = "billing"
+    swap: bool = Field(False, description="swap the replayed tables in if they match")
+
+
+class ReplayPublic(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.REPLAY]})
+
+    replay_id: str
+    name: str
+    swap: bool
+    status: Literal["running", "succeeded", "differs", "failed", "cancelled"]
+    records_read: int
+    records_total: int | None
+    events_applied: int | None
+    seconds: float | None
+    swapped_to: str | None
+    differences: list[str] | None
+    lines: list[str] = Field(description="what the replay reported, line by line")
+    started_by: str
+    started_at: datetime.datetime
+    finished_at: datetime.datetime | None = None

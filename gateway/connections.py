@@ -26,6 +26,7 @@ from workers.tool_network import ToolNetworkPolicy
 from .auth import ApiKeys
 from .idempotency import IdempotencyKeys
 from .problems import ProblemError
+from .replays import Replays
 from .streaming import Streams
 
 SOURCE = "/gateway"
@@ -54,6 +55,7 @@ class Gateway:
         self.billing_waiter = Waiter(self.billing_db, projection=BILLING)
         self.keys = ApiKeys(self.db, self.billing_db)
         self.idempotency = IdempotencyKeys(settings.redis_url)
+        self.replays = Replays(settings, self.idempotency.redis)
         self.secrets = SecretStore.from_settings(settings)
         self.tool_network = ToolNetworkPolicy.from_settings(settings)
         self.streams = Streams(settings.kafka_bootstrap_servers, settings.sse_streams_per_tenant)
@@ -69,6 +71,7 @@ class Gateway:
         self.billing_waiter.start()
 
     async def close(self) -> None:
+        await self.replays.close()
         await self.waiter.close()
         await self.billing_waiter.close()
         await self.idempotency.close()

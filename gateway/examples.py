@@ -183,3 +183,19 @@ DRAFT_REQUESTED: dict[str, Any] = {
     "invoice_id": _INVOICE_ID,
     "status": "requested",
 }
+REPLAY: dict[str, Any] = {
+    "replay_id": "6a7b8c9d-0e1f-4a2b-8c3d-4e5f6a7b8c9d",
+    "name": "billing",
+    "swap": False,
+    "status": "succeeded",
+    "records_read": 1000250,
+    "records_total": 1000250,
+    "events_applied": 1000000,
+    "seconds": 61.4,
+    "swapped_to": None,
+    "differences": None,
+    "lines": ["rebuild: 11 tables verified identical at the live position"],
+    "started_by": "5d4c3b2a-1f0e-4d9c-8b7a-6f5e4d3c2b1a",
+    "started_at": _AT,
+    "finished_at": _AT,
+}

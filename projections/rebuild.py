@@ -217,4 +217,3 @@ async def rebuild(
         await store.close()
         await admin.close()
     return RebuildReport(applied, time.monotonic() - started, rebuilt_hashes, swapped_to)
-

@@ -11,6 +11,7 @@ tables it rebuilt before offering to swap them in.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,7 @@ from . import invoices
 from .database import Database
 from .invoices import RevisionRow
 from .pricing import Assignment, Draft, UsageItem, price
+from .rebuild import BILLING_MODELS, RebuildMismatchError, RebuildReport, rebuild
 from .rows import Reader
 from .usage import LedgerRow
 
@@ -241,3 +243,34 @@ async def verify_drafts(db: Reader) -> list[str]:
         if len(page) < 500:
             return found
         after = (page[-1].period, page[-1].invoice_id)
+
+
+async def replay_billing(
+    settings: Settings,
+    *,
+    swap: bool,
+    out: Callable[[str], None],
+    on_progress: Callable[[int, int], None] | None = None,
+) -> RebuildReport:
+    """Rebuild the billing read models from offset 0 beside the live ones, compare them
+    with the live tables, compute every draft again from the rebuilt ones, and swap
+    them in with ``swap``; RebuildMismatchError with every difference otherwise."""
+
+    async def check(schema: str) -> None:
+        db = Database(settings.database_url, schema, pool_size=1)
+        try:
+            differences = await verify_drafts(db)
+        finally:
+            await db.close()
+        if differences:
+            raise RebuildMismatchError("drafts differ:\n" + "\n".join(differences))
+        out("replay: every draft's totals and hash computed again: identical")
+
+    return await rebuild(
+        settings,
+        swap=swap,
+        out=out,
+        models=BILLING_MODELS,
+        check=check,
+        on_progress=on_progress,
+    )

@@ -56,6 +56,7 @@ class ErrorCode(StrEnum):
     PERIOD_IN_FUTURE = "PERIOD_IN_FUTURE"
     INVOICE_NOT_FOUND = "INVOICE_NOT_FOUND"
     REPLAY_NOT_FOUND = "REPLAY_NOT_FOUND"
+    REPLAY_RUNNING = "REPLAY_RUNNING"
     # Recorded on turns and tool calls by the workers.
     TOOL_NOT_ALLOWED = "TOOL_NOT_ALLOWED"
     TOOL_SCHEMA_INVALID = "TOOL_SCHEMA_INVALID"
@@ -126,6 +127,7 @@ ERRORS: dict[ErrorCode, ErrorSpec] = {
     ErrorCode.PERIOD_IN_FUTURE: ErrorSpec(422, "The billing period has not begun"),
     ErrorCode.INVOICE_NOT_FOUND: ErrorSpec(404, "No such invoice"),
     ErrorCode.REPLAY_NOT_FOUND: ErrorSpec(404, "No such replay"),
+    ErrorCode.REPLAY_RUNNING: ErrorSpec(409, "A replay is running already"),
     ErrorCode.INVALID_CURSOR: ErrorSpec(400, "The pagination cursor is not valid"),
     ErrorCode.IDEMPOTENCY_KEY_REUSED: ErrorSpec(
         422, "The Idempotency-Key was used for another request"

@@ -7,6 +7,7 @@ import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
 
 from projections import plans, tenants
 from projections.plans import AssignmentRow, PlanRow
@@ -21,6 +22,8 @@ from ..billing_models import (
     PlanAssign,
     PricePlanCreate,
     PricePlanPublic,
+    ReplayCreate,
+    ReplayPublic,
     UsageCreate,
     UsageRecordedPublic,
 )
@@ -236,3 +239,40 @@ async def record_usage(
     )
     env = await gw.record(body.tenant_id, fact, id=derived_id(body.tenant_id, body.usage_id))
     return UsageRecordedPublic(event_id=env.id)
+
+
+@router.post(
+    "/replays",
+    status_code=202,
+    response_model=ReplayPublic,
+    **documented(
+        "Replay the billing read models",
+        "Rebuilds the usage and invoice read models from offset 0 into tables beside the"
+        " live ones, compares them with the live tables, computes every draft again from"
+        " them, and with `swap` swaps them in, while the platform serves. Runs in the"
+        " background: read its progress at `GET /v1/admin/replays/{id}`.",
+        records="nothing on a topic: a replay reads the log and writes read models",
+        problems=[ErrorCode.REPLAY_RUNNING],
+    ),
+)
+async def start_replay(
+    body: ReplayCreate, operator_id: OperatorDep, gw: GatewayDep
+) -> JSONResponse:
+    report = await gw.replays.start(body.swap, operator_id)
+    return JSONResponse(
+        report, status_code=202, headers={"Location": f"/v1/admin/replays/{report['replay_id']}"}
+    )
+
+
+@router.get(
+    "/replays/{replay_id}",
+    response_model=ReplayPublic,
+    **documented(
+        "Read a replay",
+        "Its status (`running`, `succeeded`, `differs`, `failed`), records read of how"
+        " many, and once done what it found.",
+        problems=[ErrorCode.REPLAY_NOT_FOUND],
+    ),
+)
+async def read_replay(replay_id: str, operator_id: OperatorDep, gw: GatewayDep) -> ReplayPublic:
+    return ReplayPublic.model_validate(await gw.replays.status(replay_id))

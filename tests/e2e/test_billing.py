@@ -63,6 +63,19 @@ def usage_total(api: httpx.Client, events: int, timeout: float = 30) -> list[dic
         time.sleep(0.2)
 
 
+def replay(admin: httpx.Client) -> dict[str, Any]:
+    """A billing replay over HTTP, followed until it is done."""
+    started = admin.post("/v1/admin/replays", json={"name": "billing"})
+    assert started.status_code == 202, started.text
+    deadline = time.monotonic() + 60
+    while True:
+        report = admin.get(started.headers["Location"]).json()
+        if report["status"] != "running":
+            return report  # type: ignore[no-any-return]
+        assert time.monotonic() < deadline, report
+        time.sleep(0.2)
+
+
 def test_usage_of_real_turns_is_drafted_verified_and_revised(
     platform: Platform, model_server: ModelServer
 ) -> None:
@@ -166,6 +179,8 @@ def test_usage_of_real_turns_is_drafted_verified_and_revised(
         assert [(line["resource"], line["amount"]) for line in unpriced] == [("search", "0.000000")]
         assert second["content_hash"] != first["content_hash"]
 
+        assert replay(admin)["status"] == "succeeded"
+
         # A ledger row changed in Postgres behind the log's back is caught.
         with psycopg.connect(DATABASE_URL, autocommit=True) as conn:
             conn.execute(
@@ -177,3 +192,6 @@ def test_usage_of_real_turns_is_drafted_verified_and_revised(
         assert "ledger: event" in tampered.stdout
         assert "'calls': 7" in tampered.stdout
         assert Decimal(again.json()["total"]) == Decimal("0.00")
+        differs = replay(admin)
+        assert differs["status"] == "differs"
+        assert any("usage_ledger" in line for line in differs["differences"]), differs

@@ -1,5 +1,6 @@
 """Crash safety: SIGKILL every role (the broker, the gateway, the command handler, two
-orchestrators, two model workers, the tool worker and the projector) at random points
+orchestrators, two model workers, the tool worker, the projector and the billing
+projector) at random points
 while turns run, and prove that nothing is lost and no effect is repeated beyond what
 the kills explain.
 
@@ -20,7 +21,10 @@ de-duplicated event ids:
 - Every turn completes with exactly the answer the scripted model gives; a turn request
   retried with its Idempotency-Key creates no second turn.
 - After every kill, probe turns on every partition complete within ``RECOVERY_S`` of the
-  restart; the projections equal a rebuild from offset 0, table for table.
+  restart; the projections equal a rebuild from offset 0, table for table, and the
+  billing read models a billing replay.
+- No double billing: the billing ledger's model tokens per tenant equal the model
+  server's own count of the tokens it served, each call counted once (by call id).
 
 The broker is the test's own (``broker_factory``), since it is killed too; the suite's
 shared broker is never touched.
@@ -97,6 +101,7 @@ ROLE_ARGS = {
     "model-1": ["worker", "model"],
     "model-2": ["worker", "model"],
     "tool": ["worker", "tool"],
+    "billing": ["worker", "billing"],
     "gateway": ["gateway"],
 }
 # Kills per victim: every role twice, the effect workers (whose kills can repeat calls)
@@ -742,6 +747,36 @@ def wait_caught_up(bootstrap: str, prefix: str, roles: list[str], timeout: float
         time.sleep(1)
 
 
+def ledger_tokens(schema: str, usage: list[Any], timeout: float = 60) -> dict[str, dict[str, int]]:
+    """Model tokens per tenant in the billing ledger (input with cached input), once the
+    billing projector has applied the whole usage topic."""
+    ends: dict[int, int] = {}
+    for record in usage:
+        ends[record.partition] = max(ends.get(record.partition, 0), record.offset + 1)
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(DATABASE_URL, autocommit=True) as conn:
+        while True:
+            stored: dict[int, int] = dict(
+                conn.execute(
+                    f'SELECT partition, next_offset FROM "{schema}".projection_positions'
+                    " WHERE topic LIKE '%%agentlog.usage'"
+                ).fetchall()
+            )
+            if all(stored.get(p, 0) >= end for p, end in ends.items()):
+                break
+            assert time.monotonic() < deadline, f"billing lags: {stored} of {ends}"
+            time.sleep(0.2)
+        rows = conn.execute(
+            "SELECT tenant_id,"
+            " sum(coalesce((quantities->>'input_tokens')::bigint, 0)"
+            " + coalesce((quantities->>'cached_input_tokens')::bigint, 0)),"
+            " sum(coalesce((quantities->>'output_tokens')::bigint, 0))"
+            f' FROM "{schema}".usage_ledger WHERE kind = %s GROUP BY tenant_id',
+            ("model",),
+        ).fetchall()
+    return {str(t): {"input_tokens": int(i), "output_tokens": int(o)} for t, i, o in rows}
+
+
 def live_tables(schema: str) -> list[str]:
     """The tables the rebuild compares, by the rebuild's own function."""
 
@@ -901,14 +936,24 @@ def test_kill_9_every_role_loses_and_repeats_nothing(
         load_seconds = time.monotonic() - started
 
         wait_caught_up(broker.bootstrap, f"{tag}.", ["model", "tool", "orchestrator"])
+        usage_records = read_all(broker.bootstrap, f"{tag}.agentlog.usage")
         verdict = check_exactly_once(
             read_all(broker.bootstrap, events_topic),
-            read_all(broker.bootstrap, f"{tag}.agentlog.usage"),
+            usage_records,
             models.calls,
             tools.calls,
             kills,
             {turn.turn_id for turn in turns},
         )
+        billed = ledger_tokens(f"{tag}_billing", usage_records)
+        served = {
+            "input_tokens": sum(u.input_tokens for u in models.served.values()),
+            "output_tokens": sum(u.output_tokens for u in models.served.values()),
+        }
+        verdict.figures["tokens served, each call once"] = served
+        verdict.figures["tokens in the billing ledger"] = billed
+        if list(billed.values()) != [served]:
+            verdict.report("billed tokens", f"ledger {billed}, model server {served}")
         worst = max(recoveries, key=lambda r: r[1])
         figures = {
             "seed": seed,
@@ -938,6 +983,15 @@ def test_kill_9_every_role_loses_and_repeats_nothing(
         rebuilt = rebuild(env)
         assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
         assert verified_line(tag) in rebuilt.stdout.splitlines(), rebuilt.stdout
+        replayed = subprocess.run(
+            [sys.executable, "-m", "agentlog_cli", "replay", "billing"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert replayed.returncode == 0, replayed.stdout + replayed.stderr[-3000:]
     finally:
         abort.set()
         for victim in reversed(victims.values()):  # the broker last
