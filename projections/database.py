@@ -51,7 +51,7 @@ class Database:
             open=False,
         )
         self._opened = False
-        self._statements: dict[str, sql.Composed] = {}
+        self._statements: dict[str, bytes] = {}
         self._tenant_of: dict[int, str] = {}  # by id() of a pooled connection
 
     async def _configure(self, conn: AsyncConnection[DictRow]) -> None:
@@ -63,12 +63,13 @@ class Database:
         if self._opened:
             await self._pool.close()
 
-    def statement(self, query: str) -> sql.Composed:
-        """``query`` with ``{s}`` naming this database's schema; composed once."""
+    def statement(self, query: str) -> bytes:
+        """``query`` with ``{s}`` naming this database's schema; composed once, into
+        bytes (a ``sql.Composed`` would be composed again at every execution)."""
         statement = self._statements.get(query)
         if statement is None:
-            statement = self._statements[query] = sql.SQL(query).format(
-                s=sql.Identifier(self.schema)
+            statement = self._statements[query] = (
+                sql.SQL(query).format(s=sql.Identifier(self.schema)).as_bytes(None)
             )
         return statement
 

@@ -43,7 +43,9 @@ class Upsert:
 
 @dataclass(frozen=True, slots=True)
 class Add:
-    """Insert the row, or add its ``sums`` columns to the existing row's (a counter)."""
+    """Insert the row, or add its ``sums`` columns to the existing row's (a counter).
+    A table written by ``Add`` is written by nothing else: the store sums a batch's
+    additions to one row before it writes them."""
 
     table: str
     key: tuple[str, ...]

@@ -16,7 +16,6 @@ import os
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from psycopg import sql
 
 from streams.logs import add_secrets
 from streams.settings import Settings
@@ -87,7 +86,7 @@ class SecretStore:
     async def close(self) -> None:
         await self.db.close()
 
-    def _query(self, text: str) -> sql.Composed:
+    def _query(self, text: str) -> bytes:
         return self.db.statement(text)
 
     async def ensure(self) -> None:

@@ -33,7 +33,7 @@ UNITS: tuple[Unit, ...] = (
 
 class UsageRecorded(Fact):
     """``agentlog.usage.recorded.v2``: what one model or tool call used, for billing:
-    the quantity of each unit, at ``used_at`` (when the call finished), with the agent,
+    the quantity of each unit, at ``used_at`` (when the call was requested), with the agent,
     session, turn, step and call that used it and the trace it ran in."""
 
     subsystem = "usage"

@@ -11,7 +11,6 @@ keeps learning from the results it sees (its own included) as it goes.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import os
 from typing import Any, ClassVar, Literal
 
@@ -60,15 +59,16 @@ class EffectWorker:
         quantities: dict[Unit, int],
     ) -> list[Envelope[Any]]:
         """What a performed request records: its result, and what it used (billable
-        whether it succeeded or not), both caused by the request, so that a usage
-        recorded again after a crash has the same id."""
+        whether it succeeded or not), both caused by the request. A usage recorded again
+        after a crash is the same event: its id derives from the request's, and its time
+        of use is the request's time, not this worker's clock."""
         req = env.data
         usage = UsageRecorded(
             tenant_id=env.tenant_id,
             kind=self.name,
             resource=resource,
             quantities=quantities,
-            used_at=datetime.datetime.now(datetime.UTC),
+            used_at=env.time,
             agent_id=req.agent_id,
             agent_version=req.agent_version,
             session_id=req.session_id,

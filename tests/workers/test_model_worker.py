@@ -97,7 +97,7 @@ async def test_an_answer_is_recorded_and_its_text_streamed_in_order(
         kind="model",
         resource="dev",
         quantities={"input_tokens": 2, "cached_input_tokens": 0, "output_tokens": 3},
-        used_at=usage.data.used_at,
+        used_at=env.time,  # the request's: a repeat records the same
         agent_id="agent-1",
         agent_version=3,
         session_id="s-1",
