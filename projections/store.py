@@ -246,7 +246,8 @@ class ProjectionStore:
             query = self._queries[run.shape] = self._insert_query(
                 run.op, run.columns, [types[c] for c in run.columns]
             ).as_bytes(None)
-        await conn.execute(query, [[_adapt(row[c]) for row in run.rows] for c in run.columns])
+        columns = [[_adapt(row[c]) for row in run.rows] for c in run.columns]
+        await conn.execute(query, columns, binary=True)  # arrays in text need escaping
 
     async def _column_types(self, conn: AsyncConnection[DictRow], table: str) -> dict[str, str]:
         found = self._types.get(table)

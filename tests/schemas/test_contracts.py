@@ -9,15 +9,20 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
+from cloudevents.core.bindings import kafka as ce_kafka
+from hypothesis import given, settings
 
 from schemas import events
+from schemas.base import Fact
 from schemas.compat import CommittedVersion, Schema, compatibility_report, history_report
 from schemas.envelope import EnvelopeError, envelope, from_kafka, to_kafka
 from schemas.export import committed_schemas, current_schemas
 from schemas.history import GitUnavailable, git_history
+from tests.projections.strategies import facts_in_context
 
 TURN_REQUESTED = events.TurnRequested.ce_type()
 
@@ -167,3 +172,56 @@ def test_unreadable_records_raise_envelope_errors(
 ) -> None:
     with pytest.raises(EnvelopeError, match=reason):
         from_kafka(b"k", b"{}", headers)
+
+
+@settings(max_examples=200, deadline=None)
+@given(facts_in_context())
+def test_reading_a_record_agrees_with_the_cloudevents_sdk(example: tuple[Fact, Any]) -> None:
+    """``from_kafka`` reads binary mode itself (the hot path); the SDK's reader of the
+    same record gives the same attributes and the same data."""
+    fact, ctx = example
+    env = envelope(fact, source="/test", tenant_id=ctx.tenant_id)
+    key, value, headers = to_kafka(env)
+    ours = from_kafka(key, value, headers)
+    sdk = ce_kafka.from_binary_event(ce_kafka.KafkaMessage(dict(headers), key, value))
+    attrs = sdk.get_attributes()
+    assert ours.data == type(fact).model_validate(sdk.get_data()) == fact
+    assert (ours.id, ours.source, ours.type, ours.subject) == (
+        attrs["id"],
+        attrs["source"],
+        attrs["type"],
+        attrs["subject"],
+    )
+    assert (ours.tenant_id, ours.causation_id, ours.correlation_id, ours.traceparent) == (
+        attrs["tenantid"],
+        attrs["causationid"],
+        attrs["correlationid"],
+        attrs["traceparent"],
+    )
+    assert (ours.time, ours.sequence) == (attrs["time"], int(attrs["sequence"]))
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda h: [(k, b"\xff" if k == "ce_id" else v) for k, v in h], "UnicodeDecodeError"),
+        (lambda h: [(k, b"0.3" if k == "ce_specversion" else v) for k, v in h], "specversion"),
+        (lambda h: [(k, b"yesterday" if k == "ce_time" else v) for k, v in h], "not a timestamp"),
+        (lambda h: [(k, b"text/plain" if k == "content-type" else v) for k, v in h], "not JSON"),
+        (lambda h: [(k, v) for k, v in h if k != "ce_tenantid"], "missing.*tenantid"),
+    ],
+    ids=["not utf-8", "another spec version", "no time", "not json", "no tenant"],
+)
+def test_a_damaged_record_is_refused_with_its_reason(
+    change: Callable[[list[tuple[str, bytes]]], list[tuple[str, bytes]]], reason: str
+) -> None:
+    env = envelope(
+        events.TurnRequested(session_id="s-1", turn_id="t-1", message="hi"),
+        source="/test",
+        tenant_id="tenant-1",
+    )
+    key, value, headers = to_kafka(env)
+    with pytest.raises(EnvelopeError, match=reason):
+        from_kafka(key, value, change(headers))
+    with pytest.raises(EnvelopeError, match=r"invalid agentlog\.turn\.requested\.v1"):
+        from_kafka(key, b'{"session_id": 1}', headers)
