@@ -10,7 +10,6 @@ single writer of drafts per tenant: requests are keyed by tenant.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -28,7 +27,6 @@ from streams.catalog import Catalog
 from streams.consumer import Item, Position
 from streams.partitions import LogReader
 
-log = logging.getLogger(__name__)
 SOURCE = "/workers/invoicer"
 FENCE_WAIT_S = 60.0
 

@@ -4,11 +4,15 @@ tampered ledger row caught."""
 
 from __future__ import annotations
 
+import csv
 import datetime
+import io
+import json
 import subprocess
 import sys
 import time
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -77,7 +81,7 @@ def replay(admin: httpx.Client) -> dict[str, Any]:
 
 
 def test_usage_of_real_turns_is_drafted_verified_and_revised(
-    platform: Platform, model_server: ModelServer
+    platform: Platform, model_server: ModelServer, tmp_path: Path
 ) -> None:
     period, start = this_month()
     tenant_id = tenant_of(platform)
@@ -146,6 +150,35 @@ def test_usage_of_real_turns_is_drafted_verified_and_revised(
         assert sorted(e["turn_id"] for e in behind["items"]) == sorted(turn_ids)
         assert all(len(e["trace_id"]) == 32 for e in behind["items"])
         assert {e["quantities"]["output_tokens"] for e in behind["items"]} == {20}
+
+        # Usage reads back summed, across tenants for an operator, and event by event.
+        by_day = api.get("/v1/usage", params={"group_by": "day,resource", "limit": 1}).json()
+        assert by_day["items"][0]["resource"] == MODEL
+        assert by_day["next_cursor"] is None  # one day, one model: one group
+        everyone = admin.get("/v1/admin/usage", params={"group_by": "tenant,unit"}).json()
+        assert {(g["tenant_id"], g["unit"]) for g in everyone["items"]} == {
+            (tenant_id, unit) for unit in by_unit
+        }
+        problem(api.get("/v1/usage", params={"group_by": "tenant"}), 422, "VALIDATION_FAILED")
+        jsonl = api.get("/v1/usage/export", params={"format": "jsonl"})
+        exported = [json.loads(line) for line in jsonl.text.splitlines()]
+        assert sorted(e["turn_id"] for e in exported) == sorted(turn_ids)
+        csv_rows = list(csv.DictReader(io.StringIO(api.get("/v1/usage/export").text)))
+        assert [r["event_id"] for r in csv_rows] == [e["event_id"] for e in exported]
+
+        # What if the output rate were doubled: exactly the output line doubles.
+        dearer = {**RATES, "output": "0.00002"}
+        plan_file = tmp_path / "plan.json"
+        plan_file.write_text(
+            json.dumps({"plan_id": "std", "currency": "USD", "models": {MODEL: dearer}})
+        )
+        what_if = cli(platform, "replay", "billing", "--plan", str(plan_file), "--json")
+        (mine_now,) = [r for r in json.loads(what_if.stdout) if r["tenant_id"] == tenant_id]
+        assert [
+            (c["unit"], c["amount_before"], c["amount_after"]) for c in mine_now["changed_lines"]
+        ] == [("output_tokens", "0.000600", "0.001200")]
+        table = cli(platform, "replay", "billing", "--plan", str(plan_file)).stdout
+        assert tenant_id[:8] in table
 
         verified = cli(platform, "billing", "verify", invoice["invoice_id"], check=False)
         assert verified.returncode == 0, verified.stdout + verified.stderr

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from streams.settings import Settings
+from workers.runner import ROLES
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -25,15 +26,11 @@ DOCKERFILE = ROOT / "Dockerfile"
 
 INFRA_SERVICES = {"kafka", "postgres", "redis", "qdrant"}
 HEALTH_CHECKED = {"kafka", "postgres", "redis"}
-# One process per role, exactly as the CLI spells them.
-ROLE_COMMANDS = {
-    ("agentlog", "migrate"),
-    ("agentlog", "gateway"),
-    ("agentlog", "projector"),
-    ("agentlog", "worker", "commands"),
-    ("agentlog", "worker", "orchestrator"),
-    ("agentlog", "worker", "model"),
-    ("agentlog", "worker", "tool"),
+# One process per role, exactly as the CLI spells them: every role the runner knows,
+# so a role added to the code and not to the compose file fails here.
+ROLE_COMMANDS = {("agentlog", "migrate"), ("agentlog", "gateway")} | {
+    ("agentlog", "projector") if role == "projector" else ("agentlog", "worker", role)
+    for role in ROLES
 }
 SETTINGS_VARIABLES = {f"AGENTLOG_{name.upper()}" for name in Settings.model_fields}
 
