@@ -23,7 +23,8 @@ from schemas.billing import CURRENCIES, PricePlan, period_bounds
 from schemas.errors import DomainError
 from streams.settings import Settings
 
-console = Console()
+# No wrapping: hashes, ids and differences are read by scripts too.
+console = Console(soft_wrap=True)
 
 
 async def verify_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -31,7 +32,7 @@ async def verify_command(settings: Settings, args: argparse.Namespace) -> int:
     try:
         result = await verify_invoice(settings, args.invoice_id, args.revision)
     except LookupError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(str(exc), style="red", markup=False)
         return 2
     console.print(
         f"invoice {result.invoice_id} revision {result.revision}: {result.usage_events}"
@@ -43,7 +44,7 @@ async def verify_command(settings: Settings, args: argparse.Namespace) -> int:
         console.print("[green]verified: the draft is what the topics give[/green]")
         return 0
     for difference in result.differences:
-        console.print(f"[red]differs[/red] {difference}")
+        console.print(f"differs: {difference}", style="red", markup=False)
     return 1
 
 
@@ -65,10 +66,14 @@ async def replay_command(settings: Settings, args: argparse.Namespace) -> int:
 
         try:
             report = await replay_billing(
-                settings, swap=args.swap, out=console.print, on_progress=on_progress
+                settings,
+                swap=args.swap,
+                out=lambda line: console.print(line, markup=False),
+                on_progress=on_progress,
             )
         except RebuildMismatchError as exc:
-            console.print(f"[red]replay differs from the live billing read models[/red]\n{exc}")
+            console.print("replay differs from the live billing read models", style="red")
+            console.print(str(exc), markup=False)
             return 1
     rate = report.events / max(report.seconds, 1e-9)
     console.print(f"replay: {report.events} events in {report.seconds:.1f} s ({rate:,.0f}/s)")
@@ -79,10 +84,10 @@ async def _what_if(settings: Settings, args: argparse.Namespace) -> int:
     try:
         body = PricePlanCreate.model_validate_json(await asyncio.to_thread(args.plan.read_text))
     except (OSError, ValidationError) as exc:
-        console.print(f"[red]{args.plan}: {exc}[/red]")
+        console.print(f"{args.plan}: {exc}", style="red", markup=False)
         return 2
     if body.currency not in CURRENCIES:
-        console.print(f"[red]unknown currency {body.currency}[/red]")
+        console.print(f"unknown currency {body.currency}", style="red", markup=False)
         return 2
     plan = PricePlan(**body.model_dump(exclude={"plan_id"}))
     rows = await what_if(settings, body.plan_id, plan, args.period)

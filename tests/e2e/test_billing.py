@@ -155,6 +155,18 @@ def test_usage_of_real_turns_is_drafted_verified_and_revised(
         by_day = api.get("/v1/usage", params={"group_by": "day,resource", "limit": 1}).json()
         assert by_day["items"][0]["resource"] == MODEL
         assert by_day["next_cursor"] is None  # one day, one model: one group
+        pages: list[str] = []
+        cursor: str | None = None
+        while True:  # a group a page, in key order
+            params: dict[str, str | int] = {"group_by": "unit", "limit": 1}
+            if cursor:
+                params["cursor"] = cursor
+            page = api.get("/v1/usage", params=params).json()
+            pages += [g["unit"] for g in page["items"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert pages == sorted(by_unit)
         everyone = admin.get("/v1/admin/usage", params={"group_by": "tenant,unit"}).json()
         assert {(g["tenant_id"], g["unit"]) for g in everyone["items"]} == {
             (tenant_id, unit) for unit in by_unit
