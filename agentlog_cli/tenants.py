@@ -11,15 +11,11 @@ from gateway.auth import issue_key
 from projections import tenants
 from projections.database import Database
 from projections.tenants import ApiKeyRow
-from projections.waiter import Waiter
 from schemas import events
 from schemas.envelope import Envelope, envelope
-from streams.catalog import Catalog
-from streams.publisher import Publisher
 from streams.settings import Settings
 
-SOURCE = "/cli"
-APPLIED_WAIT_S = 30.0
+from .recording import SOURCE, record_and_wait
 
 
 async def create_tenant(settings: Settings, name: str) -> str:
@@ -50,28 +46,12 @@ async def _record_key_change(
     settings: Settings, envs: list[Envelope[Any]], tenant_id: str, key_id: str, *, revoked: bool
 ) -> ApiKeyRow:
     """Publish ``envs``, then wait until the projection shows the key (revoked, if so)."""
-    publisher = Publisher(settings.kafka_bootstrap_servers, Catalog.from_settings(settings))
-    await publisher.start()
-    try:
-        await publisher.publish_all(envs)
-    finally:
-        await publisher.stop()
-    db = Database(settings.database_url, settings.database_schema, pool_size=1)
-    waiter = Waiter(db)
-    waiter.start()
 
-    async def applied() -> ApiKeyRow | None:
+    async def applied(db: Database) -> ApiKeyRow | None:
         row = await tenants.api_key(db, tenant_id, key_id)
         return row if row is not None and (row.revoked_at is not None) == revoked else None
 
-    try:
-        row = await waiter.until(f"key:{key_id}", applied, APPLIED_WAIT_S)
-    finally:
-        await waiter.close()
-        await db.close()
-    if row is None:
-        raise SystemExit("the projector did not apply it: is it running?")
-    return row
+    return await record_and_wait(settings, envs, f"key:{key_id}", applied)
 
 
 async def keys_command(settings: Settings, args: argparse.Namespace) -> None:
