@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, field_validator
 
+from projections.usage import LedgerRow
 from schemas.billing import (
     CURRENCIES,
     InvoiceLine,
@@ -117,25 +118,9 @@ class UsageGroupPublic(BaseModel):
     events: int
 
 
-class UsageEventPublic(BaseModel):
+class UsageEventPublic(LedgerRow):
     """One usage event, with the turn, call and trace it came from, and where it is in
-    the usage topic."""
-
-    event_id: str
-    tenant_id: str
-    kind: str
-    resource: str
-    quantities: dict[str, int]
-    used_at: datetime.datetime
-    agent_id: str
-    agent_version: int
-    session_id: str
-    turn_id: str
-    step: int
-    call_id: str
-    trace_id: str
-    usage_partition: int
-    usage_offset: int
+    the usage topic: the ledger's row as it is."""
 
 
 class InvoiceDraftCreate(BaseModel):

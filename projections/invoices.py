@@ -16,7 +16,7 @@ from schemas.errors import DomainError, ErrorCode
 from . import plans
 from .ops import Context, Notify, Op, Update, Upsert, folds
 from .pricing import Assignment, Draft, UsageItem, price
-from .rows import Reader, Row
+from .rows import Reader, Row, scoped
 from .usage import LedgerRow
 
 
@@ -141,7 +141,7 @@ def _rejected(data: billing.InvoiceDraftRejected, ctx: Context) -> list[Op]:
 
 
 # -- queries --------------------------------------------------------------------------
-# ``tenant_id`` is the tenant asking, or ``*`` for an operator (every tenant).
+# ``tenant_id`` is the tenant asking, or ``ALL_TENANTS`` for an operator.
 
 
 def _offsets(offsets: dict[int, int]) -> str:
@@ -149,14 +149,8 @@ def _offsets(offsets: dict[int, int]) -> str:
     return json.dumps({str(p): end for p, end in offsets.items()})
 
 
-def _scope(tenant_id: str, where: str, params: list[Any]) -> tuple[str, list[Any]]:
-    if tenant_id == "*":
-        return where, params
-    return f"{where} AND tenant_id = %s", [*params, tenant_id]
-
-
 async def invoice(db: Reader, tenant_id: str, invoice_id: str) -> InvoiceRow | None:
-    where, params = _scope(tenant_id, "invoice_id = %s", [invoice_id])
+    where, params = scoped(tenant_id, "invoice_id = %s", [invoice_id])
     return await db.row(
         InvoiceRow, tenant_id, f"SELECT * FROM {{s}}.invoices WHERE {where}", *params
     )
@@ -166,7 +160,7 @@ async def invoices(
     db: Reader, tenant_id: str, limit: int, after: tuple[str, str] | None
 ) -> list[InvoiceRow]:
     """Invoices by period, then id; a page after (period, invoice_id)."""
-    where, params = _scope(tenant_id, "true", [])
+    where, params = scoped(tenant_id, "true", [])
     if after is not None:
         where += " AND (period, invoice_id) > (%s, %s)"
         params.extend(after)
@@ -180,7 +174,7 @@ async def invoices(
 
 
 async def revisions(db: Reader, tenant_id: str, invoice_id: str) -> list[RevisionRow]:
-    where, params = _scope(tenant_id, "invoice_id = %s", [invoice_id])
+    where, params = scoped(tenant_id, "invoice_id = %s", [invoice_id])
     return await db.rows(
         RevisionRow,
         tenant_id,
@@ -190,7 +184,7 @@ async def revisions(db: Reader, tenant_id: str, invoice_id: str) -> list[Revisio
 
 
 async def draft_request(db: Reader, tenant_id: str, request_id: str) -> DraftRequestRow | None:
-    where, params = _scope(tenant_id, "request_id = %s", [request_id])
+    where, params = scoped(tenant_id, "request_id = %s", [request_id])
     return await db.row(
         DraftRequestRow, tenant_id, f"SELECT * FROM {{s}}.draft_requests WHERE {where}", *params
     )

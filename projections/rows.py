@@ -21,6 +21,17 @@ class Row(BaseModel):
 
 R = TypeVar("R", bound=Row)
 
+# The scope of a query that reads every tenant's rows: an operator's (billing). The
+# gateway's connections admit it to the billing tables only (row-level security).
+ALL_TENANTS = "*"
+
+
+def scoped(tenant_id: str, where: str, params: list[Any]) -> tuple[str, list[Any]]:
+    """``where`` narrowed to the tenant's rows, unless the scope is every tenant's."""
+    if tenant_id == ALL_TENANTS:
+        return where, params
+    return f"{where} AND tenant_id = %s", [*params, tenant_id]
+
 
 class Reader(Protocol):
     """Runs a read model's queries. ``{s}`` in a query names the read models' schema;

@@ -10,7 +10,7 @@ from schemas import usage
 from schemas.usage import UNITS
 
 from .ops import Add, Context, Op, Upsert, folds
-from .rows import Reader, Row
+from .rows import Reader, Row, scoped
 
 # What ``usage_summary`` may group by, each a column of ``usage_daily``.
 Dimension = Literal["tenant", "day", "agent", "kind", "resource", "unit"]
@@ -116,13 +116,9 @@ async def usage_summary(
 ) -> list[UsageGroup]:
     """Usage of days [start, end) summed by ``group_by``, in the order of its key; a
     page of ``limit`` groups after the key ``after``. ``tenant_id`` is the tenant, or
-    ``*`` for every tenant (an operator's)."""
+    ``ALL_TENANTS`` (an operator's)."""
     columns = [COLUMNS[d] for d in group_by]
-    where = "day >= %s AND day < %s"
-    params: list[Any] = [start, end]
-    if tenant_id != "*":
-        where += " AND tenant_id = %s"
-        params.append(tenant_id)
+    where, params = scoped(tenant_id, "day >= %s AND day < %s", [start, end])
     selected = ", ".join(columns)
     if after is not None and columns:
         where += f" AND ({selected}) > ({', '.join(['%s'] * len(columns))})"
@@ -147,11 +143,7 @@ async def ledger_page(
     after: tuple[datetime.datetime, str] | None,
 ) -> list[LedgerRow]:
     """Usage events of [start, end) in order of use, after (used_at, event_id)."""
-    where = "used_at >= %s AND used_at < %s"
-    params: list[Any] = [start, end]
-    if tenant_id != "*":
-        where += " AND tenant_id = %s"
-        params.append(tenant_id)
+    where, params = scoped(tenant_id, "used_at >= %s AND used_at < %s", [start, end])
     if after is not None:
         where += " AND (used_at, event_id) > (%s, %s)"
         params.extend(after)

@@ -28,7 +28,7 @@ from .database import Database
 from .invoices import RevisionRow
 from .pricing import Assignment, Draft, UsageItem, price
 from .rebuild import BILLING_MODELS, RebuildMismatchError, RebuildReport, rebuild
-from .rows import Reader
+from .rows import ALL_TENANTS, Reader
 from .usage import LedgerRow
 
 _USAGE_TYPES = (UsageRecorded.ce_type().encode(), UsageRecordedV1.ce_type().encode())
@@ -146,7 +146,7 @@ async def verify_invoice(
     catalog = Catalog.from_settings(settings)
     db = Database(settings.database_url, settings.billing_schema, pool_size=1)
     try:
-        revisions = await invoices.revisions(db, "*", invoice_id)
+        revisions = await invoices.revisions(db, ALL_TENANTS, invoice_id)
         chosen = revisions[-1] if revisions and revision is None else None
         chosen = chosen or next((r for r in revisions if r.revision == revision), None)
         if chosen is None:
@@ -221,10 +221,10 @@ async def verify_drafts(db: Reader) -> list[str]:
     found: list[str] = []
     after: tuple[str, str] | None = None
     while True:
-        page = await invoices.invoices(db, "*", 500, after)
+        page = await invoices.invoices(db, ALL_TENANTS, 500, after)
         for row in page:
-            for revision in await invoices.revisions(db, "*", row.invoice_id):
-                request = await invoices.draft_request(db, "*", revision.request_id)
+            for revision in await invoices.revisions(db, ALL_TENANTS, row.invoice_id):
+                request = await invoices.draft_request(db, ALL_TENANTS, revision.request_id)
                 if request is None:
                     found.append(f"{row.invoice_id} r{revision.revision}: no request")
                     continue

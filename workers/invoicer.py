@@ -18,6 +18,7 @@ from projections import invoices
 from projections.database import Database
 from projections.ops import BILLING
 from projections.pricing import changes
+from projections.rows import ALL_TENANTS
 from projections.waiter import Waiter
 from schemas import billing
 from schemas.billing import InvoiceLine
@@ -67,7 +68,7 @@ class Invoicer:
         outputs: list[Envelope[Any]] = []
         latest: dict[str, tuple[int, list[InvoiceLine]]] = {}  # drafted in this batch
         for env, position in items:
-            request = await invoices.draft_request(self.db, "*", env.id)
+            request = await invoices.draft_request(self.db, ALL_TENANTS, env.id)
             if request is not None and request.status != invoices.DraftStatus.REQUESTED:
                 continue  # drafted before a crash or rebalance: the draft is in the log
             req: billing.InvoiceDraftRequested = env.data

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from projections import invoices, plans
 from projections.invoices import DraftStatus, InvoiceRow, RevisionRow
+from projections.rows import ALL_TENANTS
 from schemas import billing
 from schemas.billing import period_bounds
 from schemas.envelope import derived_id
@@ -43,7 +44,7 @@ def invoice_id_of(tenant_id: str, period: str) -> str:
 
 
 def _scope(caller: Caller) -> str:
-    return caller.tenant_id or "*"
+    return caller.tenant_id or ALL_TENANTS
 
 
 async def _detail(gw: Gateway, scope: str, row: InvoiceRow) -> InvoiceDetail:
@@ -102,7 +103,7 @@ async def request_draft(
     env = await gw.record(body.tenant_id, fact)
 
     async def decided() -> invoices.DraftRequestRow | None:
-        found = await invoices.draft_request(gw.billing_db, "*", env.id)
+        found = await invoices.draft_request(gw.billing_db, ALL_TENANTS, env.id)
         return None if found is None or found.status is DraftStatus.REQUESTED else found
 
     request = await gw.billing_waiter.until(f"draft:{env.id}", decided, DRAFT_WAIT_S)
@@ -112,7 +113,7 @@ async def request_draft(
         return JSONResponse(pending.model_dump(), status_code=202, headers={"Location": location})
     if request.status is DraftStatus.REJECTED:
         raise DomainError(request.code or ErrorCode.VALIDATION_FAILED, request.detail or "")
-    return await _detail(gw, "*", await _invoice_or_404(gw, "*", invoice_id))
+    return await _detail(gw, ALL_TENANTS, await _invoice_or_404(gw, ALL_TENANTS, invoice_id))
 
 
 @router.get(
@@ -132,7 +133,7 @@ async def list_invoices(
     cursor: str | None = None,
 ) -> Page:
     scope = _scope(caller)
-    if scope == "*" and tenant_id is not None:
+    if scope == ALL_TENANTS and tenant_id is not None:
         scope = tenant_id  # an operator may look at one tenant; a tenant sees its own only
     after = after_key(cursor, 2)
     rows = await invoices.invoices(

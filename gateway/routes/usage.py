@@ -15,6 +15,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from projections import usage
+from projections.rows import ALL_TENANTS
 from projections.usage import Dimension, LedgerRow
 from schemas.errors import ErrorCode
 
@@ -27,7 +28,6 @@ from ..pagination import after_key, page
 from ..problems import ProblemError
 
 router = APIRouter(tags=["usage"])
-ALL = "*"  # every tenant: an operator's scope
 EXPORT_PAGE = 1000
 _GROUPS = (
     "Comma-separated, any of: tenant (operators), day, agent, kind, resource, unit;"
@@ -53,7 +53,7 @@ def _days(
 
 def _dimensions(group_by: str, scope: str) -> list[Dimension]:
     names = [n.strip() for n in group_by.split(",") if n.strip()]
-    allowed = set(get_args(Dimension)) - ({"tenant"} if scope != ALL else set())
+    allowed = set(get_args(Dimension)) - ({"tenant"} if scope != ALL_TENANTS else set())
     unknown = [n for n in names if n not in allowed]
     if unknown or len(set(names)) != len(names):
         raise ProblemError(
@@ -169,7 +169,7 @@ async def operator_usage(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: str | None = None,
 ) -> Page:
-    return await usage_page(gw, ALL, start, to, group_by, limit, cursor)
+    return await usage_page(gw, ALL_TENANTS, start, to, group_by, limit, cursor)
 
 
 @router.get(
@@ -184,4 +184,4 @@ async def operator_export(
     to: To = None,
     format: Format = "csv",
 ) -> StreamingResponse:
-    return export_response(gw, ALL, start, to, format)
+    return export_response(gw, ALL_TENANTS, start, to, format)
