@@ -1,15 +1,5 @@
 -- The billing read models: a fold of the usage and billing topics, in a schema of their
 -- own so that they are replayed and swapped apart from the core read models.
-CREATE TABLE {schema}.projection_positions (
-    projection text NOT NULL,
-    topic text NOT NULL,
-    partition integer NOT NULL,
-    next_offset bigint NOT NULL,
-    PRIMARY KEY (projection, topic, partition)
-);
-CREATE TABLE {schema}.applied_events (
-    event_id text PRIMARY KEY
-);
 CREATE TABLE {schema}.log_source (
     singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     cluster_id text NOT NULL,

@@ -1,16 +1,5 @@
 -- The core read models. Every row carries its tenant, and every table is a fold of events.
 -- {schema} is replaced by the target schema (the live one, or a rebuild beside it).
-CREATE TABLE {schema}.projection_positions (
-    projection text NOT NULL,
-    topic text NOT NULL,
-    partition integer NOT NULL,
-    next_offset bigint NOT NULL,
-    PRIMARY KEY (projection, topic, partition)
-);
--- Every event id applied: an event re-published after a crash (same id) is applied once.
-CREATE TABLE {schema}.applied_events (
-    event_id text PRIMARY KEY
-);
 CREATE TABLE {schema}.tenants (
     tenant_id text PRIMARY KEY,
     display_name text NOT NULL,

@@ -30,9 +30,11 @@ TENANT_TABLES = (
     "draft_requests",
 )
 _SQL = Path(__file__).resolve().parents[2] / "billing.sql"
+_POSITIONS = _SQL.with_name("positions.sql")
 
 
 def upgrade(schema: str) -> None:
+    execute_script(_POSITIONS, schema)
     execute_script(_SQL, schema)
     op.execute(
         f"""

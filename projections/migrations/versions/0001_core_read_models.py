@@ -15,9 +15,11 @@ branch_labels = None
 depends_on = None
 
 _SQL = Path(__file__).resolve().parents[2] / "schema.sql"
+_POSITIONS = _SQL.with_name("positions.sql")
 
 
 def upgrade(schema: str) -> None:
+    execute_script(_POSITIONS, schema)
     execute_script(_SQL, schema)
 
 
