@@ -9,7 +9,7 @@ from typing import Any
 
 from schemas import billing
 from schemas.billing import PLATFORM, ModelRates, PricePlan
-from schemas.envelope import envelope
+from schemas.envelope import Envelope, envelope
 
 from .conftest import SOURCE, Api, problem
 
@@ -22,9 +22,9 @@ PLAN: dict[str, Any] = {
 NOV = datetime.datetime(2026, 11, 1, tzinfo=datetime.UTC)
 
 
-async def nothing_recorded(api: Api) -> None:
-    assert await api.records(api.catalog.billing) == []
-    assert await api.records(api.catalog.usage) == []
+async def recorded(api: Api) -> list[Envelope[Any]]:
+    """What the gateway recorded on the billing and usage topics."""
+    return [*await api.records(api.catalog.billing), *await api.records(api.catalog.usage)]
 
 
 async def publish_plan(api: Api, plan_id: str = "std", currency: str = "USD") -> None:
@@ -54,34 +54,37 @@ async def test_a_tenant_key_is_refused_on_admin_routes(api: Api) -> None:
         ("POST", "/v1/invoices/drafts", {"tenant_id": api.tenant_id, "period": "2026-11"}),
     ):
         response = await api.http.request(method, path, json=body)
-        problem(response, 403, "OPERATOR_REQUIRED")
-    await nothing_recorded(api)
+        assert problem(response, 403, "OPERATOR_REQUIRED")["detail"] == "send an operator's key"
+    assert await recorded(api) == []
 
 
 async def test_an_operator_key_is_refused_on_tenant_routes(api: Api) -> None:
-    problem(await api.http.get("/v1/agents", headers=api.as_operator), 403, "TENANT_KEY_REQUIRED")
-    problem(await api.http.get("/v1/usage", headers=api.as_operator), 403, "TENANT_KEY_REQUIRED")
+    for path in ("/v1/agents", "/v1/usage"):
+        response = await api.http.get(path, headers=api.as_operator)
+        assert problem(response, 403, "TENANT_KEY_REQUIRED")["detail"] == "send a tenant's API key"
 
 
 async def test_negative_or_non_numeric_rates_are_refused(api: Api) -> None:
     for rates in ({"input": "-0.1", "output": "0"}, {"input": "cheap", "output": "0"}):
         bad = {**PLAN, "models": {"dev": rates}}
         response = await api.http.post("/v1/admin/price-plans", json=bad, headers=api.as_operator)
-        problem(response, 422, "VALIDATION_FAILED")
+        errors = problem(response, 422, "VALIDATION_FAILED")["errors"]
+        assert [e["loc"][-2:] for e in errors] == [["dev", "input"]]
     bad_minimum = {**PLAN, "monthly_minimum": "NaN"}
     response = await api.http.post(
         "/v1/admin/price-plans", json=bad_minimum, headers=api.as_operator
     )
-    problem(response, 422, "VALIDATION_FAILED")
-    await nothing_recorded(api)
+    errors = problem(response, 422, "VALIDATION_FAILED")["errors"]
+    assert [e["loc"][-1] for e in errors] == ["monthly_minimum"]
+    assert await recorded(api) == []
 
 
 async def test_an_unknown_currency_is_refused(api: Api) -> None:
     response = await api.http.post(
         "/v1/admin/price-plans", json={**PLAN, "currency": "XYZ"}, headers=api.as_operator
     )
-    problem(response, 422, "CURRENCY_UNKNOWN")
-    await nothing_recorded(api)
+    assert "XYZ" in problem(response, 422, "CURRENCY_UNKNOWN")["detail"]
+    assert await recorded(api) == []
 
 
 async def test_negative_or_non_numeric_quantities_are_refused(api: Api) -> None:
@@ -96,8 +99,9 @@ async def test_negative_or_non_numeric_quantities_are_refused(api: Api) -> None:
         response = await api.http.post(
             "/v1/admin/usage", json={**usage, "quantities": quantities}, headers=api.as_operator
         )
-        problem(response, 422, "VALIDATION_FAILED")
-    await nothing_recorded(api)
+        errors = problem(response, 422, "VALIDATION_FAILED")["errors"]
+        assert [e["loc"][1] for e in errors] == ["quantities"]
+    assert await recorded(api) == []
 
 
 async def test_an_assignment_overlapping_the_latest_is_refused(api: Api) -> None:
@@ -123,7 +127,8 @@ async def test_an_assignment_in_another_currency_is_refused(api: Api) -> None:
         json={"plan_id": "euro", "version": 1, "effective_from": "2026-12-01T00:00:00Z"},
         headers=api.as_operator,
     )
-    problem(response, 409, "CURRENCY_MISMATCH")
+    detail = problem(response, 409, "CURRENCY_MISMATCH")["detail"]
+    assert ("billed in USD" in detail, "charges EUR" in detail) == (True, True)
 
 
 async def test_an_unknown_plan_or_tenant_is_refused(api: Api) -> None:
@@ -133,15 +138,15 @@ async def test_an_unknown_plan_or_tenant_is_refused(api: Api) -> None:
         json={"plan_id": "nope", **at},
         headers=api.as_operator,
     )
-    problem(response, 404, "PLAN_NOT_FOUND")
+    assert problem(response, 404, "PLAN_NOT_FOUND")["detail"] == "no plan nope v1"
     await publish_plan(api)
     response = await api.http.post(
         "/v1/admin/tenants/no-such-tenant/plan",
         json={"plan_id": "std", **at},
         headers=api.as_operator,
     )
-    problem(response, 404, "TENANT_NOT_FOUND")
-    await nothing_recorded(api)
+    assert problem(response, 404, "TENANT_NOT_FOUND")["detail"] == "no tenant no-such-tenant"
+    assert await recorded(api) == []
 
 
 async def test_a_draft_for_an_unknown_tenant_is_refused(api: Api) -> None:
@@ -150,8 +155,8 @@ async def test_a_draft_for_an_unknown_tenant_is_refused(api: Api) -> None:
         json={"tenant_id": "no-such-tenant", "period": "2026-11"},
         headers=api.as_operator,
     )
-    problem(response, 404, "TENANT_NOT_FOUND")
-    await nothing_recorded(api)
+    assert problem(response, 404, "TENANT_NOT_FOUND")["detail"] == "no tenant no-such-tenant"
+    assert await recorded(api) == []
 
 
 async def test_a_draft_of_a_period_in_the_future_is_refused(api: Api) -> None:
@@ -187,7 +192,7 @@ async def test_a_draft_of_a_period_without_a_plan_is_refused(api: Api) -> None:
         json={"tenant_id": api.tenant_id, "period": "2026-10"},
         headers=api.as_operator,
     )
-    problem(response, 409, "PLAN_MISSING")
+    assert problem(response, 409, "PLAN_MISSING")["detail"] == "the tenant has no plan in 2026-10"
 
 
 async def test_a_tenant_cannot_read_another_tenants_invoice(api: Api) -> None:
