@@ -27,9 +27,10 @@ test: $(STAMP) ## run the whole test suite against real services
 test-fast: $(STAMP) ## the suite without tests marked slow
 	$(BIN)/pytest -m 'not slow'
 
-bench: $(STAMP) ## print broker, platform and billing figures (installs wrk if missing)
+bench: $(STAMP) ## print broker, consume-hop, platform and billing figures (installs wrk if missing)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
 	$(BIN)/python -m tests.bench.bench_broker
+	$(BIN)/python -m tests.bench.bench_hop
 	$(BIN)/python -m tests.bench.bench_platform
 	$(BIN)/python -m tests.bench.bench_billing
 

@@ -34,7 +34,7 @@ from .problems import (
     on_unexpected,
     on_validation,
 )
-from .routes import admin, agents, invoices, keys, ops, sessions, tools, turns, usage
+from .routes import admin, agents, asyncapi, invoices, keys, ops, sessions, tools, turns, usage
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -76,6 +76,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestMetrics)  # outermost: refused requests are counted too
     # Requests are matched against routers in this order, route by route: the most
     # requested first (starting a turn is the intake's hot path).
-    for router in (turns, sessions, agents, tools, keys, usage, invoices, admin, ops):
+    for router in (turns, sessions, agents, tools, keys, usage, invoices, admin, ops, asyncapi):
         app.include_router(router.router)
     return app

@@ -87,7 +87,7 @@ class ToolCreate(BaseModel):
             base, Resource.from_contents(parameters, default_specification=DRAFT202012)
         )
         resolver = registry.resolver(base_uri=base)
-        for ref in _references(parameters):
+        for ref in json_references(parameters):
             try:
                 resolver.lookup(ref)
             except Unresolvable:
@@ -97,16 +97,17 @@ class ToolCreate(BaseModel):
         return parameters
 
 
-def _references(schema: Any) -> Iterator[str]:
+def json_references(schema: Any) -> Iterator[str]:
+    """Every ``$ref`` in a JSON document, depth first."""
     if isinstance(schema, dict):
         for key, value in schema.items():
             if key == "$ref" and isinstance(value, str):
                 yield value
             else:
-                yield from _references(value)
+                yield from json_references(value)
     elif isinstance(schema, list):
         for value in schema:
-            yield from _references(value)
+            yield from json_references(value)
 
 
 class ToolPublic(BaseModel):

@@ -79,6 +79,16 @@ def spec_for(fact: type[Fact]) -> TopicSpec:
     raise UnroutableFactError(f"no topic for {fact.__name__}")
 
 
+def facts_on(topic: str) -> list[type[Fact]]:
+    """The fact classes recorded on a topic, named with or without a deployment's prefix."""
+    found = []
+    for fact in Fact.registry.values():
+        with contextlib.suppress(UnroutableFactError):
+            if topic.endswith(spec_for(fact).name):
+                found.append(fact)
+    return found
+
+
 class Catalog:
     """The catalog's topics and consumer groups under one deployment's prefix, so that
     deployments (and test suites) sharing a cluster stay apart. Built from the settings

@@ -1,11 +1,14 @@
-"""Consumer plumbing shared by every worker and projector.
+"""Consumer plumbing shared by every worker and projector, on FastStream.
 
-A ``ConsumerRuntime`` reads its topics in a consumer group, turns records into envelopes
-(unreadable ones go to the dead-letter topic with the reason and their original
-position, and the consumer carries on), drops events it has already handled (by event
-id), hands batches to its ``Handler``, publishes what the handler returns, and only then
-commits the offsets: at-least-once delivery, with effects made exactly-once by
-deterministic event ids downstream.
+A ``ConsumerRuntime`` gives its ``Handler`` a FastStream batch subscriber in a consumer
+group. The subscriber's decoder turns records into envelopes (unreadable ones go to the
+dead-letter topic with the reason and their original position, and the consumer carries
+on) and drops events already handled (by event id); the subscriber's handler hands the
+batch to the ``Handler``, publishes what it returns, and only then commits the offsets
+(manual acknowledgement): at-least-once delivery, with effects made exactly-once by
+deterministic event ids downstream. A rebalance listener lets the handler seek to
+positions it stores and rebuild its state, and finishes the batch in hand before a
+partition is given away.
 """
 
 from __future__ import annotations
@@ -14,17 +17,25 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from itertools import chain
+from typing import Annotated, Any, Literal, Protocol, Union
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
+from faststream.kafka import KafkaBroker
+from faststream.kafka.subscriber.usecase import BatchSubscriber
+from faststream.message import StreamMessage
+from faststream.middlewares import AckPolicy
+from pydantic import Field
 
 from schemas import events
+from schemas.base import Fact
 from schemas.envelope import Envelope, EnvelopeError, from_kafka
 
+from .catalog import facts_on
 from .logs import redact
 from .partitions import is_wanted
 from .publisher import RECORD_TOO_LARGE, Publisher
@@ -66,6 +77,8 @@ class Handler(Protocol):
         A handler may also have:
         - ``async def written()``, if it writes records itself: awaited after the
           returned envelopes are published, before the offsets are committed;
+        - ``def published(acks: [(topic, partition, offset)])``: told where the returned
+          envelopes were written;
         - ``async def tick() -> list[Envelope]``: called about every second between
           batches, for what is due by the clock (deadlines); its envelopes are published;
         - ``def unprocessable(env, reason) -> list[Envelope]``: what to record when a
@@ -128,10 +141,84 @@ _IDLE_COMMIT_S = 1.0
 _TICK_S = 1.0
 
 
+class PromptBatchSubscriber(BatchSubscriber):
+    """FastStream's Kafka batch subscriber without its sleep after an empty poll.
+
+    ``getmany`` has already waited up to ``batch_timeout_ms`` for records; FastStream
+    0.7 then sleeps as long again, so a record arriving just after an empty poll waited
+    up to twice the timeout. The consume loop, acknowledgement, middlewares and
+    graceful stop are FastStream's own."""
+
+    __slots__ = ()
+
+    async def get_msg(self, consumer: AIOKafkaConsumer) -> tuple[ConsumerRecord[Any, Any], ...]:
+        batches = await consumer.getmany(
+            timeout_ms=self.batch_timeout_ms, max_records=self.max_records
+        )
+        return tuple(chain.from_iterable(batches.values()))
+
+
+class Polled(list[Fact]):
+    """One poll's facts for the handler, in log order within each partition, with their
+    envelopes and positions, and every record of the poll (for the dead letters and the
+    positions to commit)."""
+
+    __slots__ = ("items", "records", "unreadable")
+
+    def __init__(
+        self,
+        records: tuple[ConsumerRecord[Any, Any], ...],
+        items: list[Item],
+        unreadable: list[tuple[ConsumerRecord[Any, Any], str]],
+    ) -> None:
+        super().__init__(env.data for env, _position in items)
+        self.records = records
+        self.items = items
+        self.unreadable = unreadable
+
+
+def kafka_broker(bootstrap_servers: str) -> KafkaBroker:
+    """The FastStream broker that roles consume on. Types are applied by the runtime's
+    own decoder (envelopes, validated once); a graceful stop waits for the batch in hand;
+    FastStream's per-message access log is kept to debug level."""
+    return KafkaBroker(
+        bootstrap_servers,
+        apply_types=False,
+        graceful_timeout=30.0,
+        logger=log,
+        log_level=logging.DEBUG,
+    )
+
+
+def payload_of(handler: Handler) -> Any:
+    """What the handler's subscriber documents as a message: the facts on its topics
+    that it handles, as one named union (the AsyncAPI payload)."""
+    facts = [
+        fact
+        for topic in handler.topics
+        for fact in facts_on(topic)
+        if handler.types is None or fact.ce_type() in handler.types
+    ]
+    if not facts:  # a topic outside the catalog: any fact
+        return Fact
+    union = Union[tuple(facts)] if len(facts) > 1 else facts[0]  # noqa: UP007
+    return Annotated[union, Field(title=f"{handler.name.title()}Input")]
+
+
+async def first_of(*waits: Awaitable[Any]) -> None:
+    """Wait until the first of ``waits`` is done; cancel the others."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 class ConsumerRuntime:
     def __init__(
         self,
-        bootstrap_servers: str,
         handler: Handler,
         publisher: Publisher,
         *,
@@ -146,24 +233,22 @@ class ConsumerRuntime:
         self.publisher = publisher
         self.transient = (*TRANSIENT_ERRORS, *transient)
         self.seen = SeenIds()
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers,
-            group_id=group_id or publisher.catalog.group_id(handler.name),
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=max_records,
-            fetch_max_wait_ms=100,
-            session_timeout_ms=session_timeout_ms,
-            heartbeat_interval_ms=max(session_timeout_ms // 6, 100),
-        )
+        self.group_id = group_id or publisher.catalog.group_id(handler.name)
+        self.failure: Exception | None = None
+        self.failed = asyncio.Event()
         self._max_records = max_records
-        self._failure: Exception | None = None
+        self._session_timeout_ms = session_timeout_ms
+        self._stopping = asyncio.Event()
+        self._subscriber: PromptBatchSubscriber | None = None
         self._busy = asyncio.Lock()  # held while a batch is handled or partitions prepared
         self._uncommitted: dict[TopicPartition, int] = {}
         self._last_commit = time.monotonic()
         self._last_tick = time.monotonic()
+        self._maintenance: asyncio.Task[None] | None = None
 
-    async def run(self, stop: asyncio.Event) -> None:
+    def subscribe(self, broker: KafkaBroker) -> PromptBatchSubscriber:
+        """Give the handler a subscriber on ``broker``: its topics in its group, batches
+        acknowledged by hand, partitions prepared by the handler as they are assigned."""
         runtime = self
 
         class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -175,40 +260,95 @@ class ConsumerRuntime:
 
             async def on_partitions_assigned(self, assigned: Any) -> None:
                 async with runtime._busy:
-                    await runtime._prepare(sorted(assigned), stop)
+                    await runtime._prepare(sorted(assigned))
 
-        self.consumer.subscribe(list(self.handler.topics), listener=Listener())
-        await self.consumer.start()
-        try:
-            while not stop.is_set():
-                batches = await self.consumer.getmany(timeout_ms=100, max_records=self._max_records)
-                if batches:
-                    async with self._busy:
-                        await self._process(batches, stop)
-                if time.monotonic() - self._last_commit >= _IDLE_COMMIT_S:
-                    async with self._busy:
-                        await self._commit()
-                if time.monotonic() - self._last_tick >= _TICK_S:
-                    async with self._busy:
-                        await self._tick()
-        finally:
+        subscriber = broker.subscriber(
+            *self.handler.topics,
+            batch=True,
+            group_id=self.group_id,
+            ack_policy=AckPolicy.MANUAL,
+            listener=Listener(),
+            auto_offset_reset="earliest",
+            max_records=self._max_records,
+            batch_timeout_ms=100,
+            fetch_max_wait_ms=100,
+            session_timeout_ms=self._session_timeout_ms,
+            heartbeat_interval_ms=max(self._session_timeout_ms // 6, 100),
+            parser=self._parse,
+            decoder=self._decode,
+            title=self.handler.name,
+            description=type(self.handler).__doc__,
+        )
+        # FastStream builds its own batch subscriber; this one only drops the sleep after
+        # an empty poll (same slots, so the instance can take the subclass).
+        subscriber.__class__ = PromptBatchSubscriber
+
+        async def consume(facts: list[Any]) -> None:
+            assert isinstance(facts, Polled)
             async with self._busy:
-                await self._commit()
-            await self.consumer.stop()
-        if self._failure is not None:
+                await self._process(facts)
+
+        consume.__annotations__ = {"facts": list[payload_of(self.handler)], "return": None}  # type: ignore[misc]
+        consume.__name__ = consume.__qualname__ = f"consume_{self.handler.name}"
+        subscriber(consume)
+        self._subscriber = subscriber  # type: ignore[assignment]
+        return subscriber  # type: ignore[return-value]
+
+    async def started(self) -> None:
+        """Begin the work between batches (lazy commits, the handler's ticks), once the
+        broker has started."""
+        self._maintenance = asyncio.create_task(
+            self._between_batches(), name=f"between-batches:{self.handler.name}"
+        )
+
+    async def stopping(self) -> None:
+        """Stop retrying and ticking, and commit what was handled, before the broker
+        stops: the batch in hand finishes or is left for whoever owns its partitions next."""
+        self._stopping.set()
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            await asyncio.gather(self._maintenance, return_exceptions=True)
+        async with self._busy:
+            await self._commit()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run this one handler on a broker of its own until ``stop`` is set."""
+        broker = kafka_broker(self.publisher.bootstrap_servers)
+        self.subscribe(broker)
+        await broker.start()
+        await self.started()
+        try:
+            await first_of(stop.wait(), self.failed.wait())
+        finally:
+            await self.stopping()
+            await broker.stop()
+        self.raise_failure()
+
+    def raise_failure(self) -> None:
+        if self.failure is not None:
             raise RuntimeError(
                 f"{self.handler.name}: partition assignment failed"
-            ) from self._failure
+            ) from self.failure
 
-    async def _prepare(self, partitions: list[TopicPartition], stop: asyncio.Event) -> None:
+    async def _between_batches(self) -> None:
+        while True:
+            await asyncio.sleep(0.1)
+            if time.monotonic() - self._last_commit >= _IDLE_COMMIT_S:
+                async with self._busy:
+                    await self._commit()
+            if time.monotonic() - self._last_tick >= _TICK_S:
+                async with self._busy:
+                    await self._tick()
+
+    async def _prepare(self, partitions: list[TopicPartition]) -> None:
         """Let the handler prepare for new partitions, retrying while the failure is an
-        outage; a handler that cannot prepare stops the consumer (aiokafka would carry on
+        outage; a handler that cannot prepare stops the consumer (it would carry on
         without the handler's state)."""
         # What was handled before this assignment may come again from the committed
         # offsets, and the handler rebuilds its state from the log: it must see it.
         self.seen = SeenIds()
         delay = 0.2
-        while not stop.is_set():
+        while not self._stopping.is_set():
             try:
                 seeks = await self.handler.on_assigned(partitions)
             except self.transient as exc:
@@ -221,59 +361,74 @@ class ConsumerRuntime:
                 continue
             except Exception as exc:
                 log.exception("partition assignment failed", extra={"consumer": self.handler.name})
-                self._failure = exc
-                stop.set()
+                self.failure = exc
+                self._stopping.set()
+                self.failed.set()
                 return
+            consumer = None if self._subscriber is None else self._subscriber.consumer
+            assert consumer is not None, "partitions are assigned to a started consumer"
             for tp, offset in seeks.items():
-                self.consumer.seek(tp, offset)
+                consumer.seek(tp, offset)
             return
 
-    async def _process(
-        self, batches: dict[TopicPartition, list[ConsumerRecord[Any, Any]]], stop: asyncio.Event
-    ) -> None:
-        """Handle one poll's records, every partition's together (in log order within
-        each), so a handler pays its per-batch costs once per poll."""
+    async def _parse(self, records: tuple[ConsumerRecord[Any, Any], ...]) -> StreamMessage[Any]:
+        """The poll as FastStream's message; reading the records is the decoder's work."""
+        first, last = records[0], records[-1]
+        return StreamMessage(
+            raw_message=records, body=b"", message_id=f"{first.offset}-{last.offset}"
+        )
+
+    async def _decode(self, message: StreamMessage[Any]) -> Polled:
+        """Envelopes of the records the handler wants, each read once: other types are
+        skipped by their ``ce_type`` header unparsed, repeated event ids are dropped, and
+        unreadable records are set aside for the dead-letter topic."""
+        records: tuple[ConsumerRecord[Any, Any], ...] = message.raw_message
         items: list[Item] = []
-        records: dict[Position, ConsumerRecord[Any, Any]] = {}
+        unreadable: list[tuple[ConsumerRecord[Any, Any], str]] = []
         batch_ids: set[str] = set()
         wanted = self.handler.types
-        for batch in batches.values():
-            for record in batch:
-                if wanted is not None and not is_wanted(record, wanted):
-                    continue
-                try:
-                    env = from_kafka(record.key, record.value, list(record.headers))
-                except EnvelopeError as exc:
-                    await self.dead_letter(record, str(exc))
-                    continue
-                if env.id in self.seen or env.id in batch_ids:
-                    continue  # a repeated event: handled already, or earlier in this poll
-                batch_ids.add(env.id)
-                position = Position(record.topic, record.partition, record.offset)
-                records[position] = record
-                items.append((env, position))
-        if items and not await self._handle(items, records, stop):
+        for record in records:
+            if wanted is not None and not is_wanted(record, wanted):
+                continue
+            try:
+                env = from_kafka(record.key, record.value, list(record.headers))
+            except EnvelopeError as exc:
+                unreadable.append((record, str(exc)))
+                continue
+            if env.id in self.seen or env.id in batch_ids:
+                continue  # a repeated event: handled already, or earlier in this poll
+            batch_ids.add(env.id)
+            items.append((env, Position(record.topic, record.partition, record.offset)))
+        return Polled(records, items, unreadable)
+
+    async def _process(self, polled: Polled) -> None:
+        """Handle one poll's records, every partition's together (in log order within
+        each), so a handler pays its per-batch costs once per poll."""
+        if self._stopping.is_set():
+            return  # the records are redelivered to whoever owns them next
+        for record, reason in polled.unreadable:
+            await self.dead_letter(record, reason)
+        if polled.items and not await self._handle(polled.items, polled.records):
             return  # stopping: the records are redelivered to whoever owns them next
-        await self._passed(batches, items)
-        for tp, batch in batches.items():
-            self._uncommitted[tp] = batch[-1].offset + 1
-        if items:
+        last = {(r.topic, r.partition): r.offset for r in polled.records}
+        ends = {TopicPartition(*tp): offset + 1 for tp, offset in last.items()}
+        await self._passed(ends, polled.items)
+        self._uncommitted.update(ends)
+        if polled.items:
             await self._commit()
 
-    async def _passed(
-        self, batches: dict[TopicPartition, list[ConsumerRecord[Any, Any]]], items: list[Item]
-    ) -> None:
+    async def _passed(self, ends: dict[TopicPartition, int], items: list[Item]) -> None:
         passed = getattr(self.handler, "passed", None)
         if passed is None:
             return
         handled = {(p.topic, p.partition): p.offset + 1 for _env, p in items}
-        ends = {
-            (tp.topic, tp.partition): batch[-1].offset + 1
-            for tp, batch in batches.items()
-            if batch and handled.get((tp.topic, tp.partition), -1) < batch[-1].offset + 1
+        beyond = {
+            (tp.topic, tp.partition): end
+            for tp, end in ends.items()
+            if handled.get((tp.topic, tp.partition), -1) < end
         }
-        if ends:
-            await passed(ends)
+        if beyond:
+            await passed(beyond)
 
     async def _tick(self) -> None:
         self._last_tick = time.monotonic()
@@ -295,8 +450,11 @@ class ConsumerRuntime:
             return
         offsets, self._uncommitted = self._uncommitted, {}
         self._last_commit = time.monotonic()
+        consumer = None if self._subscriber is None else self._subscriber.consumer
+        if consumer is None:
+            return  # not consuming (any more): the records come again to whoever owns them
         try:
-            await self.consumer.commit(offsets)
+            await consumer.commit(offsets)
         except KafkaError as exc:
             # Typically the partition moved to another member meanwhile: it gets these
             # records again, and event-id dedupe makes that harmless.
@@ -308,29 +466,26 @@ class ConsumerRuntime:
     async def _handle(
         self,
         items: list[Item],
-        records: dict[Position, ConsumerRecord[Any, Any]],
-        stop: asyncio.Event,
+        records: Sequence[ConsumerRecord[Any, Any]],
     ) -> bool:
         """Handle and publish; False if the consumer is stopping before it could. A batch
         that keeps failing is retried item by item, and only the items that fail alone
         go to the dead-letter topic."""
-        failure = await self._attempt(items, stop)
+        failure = await self._attempt(items)
         if failure is None or failure is False:
             return failure is None
         if len(items) == 1:
             await self._dead_letter_items(items, records, failure)
             return True
         for item in items:
-            alone = await self._attempt([item], stop)
+            alone = await self._attempt([item])
             if alone is False:
                 return False
             if isinstance(alone, Exception):
                 await self._dead_letter_items([item], records, alone)
         return True
 
-    async def _attempt(
-        self, items: list[Item], stop: asyncio.Event
-    ) -> Exception | Literal[False] | None:
+    async def _attempt(self, items: list[Item]) -> Exception | Literal[False] | None:
         """None when handled and published; False when stopping; the exception when the
         handler failed ``_MAX_ATTEMPTS`` times. Outages are retried until they pass. A
         batch is handled once: when only publishing failed, the same outputs are
@@ -338,14 +493,17 @@ class ConsumerRuntime:
         attempt = 0
         outputs: list[Envelope[Any]] | None = None
         while True:
-            if stop.is_set():
+            if self._stopping.is_set():
                 return False
             attempt += 1
             try:
                 if outputs is None:
                     outputs = await self.handler.handle_batch(items)
                 if outputs:
-                    await self.publisher.publish_all(outputs)
+                    acks = await self.publisher.publish_all(outputs)
+                    published = getattr(self.handler, "published", None)
+                    if published is not None:
+                        published(acks)
                 written = getattr(self.handler, "written", None)
                 if written is not None:
                     await written()
@@ -372,7 +530,7 @@ class ConsumerRuntime:
     async def _dead_letter_items(
         self,
         items: list[Item],
-        records: dict[Position, ConsumerRecord[Any, Any]],
+        records: Sequence[ConsumerRecord[Any, Any]],
         exc: Exception,
     ) -> None:
         """Send what the handler failed on to the dead-letter topic, then record what
@@ -383,11 +541,12 @@ class ConsumerRuntime:
             exc_info=exc,
             extra={"consumer": self.handler.name, "records": len(items)},
         )
+        by_position = {Position(r.topic, r.partition, r.offset): r for r in records}
         reason = failure_reason(exc)
         unprocessable = getattr(self.handler, "unprocessable", None)
         outcomes: list[Envelope[Any]] = []
         for env, position in items:
-            await self.dead_letter(records[position], reason)
+            await self.dead_letter(by_position[position], reason)
             if unprocessable is not None:
                 outcomes.extend(unprocessable(env, reason))
             else:

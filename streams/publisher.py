@@ -24,7 +24,7 @@ RECORD_TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError, RecordToo
 
 class Publisher:
     def __init__(self, bootstrap_servers: str, catalog: Catalog, *, linger_ms: int = 0) -> None:
-        self._bootstrap_servers = bootstrap_servers
+        self.bootstrap_servers = bootstrap_servers
         self.catalog = catalog
         self._linger_ms = linger_ms
         self._producer_or_none: AIOKafkaProducer | None = None
@@ -38,7 +38,7 @@ class Publisher:
     async def start(self) -> None:
         # Created here, not in __init__: aiokafka binds to the running event loop.
         self._producer_or_none = AIOKafkaProducer(
-            bootstrap_servers=self._bootstrap_servers,
+            bootstrap_servers=self.bootstrap_servers,
             enable_idempotence=True,
             acks="all",
             linger_ms=self._linger_ms,

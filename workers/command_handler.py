@@ -64,29 +64,48 @@ class CommandHandler:
         self.limits = limits
         self._log = LogReader(bootstrap_servers)
         self._started = False
+        # The last offset of this handler's outcomes per events partition; None until
+        # the first fence after an assignment has found the topic's end.
+        self._written: dict[tuple[str, int], int] | None = None
 
     async def on_assigned(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         self._log.forget_partitions()  # partitions may have been added: look again
+        self._written = None  # a previous owner's outcomes: the next fence finds them
         return {}
 
+    def published(self, acks: list[tuple[str, int, int]]) -> None:
+        """Where this handler's outcomes were written: the next batch's fence waits until
+        the projection has applied them."""
+        assert self._written is not None
+        for topic, partition, offset in acks:
+            key = (topic, partition)
+            self._written[key] = max(self._written.get(key, -1), offset)
+
     async def _fence(self, items: list[Item]) -> None:
-        """Wait until the projection has applied these commands and every event written
-        so far, so decisions never rest on stale state, and an outcome recorded before a
-        crash is seen (and not recorded twice)."""
+        """Wait until the projection has applied these commands and every outcome
+        recorded for them so far, so decisions never rest on stale state, and an outcome
+        recorded before a crash is seen (and not recorded twice).
+
+        After an assignment, outcomes a previous owner of these partitions recorded (and
+        crashed before committing) are somewhere below the events topic's end: the first
+        fence asks for the end once (ListOffsets). From then on this handler is the only
+        one recording outcomes for its commands, and knows where it wrote them: later
+        fences wait on the projection's notified positions alone, with no round trip."""
         if not self._started:
             await self._log.start()
             self.waiter.start()
             self._started = True
-        commands: dict[tuple[str, int], int] = {}
+        if self._written is None:
+            ends = await self._log.ends(await self._log.partitions(self.catalog.events))
+            self._written = {
+                (tp.topic, tp.partition): end - 1 for tp, end in ends.items() if end > 0
+            }
+        positions = dict(self._written)
         for _env, position in items:
             key = (position.topic, position.partition)
-            commands[key] = max(commands.get(key, -1), position.offset)
-        ends = await self._log.ends(await self._log.partitions(self.catalog.events))
+            positions[key] = max(positions.get(key, -1), position.offset)
         await self.waiter.until_positions(
-            [
-                *((topic, partition, offset) for (topic, partition), offset in commands.items()),
-                *((tp.topic, tp.partition, end - 1) for tp, end in ends.items() if end > 0),
-            ]
+            [(topic, partition, offset) for (topic, partition), offset in positions.items()]
         )
 
     async def handle_batch(self, items: list[Item]) -> list[Envelope[Any]]:

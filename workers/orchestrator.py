@@ -183,3 +183,13 @@ class Orchestrator:
             await self.waiter.close()
             await self._log.stop()
         await self.db.close()
+
+
+def __getattr__(name: str) -> Any:
+    """``app``: this role as a FastStream application (``faststream run
+    workers.orchestrator:app``), built on first use, from the environment's settings."""
+    if name == "app":
+        from .runner import role_app
+
+        return role_app("orchestrator")
+    raise AttributeError(name)

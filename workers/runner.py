@@ -11,6 +11,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from faststream import FastStream
+
 from projections.database import OUTAGES, Database
 from projections.migrate import BILLING_SCRIPTS, CORE_SCRIPTS, LogSource, bind_to_log, upgrade
 from projections.ops import BILLING
@@ -18,7 +20,7 @@ from projections.projector import Projector
 from projections.secrets import SecretStore
 from projections.store import ProjectionStore
 from streams.catalog import Catalog, cluster_id, ensure_topics
-from streams.consumer import ConsumerRuntime, Handler
+from streams.consumer import ConsumerRuntime, Handler, first_of, kafka_broker
 from streams.heap import freeze_startup_objects
 from streams.publisher import Publisher
 from streams.settings import Settings
@@ -99,39 +101,79 @@ def _database(settings: Settings, schema: str | None = None) -> Database:
     return Database(settings.database_url, schema or settings.database_schema)
 
 
+def role_app(role: str) -> FastStream:
+    """One role as a FastStream application, with settings from the environment:
+    ``faststream run workers.<role>:app`` runs what ``agentlog worker <role>`` runs."""
+    return RoleSet(Settings(), [role]).app()
+
+
 async def run_roles(settings: Settings, roles: list[str], stop: asyncio.Event) -> None:
-    """Run the given roles until ``stop`` is set; a role that crashes stops them all."""
-    publisher = Publisher(settings.kafka_bootstrap_servers, Catalog.from_settings(settings))
-    await publisher.start()
-    handlers = [build_handler(role, settings) for role in roles]
-    runtimes = [
-        ConsumerRuntime(
-            settings.kafka_bootstrap_servers,
-            h,
-            publisher,
-            transient=OUTAGES,
-            session_timeout_ms=settings.consumer_session_timeout_ms,
-        )
-        for h in handlers
-    ]
-    tasks = [
-        asyncio.create_task(r.run(stop), name=f"role:{h.name}")
-        for r, h in zip(runtimes, handlers, strict=True)
-    ]
-    freeze_startup_objects()
+    """Run the given roles until ``stop`` is set; a role that fails stops them all."""
+    app = RoleSet(settings, roles)
+    await app.start()
     log.info("roles running", extra={"roles": roles})
     try:
-        done, _pending = await asyncio.wait(
-            [*tasks, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
-        )
-        for task in done:
-            if task in tasks and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+        await first_of(stop.wait(), *(r.failed.wait() for r in app.runtimes))
     finally:
-        stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for handler in handlers:
+        await app.stop()
+    for runtime in app.runtimes:
+        runtime.raise_failure()
+
+
+class RoleSet:
+    """Roles as subscribers of one FastStream broker, with the publisher their handlers'
+    outputs go through. ``app()`` is the same as a FastStream application."""
+
+    def __init__(self, settings: Settings, roles: list[str]) -> None:
+        self.publisher = Publisher(
+            settings.kafka_bootstrap_servers, Catalog.from_settings(settings)
+        )
+        self.broker = kafka_broker(settings.kafka_bootstrap_servers)
+        self.handlers = [build_handler(role, settings) for role in roles]
+        self.runtimes = [
+            ConsumerRuntime(
+                handler,
+                self.publisher,
+                transient=OUTAGES,
+                session_timeout_ms=settings.consumer_session_timeout_ms,
+            )
+            for handler in self.handlers
+        ]
+        for runtime in self.runtimes:
+            runtime.subscribe(self.broker)
+
+    async def start(self) -> None:
+        await self.publisher.start()
+        await self.broker.start()
+        await self._started()
+
+    async def _started(self) -> None:
+        for runtime in self.runtimes:
+            await runtime.started()
+        freeze_startup_objects()
+
+    async def stop(self) -> None:
+        await self._stopping()
+        await self.broker.stop()
+        await self._stopped()
+
+    async def _stopping(self) -> None:
+        for runtime in self.runtimes:
+            await runtime.stopping()
+
+    async def _stopped(self) -> None:
+        for handler in self.handlers:
             close: Callable[[], Awaitable[Any]] | None = getattr(handler, "close", None)
             if close is not None:
                 await close()
-        await publisher.stop()
+        await self.publisher.stop()
+
+    def app(self) -> FastStream:
+        """A FastStream application of these roles (``faststream run``)."""
+        return FastStream(
+            self.broker,
+            on_startup=[self.publisher.start],
+            after_startup=[self._started],
+            on_shutdown=[self._stopping],
+            after_shutdown=[self._stopped],
+        )

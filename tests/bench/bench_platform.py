@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import signal
 import statistics
@@ -65,8 +66,39 @@ ROLE_COMMANDS = (
     ["worker", "orchestrator"],
     ["worker", "model"],
     ["worker", "tool"],
+    ["worker", "billing"],
+    ["worker", "invoicer"],
     ["gateway"],
 )
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def postgres_pids() -> list[int]:
+    return [
+        int(proc.parent.name)
+        for proc in Path("/proc").glob("[0-9]*/comm")
+        if proc.exists() and proc.read_text().strip() == "postgres"
+    ]
+
+
+def cpu_by_process(named: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far of each named process, and of every Postgres process summed
+    (Postgres serves other work on this machine too: read it on a quiet machine)."""
+    cpu = {name: cpu_seconds(pid) for name, pid in named.items()}
+    total = 0.0
+    for pid in postgres_pids():
+        try:
+            total += cpu_seconds(pid)
+        except FileNotFoundError:
+            continue  # a backend that ended meanwhile
+    cpu["postgres"] = total
+    return cpu
 
 
 def start_platform(bootstrap: str, tag: str) -> tuple[list[subprocess.Popen[bytes]], str, str]:
@@ -115,9 +147,13 @@ def start_platform(bootstrap: str, tag: str) -> tuple[list[subprocess.Popen[byte
     return procs, url, key
 
 
-def drive_turns(api: httpx.Client, sessions: list[str], turns: int, rate: float) -> list[str]:
-    """Submit turns at a steady rate, each session one turn at a time."""
+def drive_turns(
+    api: httpx.Client, sessions: list[str], turns: int, rate: float
+) -> tuple[list[str], list[float]]:
+    """Submit turns at a steady rate, each session one turn at a time; the turns' ids,
+    and each ``POST …/turns?wait=`` answer's latency in ms."""
     ids: list[str] = []
+    waits: list[float] = []
     lock = threading.Lock()
     per_session = turns // len(sessions)
     interval = len(sessions) / rate
@@ -132,6 +168,7 @@ def drive_turns(api: httpx.Client, sessions: list[str], turns: int, rate: float)
             assert response.status_code == 200, response.text
             with lock:
                 ids.append(response.json()["turn_id"])
+                waits.append((time.monotonic() - started) * 1000)
             time.sleep(max(0.0, interval - (time.monotonic() - started)))
 
     threads = [threading.Thread(target=run, args=(s, i / rate)) for i, s in enumerate(sessions)]
@@ -139,7 +176,7 @@ def drive_turns(api: httpx.Client, sessions: list[str], turns: int, rate: float)
         t.start()
     for t in threads:
         t.join()
-    return ids
+    return ids, waits
 
 
 def turn_overheads(bootstrap: str, topic: str, turn_ids: set[str]) -> list[float]:
@@ -217,20 +254,40 @@ def main() -> None:
                 ]
 
             drive_turns(api, new_sessions()[:2], 20, 10)  # warm-up
+            named = {
+                " ".join(cmd): proc.pid for cmd, proc in zip(ROLE_COMMANDS, platform, strict=True)
+            }
+            assert broker.proc is not None
+            named["broker"] = broker.proc.pid
             for rate in args.rate:
                 sessions = new_sessions()  # each rate starts from short conversations
+                before = cpu_by_process(named)
                 started = time.monotonic()
-                turn_ids = drive_turns(api, sessions, args.turns, rate)
+                turn_ids, waits = drive_turns(api, sessions, args.turns, rate)
                 elapsed = time.monotonic() - started
+                time.sleep(1.0)  # the projections of the last turns
+                after = cpu_by_process(named)
                 overheads = sorted(
                     turn_overheads(broker.bootstrap, f"{tag}.agentlog.events", set(turn_ids))
                 )
                 p50 = statistics.median(overheads)
                 p99 = overheads[min(len(overheads) - 1, int(0.99 * len(overheads)))]
+                waits.sort()
                 print(
                     f"turn overhead (dev model, accepted -> completed) over {len(overheads)} "
                     f"turns at {len(turn_ids) / elapsed:.0f} turns/s: p50 {p50:.1f} ms, "
-                    f"p99 {p99:.1f} ms",
+                    f"p99 {p99:.1f} ms; POST turns?wait= answered: p50 "
+                    f"{statistics.median(waits):.1f} ms, "
+                    f"p99 {waits[min(len(waits) - 1, int(0.99 * len(waits)))]:.1f} ms",
+                    flush=True,
+                )
+                per_turn = {
+                    name: (after[name] - before[name]) * 1000 / len(turn_ids) for name in after
+                }
+                print(
+                    f"  CPU per turn: {sum(per_turn.values()):.1f} ms ("
+                    + ", ".join(f"{name} {ms:.1f}" for name, ms in per_turn.items())
+                    + ")",
                     flush=True,
                 )
 

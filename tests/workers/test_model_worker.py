@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
+from faststream.kafka import TestKafkaBroker
 
 from schemas import events
-from schemas.envelope import Envelope, derived_id, envelope, from_kafka, trace_id
+from schemas.envelope import Envelope, derived_id, envelope, from_kafka, to_kafka, trace_id
 from streams.catalog import Catalog, ensure_topics
-from streams.consumer import Position
+from streams.consumer import ConsumerRuntime, Position, kafka_broker
 from streams.publisher import Publisher
 from streams.settings import Settings
 from tests.topics import read_all
@@ -220,3 +221,37 @@ async def test_a_request_whose_result_is_in_the_log_is_not_performed_again(
     assert [o.causation_id for o in outputs] == [fresh.id, fresh.id]  # a result and its usage
     assert await worker.handle_batch(items) == [], "performed once, however often it comes"
     assert len(models.received) == 1
+
+
+async def test_the_role_handles_a_request_under_faststreams_test_broker(
+    worker: ModelWorker, bootstrap: str, catalog: Catalog
+) -> None:
+    """The model role's FastStream subscriber, driven by ``TestKafkaBroker``: a request
+    published to the events topic reaches the handler typed by the role's facts, and its
+    result and usage are recorded (on the real broker, through the role's publisher)."""
+    publisher = Publisher(bootstrap, catalog)
+    await publisher.start()
+    broker = kafka_broker(bootstrap)
+    subscriber = ConsumerRuntime(worker, publisher).subscribe(broker)
+    env = request("dev", "under test")
+    key, value, headers = to_kafka(env)
+    try:
+        async with TestKafkaBroker(broker) as test_broker:
+            await test_broker.publish(
+                value,
+                topic=catalog.events,
+                key=key,
+                headers={name: raw.decode() for name, raw in headers},
+            )
+            (consume,) = subscriber.calls
+            (facts,), _kwargs = consume.handler.mock.call_args
+    finally:
+        await publisher.stop()
+
+    assert facts == [env.data]  # handed as the event model, validated once
+    recorded = await asyncio.to_thread(read_all, bootstrap, catalog.events)
+    results = [from_kafka(r.key, r.value, list(r.headers)) for r in recorded]
+    completed = [r for r in results if isinstance(r.data, events.ModelCallCompleted)]
+    assert [(r.causation_id, r.data.text) for r in completed] == [(env.id, "echo: under test")]
+    usage = await asyncio.to_thread(read_all, bootstrap, catalog.usage)
+    assert [dict(r.headers)["ce_causationid"].decode() for r in usage] == [env.id]
