@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install up test test-fast bench lint clean
+.PHONY: help install up test test-fast bench bench-peers lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -27,12 +27,20 @@ test: $(STAMP) ## run the whole test suite against real services
 test-fast: $(STAMP) ## the suite without tests marked slow
 	$(BIN)/pytest -m 'not slow'
 
-bench: $(STAMP) ## print broker, consume-hop, platform and billing figures (installs wrk if missing)
+bench: $(STAMP) ## print broker, consume-hop, platform, projection and billing figures (installs wrk if missing)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
 	$(BIN)/python -m tests.bench.bench_broker
 	$(BIN)/python -m tests.bench.bench_hop
 	$(BIN)/python -m tests.bench.bench_platform
+	$(BIN)/python -m tests.bench.bench_rebuild
 	$(BIN)/python -m tests.bench.bench_billing
+
+bench-peers: $(STAMP) ## LangGraph and DBOS beside agentlog's turns, in one run (installs them in .venv-peers)
+	test -d .venv-peers || $(PYTHON) -m venv .venv-peers
+	.venv-peers/bin/pip install --quiet 'langgraph>=1.2,<1.3' 'langgraph-checkpoint-postgres>=3,<4' 'dbos>=3.4,<3.5' 'psycopg[binary]>=3.2'
+	peers=$$(mktemp) && .venv-peers/bin/python -m tests.bench.bench_peers --json $$peers \
+		&& $(BIN)/python -m tests.bench.bench_platform --rate 20 --no-intake --peers $$peers; \
+		status=$$?; rm -f $$peers; exit $$status
 
 lint: $(STAMP) ## ruff, mypy and the layer contracts (import-linter)
 	$(BIN)/ruff check .
@@ -41,4 +49,4 @@ lint: $(STAMP) ## ruff, mypy and the layer contracts (import-linter)
 	$(BIN)/mypy streams schemas projections gateway workers agentlog_cli tests
 
 clean: ## remove the virtualenv and local data
-	rm -rf $(VENV) .agentlog .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .hypothesis
+	rm -rf $(VENV) .venv-peers .agentlog .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .hypothesis

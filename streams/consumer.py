@@ -137,7 +137,7 @@ class SeenIds:
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (OSError, KafkaError, TimeoutError)
 _MAX_ATTEMPTS = 3
 _MAX_DELAY_S = 5.0
-_IDLE_COMMIT_S = 1.0
+_COMMIT_INTERVAL_S = 0.5
 _TICK_S = 1.0
 
 
@@ -146,10 +146,14 @@ class PromptBatchSubscriber(BatchSubscriber):
 
     ``getmany`` has already waited up to ``batch_timeout_ms`` for records; FastStream
     0.7 then sleeps as long again, so a record arriving just after an empty poll waited
-    up to twice the timeout. The consume loop, acknowledgement, middlewares and
-    graceful stop are FastStream's own."""
+    up to twice the timeout. Nor does it create the topics it reads: they are the
+    catalog's, made with their configs by ``agentlog migrate``. The consume loop,
+    acknowledgement, middlewares and graceful stop are FastStream's own."""
 
     __slots__ = ()
+
+    async def _ensure_topics(self) -> None:
+        return None
 
     async def get_msg(self, consumer: AIOKafkaConsumer) -> tuple[ConsumerRecord[Any, Any], ...]:
         batches = await consumer.getmany(
@@ -178,11 +182,13 @@ class Polled(list[Fact]):
 
 
 def kafka_broker(bootstrap_servers: str) -> KafkaBroker:
-    """The FastStream broker that roles consume on. Types are applied by the runtime's
-    own decoder (envelopes, validated once); a graceful stop waits for the batch in hand;
+    """The FastStream broker that roles consume on. It only consumes (the roles write
+    through their ``Publisher``); types are applied by the runtime's own decoder
+    (envelopes, validated once); a graceful stop waits for the batch in hand;
     FastStream's per-message access log is kept to debug level."""
     return KafkaBroker(
         bootstrap_servers,
+        consumer_only=True,
         apply_types=False,
         graceful_timeout=30.0,
         logger=log,
@@ -333,7 +339,7 @@ class ConsumerRuntime:
     async def _between_batches(self) -> None:
         while True:
             await asyncio.sleep(0.1)
-            if time.monotonic() - self._last_commit >= _IDLE_COMMIT_S:
+            if time.monotonic() - self._last_commit >= _COMMIT_INTERVAL_S:
                 async with self._busy:
                     await self._commit()
             if time.monotonic() - self._last_tick >= _TICK_S:
@@ -414,7 +420,7 @@ class ConsumerRuntime:
         ends = {TopicPartition(*tp): offset + 1 for tp, offset in last.items()}
         await self._passed(ends, polled.items)
         self._uncommitted.update(ends)
-        if polled.items:
+        if time.monotonic() - self._last_commit >= _COMMIT_INTERVAL_S:
             await self._commit()
 
     async def _passed(self, ends: dict[TopicPartition, int], items: list[Item]) -> None:
@@ -443,9 +449,12 @@ class ConsumerRuntime:
             log.warning("tick failed", extra={"consumer": self.handler.name, "error": repr(exc)})
 
     async def _commit(self) -> None:
-        """Commit every handled position. Positions of batches that needed no work are
-        committed lazily (at least every ``_IDLE_COMMIT_S``): skipping records again
-        after a crash costs little, a commit per batch costs a round trip."""
+        """Commit every handled position. Positions are committed at most every
+        ``_COMMIT_INTERVAL_S`` (and when partitions are revoked or the consumer stops),
+        always after the outputs of what they cover were acknowledged: after a crash,
+        that much is read again and recognised by event id (every step is idempotent,
+        see docs/architecture.md), while a commit per batch cost a round trip, and the
+        broker's work, on every hop of a turn."""
         if not self._uncommitted:
             return
         offsets, self._uncommitted = self._uncommitted, {}

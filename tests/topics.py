@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from confluent_kafka import Producer
 
 from streams.catalog import partitions_of
 
@@ -32,3 +33,19 @@ def read_all(bootstrap: str, topic: str) -> list[Any]:
             await consumer.stop()
 
     return asyncio.run(run())
+
+
+def produce_patiently(
+    producer: Producer,
+    topic: str,
+    value: bytes,
+    key: bytes | None,
+    headers: list[tuple[str, str | bytes | None]],
+) -> None:
+    """Queue a record on a confluent-kafka producer, waiting while its queue is full."""
+    while True:
+        try:
+            producer.produce(topic, value, key, headers=headers)
+            return
+        except BufferError:
+            producer.poll(0.05)

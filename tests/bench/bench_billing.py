@@ -44,6 +44,7 @@ from streams.catalog import Catalog, ensure_topics
 from streams.partitions import LogReader
 from streams.publisher import Publisher
 from tests.kafka import BrokerProcess
+from tests.topics import produce_patiently
 
 DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
 PERIOD = "2026-11"
@@ -78,12 +79,7 @@ def produce_usage(bootstrap: str, topic: str, tenants: list[str], count: int) ->
         fresh: list[tuple[str, str | bytes | None]] = [
             (k, event_id.encode() if k == "ce_id" else v) for k, v in headers
         ]
-        while True:
-            try:
-                producer.produce(topic, body, key, headers=fresh)
-                break
-            except BufferError:
-                producer.poll(0.05)
+        produce_patiently(producer, topic, body, key, fresh)
         if n % 10_000 == 0:
             producer.poll(0)
     producer.flush(120)

@@ -150,10 +150,11 @@ def ms(values: list[float], q: float) -> float:
 async def measure(bootstrap: str, records: int, rounds: int) -> None:
     bare_p50, role_p50 = [], []
     for r in range(rounds):
-        topic = f"hop-{uuid.uuid4().hex[:8]}"
-        await create_topic(bootstrap, topic, partitions=1)
-        b = await bare(bootstrap, topic, records)
-        f = await role(bootstrap, topic, records)
+        bare_topic, role_topic = f"hop-{uuid.uuid4().hex[:8]}", f"hop-{uuid.uuid4().hex[:8]}"
+        await create_topic(bootstrap, bare_topic, partitions=1)
+        await create_topic(bootstrap, role_topic, partitions=1)
+        b = await bare(bootstrap, bare_topic, records)
+        f = await role(bootstrap, role_topic, records)
         bare_p50.append(ms(b, 0.5))
         role_p50.append(ms(f, 0.5))
         print(

@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import argparse
-import os
+import json
 import shutil
 import signal
 import statistics
@@ -32,6 +32,7 @@ import httpx
 
 from schemas import events
 from schemas.envelope import from_kafka
+from tests.bench.cpu import cpu_by_process
 from tests.kafka import REPO, BrokerProcess
 from tests.processes import clean_environ
 from tests.topics import read_all
@@ -70,35 +71,6 @@ ROLE_COMMANDS = (
     ["worker", "invoicer"],
     ["gateway"],
 )
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS
-
-
-def postgres_pids() -> list[int]:
-    return [
-        int(proc.parent.name)
-        for proc in Path("/proc").glob("[0-9]*/comm")
-        if proc.exists() and proc.read_text().strip() == "postgres"
-    ]
-
-
-def cpu_by_process(named: dict[str, int]) -> dict[str, float]:
-    """CPU seconds so far of each named process, and of every Postgres process summed
-    (Postgres serves other work on this machine too: read it on a quiet machine)."""
-    cpu = {name: cpu_seconds(pid) for name, pid in named.items()}
-    total = 0.0
-    for pid in postgres_pids():
-        try:
-            total += cpu_seconds(pid)
-        except FileNotFoundError:
-            continue  # a backend that ended meanwhile
-    cpu["postgres"] = total
-    return cpu
 
 
 def start_platform(bootstrap: str, tag: str) -> tuple[list[subprocess.Popen[bytes]], str, str]:
@@ -212,6 +184,17 @@ def wrk(url: str, body: str, headers: dict[str, str], seconds: int) -> float:
     )
 
 
+def beside_peers(peers: list[dict[str, float]], p50: float, p99: float, cpu: float) -> None:
+    """agentlog's model-only turns beside each peer, as ratios (agentlog / peer)."""
+    print(f"  {'model-only turn vs':<52} {'p50':>12} {'p99':>12} {'CPU':>12}")
+    for peer in peers:
+        print(
+            f"  {peer['name']:<52} {p50 / peer['p50_ms']:>11.2f}x {p99 / peer['p99_ms']:>11.2f}x"
+            f" {cpu / peer['cpu_ms']:>11.2f}x",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--turns", type=int, default=1000)
@@ -224,9 +207,11 @@ def main() -> None:
     )
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--seconds", type=int, default=5, help="length of each wrk run")
+    parser.add_argument("--no-intake", action="store_true", help="turns only, no wrk runs")
+    parser.add_argument("--peers", help="bench_peers' JSON: print agentlog's turns beside them")
     args = parser.parse_args()
 
-    if shutil.which("wrk") is None:
+    if shutil.which("wrk") is None and not args.no_intake:
         raise SystemExit("the intake benchmark needs wrk: apt-get install -y wrk")
     tag = f"bench_{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory() as tmp:
@@ -284,13 +269,18 @@ def main() -> None:
                 per_turn = {
                     name: (after[name] - before[name]) * 1000 / len(turn_ids) for name in after
                 }
+                cpu = sum(per_turn.values())
                 print(
-                    f"  CPU per turn: {sum(per_turn.values()):.1f} ms ("
+                    f"  CPU per turn: {cpu:.1f} ms ("
                     + ", ".join(f"{name} {ms:.1f}" for name, ms in per_turn.items())
                     + ")",
                     flush=True,
                 )
+                if args.peers:
+                    beside_peers(json.loads(Path(args.peers).read_text()), p50, p99, cpu)
 
+            if args.no_intake:
+                return
             body = '{"message": "hello"}'
             json_headers = {**headers, "Content-Type": "application/json"}
             intake_url = f"{url}/v1/sessions/{sessions[-1]}/turns"

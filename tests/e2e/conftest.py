@@ -108,6 +108,16 @@ def drop_schemas(schema: str) -> None:
             conn.execute(f'DROP SCHEMA "{name}" CASCADE')
 
 
+def applied_records(schema: str) -> int:
+    """How many records a projection in ``schema`` has applied (or passed), summed over
+    its partitions."""
+    with psycopg.connect(DATABASE_URL) as conn:
+        row = conn.execute(
+            f'SELECT coalesce(sum(next_offset), 0) FROM "{schema}".projection_positions'
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
 @pytest.fixture
 def model_server() -> Iterator[ModelServer]:
     """A real HTTP server speaking the OpenAI and Anthropic protocols; scriptable."""

@@ -29,7 +29,7 @@ from schemas.usage import UsageRecorded
 from streams.catalog import Catalog
 from streams.publisher import Publisher
 from streams.settings import Settings
-from tests.e2e.conftest import DATABASE_URL, drop_schemas
+from tests.e2e.conftest import DATABASE_URL, applied_records, drop_schemas
 from tests.kafka import REPO
 from workers.runner import prepare
 
@@ -111,14 +111,6 @@ def tag() -> Iterator[str]:
     drop_schemas(name)
 
 
-def positions(schema: str) -> int:
-    with psycopg.connect(DATABASE_URL) as conn:
-        row = conn.execute(
-            f'SELECT coalesce(sum(next_offset), 0) FROM "{schema}".projection_positions'
-        ).fetchone()
-    return int(row[0]) if row else 0
-
-
 def test_replays_after_kills_give_identical_tables_and_hashes(
     bootstrap: str, tag: str, tmp_path: Path
 ) -> None:
@@ -162,13 +154,13 @@ def test_replays_after_kills_give_identical_tables_and_hashes(
         time.sleep(rng.uniform(1.0, 2.0))  # start-up (about a second), then some folding
         projector.kill()
         projector.wait(10)
-        done = positions(settings.billing_schema)
+        done = applied_records(settings.billing_schema)
         caught_mid_fold += 0 < done < total
         projector = role(env, "billing", log)
     invoicer = role(env, "invoicer", log)
     try:
         deadline = time.monotonic() + 120
-        while positions(settings.billing_schema) < total:
+        while applied_records(settings.billing_schema) < total:
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.2)
         assert caught_mid_fold >= KILLS // 2, f"only {caught_mid_fold} kills landed mid-fold"

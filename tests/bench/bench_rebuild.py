@@ -1,0 +1,186 @@
+"""Core projection benchmark: 1,000,000 events of model-only turns, folded by a live
+``agentlog projector`` (the roles' FastStream subscriber) and then rebuilt from offset 0
+by ``agentlog projections rebuild core`` (which verifies every table identical to the
+live one), each timed.
+
+    python -m tests.bench.bench_rebuild [--events N] [--sessions S]
+
+Each turn is what the platform records for a model-only turn: ``TurnRequested`` on the
+commands topic; ``TurnAccepted``, ``TurnStarted``, ``ModelCallRequested``,
+``ModelCallCompleted``, two ``MessageAppended`` and ``TurnCompleted`` on the events
+topic. Records are produced with confluent-kafka beforehand (not measured).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Producer
+
+from schemas import events
+from schemas.base import Fact
+from schemas.envelope import envelope, to_kafka
+from schemas.values import MessageValue, UsageValue
+from streams.catalog import Catalog, spec_for
+from tests.e2e.conftest import DATABASE_URL, applied_records, drop_schemas
+from tests.kafka import REPO, BrokerProcess
+from tests.processes import clean_environ
+from tests.topics import produce_patiently
+
+CONFIG = events.AgentConfig(name="bench", model="dev")
+USAGE = UsageValue(input_tokens=12, output_tokens=4)
+PER_TURN = 8
+
+
+def turn_facts(session: str, agent: str, n: int) -> list[Fact]:
+    turn = f"{session}-t{n}"
+    question = MessageValue(role="user", content=f"question {n}")
+    answer = MessageValue(role="assistant", content=f"echo: question {n}")
+    history = [MessageValue(role="user", content=f"question {n - 1}")] if n else []
+    call = f"{turn}-c1"
+    return [
+        events.TurnRequested(session_id=session, turn_id=turn, message=question.content or ""),
+        events.TurnAccepted(
+            session_id=session,
+            turn_id=turn,
+            agent_id=agent,
+            agent_version=1,
+            config=CONFIG,
+            tools=[],
+            history=history,
+            message=question.content or "",
+        ),
+        events.TurnStarted(session_id=session, turn_id=turn),
+        events.ModelCallRequested(
+            session_id=session,
+            turn_id=turn,
+            call_id=call,
+            step=1,
+            model="dev",
+            agent_id=agent,
+            agent_version=1,
+            messages=[*history, question],
+            tools=[],
+        ),
+        events.ModelCallCompleted(
+            session_id=session,
+            turn_id=turn,
+            call_id=call,
+            step=1,
+            text=answer.content or "",
+            tool_calls=[],
+            usage=USAGE,
+        ),
+        events.MessageAppended(
+            session_id=session, turn_id=turn, message_id=f"{turn}-m1", message=question
+        ),
+        events.MessageAppended(
+            session_id=session, turn_id=turn, message_id=f"{turn}-m2", message=answer
+        ),
+        events.TurnCompleted(
+            session_id=session, turn_id=turn, message_id=f"{turn}-m2", usage=USAGE, steps=1
+        ),
+    ]
+
+
+def produce(bootstrap: str, catalog: Catalog, count: int, sessions: int) -> float:
+    """About ``count`` records: tenants, agents and sessions, then turns round-robin."""
+    started = time.perf_counter()
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "acks": "all"})
+
+    def send(fact: Fact, tenant: str) -> None:
+        key, value, raw = to_kafka(envelope(fact, source="/bench", tenant_id=tenant))
+        headers: list[tuple[str, str | bytes | None]] = list(raw)
+        produce_patiently(producer, catalog.name(spec_for(type(fact))), value, key, headers)
+
+    opened: list[tuple[str, str, str]] = []
+    for s in range(sessions):
+        tenant, agent, session = f"tenant-{s % 100}", f"agent-{s % 100}", f"session-{s}"
+        if s < 100:
+            send(events.TenantCreated(tenant_id=tenant, display_name=tenant), tenant)
+            send(events.AgentCreated(agent_id=agent, config=CONFIG), tenant)
+        send(events.SessionCreated(session_id=session, agent_id=agent), tenant)
+        opened.append((tenant, agent, session))
+    turns = max(1, (count - sessions) // PER_TURN // sessions)
+    for n in range(turns):
+        for tenant, agent, session in opened:
+            for fact in turn_facts(session, agent, n):
+                send(fact, tenant)
+        producer.poll(0)
+    producer.flush(120)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--sessions", type=int, default=1_000)
+    args = parser.parse_args()
+    tag = f"bench_rebuild_{uuid.uuid4().hex[:8]}"
+    with tempfile.TemporaryDirectory() as data:
+        broker = BrokerProcess(Path(data) / "data").start()
+        env: dict[str, Any] = {
+            **clean_environ(),
+            "AGENTLOG_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+            "AGENTLOG_TOPIC_PREFIX": f"{tag}.",
+            "AGENTLOG_DATABASE_SCHEMA": tag,
+            "AGENTLOG_DATABASE_URL": DATABASE_URL,
+            "AGENTLOG_LOG_LEVEL": "WARNING",
+        }
+        cli = [sys.executable, "-m", "agentlog_cli"]
+        try:
+            subprocess.run([*cli, "migrate"], cwd=REPO, env=env, check=True, capture_output=True)
+            catalog = Catalog(f"{tag}.")
+            produced_s = produce(broker.bootstrap, catalog, args.events, args.sessions)
+            total = _records(broker.bootstrap, catalog)
+            started = time.perf_counter()
+            projector = subprocess.Popen([*cli, "projector"], cwd=REPO, env=env)
+            while applied_records(tag) < total:
+                time.sleep(0.5)
+            live_s = time.perf_counter() - started
+            projector.terminate()
+            projector.wait(60)
+            started = time.perf_counter()
+            subprocess.run(
+                [*cli, "projections", "rebuild", "core", "--no-swap"],
+                cwd=REPO,
+                env=env,
+                check=True,
+                capture_output=True,
+            )
+            rebuild_s = time.perf_counter() - started
+        finally:
+            broker.stop()
+            drop_schemas(tag)
+    print(f"core projection: {total:,} records ({args.sessions:,} sessions, model-only turns)")
+    print(f"  produced in                      {produced_s:6.1f} s (not measured)")
+    print(f"  live projector, from offset 0    {live_s:6.1f} s ({total / live_s:,.0f} records/s)")
+    print(
+        f"  agentlog projections rebuild core {rebuild_s:6.1f} s ({total / rebuild_s:,.0f}"
+        " records/s; verified identical; target <= 30 s)"
+    )
+
+
+def _records(bootstrap: str, catalog: Catalog) -> int:
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-ends"})
+    total = 0
+    for topic in (catalog.commands, catalog.events):
+        metadata = consumer.list_topics(topic, timeout=10)
+        for partition in metadata.topics[topic].partitions:
+            _low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), 10)
+            total += high
+    consumer.close()
+    return total
+
+
+if __name__ == "__main__":
+    main()
