@@ -15,11 +15,12 @@ import jsonschema
 import pytest
 from cloudevents.core.bindings import kafka as ce_kafka
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from schemas import events
 from schemas.base import Fact
 from schemas.compat import CommittedVersion, Schema, compatibility_report, history_report
-from schemas.envelope import EnvelopeError, envelope, from_kafka, to_kafka
+from schemas.envelope import EnvelopeError, envelope, from_kafka, to_kafka, to_kafka_with_sdk
 from schemas.export import committed_schemas, current_schemas
 from schemas.history import GitUnavailable, git_history
 from tests.projections.strategies import facts_in_context
@@ -199,6 +200,23 @@ def test_reading_a_record_agrees_with_the_cloudevents_sdk(example: tuple[Fact, A
         attrs["traceparent"],
     )
     assert (ours.time, ours.sequence) == (attrs["time"], int(attrs["sequence"]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(facts_in_context(), st.booleans())
+def test_writing_a_record_agrees_with_the_cloudevents_sdk(
+    example: tuple[Fact, Any], whole_second: bool
+) -> None:
+    """``to_kafka`` writes binary mode itself (the hot path); the SDK's Kafka binding
+    writes the same key and headers, byte for byte, and the same JSON data."""
+    fact, ctx = example
+    env = envelope(fact, source="/test", tenant_id=ctx.tenant_id)
+    if whole_second:  # a time with no fraction is written without one
+        env = env.at(env.time.replace(microsecond=0))
+    key, value, headers = to_kafka(env)
+    sdk_key, sdk_value, sdk_headers = to_kafka_with_sdk(env)
+    assert (key, headers) == (sdk_key, sdk_headers)
+    assert json.loads(value) == json.loads(sdk_value)
 
 
 @pytest.mark.parametrize(
