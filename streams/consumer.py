@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Sequence
@@ -196,6 +197,14 @@ def kafka_broker(bootstrap_servers: str) -> KafkaBroker:
     )
 
 
+def _described(handler: Handler) -> str:
+    """What the handler does, for the AsyncAPI document: the first paragraph of its
+    class's docstring, or else of its module's."""
+    cls = type(handler)
+    doc = cls.__doc__ or getattr(sys.modules.get(cls.__module__), "__doc__", None) or ""
+    return " ".join(doc.strip().split("\n\n")[0].split())
+
+
 def payload_of(handler: Handler) -> Any:
     """What the handler's subscriber documents as a message: the facts on its topics
     that it handles, as one named union (the AsyncAPI payload)."""
@@ -283,7 +292,7 @@ class ConsumerRuntime:
             parser=self._parse,
             decoder=self._decode,
             title=self.handler.name,
-            description=type(self.handler).__doc__,
+            description=_described(self.handler),
         )
         # FastStream builds its own batch subscriber; this one only drops the sleep after
         # an empty poll (same slots, so the instance can take the subclass).

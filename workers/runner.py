@@ -116,8 +116,7 @@ async def run_roles(settings: Settings, roles: list[str], stop: asyncio.Event) -
         await first_of(stop.wait(), *(r.failed.wait() for r in app.runtimes))
     finally:
         await app.stop()
-    for runtime in app.runtimes:
-        runtime.raise_failure()
+    app.raise_failure()
 
 
 class RoleSet:
@@ -141,6 +140,7 @@ class RoleSet:
         ]
         for runtime in self.runtimes:
             runtime.subscribe(self.broker)
+        self._watching: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.publisher.start()
@@ -158,6 +158,8 @@ class RoleSet:
         await self._stopped()
 
     async def _stopping(self) -> None:
+        if self._watching is not None:
+            self._watching.cancel()
         for runtime in self.runtimes:
             await runtime.stopping()
 
@@ -169,11 +171,26 @@ class RoleSet:
         await self.publisher.stop()
 
     def app(self) -> FastStream:
-        """A FastStream application of these roles (``faststream run``)."""
-        return FastStream(
+        """A FastStream application of these roles (``faststream run``). A role that
+        fails stops it, and the failure is raised once everything has stopped."""
+
+        async def exit_on_failure() -> None:
+            async def watch() -> None:
+                await first_of(*(r.failed.wait() for r in self.runtimes))
+                app.exit()
+
+            self._watching = asyncio.create_task(watch(), name="roles-failure-watch")
+
+        app = FastStream(
             self.broker,
             on_startup=[self.publisher.start],
-            after_startup=[self._started],
+            after_startup=[self._started, exit_on_failure],
             on_shutdown=[self._stopping],
-            after_shutdown=[self._stopped],
+            after_shutdown=[self._stopped, self.raise_failure],
         )
+        return app
+
+    def raise_failure(self) -> None:
+        """Raise the first role's failure, if one failed."""
+        for runtime in self.runtimes:
+            runtime.raise_failure()

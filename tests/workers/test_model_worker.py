@@ -5,6 +5,10 @@ the text it streams to the output topic, and the calls it does not make again.""
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -19,6 +23,8 @@ from streams.catalog import Catalog, ensure_topics
 from streams.consumer import ConsumerRuntime, Position, kafka_broker
 from streams.publisher import Publisher
 from streams.settings import Settings
+from tests.kafka import REPO
+from tests.processes import clean_environ, die_with_parent
 from tests.topics import read_all
 from workers.model_worker import ModelWorker
 from workers.providers.protocol_server import ModelServer, Reply
@@ -255,3 +261,50 @@ async def test_the_role_handles_a_request_under_faststreams_test_broker(
     assert [(r.causation_id, r.data.text) for r in completed] == [(env.id, "echo: under test")]
     usage = await asyncio.to_thread(read_all, bootstrap, catalog.usage)
     assert [dict(r.headers)["ce_causationid"].decode() for r in usage] == [env.id]
+
+
+async def publish(bootstrap: str, catalog: Catalog, env: Envelope[Any]) -> None:
+    publisher = Publisher(bootstrap, catalog)
+    await publisher.start()
+    try:
+        await publisher.publish(env)
+    finally:
+        await publisher.stop()
+
+
+def test_faststream_run_serves_the_model_role(bootstrap: str) -> None:
+    """``faststream run workers.model:app`` answers a model call through the broker, and
+    stops gracefully on SIGINT."""
+    catalog = Catalog(f"fsrun{uuid.uuid4().hex[:8]}.")
+    asyncio.run(ensure_topics(bootstrap, catalog, 1))
+    env = {
+        **clean_environ(),
+        "AGENTLOG_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "AGENTLOG_TOPIC_PREFIX": catalog.prefix,
+    }
+    role = subprocess.Popen(
+        [sys.executable, "-m", "faststream", "run", "workers.model:app"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        preexec_fn=die_with_parent,
+    )
+    try:
+        asyncio.run(publish(bootstrap, catalog, request("dev", "via faststream run")))
+        answers: list[str] = []
+        deadline = time.monotonic() + 30
+        while not answers:
+            assert time.monotonic() < deadline, "no answer from the role"
+            assert role.poll() is None, role.stdout.read().decode() if role.stdout else ""
+            time.sleep(0.3)
+            for record in read_all(bootstrap, catalog.events):
+                data = from_kafka(record.key, record.value, list(record.headers)).data
+                if isinstance(data, events.ModelCallCompleted):
+                    answers.append(data.text)
+        assert answers == ["echo: via faststream run"]
+    finally:
+        role.send_signal(signal.SIGINT)
+        output = role.communicate(timeout=30)[0].decode()
+    assert role.returncode == 0, output
+    assert "shut down gracefully" in output
