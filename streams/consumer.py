@@ -138,6 +138,8 @@ class SeenIds:
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (OSError, KafkaError, TimeoutError)
 _MAX_ATTEMPTS = 3
 _MAX_DELAY_S = 5.0
+# What a dead letter adds to its record's headers: why, where it was, and who failed.
+DEAD_LETTER_HEADERS = ("dlq.reason", "dlq.topic", "dlq.partition", "dlq.offset", "dlq.consumer")
 _COMMIT_INTERVAL_S = 0.5
 _TICK_S = 1.0
 
@@ -584,13 +586,10 @@ class ConsumerRuntime:
                 "reason": reason,
             },
         )
+        why = (reason, record.topic, str(record.partition), str(record.offset), self.handler.name)
         headers = [
             *list(record.headers),
-            ("dlq.reason", reason.encode()),
-            ("dlq.topic", record.topic.encode()),
-            ("dlq.partition", str(record.partition).encode()),
-            ("dlq.offset", str(record.offset).encode()),
-            ("dlq.consumer", self.handler.name.encode()),
+            *((name, value.encode()) for name, value in zip(DEAD_LETTER_HEADERS, why, strict=True)),
         ]
         await self.publisher.send_raw(
             self.publisher.catalog.dead_letter, record.value, record.key, headers

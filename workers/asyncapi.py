@@ -33,8 +33,7 @@ _DESCRIPTION = (
 
 class DeadLetter(BaseModel):
     """A record no consumer could handle, as it was (value, key and headers unchanged),
-    with headers saying why: ``dlq.reason``, ``dlq.topic``, ``dlq.partition``,
-    ``dlq.offset`` and ``dlq.consumer``."""
+    with headers saying why (``DeadLetterHeaders``)."""
 
     value: str = Field(description="the original record's value, unchanged")
 
@@ -61,10 +60,83 @@ def _union(topic: str) -> Any:
     return Annotated[Union[tuple(facts)], Field(title=f"{name}Record")]  # noqa: UP007
 
 
+_HEADER = {"type": "string"}
+# The headers every record carries (binary content mode), as schemas/envelope writes them.
+_CE_HEADERS = {
+    "type": "object",
+    "title": "CloudEventHeaders",
+    "description": "CloudEvents 1.0 attributes in Kafka binary content mode; the record's "
+    "key is the partitionkey.",
+    "properties": {
+        "ce_id": {**_HEADER, "description": "event id; derived from its cause's id"},
+        "ce_source": _HEADER,
+        "ce_type": {**_HEADER, "description": "agentlog.<subsystem>.<name>.v<n>"},
+        "ce_specversion": {**_HEADER, "const": "1.0"},
+        "ce_subject": {**_HEADER, "description": "the aggregate id"},
+        "ce_time": {**_HEADER, "format": "date-time"},
+        "content-type": {**_HEADER, "const": "application/json"},
+        "ce_dataschema": {**_HEADER, "format": "uri"},
+        "ce_tenantid": _HEADER,
+        "ce_causationid": _HEADER,
+        "ce_correlationid": _HEADER,
+        "ce_sequence": _HEADER,
+        "ce_traceparent": {**_HEADER, "description": "W3C trace context"},
+        "ce_partitionkey": {**_HEADER, "description": "the Kafka key"},
+    },
+    "required": [
+        "ce_id",
+        "ce_source",
+        "ce_type",
+        "ce_specversion",
+        "ce_subject",
+        "ce_time",
+        "ce_tenantid",
+        "ce_causationid",
+        "ce_correlationid",
+        "ce_sequence",
+        "ce_traceparent",
+    ],
+}
+
+
+# A dead letter keeps its record's headers (if it had any) and adds these.
+_DEAD_LETTER_HEADERS = {
+    "type": "object",
+    "title": "DeadLetterHeaders",
+    "description": "The original record's headers, unchanged, and why it is here.",
+    "properties": {
+        "dlq.reason": {**_HEADER, "description": "a registered code and what failed"},
+        "dlq.topic": {**_HEADER, "description": "where the record was"},
+        "dlq.partition": _HEADER,
+        "dlq.offset": _HEADER,
+        "dlq.consumer": {**_HEADER, "description": "the role that could not handle it"},
+    },
+    "required": ["dlq.reason", "dlq.topic", "dlq.partition", "dlq.offset", "dlq.consumer"],
+}
+
+
+def _cloudevents_headers(spec: dict[str, Any]) -> None:
+    """Every message's headers: the CloudEvents attributes, or a dead letter's; its
+    correlation id is ``ce_correlationid`` (FastStream's generator names a header of
+    its own)."""
+    schemas = spec["components"]["schemas"]
+    schemas["CloudEventHeaders"] = _CE_HEADERS
+    schemas["DeadLetterHeaders"] = _DEAD_LETTER_HEADERS
+    for message in spec["components"]["messages"].values():
+        dead = message["payload"].get("$ref", "").endswith("/DeadLetter")
+        headers = "DeadLetterHeaders" if dead else "CloudEventHeaders"
+        message["headers"] = {"$ref": f"#/components/schemas/{headers}"}
+        if dead:
+            message.pop("correlationId", None)
+        else:
+            message["correlationId"] = {"location": "$message.header#/ce_correlationid"}
+
+
 def document(settings: Settings | None = None) -> str:
     """The document as YAML; by default for a deployment without a topic prefix."""
     settings = settings or Settings(topic_prefix="", kafka_bootstrap_servers="127.0.0.1:9092")
     spec = application(settings).schema.to_specification().to_jsonable()
+    _cloudevents_headers(spec)
     # FastStream lists channels in the order of a weak set; sorted, the file is stable.
     text: str = yaml.safe_dump(spec, sort_keys=True, allow_unicode=True)
     return text

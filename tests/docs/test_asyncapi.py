@@ -8,8 +8,11 @@ from typing import Any
 import yaml
 
 from gateway.models import json_references
+from schemas import events
 from schemas.base import Fact
+from schemas.envelope import envelope, to_kafka
 from streams.catalog import SPECS
+from streams.consumer import DEAD_LETTER_HEADERS
 from workers.asyncapi import document
 
 FILE = Path(__file__).parents[2] / "docs" / "asyncapi.yaml"
@@ -35,3 +38,19 @@ def test_every_topic_fact_and_reference_is_in_the_document() -> None:
         op["channel"]["$ref"] for op in spec["operations"].values() if op["action"] == "receive"
     }
     assert {"#/channels/commands", "#/channels/orchestrator", "#/channels/tool"} <= received
+
+
+def test_the_documented_headers_are_those_records_carry() -> None:
+    spec = yaml.safe_load(document())
+    schemas = spec["components"]["schemas"]
+    fact = events.TurnRequested(session_id="s-1", turn_id="t-1", message="hi")
+    _key, _value, headers = to_kafka(envelope(fact, source="/tests", tenant_id="t"))
+    assert set(schemas["CloudEventHeaders"]["properties"]) == {name for name, _ in headers}
+    assert set(schemas["DeadLetterHeaders"]["properties"]) == set(DEAD_LETTER_HEADERS)
+    for name, message in spec["components"]["messages"].items():
+        dead = name.startswith("agentlog.deadletter")
+        assert message["headers"]["$ref"].endswith(
+            "DeadLetterHeaders" if dead else "CloudEventHeaders"
+        )
+        if not dead:
+            assert message["correlationId"]["location"] == "$message.header#/ce_correlationid"
