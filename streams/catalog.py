@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
+from typing import Annotated, Any, Union
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from pydantic import Field
 
 from schemas import billing, events, usage
 from schemas.base import Fact
@@ -87,6 +89,15 @@ def facts_on(topic: str) -> list[type[Fact]]:
             if topic.endswith(spec_for(fact).name):
                 found.append(fact)
     return found
+
+
+def named_union(facts: list[type[Fact]], title: str) -> Any:
+    """The facts as one type named ``title`` (for a schema: a union of models is only
+    documented whole under a name); ``Fact`` itself when there are none."""
+    if not facts:
+        return Fact
+    union = Union[tuple(facts)] if len(facts) > 1 else facts[0]  # noqa: UP007
+    return Annotated[union, Field(title=title)]
 
 
 class Catalog:

@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from itertools import chain
-from typing import Annotated, Any, Literal, Protocol, Union
+from typing import Any, Literal, Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -30,13 +30,12 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.subscriber.usecase import BatchSubscriber
 from faststream.message import StreamMessage
 from faststream.middlewares import AckPolicy
-from pydantic import Field
 
 from schemas import events
 from schemas.base import Fact
 from schemas.envelope import Envelope, EnvelopeError, from_kafka
 
-from .catalog import facts_on
+from .catalog import facts_on, named_union
 from .logs import redact
 from .partitions import is_wanted
 from .publisher import RECORD_TOO_LARGE, Publisher
@@ -216,10 +215,7 @@ def payload_of(handler: Handler) -> Any:
         for fact in facts_on(topic)
         if handler.types is None or fact.ce_type() in handler.types
     ]
-    if not facts:  # a topic outside the catalog: any fact
-        return Fact
-    union = Union[tuple(facts)] if len(facts) > 1 else facts[0]  # noqa: UP007
-    return Annotated[union, Field(title=f"{handler.name.title()}Input")]
+    return named_union(facts, f"{handler.name.title()}Input")  # none: a topic not ours
 
 
 async def first_of(*waits: Awaitable[Any]) -> None:
@@ -427,23 +423,18 @@ class ConsumerRuntime:
             await self.dead_letter(record, reason)
         if polled.items and not await self._handle(polled.items, polled.records):
             return  # stopping: the records are redelivered to whoever owns them next
-        last = {(r.topic, r.partition): r.offset for r in polled.records}
-        ends = {TopicPartition(*tp): offset + 1 for tp, offset in last.items()}
+        ends = {(r.topic, r.partition): r.offset + 1 for r in polled.records}
         await self._passed(ends, polled.items)
-        self._uncommitted.update(ends)
+        self._uncommitted.update((TopicPartition(*tp), end) for tp, end in ends.items())
         if time.monotonic() - self._last_commit >= _COMMIT_INTERVAL_S:
             await self._commit()
 
-    async def _passed(self, ends: dict[TopicPartition, int], items: list[Item]) -> None:
+    async def _passed(self, ends: dict[tuple[str, int], int], items: list[Item]) -> None:
         passed = getattr(self.handler, "passed", None)
         if passed is None:
             return
         handled = {(p.topic, p.partition): p.offset + 1 for _env, p in items}
-        beyond = {
-            (tp.topic, tp.partition): end
-            for tp, end in ends.items()
-            if handled.get((tp.topic, tp.partition), -1) < end
-        }
+        beyond = {tp: end for tp, end in ends.items() if handled.get(tp, -1) < end}
         if beyond:
             await passed(beyond)
 

@@ -9,14 +9,14 @@ content mode: the payload is the event's data, the ``ce_*`` headers its attribut
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Union
+from typing import Any
 
 import yaml
 from faststream import FastStream
 from faststream.specification import AsyncAPI
 from pydantic import BaseModel, Field
 
-from streams.catalog import DEAD_LETTER, SPECS, Catalog, facts_on
+from streams.catalog import DEAD_LETTER, SPECS, Catalog, facts_on, named_union
 from streams.settings import Settings
 
 from .runner import ROLES, RoleSet
@@ -44,7 +44,11 @@ def application(settings: Settings) -> FastStream:
     catalog = Catalog.from_settings(settings)
     for spec in SPECS:
         topic = catalog.name(spec)
-        schema: Any = DeadLetter if spec is DEAD_LETTER else _union(topic)
+        schema: Any = (
+            DeadLetter
+            if spec is DEAD_LETTER
+            else named_union(facts_on(topic), f"{topic.rsplit('.', 1)[-1].title()}Record")
+        )
         roles.broker.publisher(
             topic, schema=schema, title=f"{topic}:write", description=spec.purpose
         )
@@ -52,12 +56,6 @@ def application(settings: Settings) -> FastStream:
         roles.broker,
         specification=AsyncAPI(title="agentlog", version=VERSION, description=_DESCRIPTION),
     )
-
-
-def _union(topic: str) -> Any:
-    facts = facts_on(topic)
-    name = topic.rsplit(".", 1)[-1].title()
-    return Annotated[Union[tuple(facts)], Field(title=f"{name}Record")]  # noqa: UP007
 
 
 _HEADER = {"type": "string"}
