@@ -28,6 +28,8 @@ from streams.catalog import Catalog
 from streams.consumer import Item, Position
 from streams.partitions import LogReader
 
+from . import lazy_role_app
+
 SOURCE = "/workers/invoicer"
 FENCE_WAIT_S = 60.0
 
@@ -132,11 +134,4 @@ class Invoicer:
         await self.db.close()
 
 
-def __getattr__(name: str) -> Any:
-    """``app``: this role as a FastStream application (``faststream run
-    workers.invoicer:app``), built on first use, from the environment's settings."""
-    if name == "app":
-        from .runner import role_app
-
-        return role_app("invoicer")
-    raise AttributeError(name)
+__getattr__ = lazy_role_app("invoicer")

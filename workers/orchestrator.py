@@ -24,6 +24,7 @@ from streams.catalog import Catalog
 from streams.consumer import Item, Position, SeenIds
 from streams.partitions import LogReader
 
+from . import lazy_role_app
 from .turn_decisions import TurnState, decide
 
 log = logging.getLogger(__name__)
@@ -185,11 +186,4 @@ class Orchestrator:
         await self.db.close()
 
 
-def __getattr__(name: str) -> Any:
-    """``app``: this role as a FastStream application (``faststream run
-    workers.orchestrator:app``), built on first use, from the environment's settings."""
-    if name == "app":
-        from .runner import role_app
-
-        return role_app("orchestrator")
-    raise AttributeError(name)
+__getattr__ = lazy_role_app("orchestrator")
