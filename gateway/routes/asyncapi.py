@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
@@ -54,7 +54,7 @@ async def asyncapi_yaml(gw: GatewayDep) -> Response:
     response_class=HTMLResponse,
     **documented("AsyncAPI page", "The AsyncAPI document as a page: channels, then payloads."),
 )
-async def asyncapi_page(request: Request, gw: GatewayDep) -> HTMLResponse:
+async def asyncapi_page(gw: GatewayDep) -> HTMLResponse:
     spec = yaml.safe_load(_of(gw.settings))
     page = _PAGES.get_template("asyncapi.html").render(
         info=spec["info"], channels=_channels(spec), schemas=_schemas(spec)
