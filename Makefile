@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install up test test-fast bench bench-peers lint clean
+.PHONY: help install up test test-fast test-embedded bench bench-peers lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -24,16 +24,20 @@ up: $(STAMP) ## run the whole platform on local defaults (broker, workers, gatew
 test: $(STAMP) ## run the whole test suite against real services
 	$(BIN)/pytest
 
+test-embedded: $(STAMP) ## the end-to-end suite on embedded Postgres and Redis, whatever runs here
+	AGENTLOG_TEST_DATABASE_URL=embedded AGENTLOG_TEST_REDIS_URL=embedded $(BIN)/pytest tests/e2e
+
 test-fast: $(STAMP) ## the suite without tests marked slow
 	$(BIN)/pytest -m 'not slow'
 
-bench: $(STAMP) ## print broker, consume-hop, platform, projection and billing figures (installs wrk if missing)
+bench: $(STAMP) ## print broker, consume-hop, platform, projection, billing and local-mode figures (installs wrk if missing)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
 	$(BIN)/python -m tests.bench.bench_broker
 	$(BIN)/python -m tests.bench.bench_hop
 	$(BIN)/python -m tests.bench.bench_platform
 	$(BIN)/python -m tests.bench.bench_rebuild
 	$(BIN)/python -m tests.bench.bench_billing
+	$(BIN)/python -m tests.bench.bench_local
 
 bench-peers: $(STAMP) ## LangGraph and DBOS beside agentlog's turns, in one run (installs them in .venv-peers)
 	test -d .venv-peers || $(PYTHON) -m venv .venv-peers

@@ -25,13 +25,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default=os.environ.get("AGENTLOG_LOG_LEVEL", "INFO"))
     sub = parser.add_subparsers(dest="command", required=True)
     add_broker_options(sub.add_parser("broker", help="run the embedded Kafka-protocol broker"))
-    up = sub.add_parser("up", help="run the whole platform on local defaults")
-    up.add_argument(
-        "--no-broker",
-        action="store_true",
-        help="use the Kafka at AGENTLOG_KAFKA_BOOTSTRAP_SERVERS instead",
+    _add_local_options(sub.add_parser("up", help="run the whole platform on local defaults"))
+    services = sub.add_parser("services", help="local services for separate role processes")
+    services_sub = services.add_subparsers(dest="action", required=True)
+    _add_local_options(
+        services_sub.add_parser(
+            "up", help="run the embedded broker, Postgres and Redis, and print their URLs"
+        )
     )
-    up.add_argument("--data-dir", type=Path, default=Path(".agentlog/broker"))
     migrate = sub.add_parser("migrate", help="create topics and migrate the read-model schema")
     migrate.add_argument(
         "--reset",
@@ -95,6 +96,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_local_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-broker",
+        action="store_true",
+        help="use the Kafka at AGENTLOG_KAFKA_BOOTSTRAP_SERVERS instead",
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, default=Path(".agentlog/broker"), help="the broker's data"
+    )
+
+
+# Commands that start the services they need, or need none.
+_STARTING_SERVICES = ("up", "services", "model-server")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
@@ -104,10 +120,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     from streams.settings import Settings
 
     settings = Settings()
+    if args.command not in _STARTING_SERVICES:
+        from streams.embedded import ServiceUnavailable, resolve
+
+        try:
+            settings = resolve(settings, start=False).settings
+        except ServiceUnavailable as exc:
+            raise SystemExit(f"agentlog: {exc}") from None
     if args.command == "up":
         from .up import up
 
         up(settings, args)
+    elif args.command == "services":
+        from .up import services_up
+
+        services_up(settings, args)
     elif args.command == "migrate":
         from workers.runner import prepare
 

@@ -6,17 +6,13 @@ import asyncio
 import logging
 import os
 import signal
-import subprocess
-
-# Child processes (the embedded broker under `agentlog up`): asked to stop even when
-# shutdown is cut short, so none outlives this process.
-CHILDREN: list[subprocess.Popen[bytes]] = []
 
 
 def stop_event(shutdown_timeout_s: float) -> asyncio.Event:
     """Set on SIGTERM or SIGINT. Shutdown then has ``shutdown_timeout_s`` to finish
     (consumers commit, producers flush): past it, or on a second signal, the process
-    exits anyway, whether or not Kafka and Postgres still answer."""
+    exits anyway, whether or not Kafka and Postgres still answer (the children of
+    ``agentlog up`` are told by their death signal)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -34,7 +30,4 @@ def stop_event(shutdown_timeout_s: float) -> asyncio.Event:
 def _exit_now(why: str) -> None:
     logging.getLogger("agentlog").error("shutdown did not finish: exiting after %s", why)
     logging.shutdown()
-    for child in CHILDREN:
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
     os._exit(1)

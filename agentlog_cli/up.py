@@ -1,24 +1,29 @@
-"""``agentlog up``: the whole platform in one process beside an embedded broker, for local
-use. Each role can also run as its own process (``agentlog worker …``)."""
+"""``agentlog up``: the whole platform in one process beside an embedded broker (and, where
+this machine has none, embedded Postgres and Redis), for local use. Each role can also run
+as its own process (``agentlog worker …``) beside ``agentlog services up``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import uvloop
 
 from gateway.app import create_app
 from gateway.server import EmbeddedServer, listen, server_config, url_of
+from streams.embedded import LocalServices, ServiceUnavailable, dies_with_parent, resolve
 from streams.settings import Settings
 from workers.runner import ROLES, prepare, run_roles
 
-from .signals import CHILDREN, stop_event
+from .signals import stop_event
 from .tenants import create_tenant
 
 # Tools `agentlog up` may reach when AGENTLOG_TOOL_ALLOWED_NETWORKS is unset: local ones.
@@ -29,38 +34,93 @@ def up(settings: Settings, args: argparse.Namespace) -> None:
     local_tools = "AGENTLOG_TOOL_ALLOWED_NETWORKS" not in os.environ
     if local_tools:
         settings = settings.model_copy(update={"tool_allowed_networks": LOCAL_TOOL_NETWORKS})
-    broker = None
-    if not args.no_broker:
-        host, port = settings.kafka_bootstrap_servers.split(",")[0].rsplit(":", 1)
-        broker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streams.broker",
-                "--host",
-                host,
-                "--port",
-                port,
-                "--data-dir",
-                str(args.data_dir),
-                "--default-partitions",
-                str(settings.topic_partitions),
-            ]
+    with local_services(settings, args) as (services, kafka):
+        uvloop.run(
+            _serve_everything(
+                services.settings,
+                [kafka, *services.lines],
+                reset_foreign=not args.no_broker,
+                local_tools=local_tools,
+            )
         )
-        CHILDREN.append(broker)
+
+
+def services_up(settings: Settings, args: argparse.Namespace) -> None:
+    """The broker, Postgres and Redis for a development cluster of separate role
+    processes; their URLs are printed for the roles' environment."""
+    with local_services(settings, args) as (services, kafka):
+        resolved = services.settings
+        exports = {
+            "AGENTLOG_KAFKA_BOOTSTRAP_SERVERS": resolved.kafka_bootstrap_servers,
+            "AGENTLOG_DATABASE_URL": resolved.database_url,
+            "AGENTLOG_REDIS_URL": resolved.redis_url,
+        }
+        lines = "\n".join(f"  {line}" for line in [kafka, *services.lines])
+        environment = "\n".join(f"export {name}={value}" for name, value in exports.items())
+        uvloop.run(
+            _serve_services(
+                resolved,
+                f"agentlog services are up\n{lines}\nfor the roles' environment:\n"
+                f"{environment}\npress Ctrl-C to stop",
+            )
+        )
+
+
+@contextlib.contextmanager
+def local_services(
+    settings: Settings, args: argparse.Namespace
+) -> Iterator[tuple[LocalServices, str]]:
+    """The embedded broker (unless ``--no-broker``), Postgres and Redis as this process's
+    children, stopped when the block ends; with a line that says where Kafka is."""
+    broker = None
+    services: LocalServices | None = None
+    kafka = f"{'kafka':<10}{settings.kafka_bootstrap_servers}"
     try:
-        uvloop.run(_serve_everything(settings, no_broker=args.no_broker, local_tools=local_tools))
+        if not args.no_broker:
+            broker = _start_broker(settings, args.data_dir)
+            kafka += f"  (embedded broker, data in {args.data_dir})"
+        services = resolve(settings, start=True)
+        yield services, kafka
+    except ServiceUnavailable as exc:
+        raise SystemExit(f"agentlog: {exc}") from None
     finally:
         if broker is not None:
             broker.send_signal(signal.SIGTERM)
             broker.wait(30)
+        if services is not None:
+            services.stop()
 
 
-async def _serve_everything(settings: Settings, *, no_broker: bool, local_tools: bool) -> None:
+def _start_broker(settings: Settings, data_dir: Path) -> subprocess.Popen[bytes]:
+    host, port = settings.kafka_bootstrap_servers.split(",")[0].rsplit(":", 1)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streams.broker",
+            "--host",
+            host,
+            "--port",
+            port,
+            "--data-dir",
+            str(data_dir),
+            "--default-partitions",
+            str(settings.topic_partitions),
+        ],
+        # Stopped by this process once the roles have committed, not by a Ctrl-C at the
+        # terminal; and with it, should it die.
+        process_group=0,
+        preexec_fn=dies_with_parent(signal.SIGTERM),
+    )
+
+
+async def _serve_everything(
+    settings: Settings, services: list[str], *, reset_foreign: bool, local_tools: bool
+) -> None:
     await _wait_for_kafka(settings.kafka_bootstrap_servers)
     # The embedded broker started here is this platform's log: read models left from
     # another one (an earlier data directory) are folded again from it.
-    await prepare(settings, reset_foreign=not no_broker)
+    await prepare(settings, reset_foreign=reset_foreign)
     stop = stop_event(settings.shutdown_timeout_s)
     roles = asyncio.create_task(run_roles(settings, list(ROLES), stop))
     sock = listen(settings)
@@ -69,19 +129,27 @@ async def _serve_everything(settings: Settings, *, no_broker: bool, local_tools:
     key = await create_tenant(settings, "local")
     url = url_of(sock)
     tools = (
-        f"  tools    may call loopback (AGENTLOG_TOOL_ALLOWED_NETWORKS={LOCAL_TOOL_NETWORKS})\n"
+        f"  tools     may call loopback (AGENTLOG_TOOL_ALLOWED_NETWORKS={LOCAL_TOOL_NETWORKS})\n"
         if local_tools
         else ""
     )
+    lines = "".join(f"  {line}\n" for line in services)
     print(
-        f"agentlog is up\n  gateway  {url}  (API docs: {url}/docs)\n"
-        f"  kafka    {settings.kafka_bootstrap_servers}\n{tools}  api key  {key}\n"
+        f"agentlog is up\n  gateway   {url}  (API docs: {url}/docs)\n"
+        f"{lines}{tools}  api key   {key}\n"
         "press Ctrl-C to stop",
         flush=True,
     )
     await stop.wait()
     server.should_exit = True
     await asyncio.gather(serving, roles, return_exceptions=True)
+
+
+async def _serve_services(settings: Settings, announcement: str) -> None:
+    await _wait_for_kafka(settings.kafka_bootstrap_servers)
+    stop = stop_event(settings.shutdown_timeout_s)
+    print(announcement, flush=True)
+    await stop.wait()
 
 
 async def _wait_for_kafka(bootstrap: str, timeout: float = 30.0) -> None:

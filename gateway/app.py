@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from schemas.errors import DomainError
+from streams.embedded import resolve
 from streams.heap import freeze_startup_objects
 from streams.settings import Settings
 
@@ -38,7 +39,7 @@ from .routes import admin, agents, asyncapi, invoices, keys, ops, sessions, tool
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
+    settings = settings or resolve(Settings(), start=False).settings
     gw = Gateway(settings)
 
     @asynccontextmanager

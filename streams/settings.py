@@ -1,7 +1,8 @@
 """Settings of every agentlog process, read from the environment (``AGENTLOG_*``).
 
-One class for all roles, so local mode and the compose file use identical names; the
-defaults are this machine's local services.
+One class for all roles, so local mode and the compose file use identical names. By
+default Postgres and Redis are ``auto``: this machine's if they answer, else embedded ones
+(``streams.embedded``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,15 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     topic_prefix: str = Field(default="", description="prepended to every catalog topic name")
     topic_partitions: int = Field(default=3, ge=1, description="partitions per catalog topic")
-    database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    database_url: str = Field(
+        default="auto",
+        description="a PostgreSQL URL; embedded: the embedded server under data_dir; auto:"
+        " the server at local_database_url if it answers, else the embedded one",
+    )
+    local_database_url: str = Field(
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        description="where database_url=auto looks for a running Postgres first",
+    )
     database_schema: str = Field(
         default="agentlog", description="the core read models; billing's are in <schema>_billing"
     )
@@ -24,7 +33,18 @@ class Settings(BaseSettings):
     database_pool_timeout_s: float = Field(
         default=2.0, gt=0, description="longest wait for a pooled connection before a 503"
     )
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = Field(
+        default="auto",
+        description="a Redis URL; embedded or auto: as database_url, with local_redis_url",
+    )
+    local_redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        description="where redis_url=auto looks for a running Redis first",
+    )
+    data_dir: str = Field(
+        default=".agentlog",
+        description="local mode's data: the embedded Postgres's and Redis's (postgres/, redis/)",
+    )
     qdrant_url: str = ":memory:"
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(default=8080, ge=0, description="0: any free port")

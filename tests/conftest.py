@@ -10,11 +10,24 @@ from hypothesis import settings
 
 from tests.kafka import BrokerProcess, external_bootstrap
 from tests.processes import clean_environ
+from tests.services import SessionServices
 
 # Property tests explore the same examples on every run, and keep nothing on disk: a run
 # that passes once passes again.
 settings.register_profile("agentlog", derandomize=True, database=None)
 settings.load_profile("agentlog")
+
+# Postgres and Redis for the whole session (tests/services.py), resolved here, before the
+# conftest files below (which pytest may load before any hook runs) read their URLs.
+_services = SessionServices().start()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    _services.stop()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    return _services.lines
 
 
 @pytest.fixture(autouse=True, scope="session")

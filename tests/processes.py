@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 
-_PR_SET_PDEATHSIG = 1
+from streams.embedded import dies_with_parent
 
-
-def die_with_parent() -> None:
-    """For ``Popen(preexec_fn=...)``: the child gets SIGKILL when the test process dies
-    (Linux), so an interrupted or crashed run leaves no platform behind."""
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+# For ``Popen(preexec_fn=...)``: the child gets SIGKILL when the test process dies, so an
+# interrupted or crashed run leaves no platform behind.
+die_with_parent = dies_with_parent(signal.SIGKILL)
 
 
 def clean_environ() -> dict[str, str]:

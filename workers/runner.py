@@ -21,6 +21,7 @@ from projections.secrets import SecretStore
 from projections.store import ProjectionStore
 from streams.catalog import Catalog, cluster_id, ensure_topics
 from streams.consumer import ConsumerRuntime, Handler, first_of, kafka_broker
+from streams.embedded import resolve
 from streams.heap import freeze_startup_objects
 from streams.publisher import Publisher
 from streams.settings import Settings
@@ -104,7 +105,7 @@ def _database(settings: Settings, schema: str | None = None) -> Database:
 def role_app(role: str) -> FastStream:
     """One role as a FastStream application, with settings from the environment:
     ``faststream run workers.<role>:app`` runs what ``agentlog worker <role>`` runs."""
-    return RoleSet(Settings(), [role]).app()
+    return RoleSet(resolve(Settings(), start=False).settings, [role]).app()
 
 
 async def run_roles(settings: Settings, roles: list[str], stop: asyncio.Event) -> None:

@@ -26,11 +26,10 @@ from aiokafka import AIOKafkaProducer
 from projections.secrets import new_key
 from tests.kafka import REPO
 from tests.processes import die_with_parent
+from tests.services import database_url, redis_url
 from workers.providers.protocol_server import ModelServer
 
-DATABASE_URL = os.environ.get(
-    "AGENTLOG_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
+DATABASE_URL = database_url()
 
 
 @dataclass
@@ -85,6 +84,7 @@ def platform_env(bootstrap: str, tag: str, model_server: ModelServer) -> dict[st
         "AGENTLOG_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "AGENTLOG_TOPIC_PREFIX": f"{tag}.",
         "AGENTLOG_DATABASE_URL": DATABASE_URL,
+        "AGENTLOG_REDIS_URL": redis_url(),
         "AGENTLOG_DATABASE_SCHEMA": tag,
         "AGENTLOG_GATEWAY_PORT": "0",
         "AGENTLOG_TOPIC_PARTITIONS": "3",
@@ -126,32 +126,40 @@ def model_server() -> Iterator[ModelServer]:
     server.stop()
 
 
+def launch_up(
+    env: dict[str, str], log_path: Path, *args: str
+) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    """Start ``agentlog up`` and wait until it says it is up; returns the process and
+    what it printed, by name (``gateway``, ``api key``, ``postgres``, …)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agentlog_cli", "up", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=log_path.open("ab"),
+        preexec_fn=die_with_parent,
+    )
+    printed: dict[str, str] = {}
+    deadline = time.monotonic() + 90
+    assert proc.stdout is not None
+    while "api key" not in printed:
+        line = proc.stdout.readline().decode()
+        if (not line and proc.poll() is not None) or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"agentlog up did not start: {log_path.read_text()[-4000:]}")
+        name, _, rest = line.strip().partition("  ")
+        if rest:
+            printed[name.strip()] = rest.strip()
+    return proc, printed
+
+
 @pytest.fixture
 def platform(bootstrap: str, tmp_path: Path, model_server: ModelServer) -> Iterator[Platform]:
     tag = f"e2e_{uuid.uuid4().hex[:10]}"
     env = platform_env(bootstrap, tag, model_server)
     log_path = tmp_path / "platform.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agentlog_cli", "up", "--no-broker"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=log_path.open("wb"),
-        preexec_fn=die_with_parent,
-    )
-    key = url = None
-    deadline = time.monotonic() + 60
-    assert proc.stdout is not None
-    while key is None and time.monotonic() < deadline:
-        line = proc.stdout.readline().decode()
-        if not line and proc.poll() is not None:
-            raise RuntimeError(f"platform exited: {log_path.read_text()[-4000:]}")
-        if line.strip().startswith("gateway"):
-            url = line.split()[1]
-        if line.strip().startswith("api key"):
-            key = line.split()[-1]
-    assert url, "platform did not print its gateway"
-    assert key, "platform did not print an API key"
+    proc, printed = launch_up(env, log_path, "--no-broker")
+    url, key = printed["gateway"].split()[0], printed["api key"]
     platform = Platform(url, key, env, proc, log_path)
     try:
         yield platform

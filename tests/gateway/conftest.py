@@ -31,6 +31,7 @@ from streams.catalog import Catalog, ensure_topics
 from streams.consumer import Position
 from streams.settings import Settings
 from tests.e2e.conftest import DATABASE_URL
+from tests.services import redis_url
 from tests.topics import read_all
 
 SOURCE = "/tests/gateway"
@@ -103,6 +104,7 @@ async def api(bootstrap: str) -> AsyncIterator[Api]:
         kafka_bootstrap_servers=bootstrap,
         topic_prefix=catalog.prefix,
         database_url=DATABASE_URL,
+        redis_url=redis_url(),
         database_schema=tag,
         secrets_key=new_key(),
         tool_allowed_networks="127.0.0.0/8",

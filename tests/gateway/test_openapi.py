@@ -10,8 +10,9 @@ import pytest
 
 from gateway.app import create_app
 from schemas.errors import ErrorCode
+from tests.services import settings
 
-SPEC = create_app().openapi()
+SPEC = create_app(settings()).openapi()
 OPERATIONS = [
     (f"{method.upper()} {path}", operation)
     for path, operations in SPEC["paths"].items()

@@ -14,6 +14,7 @@ from gateway.app import create_app
 from gateway.problems import problem_response
 from schemas.errors import ERRORS, DomainError, ErrorCode
 from tests.kafka import REPO
+from tests.services import settings
 
 # Where codes are emitted: everything but the registry itself and the broker (whose
 # error codes are Kafka's).
@@ -79,7 +80,7 @@ def test_an_unregistered_code_cannot_be_raised() -> None:
 
 
 def test_the_openapi_document_declares_problem_responses() -> None:
-    spec = create_app().openapi()
+    spec = create_app(settings()).openapi()
     operations = [op for ops in spec["paths"].values() for op in ops.values()]
     assert operations
     for operation in operations:

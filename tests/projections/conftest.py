@@ -4,7 +4,6 @@ the store and databases over it."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -16,12 +15,11 @@ from psycopg import AsyncConnection, sql
 from projections.database import Database
 from projections.migrate import upgrade
 from projections.store import ProjectionStore
+from tests.services import database_url as session_database_url
 
 from .conversation import Ids, Log, conversation
 
-DATABASE_URL = os.environ.get(
-    "AGENTLOG_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
+DATABASE_URL = session_database_url()
 
 
 @pytest.fixture

