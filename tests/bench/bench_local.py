@@ -106,7 +106,7 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=500)
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--sessions", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of turns")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of turns")
     parser.add_argument("--starts", type=int, default=5, help="timed starts of each kind")
     args = parser.parse_args()
 
