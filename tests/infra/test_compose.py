@@ -149,6 +149,9 @@ def test_agentlog_services_get_settings_variables_only(compose_config: dict[str,
         unknown = ours - SETTINGS_VARIABLES
         assert not unknown, f"{name}: not fields of streams.settings.Settings: {sorted(unknown)}"
         assert env.get("AGENTLOG_KAFKA_BOOTSTRAP_SERVERS") == "kafka:9092", name
+        # Deployed roles name their servers: never auto or embedded (local mode's).
+        assert (env.get("AGENTLOG_DATABASE_URL") or "").startswith("postgresql://"), name
+        assert (env.get("AGENTLOG_REDIS_URL") or "").startswith("redis://"), name
     first = next(iter(environments.values()))
     differing = sorted(name for name, env in environments.items() if env != first)
     assert not differing, f"services not sharing x-agentlog-env: {differing}"
