@@ -293,8 +293,9 @@ class EmbeddedPostgres(EmbeddedServer):
 
     def _prepare(self) -> None:
         user = self.run_as()
-        if user is not None:
+        if user is not None:  # it must reach both its data and its programs
             _let_traverse(self.home, user)
+            _let_traverse(Path(self._bin("postgres")).parent.parent, user)
         if not self.data.exists():
             # initdb writes into a new directory, renamed once it has finished: a data
             # directory is always a whole cluster, whenever the process was killed.
@@ -528,8 +529,8 @@ def _command_line(pid: int) -> list[str]:
 
 def _let_traverse(path: Path, user: str) -> None:
     """Postgres runs as ``user`` when agentlog runs as root: every directory above its
-    data must let others search it (search only, not list). ``path`` itself is made
-    searchable; a directory that is not gets ``o+x``, which is logged."""
+    data and its programs must let others search it (search only, not list). ``path``
+    and each directory above it that others cannot search get ``o+x``, which is logged."""
     for directory in [path, *path.parents]:
         mode = directory.stat().st_mode
         if not mode & stat.S_IXOTH:
