@@ -31,6 +31,7 @@ from streams.publisher import Publisher
 from streams.settings import Settings
 from tests.e2e.conftest import DATABASE_URL, applied_records, drop_schemas
 from tests.kafka import REPO
+from tests.services import redis_url
 from workers.runner import prepare
 
 pytestmark = pytest.mark.slow
@@ -126,6 +127,7 @@ def test_replays_after_kills_give_identical_tables_and_hashes(
         "AGENTLOG_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "AGENTLOG_TOPIC_PREFIX": settings.topic_prefix,
         "AGENTLOG_DATABASE_URL": DATABASE_URL,
+        "AGENTLOG_REDIS_URL": redis_url(),
         "AGENTLOG_DATABASE_SCHEMA": tag,
         "AGENTLOG_SECRETS_KEY": settings.secrets_key,
         "AGENTLOG_LOG_LEVEL": "WARNING",

@@ -15,6 +15,7 @@ from projections.secrets import new_key
 from tests.e2e.conftest import DATABASE_URL, Platform
 from tests.kafka import REPO, BrokerProcess
 from tests.processes import die_with_parent
+from tests.services import redis_url
 
 SHUTDOWN_S = 3.0
 
@@ -34,6 +35,7 @@ def test_a_role_whose_broker_is_gone_stops_on_sigterm(
             "AGENTLOG_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
             "AGENTLOG_TOPIC_PREFIX": f"{tag}.",
             "AGENTLOG_DATABASE_URL": DATABASE_URL,
+            "AGENTLOG_REDIS_URL": redis_url(),
             "AGENTLOG_DATABASE_SCHEMA": tag,
             "AGENTLOG_SECRETS_KEY": new_key(),
             "AGENTLOG_SHUTDOWN_TIMEOUT_S": str(SHUTDOWN_S),
