@@ -41,7 +41,7 @@ def settings(**overrides: Any) -> Settings:
 
 
 class SessionServices:
-    """The servers one test session (or one benchmark) uses, resolved once."""
+    """The servers one test session uses, resolved once."""
 
     def __init__(self) -> None:
         self.data = Path(tempfile.mkdtemp(prefix="agentlog-services-"))
