@@ -36,9 +36,6 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
-import redis
-
 from .settings import Settings
 
 log = logging.getLogger("agentlog.embedded")
@@ -274,6 +271,8 @@ class EmbeddedPostgres(EmbeddedServer):
         return postgres_answers(url)
 
     def version(self) -> str:
+        import psycopg
+
         with psycopg.connect(self.url, connect_timeout=5) as conn:
             row = conn.execute("SHOW server_version").fetchone()
         return f"PostgreSQL {row[0] if row else '?'}"
@@ -367,6 +366,8 @@ class EmbeddedRedis(EmbeddedServer):
         return redis_answers(url)
 
     def version(self) -> str:
+        import redis
+
         client = redis.Redis.from_url(self.url, socket_timeout=5)
         try:
             return f"Redis {client.info('server')['redis_version']}"
@@ -397,7 +398,13 @@ class EmbeddedRedis(EmbeddedServer):
         ]
 
 
+# psycopg and redis are imported where used: a role with explicit URLs starts without
+# loading a client it does not need.
+
+
 def postgres_answers(url: str, timeout: float = 2.0) -> bool:
+    import psycopg
+
     try:
         with psycopg.connect(url, connect_timeout=max(1, round(timeout))) as conn:
             conn.execute("SELECT 1")
@@ -407,6 +414,8 @@ def postgres_answers(url: str, timeout: float = 2.0) -> bool:
 
 
 def redis_answers(url: str, timeout: float = 1.0) -> bool:
+    import redis
+
     client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
     try:
         return bool(client.ping())
