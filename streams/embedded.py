@@ -60,7 +60,7 @@ def dies_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None]:
     return arrange
 
 
-def free_port() -> int:
+def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -222,7 +222,7 @@ class EmbeddedServer(ABC):
                 extra={"service": self.name, "output": output_text[-500:]},
             )
             time.sleep(0.5)
-            port = port if _port_is_free(port) else free_port()
+            port = port if _port_is_free(port) else _free_port()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the child this process started (a server found running is left alone)."""
@@ -247,7 +247,7 @@ class EmbeddedServer(ABC):
             port = urlsplit(json.loads(self.state_path.read_text())["url"]).port
             if port and _port_is_free(port):
                 return int(port)
-        return free_port()
+        return _free_port()
 
 
 class EmbeddedPostgres(EmbeddedServer):
@@ -495,11 +495,11 @@ def _resolve_one(
         )
     url = server.running()
     if url is None and not start:
+        missing = f"{variable}={value}: no embedded {service.name} runs in {server.home}"
+        if value == "auto":
+            missing += f" and nothing answers at {redacted(getattr(settings, service.local))}"
         raise ServiceUnavailable(
-            f"{variable}={value}: no embedded {service.name} runs in {server.home}"
-            + (f" and nothing answers at {redacted(getattr(settings, service.local))}")
-            * (value == "auto")
-            + ". Start one with `agentlog services up` (or `agentlog up`)"
+            f"{missing}. Start one with `agentlog services up` (or `agentlog up`)"
         )
     owner = url is None
     if url is None:
