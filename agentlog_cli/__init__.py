@@ -107,6 +107,13 @@ def _add_local_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# The long-running processes, by command, as tracing names them (``service.name``).
+_SERVICES = {
+    "up": "agentlog",
+    "gateway": "agentlog-gateway",
+    "projector": "agentlog-projector",
+    "worker": "agentlog-{role}",
+}
 # Commands that start the services they need, or need none.
 _STARTING_SERVICES = ("up", "services", "model-server")
 
@@ -120,6 +127,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     from streams.settings import Settings
 
     settings = Settings()
+    service = _SERVICES.get(args.command)
+    if service is not None:
+        from streams import tracing
+
+        tracing.configure(service.format(role=getattr(args, "role", "")))
     if args.command not in _STARTING_SERVICES:
         from streams.embedded import ServiceUnavailable, resolve
 

@@ -122,7 +122,7 @@ async def _serve_everything(
     # another one (an earlier data directory) are folded again from it.
     await prepare(settings, reset_foreign=reset_foreign)
     stop = stop_event(settings.shutdown_timeout_s)
-    roles = asyncio.create_task(run_roles(settings, list(ROLES), stop))
+    roles = asyncio.create_task(run_roles(settings, list(ROLES), stop, probes=False))
     sock = listen(settings)
     server = EmbeddedServer(server_config(create_app(settings), settings))
     serving = asyncio.create_task(server.serve(sockets=[sock]))

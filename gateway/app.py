@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from schemas.errors import DomainError
+from streams import tracing
 from streams.embedded import resolve
 from streams.heap import freeze_startup_objects
 from streams.settings import Settings
@@ -39,7 +40,9 @@ from .routes import admin, agents, asyncapi, invoices, keys, ops, sessions, tool
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or resolve(Settings(), start=False).settings
+    if settings is None:  # an app factory's call (``uvicorn --factory``): its own process
+        tracing.configure("agentlog-gateway")
+        settings = resolve(Settings(), start=False).settings
     gw = Gateway(settings)
 
     @asynccontextmanager
@@ -79,4 +82,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # requested first (starting a turn is the intake's hot path).
     for router in (turns, sessions, agents, tools, keys, usage, invoices, admin, ops, asyncapi):
         app.include_router(router.router)
+    if tracing.enabled():
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        # A span per request (probes and scrapes aside); a turn's trace starts here.
+        FastAPIInstrumentor.instrument_app(
+            app, excluded_urls="/healthz,/readyz,/metrics", exclude_spans=["receive", "send"]
+        )
     return app

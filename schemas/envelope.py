@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar
 
 from cloudevents.core.bindings import kafka as ce_kafka
 from cloudevents.core.v1.event import CloudEvent
+from opentelemetry import trace
 from pydantic import ValidationError
 
 from .base import Fact, fact_class
@@ -41,6 +42,11 @@ def new_id() -> str:
 
 
 def new_traceparent() -> str:
+    """The context of the span being served (an HTTP request's, when tracing is on), or
+    else of a new trace."""
+    ctx = trace.get_current_span().get_span_context()
+    if ctx.is_valid:
+        return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
     return f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01"
 
 

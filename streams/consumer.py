@@ -17,7 +17,7 @@ import asyncio
 import logging
 import sys
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -35,8 +35,10 @@ from schemas import events
 from schemas.base import Fact
 from schemas.envelope import Envelope, EnvelopeError, from_kafka
 
+from . import tracing
 from .catalog import facts_on, named_union
 from .logs import redact
+from .metrics import CONSUMER_LAG, HANDLER_SECONDS, RECORDS_DEAD_LETTERED, RECORDS_HANDLED
 from .partitions import is_wanted
 from .publisher import RECORD_TOO_LARGE, Publisher
 
@@ -258,6 +260,7 @@ class ConsumerRuntime:
         self._last_commit = time.monotonic()
         self._last_tick = time.monotonic()
         self._maintenance: asyncio.Task[None] | None = None
+        self._lag_series: set[tuple[str, str, str, str]] = set()
 
     def subscribe(self, broker: KafkaBroker) -> PromptBatchSubscriber:
         """Give the handler a subscriber on ``broker``: its topics in its group, batches
@@ -352,6 +355,30 @@ class ConsumerRuntime:
             if time.monotonic() - self._last_tick >= _TICK_S:
                 async with self._busy:
                     await self._tick()
+                await self._measure_lag()
+
+    async def _measure_lag(self) -> None:
+        """Set the lag of each assigned partition: its log end (as last fetched) minus
+        the consumer's position; drop the series of partitions given away."""
+        consumer = None if self._subscriber is None else self._subscriber.consumer
+        if consumer is None:
+            return
+        series: set[tuple[str, str, str, str]] = set()
+        for tp in consumer.assignment():
+            end = consumer.highwater(tp)
+            if end is None:
+                continue  # nothing fetched yet
+            try:
+                async with asyncio.timeout(1):
+                    position = await consumer.position(tp)
+            except (KafkaError, TimeoutError, AssertionError):
+                continue  # unassigned meanwhile, or no position yet
+            labels = (self.handler.name, self.group_id, tp.topic, str(tp.partition))
+            CONSUMER_LAG.labels(*labels).set(max(0, end - position))
+            series.add(labels)
+        for gone in self._lag_series - series:
+            CONSUMER_LAG.remove(*gone)
+        self._lag_series = series
 
     async def _prepare(self, partitions: list[TopicPartition]) -> None:
         """Let the handler prepare for new partitions, retrying while the failure is an
@@ -420,7 +447,7 @@ class ConsumerRuntime:
         if self._stopping.is_set():
             return  # the records are redelivered to whoever owns them next
         for record, reason in polled.unreadable:
-            await self.dead_letter(record, reason)
+            await self.dead_letter(record, reason, kind="unreadable")
         if polled.items and not await self._handle(polled.items, polled.records):
             return  # stopping: the records are redelivered to whoever owns them next
         ends = {(r.topic, r.partition): r.offset + 1 for r in polled.records}
@@ -482,19 +509,20 @@ class ConsumerRuntime:
         """Handle and publish; False if the consumer is stopping before it could. A batch
         that keeps failing is retried item by item, and only the items that fail alone
         go to the dead-letter topic."""
-        failure = await self._attempt(items)
-        if failure is None or failure is False:
-            return failure is None
-        if len(items) == 1:
-            await self._dead_letter_items(items, records, failure)
+        with tracing.processing(items, self.group_id) as items:
+            failure = await self._attempt(items)
+            if failure is None or failure is False:
+                return failure is None
+            if len(items) == 1:
+                await self._dead_letter_items(items, records, failure)
+                return True
+            for item in items:
+                alone = await self._attempt([item])
+                if alone is False:
+                    return False
+                if isinstance(alone, Exception):
+                    await self._dead_letter_items([item], records, alone)
             return True
-        for item in items:
-            alone = await self._attempt([item])
-            if alone is False:
-                return False
-            if isinstance(alone, Exception):
-                await self._dead_letter_items([item], records, alone)
-        return True
 
     async def _attempt(self, items: list[Item]) -> Exception | Literal[False] | None:
         """None when handled and published; False when stopping; the exception when the
@@ -503,6 +531,7 @@ class ConsumerRuntime:
         published again (the handler has moved on; deciding again could differ)."""
         attempt = 0
         outputs: list[Envelope[Any]] | None = None
+        started = time.perf_counter()
         while True:
             if self._stopping.is_set():
                 return False
@@ -536,6 +565,9 @@ class ConsumerRuntime:
             else:
                 for env, _position in items:
                     self.seen.add(env.id)
+                HANDLER_SECONDS.labels(self.handler.name).observe(time.perf_counter() - started)
+                for topic, count in Counter(position.topic for _env, position in items).items():
+                    RECORDS_HANDLED.labels(self.handler.name, topic).inc(count)
                 return None
 
     async def _dead_letter_items(
@@ -557,7 +589,7 @@ class ConsumerRuntime:
         unprocessable = getattr(self.handler, "unprocessable", None)
         outcomes: list[Envelope[Any]] = []
         for env, position in items:
-            await self.dead_letter(by_position[position], reason)
+            await self.dead_letter(by_position[position], reason, kind="handler_failed")
             if unprocessable is not None:
                 outcomes.extend(unprocessable(env, reason))
             else:
@@ -565,7 +597,12 @@ class ConsumerRuntime:
         if outcomes:
             await self.publisher.publish_all(outcomes)
 
-    async def dead_letter(self, record: ConsumerRecord[Any, Any], reason: str) -> None:
+    async def dead_letter(
+        self, record: ConsumerRecord[Any, Any], reason: str, *, kind: str
+    ) -> None:
+        """Write ``record`` to the dead-letter topic with why (``kind``: unreadable or
+        handler_failed, the metric's label; ``reason``: the detail, in its headers)."""
+        RECORDS_DEAD_LETTERED.labels(self.handler.name, record.topic, kind).inc()
         reason = redact(reason)
         log.warning(
             "record sent to the dead-letter topic",

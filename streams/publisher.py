@@ -7,14 +7,17 @@ one aggregate's records stay in one partition, in order.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
 from aiokafka.partitioner import DefaultPartitioner
+from opentelemetry.trace import Span, SpanKind
 
 from schemas.envelope import Envelope, to_kafka
 
+from . import tracing
 from .catalog import Catalog
 
 # Raised when a record is larger than the producer or the topic accepts: retrying the
@@ -60,22 +63,31 @@ class Publisher:
 
     async def publish_all(self, envs: list[Envelope[Any]]) -> list[tuple[str, int, int]]:
         """Write envelopes in order (per key) and wait for every acknowledgement."""
-        futures = []
-        for env in envs:
-            topic = self.catalog.topic_for(type(env.data))
-            key, value, headers = to_kafka(env)
-            futures.append(await self._producer.send(topic, value, key=key, headers=headers))
+        futures = [await self.enqueue(env) for env in envs]
         metas = await asyncio.gather(*futures)
         return [(m.topic, m.partition, m.offset) for m in metas]
 
     async def enqueue(self, env: Envelope[Any]) -> asyncio.Future[Any]:
         """Hand an envelope to the producer without waiting for its acknowledgement;
-        await the returned future (or flush) before relying on it being written."""
+        await the returned future (or flush) before relying on it being written. With
+        tracing on, the record carries the context of a ``send`` span, ended when the
+        record is acknowledged."""
         topic = self.catalog.topic_for(type(env.data))
+        span = None
+        if tracing.enabled():
+            span = tracing.start(
+                f"send {topic}",
+                env.traceparent,
+                kind=SpanKind.PRODUCER,
+                attributes=tracing.messaging("send", topic, env.id),
+            )
+            env = replace(env, traceparent=tracing.traceparent_of(span))
         key, value, headers = to_kafka(env)
         sent: asyncio.Future[Any] = await self._producer.send(
             topic, value, key=key, headers=headers
         )
+        if span is not None:
+            sent.add_done_callback(lambda done: _sent(span, done))
         return sent
 
     async def partition_of(self, topic: str, key: bytes) -> int:
@@ -87,3 +99,15 @@ class Publisher:
         self, topic: str, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]]
     ) -> None:
         await (await self._producer.send(topic, value, key=key, headers=headers))
+
+
+def _sent(span: Span, done: asyncio.Future[Any]) -> None:
+    """End a ``send`` span with where its record was written, or why it was not."""
+    if done.cancelled():
+        tracing.failed(span, "cancelled")
+    elif (exc := done.exception()) is not None:
+        tracing.failed(span, type(exc).__name__)
+    else:
+        span.set_attribute("messaging.destination.partition.id", str(done.result().partition))
+        span.set_attribute("messaging.kafka.offset", done.result().offset)
+    span.end()

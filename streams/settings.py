@@ -48,6 +48,15 @@ class Settings(BaseSettings):
     qdrant_url: str = ":memory:"
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(default=8080, ge=0, description="0: any free port")
+    metrics_host: str = Field(
+        default="127.0.0.1", description="where a worker role serves /metrics and its probes"
+    )
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        description="a worker role's /metrics, /healthz and /readyz (`agentlog up`"
+        " serves them on the gateway's port); 0: any free port, printed at start",
+    )
     max_message_bytes: int = 64 * 1024
     max_body_bytes: int = Field(
         default=1024 * 1024, ge=1024, description="largest request body the gateway reads"

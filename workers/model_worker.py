@@ -10,21 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
+
+from opentelemetry.trace import SpanKind
 
 from schemas import events
 from schemas.base import Fact
 from schemas.envelope import Envelope
 from schemas.errors import ErrorCode
+from streams import tracing
 from streams.catalog import Catalog
 from streams.logs import redact
 from streams.publisher import Publisher
 from streams.settings import Settings
 
 from .effect_worker import EffectWorker
-from .providers.base import ModelRequest, ProviderError, ToolSpec
+from .metrics import MODEL_CALL_ERRORS, MODEL_CALL_SECONDS, MODEL_TOKENS
+from .providers.base import ModelProvider, ModelRequest, ProviderError, ToolSpec
 from .providers.registry import ModelUnknownError, Providers
-from .providers.retry import RetryPolicy, complete_with_retries
+from .providers.retry import Outcome, RetryPolicy, complete_with_retries
 
 log = logging.getLogger(__name__)
 
@@ -91,22 +97,21 @@ class ModelWorker(EffectWorker):
                 for t in req.tools
             ],
         )
-        try:
-            outcome = await complete_with_retries(provider, request, on_delta, self.policy)
-        except ProviderError as exc:
-            used = exc.usage or events.UsageValue()
+        called = await self._call(env, provider, request, on_delta)
+        if isinstance(called, ProviderError):
+            used = called.usage or events.UsageValue()
             result = events.ModelCallFailed(
-                **common, code=exc.code, detail=redact(str(exc)), usage=used
+                **common, code=called.code, detail=redact(str(called)), usage=used
             )
         else:
-            response = outcome.response
-            used = outcome.usage
+            response = called.response
+            used = called.usage
             result = events.ModelCallCompleted(
                 **common,
                 text=response.text,
                 tool_calls=response.tool_calls,
                 usage=used,
-                attempts=outcome.attempts,
+                attempts=called.attempts,
             )
             message = events.OutputMessage(
                 **ids, call_id=req.call_id, text=response.text, final=not response.tool_calls
@@ -123,6 +128,43 @@ class ModelWorker(EffectWorker):
                 "output_tokens": used.output_tokens,
             },
         )
+
+    async def _call(
+        self,
+        env: Envelope[Any],
+        provider: ModelProvider,
+        request: ModelRequest,
+        on_delta: Callable[[int, str], Awaitable[None]],
+    ) -> Outcome | ProviderError:
+        """The model call, retries included: a GenAI ``chat`` span, and its metrics."""
+        labels = (provider.name, request.model)
+        with tracing.span(
+            f"chat {request.model}",
+            env.traceparent,
+            kind=SpanKind.CLIENT,
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": provider.name,
+                "gen_ai.request.model": request.model,
+                "gen_ai.conversation.id": env.data.session_id,
+            },
+        ) as span:
+            started = time.perf_counter()
+            called: Outcome | ProviderError
+            try:
+                called = await complete_with_retries(provider, request, on_delta, self.policy)
+                used = called.usage
+            except ProviderError as exc:
+                called, used = exc, exc.usage or events.UsageValue()
+                tracing.failed(span, exc.code)
+                MODEL_CALL_ERRORS.labels(*labels, exc.code).inc()
+            MODEL_CALL_SECONDS.labels(*labels).observe(time.perf_counter() - started)
+            MODEL_TOKENS.labels(*labels, "input").inc(used.input_tokens)
+            MODEL_TOKENS.labels(*labels, "output").inc(used.output_tokens)
+            if span is not None:
+                span.set_attribute("gen_ai.usage.input_tokens", used.input_tokens)
+                span.set_attribute("gen_ai.usage.output_tokens", used.output_tokens)
+        return called
 
     async def close(self) -> None:
         await self.providers.close()

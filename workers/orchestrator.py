@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+from dataclasses import replace
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -20,11 +21,13 @@ from projections.waiter import Waiter
 from schemas import events
 from schemas.base import Fact
 from schemas.envelope import Envelope
+from streams import tracing
 from streams.catalog import Catalog
 from streams.consumer import Item, Position, SeenIds
 from streams.partitions import LogReader
 
 from . import lazy_role_app
+from .metrics import TURNS
 from .turn_decisions import TurnState, decide
 
 log = logging.getLogger(__name__)
@@ -64,6 +67,7 @@ class Orchestrator:
         # Per open turn, the event that last moved it on: the deadline runs from its time.
         self._progress: dict[str, Envelope[Any]] = {}
         self._deadline_sent: dict[str, str] = {}  # turn id -> the progress it was sent for
+        self._accepted: dict[str, Envelope[Any]] = {}  # open turns' TurnAccepted, if traced
         # Per partition: the log end at assignment and the event ids found up to it.
         self._published: dict[int, tuple[int, set[str]]] = {}
         self._seen = SeenIds()
@@ -78,7 +82,7 @@ class Orchestrator:
         # Every rebalance hands out the whole assignment again: what was kept of turns
         # is dropped (another member may have moved them on meanwhile) and rebuilt.
         self.turns, self._seen, self._published = {}, SeenIds(), {}
-        self._progress, self._deadline_sent = {}, {}
+        self._progress, self._deadline_sent, self._accepted = {}, {}, {}
         for tp in partitions:
             committed = await self._log.committed(tp)
             if committed > 0:
@@ -87,7 +91,7 @@ class Orchestrator:
             if start is not None:
                 open_turns, seen = dict(self.turns), set[str]()
                 for env in await self._log.envelopes(tp, start, committed, self.types):
-                    self._apply(env, open_turns, seen)  # outputs are in the log: state only
+                    self._apply(env, open_turns, seen, live=False)  # outputs are in the log
                 self._commit(open_turns, seen)
                 log.info(
                     "orchestrator state rebuilt",
@@ -117,19 +121,29 @@ class Orchestrator:
         return env.id in ids
 
     def _apply(
-        self, env: Envelope[Any], turns: dict[str, TurnState], seen: set[str]
+        self, env: Envelope[Any], turns: dict[str, TurnState], seen: set[str], *, live: bool
     ) -> list[tuple[str, Fact]]:
         """Decide on one event against ``turns`` (changed in place); ``seen`` collects
-        the ids of the events decided on."""
+        the ids of the events decided on. A turn that ends ``live`` (not in a rebuild) is
+        counted, and its ``invoke_agent`` span ended."""
         if env.id in self._seen or env.id in seen:
             return []
         seen.add(env.id)
         turn_id = getattr(env.data, "turn_id", None)
         if turn_id is None:
             return []
-        state, facts = decide(turns.get(turn_id), env.data, env.id)
+        if isinstance(env.data, events.TurnAccepted) and tracing.enabled():
+            self._accepted[turn_id] = env
+        before = turns.get(turn_id)
+        state, facts = decide(before, env.data, env.id)
         if state is None or state.done:
             turns.pop(turn_id, None)
+            outcome = _outcome(env.data if before is not None else None, facts)
+            accepted = self._accepted.pop(turn_id, None)
+            if live and outcome is not None:
+                TURNS.labels(outcome).inc()
+                if accepted is not None:
+                    _end_turn_span(accepted, outcome, facts)
         else:
             turns[turn_id] = state
             if state.progress == env.id:
@@ -172,8 +186,13 @@ class Orchestrator:
         turns, seen = dict(self.turns), set[str]()
         outputs: list[Envelope[Any]] = []
         for env, position in items:
-            for step, fact in self._apply(env, turns, seen):
+            for step, fact in self._apply(env, turns, seen, live=True):
                 output = env.follow(fact, step=step, source=SOURCE)
+                if tracing.enabled():  # a turn's records are its invoke_agent span's
+                    parent = tracing.with_span_id(
+                        output.traceparent, turn_span_id(env.data.turn_id)
+                    )
+                    output = replace(output, traceparent=parent)
                 if not self._already_published(output, position):
                     outputs.append(output)
         self._commit(turns, seen)
@@ -184,6 +203,52 @@ class Orchestrator:
             await self.waiter.close()
             await self._log.stop()
         await self.db.close()
+
+
+def _outcome(event: Fact | None, decided: list[tuple[str, Fact]]) -> str | None:
+    """How a turn ended, if ``event`` (on an open turn) and what was decided on it ended
+    it: completed, failed or cancelled."""
+    for _step, fact in decided:
+        if isinstance(fact, events.TurnCompleted):
+            return "completed"
+        if isinstance(fact, events.TurnFailed):
+            return "failed"
+    return "cancelled" if isinstance(event, events.TurnCancelled) else None
+
+
+def turn_span_id(turn_id: str) -> int:
+    """The id of a turn's ``invoke_agent`` span: its children (the orchestrator's
+    records of the turn) are made before it, in other processes."""
+    return tracing.span_id_for(f"turn/{turn_id}")
+
+
+def _end_turn_span(accepted: Envelope[Any], outcome: str, decided: list[tuple[str, Fact]]) -> None:
+    """The turn's ``invoke_agent`` span, from its acceptance to now, as a child of the
+    span that processed ``TurnAccepted``."""
+    data: events.TurnAccepted = accepted.data
+    span = tracing.start(
+        f"invoke_agent {data.config.name}",
+        accepted.traceparent,
+        attributes={
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.agent.id": data.agent_id,
+            "gen_ai.agent.name": data.config.name,
+            "gen_ai.agent.version": str(data.agent_version),
+            "gen_ai.conversation.id": data.session_id,
+            "gen_ai.request.model": data.config.model,
+            "agentlog.turn.id": data.turn_id,
+            "agentlog.turn.outcome": outcome,
+        },
+        start_time=int(accepted.time.timestamp() * 1e9),
+        span_id=turn_span_id(data.turn_id),
+    )
+    for _step, fact in decided:
+        if isinstance(fact, events.TurnCompleted):
+            span.set_attribute("gen_ai.usage.input_tokens", fact.usage.input_tokens)
+            span.set_attribute("gen_ai.usage.output_tokens", fact.usage.output_tokens)
+        if isinstance(fact, events.TurnFailed):
+            tracing.failed(span, fact.code)
+    span.end()
 
 
 __getattr__ = lazy_role_app("orchestrator")

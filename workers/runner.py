@@ -19,10 +19,12 @@ from projections.ops import BILLING
 from projections.projector import Projector
 from projections.secrets import SecretStore
 from projections.store import ProjectionStore
+from streams import tracing
 from streams.catalog import Catalog, cluster_id, ensure_topics
 from streams.consumer import ConsumerRuntime, Handler, first_of, kafka_broker
 from streams.embedded import resolve
 from streams.heap import freeze_startup_objects
+from streams.metrics import ProbeServer
 from streams.publisher import Publisher
 from streams.settings import Settings
 
@@ -105,12 +107,17 @@ def _database(settings: Settings, schema: str | None = None) -> Database:
 def role_app(role: str) -> FastStream:
     """One role as a FastStream application, with settings from the environment:
     ``faststream run workers.<role>:app`` runs what ``agentlog worker <role>`` runs."""
+    tracing.configure(f"agentlog-{role}")
     return RoleSet(resolve(Settings(), start=False).settings, [role]).app()
 
 
-async def run_roles(settings: Settings, roles: list[str], stop: asyncio.Event) -> None:
-    """Run the given roles until ``stop`` is set; a role that fails stops them all."""
-    app = RoleSet(settings, roles)
+async def run_roles(
+    settings: Settings, roles: list[str], stop: asyncio.Event, *, probes: bool = True
+) -> None:
+    """Run the given roles until ``stop`` is set; a role that fails stops them all.
+    ``probes``: serve ``/metrics``, ``/healthz`` and ``/readyz`` on the metrics port
+    (``agentlog up`` does not: its gateway serves them)."""
+    app = RoleSet(settings, roles, probes=probes)
     await app.start()
     log.info("roles running", extra={"roles": roles})
     try:
@@ -124,7 +131,12 @@ class RoleSet:
     """Roles as subscribers of one FastStream broker, with the publisher their handlers'
     outputs go through. ``app()`` is the same as a FastStream application."""
 
-    def __init__(self, settings: Settings, roles: list[str]) -> None:
+    def __init__(self, settings: Settings, roles: list[str], *, probes: bool = True) -> None:
+        self.probes = (
+            ProbeServer(settings.metrics_host, settings.metrics_port, self.ready)
+            if probes
+            else None
+        )
         self.publisher = Publisher(
             settings.kafka_bootstrap_servers, Catalog.from_settings(settings)
         )
@@ -151,7 +163,17 @@ class RoleSet:
     async def _started(self) -> None:
         for runtime in self.runtimes:
             await runtime.started()
+        if self.probes is not None:
+            await self.probes.start()
+            print(f"metrics {self.probes.url}/metrics", flush=True)
         freeze_startup_objects()
+
+    async def ready(self) -> None:
+        """Raise unless every role runs and Kafka answers."""
+        for runtime in self.runtimes:
+            if runtime.failed.is_set():
+                raise RuntimeError(f"{runtime.handler.name} has stopped")
+        await self.publisher.ping()
 
     async def stop(self) -> None:
         await self._stopping()
@@ -165,6 +187,8 @@ class RoleSet:
             await runtime.stopping()
 
     async def _stopped(self) -> None:
+        if self.probes is not None:
+            await self.probes.stop()
         for handler in self.handlers:
             close: Callable[[], Awaitable[Any]] | None = getattr(handler, "close", None)
             if close is not None:

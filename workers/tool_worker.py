@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
@@ -12,10 +13,12 @@ from schemas.base import Fact
 from schemas.envelope import Envelope
 from schemas.errors import ErrorCode
 from schemas.headers import header_problem
+from streams import tracing
 from streams.catalog import Catalog
 from streams.logs import redact
 
 from .effect_worker import EffectWorker
+from .metrics import TOOL_CALL_ERRORS, TOOL_CALL_SECONDS
 from .tool_network import ToolAddressRefusedError, ToolNetworkPolicy
 
 
@@ -61,14 +64,29 @@ class ToolWorker(EffectWorker):
         }
         unsendable = [p for p in (header_problem(k, v) for k, v in headers.items()) if p]
         result: Fact
-        if unsendable:
-            result = events.ToolCallFailed(
-                **common,
-                code=ErrorCode.TOOL_HEADERS_INVALID,
-                detail=f"{unsendable[0]}; register the tool again",
-            )
-        else:
-            result = await self._call(req, headers, common)
+        with tracing.span(
+            f"execute_tool {req.tool}",
+            env.traceparent,
+            attributes={
+                "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": req.tool,
+                "gen_ai.tool.call.id": req.tool_call_id,
+                "gen_ai.tool.type": "function",
+            },
+        ) as span:
+            started = time.perf_counter()
+            if unsendable:
+                result = events.ToolCallFailed(
+                    **common,
+                    code=ErrorCode.TOOL_HEADERS_INVALID,
+                    detail=f"{unsendable[0]}; register the tool again",
+                )
+            else:
+                result = await self._call(req, headers, common)
+            TOOL_CALL_SECONDS.observe(time.perf_counter() - started)
+            if isinstance(result, events.ToolCallFailed):
+                TOOL_CALL_ERRORS.labels(result.code).inc()
+                tracing.failed(span, result.code)
         return self.recorded(env, result, req.tool_call_id, req.tool, {"calls": 1})
 
     async def _call(

@@ -155,8 +155,18 @@ def launch_up(
 
 @pytest.fixture
 def platform(bootstrap: str, tmp_path: Path, model_server: ModelServer) -> Iterator[Platform]:
+    with running_platform(bootstrap, tmp_path, model_server) as platform:
+        yield platform
+
+
+@contextlib.contextmanager
+def running_platform(
+    bootstrap: str, tmp_path: Path, model_server: ModelServer, **extra_env: str
+) -> Iterator[Platform]:
+    """``agentlog up`` on its own topics and schema, with ``extra_env`` in its
+    environment; stopped, and its schemas dropped, when the block ends."""
     tag = f"e2e_{uuid.uuid4().hex[:10]}"
-    env = platform_env(bootstrap, tag, model_server)
+    env = {**platform_env(bootstrap, tag, model_server), **extra_env}
     log_path = tmp_path / "platform.log"
     proc, printed = launch_up(env, log_path, "--no-broker")
     url, key = printed["gateway"].split()[0], printed["api key"]

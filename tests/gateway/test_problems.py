@@ -39,7 +39,7 @@ def bare_codes(path: Path) -> list[str]:
         if isinstance(node, ast.Constant)
         and isinstance(node.value, str)
         and CODE_LIKE.match(node.value)
-        and not node.value.startswith("AGENTLOG_")
+        and not node.value.startswith(("AGENTLOG_", "OTEL_"))  # environment variables
     ]
 
 
