@@ -1,4 +1,5 @@
-"""docker-compose.yml against the code: its services, their commands, their AGENTLOG_* names.
+"""docker-compose.yml against the code: its services, their commands, their environment,
+and what its Prometheus scrapes.
 
 Runs ``docker-compose config`` (the Debian package ``docker-compose``); no Docker engine is
 needed. Without the binary the tests that need it fail, unless AGENTLOG_TEST_SKIP_COMPOSE=1.
@@ -17,23 +18,17 @@ from typing import Any
 
 import pytest
 
-from streams.settings import Settings
-from workers.runner import ROLES
+from .environment import OTEL_VARIABLES, SETTINGS_VARIABLES, unknown_variables
+from .roles import GATEWAY, MIGRATE, ROLE_COMMANDS
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
+PROMETHEUS_CONFIG = ROOT / "infra" / "prometheus" / "prometheus.yml"
 
 INFRA_SERVICES = {"kafka", "postgres", "redis", "qdrant"}
+MONITORING_SERVICES = {"prometheus", "grafana", "jaeger"}
 HEALTH_CHECKED = {"kafka", "postgres", "redis"}
-# One process per role, exactly as the CLI spells them: every role the runner knows,
-# so a role added to the code and not to the compose file fails here.
-ROLE_COMMANDS = {("agentlog", "migrate"), ("agentlog", "gateway")} | {
-    ("agentlog", "projector") if role == "projector" else ("agentlog", "worker", role)
-    for role in ROLES
-}
-SETTINGS_VARIABLES = {f"AGENTLOG_{name.upper()}" for name in Settings.model_fields}
-
 _YAML_TO_JSON = "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)"
 
 
@@ -120,11 +115,20 @@ def _command(service: dict[str, Any]) -> tuple[str, ...]:
     return tuple(shlex.split(command) if isinstance(command, str) else command)
 
 
+def _by_command(config: dict[str, Any]) -> dict[tuple[str, ...], str]:
+    """The agentlog services by the command they run, ``agentlog`` included."""
+    services = _agentlog_services(config)
+    return {("agentlog", *_command(svc)): name for name, svc in services.items()}
+
+
 def test_compose_config_lists_the_services(compose_config: dict[str, Any]) -> None:
     services = _services(compose_config)
     missing = INFRA_SERVICES - services.keys()
     assert not missing, f"infrastructure services missing: {sorted(missing)}"
-    assert services["kafka"]["image"].startswith("apache/kafka")
+    assert re.fullmatch(r"apache/kafka:4\.\d+\.\d+", services["kafka"]["image"])
+    kafka_env = _environment(services["kafka"])
+    assert kafka_env.get("KAFKA_PROCESS_ROLES") == "broker,controller", "KRaft, one node"
+    assert not any("ZOOKEEPER" in key for key in kafka_env), "Kafka 4 has no ZooKeeper mode"
     assert services["postgres"]["image"] == "postgres:16"
     assert services["redis"]["image"] == "redis:7"
     assert services["qdrant"]["image"].startswith("qdrant/qdrant")
@@ -133,11 +137,19 @@ def test_compose_config_lists_the_services(compose_config: dict[str, Any]) -> No
 
 
 def test_every_agentlog_variable_is_a_settings_field() -> None:
-    """Any AGENTLOG_* name in the file, anchors and ${...} included: a typo fails here."""
-    names = set(re.findall(r"\bAGENTLOG_\w+", COMPOSE_FILE.read_text()))
+    """Any AGENTLOG_* or OTEL_* name in the file, anchors and ${...} included: a typo fails
+    here."""
+    text = COMPOSE_FILE.read_text()
+    names = set(re.findall(r"\bAGENTLOG_\w+", text))
     assert names, "docker-compose.yml sets no AGENTLOG_* variable"
     unknown = names - SETTINGS_VARIABLES
     assert not unknown, f"not fields of streams.settings.Settings: {sorted(unknown)}"
+    otel = set(re.findall(r"\bOTEL_\w+", text))
+    assert otel <= OTEL_VARIABLES, (
+        f"not OpenTelemetry SDK variables: {sorted(otel - OTEL_VARIABLES)}"
+    )
+    # Exporting traces is opt-in, from the shell; each role names its own service.
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT: ${OTEL_EXPORTER_OTLP_ENDPOINT:-}" in text
 
 
 def test_agentlog_services_get_settings_variables_only(compose_config: dict[str, Any]) -> None:
@@ -145,9 +157,8 @@ def test_agentlog_services_get_settings_variables_only(compose_config: dict[str,
         name: _environment(svc) for name, svc in _agentlog_services(compose_config).items()
     }
     for name, env in environments.items():
-        ours = {key for key in env if key.upper().startswith("AGENTLOG_")}
-        unknown = ours - SETTINGS_VARIABLES
-        assert not unknown, f"{name}: not fields of streams.settings.Settings: {sorted(unknown)}"
+        unknown = unknown_variables(env)
+        assert not unknown, f"{name}: neither Settings fields nor OpenTelemetry's: {unknown}"
         assert env.get("AGENTLOG_KAFKA_BOOTSTRAP_SERVERS") == "kafka:9092", name
         # Deployed roles name their servers: never auto or embedded (local mode's).
         assert (env.get("AGENTLOG_DATABASE_URL") or "").startswith("postgresql://"), name
@@ -172,8 +183,8 @@ def test_one_agentlog_service_per_role_command(compose_config: dict[str, Any]) -
 
 def test_roles_start_after_migrate_and_healthy_services(compose_config: dict[str, Any]) -> None:
     services = _agentlog_services(compose_config)
-    by_command = {("agentlog", *_command(svc)): name for name, svc in services.items()}
-    migrate = by_command[("agentlog", "migrate")]
+    by_command = _by_command(compose_config)
+    migrate = by_command[MIGRATE]
     for name, svc in services.items():
         depends_on = svc.get("depends_on", {})
         conditions = {dep: spec["condition"] for dep, spec in depends_on.items()}
@@ -181,6 +192,64 @@ def test_roles_start_after_migrate_and_healthy_services(compose_config: dict[str
             assert conditions.get(dep) == "service_healthy", f"{name} must wait for {dep}"
         if name != migrate:
             assert conditions.get(migrate) == "service_completed_successfully", name
-    gateway = services[by_command[("agentlog", "gateway")]]
+    gateway = services[by_command[GATEWAY]]
     published = {(str(p["published"]), str(p["target"])) for p in gateway.get("ports", [])}
     assert ("8080", "8080") in published, "the gateway must be published on 8080"
+
+
+def test_roles_are_health_checked_on_their_own_port(compose_config: dict[str, Any]) -> None:
+    """The gateway on its port, every worker role on the metrics port, migrate not at all."""
+    services = _agentlog_services(compose_config)
+    by_command = _by_command(compose_config)
+    for command, name in by_command.items():
+        env = _environment(services[name])
+        check = " ".join(services[name].get("healthcheck", {}).get("test", []))
+        if command == MIGRATE:
+            assert check in ("", "NONE"), "migrate exits; it has no health to check"
+            continue
+        port = env["AGENTLOG_GATEWAY_PORT" if command == GATEWAY else "AGENTLOG_METRICS_PORT"]
+        assert f"127.0.0.1:{port}/readyz" in check, f"{name} is not checked on :{port}/readyz"
+        if command != GATEWAY:
+            assert env.get("AGENTLOG_METRICS_HOST") == "0.0.0.0", f"{name}: unreachable metrics"
+
+
+def test_prometheus_scrapes_every_role(compose_config: dict[str, Any]) -> None:
+    """Every long-running agentlog service, on the port its /metrics is served on."""
+    services = _agentlog_services(compose_config)
+    expected = set()
+    for command, name in _by_command(compose_config).items():
+        if command == MIGRATE:
+            continue
+        env = _environment(services[name])
+        port = env["AGENTLOG_GATEWAY_PORT" if command == GATEWAY else "AGENTLOG_METRICS_PORT"]
+        expected.add((name, int(port or 0)))
+    import yaml  # imported here: the other tests read docker-compose's output without it
+
+    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    (job,) = [job for job in config["scrape_configs"] if job["job_name"] == "agentlog"]
+    scraped = {(name, sd["port"]) for sd in job.get("dns_sd_configs", []) for name in sd["names"]}
+    assert scraped == expected
+    assert config["rule_files"] == ["alerts.yml"]
+
+
+def test_monitoring_services(compose_config: dict[str, Any]) -> None:
+    """Prometheus, Grafana and Jaeger: pinned images, only with the monitoring profile."""
+    services = _services(compose_config)
+    for name in MONITORING_SERVICES:
+        service = services[name]
+        assert service.get("profiles") == ["monitoring"], name
+        assert re.search(r":v?\d+\.\d+\.\d+$", service["image"]), f"{name}: pin the image"
+
+    def mounts(name: str) -> dict[str, str]:
+        """Container path -> host path, for the bind mounts of a service."""
+        volumes = services[name].get("volumes", [])
+        if volumes and isinstance(volumes[0], dict):  # the long syntax (docker compose v2)
+            return {v["target"]: v["source"] for v in volumes if v["type"] == "bind"}
+        return {v.split(":")[1]: v.split(":")[0] for v in volumes if v.startswith("/")}
+
+    assert mounts("prometheus")["/etc/prometheus"] == str(PROMETHEUS_CONFIG.parent)
+    grafana = ROOT / "infra" / "grafana"
+    assert mounts("grafana")["/etc/grafana/provisioning"] == str(grafana / "provisioning")
+    assert mounts("grafana")["/etc/grafana/dashboards"] == str(grafana / "dashboards")
+    jaeger_ports = {str(p["target"]) for p in services["jaeger"].get("ports", [])}
+    assert {"4318", "16686"} <= jaeger_ports, "OTLP over HTTP and the UI"
