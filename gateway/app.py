@@ -36,7 +36,19 @@ from .problems import (
     on_unexpected,
     on_validation,
 )
-from .routes import admin, agents, asyncapi, invoices, keys, ops, sessions, tools, turns, usage
+from .routes import (
+    admin,
+    agents,
+    asyncapi,
+    dashboard,
+    invoices,
+    keys,
+    ops,
+    sessions,
+    tools,
+    turns,
+    usage,
+)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -82,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # requested first (starting a turn is the intake's hot path).
     for router in (turns, sessions, agents, tools, keys, usage, invoices, admin, ops, asyncapi):
         app.include_router(router.router)
+    dashboard.mount(app)
     if tracing.enabled():
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 

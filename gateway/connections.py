@@ -25,6 +25,7 @@ from workers.tool_network import ToolNetworkPolicy
 
 from .auth import ApiKeys
 from .idempotency import IdempotencyKeys
+from .pipeline import Pipeline
 from .problems import ProblemError
 from .replays import Replays
 from .streaming import Streams
@@ -53,6 +54,15 @@ class Gateway:
             timeout=settings.database_pool_timeout_s,
         )
         self.billing_waiter = Waiter(self.billing_db, projection=BILLING)
+        # The dashboard's reads (every tenant's, ``ALL_TENANTS``): pools of their own,
+        # so an operator's queries never hold a connection the API needs.
+        self.operator_db = Database(
+            settings.database_url, settings.database_schema, tenant_scoped=True, pool_size=2
+        )
+        self.operator_billing_db = Database(
+            settings.database_url, settings.billing_schema, tenant_scoped=True, pool_size=2
+        )
+        self.pipeline = Pipeline(settings.kafka_bootstrap_servers, self.catalog)
         self.keys = ApiKeys(self.db, self.billing_db)
         self.idempotency = IdempotencyKeys(settings.redis_url)
         self.replays = Replays(settings, self.idempotency.redis)
@@ -79,6 +89,9 @@ class Gateway:
         await self.streams.close()
         await self.db.close()
         await self.billing_db.close()
+        await self.operator_db.close()
+        await self.operator_billing_db.close()
+        await self.pipeline.close()
         await self.secrets.close()
 
     async def session(self, tenant_id: str, session_id: str) -> SessionRow | None:

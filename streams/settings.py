@@ -106,6 +106,11 @@ class Settings(BaseSettings):
     )
     consumer_session_timeout_ms: int = 10_000
     log_level: str = "INFO"
+    trace_url: str = Field(
+        default="",
+        description="a trace's page, `{trace_id}` replaced (Jaeger:"
+        " http://localhost:16686/trace/{trace_id}); the dashboard links turns to it",
+    )
 
     @property
     def billing_schema(self) -> str:
