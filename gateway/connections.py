@@ -24,6 +24,7 @@ from streams.settings import Settings
 from workers.tool_network import ToolNetworkPolicy
 
 from .auth import ApiKeys
+from .dead_letters import DeadLetters
 from .idempotency import IdempotencyKeys
 from .pipeline import Pipeline
 from .problems import ProblemError
@@ -63,6 +64,7 @@ class Gateway:
             settings.database_url, settings.billing_schema, tenant_scoped=True, pool_size=2
         )
         self.pipeline = Pipeline(settings.kafka_bootstrap_servers, self.catalog)
+        self.dead_letters = DeadLetters(settings.kafka_bootstrap_servers, self.catalog)
         self.keys = ApiKeys(self.db, self.billing_db)
         self.idempotency = IdempotencyKeys(settings.redis_url)
         self.replays = Replays(settings, self.idempotency.redis)
@@ -92,6 +94,7 @@ class Gateway:
         await self.operator_db.close()
         await self.operator_billing_db.close()
         await self.pipeline.close()
+        await self.dead_letters.close()
         await self.secrets.close()
 
     async def session(self, tenant_id: str, session_id: str) -> SessionRow | None:

@@ -4,6 +4,16 @@ The read model modules register their folds with ``ops.folds`` when imported; im
 them here means that any use of the package projects every read model.
 """
 
-from . import agents, invoices, outcomes, plans, sessions, tenants, turns, usage
+from . import agents, dead_letters, invoices, outcomes, plans, sessions, tenants, turns, usage
 
-__all__ = ["agents", "invoices", "outcomes", "plans", "sessions", "tenants", "turns", "usage"]
+__all__ = [
+    "agents",
+    "dead_letters",
+    "invoices",
+    "outcomes",
+    "plans",
+    "sessions",
+    "tenants",
+    "turns",
+    "usage",
+]

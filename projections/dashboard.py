@@ -241,3 +241,21 @@ async def trace_of(billing: Reader, turn_id: str) -> str | None:
         turn_id,
     )
     return None if found is None else str(found)
+
+
+async def command_outcomes(db: Reader, command_ids: list[str]) -> dict[str, str]:
+    """What became of the given commands (``agent_created``, ``rejected``, …), by id."""
+    if not command_ids:
+        return {}
+    rows = await db.rows(
+        OutcomeRow,
+        ALL_TENANTS,
+        "SELECT command_id, outcome FROM {s}.command_outcomes WHERE command_id = ANY(%s)",
+        command_ids,
+    )
+    return {r.command_id: r.outcome for r in rows}
+
+
+class OutcomeRow(Row):
+    command_id: str
+    outcome: str

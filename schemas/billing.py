@@ -185,6 +185,34 @@ class OperatorCreated(Fact):
     key_hash: str
 
 
+class DeadLetterRedriveRequested(Fact):
+    """``agentlog.dead_letter.redrive_requested.v1``: an operator asked for a record of
+    the dead-letter topic to be written again to the topic it came from (the audit of a
+    re-drive). ``dead_letter`` is its place there, ``<partition>:<offset>``."""
+
+    subsystem = "dead_letter"
+    name = "redrive_requested"
+    subject_field = "dead_letter"
+    dead_letter: str
+    operator_id: str
+    topic: str = Field(description="the topic it is written back to")
+
+
+class DeadLetterRedriven(Fact):
+    """``agentlog.dead_letter.redriven.v1``: a dead letter written again to the topic it
+    came from, with its headers but the dead-letter ones, at ``partition`` and
+    ``offset``: its consumers read it as a new record."""
+
+    subsystem = "dead_letter"
+    name = "redriven"
+    subject_field = "dead_letter"
+    dead_letter: str
+    operator_id: str
+    topic: str
+    partition: int
+    offset: int
+
+
 class PricePlanPublished(Fact):
     """``agentlog.price_plan.published.v1``: a version of a price plan; versions never
     change once published."""

@@ -57,6 +57,9 @@ class ErrorCode(StrEnum):
     INVOICE_NOT_FOUND = "INVOICE_NOT_FOUND"
     REPLAY_NOT_FOUND = "REPLAY_NOT_FOUND"
     REPLAY_RUNNING = "REPLAY_RUNNING"
+    DEAD_LETTER_NOT_FOUND = "DEAD_LETTER_NOT_FOUND"
+    DEAD_LETTER_REDRIVEN = "DEAD_LETTER_REDRIVEN"
+    DASHBOARD_HEADER_REQUIRED = "DASHBOARD_HEADER_REQUIRED"
     # Recorded on turns and tool calls by the workers.
     TOOL_NOT_ALLOWED = "TOOL_NOT_ALLOWED"
     TOOL_SCHEMA_INVALID = "TOOL_SCHEMA_INVALID"
@@ -128,6 +131,11 @@ ERRORS: dict[ErrorCode, ErrorSpec] = {
     ErrorCode.INVOICE_NOT_FOUND: ErrorSpec(404, "No such invoice"),
     ErrorCode.REPLAY_NOT_FOUND: ErrorSpec(404, "No such replay"),
     ErrorCode.REPLAY_RUNNING: ErrorSpec(409, "A replay is running already"),
+    ErrorCode.DEAD_LETTER_NOT_FOUND: ErrorSpec(404, "No such record on the dead-letter topic"),
+    ErrorCode.DEAD_LETTER_REDRIVEN: ErrorSpec(409, "The dead letter was re-driven already"),
+    ErrorCode.DASHBOARD_HEADER_REQUIRED: ErrorSpec(
+        403, "A change made with the dashboard's cookie needs X-Agentlog-Dashboard: 1"
+    ),
     ErrorCode.INVALID_CURSOR: ErrorSpec(400, "The pagination cursor is not valid"),
     ErrorCode.IDEMPOTENCY_KEY_REUSED: ErrorSpec(
         422, "The Idempotency-Key was used for another request"

@@ -97,8 +97,9 @@ class Publisher:
 
     async def send_raw(
         self, topic: str, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]]
-    ) -> None:
-        await (await self._producer.send(topic, value, key=key, headers=headers))
+    ) -> Any:
+        """Write a record as it is (a dead letter); its metadata once acknowledged."""
+        return await (await self._producer.send(topic, value, key=key, headers=headers))
 
 
 def _sent(span: Span, done: asyncio.Future[Any]) -> None:

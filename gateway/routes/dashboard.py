@@ -17,6 +17,7 @@ import json
 import secrets
 import urllib.parse
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -26,11 +27,14 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sse_starlette import EventSourceResponse
 
-from projections import dashboard, turns
+from projections import dashboard, dead_letters, turns
+from schemas import billing
+from schemas.billing import PLATFORM
 from schemas.errors import ErrorCode
 
 from ..auth import bearer_key
 from ..connections import Gateway
+from ..dead_letters import DeadLetterNotFoundError
 from ..deps import GatewayDep
 from ..problems import ProblemError
 
@@ -261,7 +265,7 @@ def _cursor(before: str | None) -> tuple[datetime.datetime, str] | None:
     except ValueError:
         at = None
     if at is None or at.tzinfo is None or not turn_id:
-        raise ProblemError(ErrorCode.VALIDATION_FAILED, "before: not a cursor this page gave")
+        raise ProblemError(ErrorCode.INVALID_CURSOR, "before: not a cursor this page gave")
     return at, turn_id
 
 
@@ -374,6 +378,94 @@ def _timeline(start: datetime.datetime, steps: list[turns.StepRow]) -> list[dict
             )
         timeline.append(entry)
     return timeline
+
+
+# -- dead letters ---------------------------------------------------------------------
+
+
+def _dead_letter_cursor(before: str | None) -> dict[int, int] | None:
+    """A page's key: ``<partition>:<offset>`` per partition, comma-separated."""
+    if not before:
+        return None
+    try:
+        pairs = [part.split(":") for part in before.split(",")]
+        return {int(p): int(o) for p, o in pairs}
+    except ValueError:
+        raise ProblemError(
+            ErrorCode.INVALID_CURSOR, "before: not a cursor this page gave"
+        ) from None
+
+
+async def dead_letters_data(gw: Gateway, before: str | None) -> dict[str, Any]:
+    letters, cursor = await gw.dead_letters.page(_dead_letter_cursor(before), PAGE_SIZE)
+    redriven = await dead_letters.redrives(gw.operator_billing_db, [d.id for d in letters])
+    processed = await dashboard.command_outcomes(
+        gw.operator_db, [d.record_id for d in letters if d.id in redriven and d.record_id]
+    )
+    items = []
+    for letter in letters:
+        redrive = redriven.get(letter.id)
+        items.append(
+            {
+                **asdict(letter),
+                "id": letter.id,
+                "at": letter.at.isoformat(),
+                "redrive": redrive.model_dump(mode="json") if redrive else None,
+                "outcome": processed.get(letter.record_id) if redrive else None,
+            }
+        )
+    next_ = ",".join(f"{p}:{o}" for p, o in sorted(cursor.items())) if cursor else None
+    return {"items": items, "next": next_}
+
+
+_Cursor = Annotated[str | None, Query(max_length=2000)]
+
+
+@router.get("/dead-letters")
+async def dead_letters_page(
+    operator: PageOperator, gw: GatewayDep, before: _Cursor = None
+) -> HTMLResponse:
+    data = await dead_letters_data(gw, before)
+    return _render("dead_letters.html", page="dead-letters", data=data)
+
+
+@router.get("/api/dead-letters")
+async def dead_letters_json(operator: DataOperator, gw: GatewayDep, before: _Cursor = None) -> Any:
+    return await dead_letters_data(gw, before)
+
+
+@router.post("/dead-letters/{partition}/{offset}/redrive")
+async def redrive(
+    partition: int, offset: int, request: Request, operator: DataOperator, gw: GatewayDep
+) -> Any:
+    """Write a dead letter again to its topic: audited (``DeadLetterRedriveRequested``)
+    before, recorded (``DeadLetterRedriven``) after. Once per dead letter."""
+    if bearer_key(request.headers.get("authorization", "")) is None and (
+        request.headers.get("x-agentlog-dashboard") != "1"
+    ):
+        raise ProblemError(ErrorCode.DASHBOARD_HEADER_REQUIRED, "send X-Agentlog-Dashboard: 1")
+    letter = f"{partition}:{offset}"
+    if letter in await dead_letters.redrives(gw.operator_billing_db, [letter]):
+        raise ProblemError(ErrorCode.DEAD_LETTER_REDRIVEN, f"{letter} was re-driven already")
+    try:
+        record = await gw.dead_letters.record(partition, offset)
+    except DeadLetterNotFoundError:
+        raise ProblemError(ErrorCode.DEAD_LETTER_NOT_FOUND, f"no dead letter {letter}") from None
+    origin = dict(record.headers).get("dlq.topic", b"").decode(errors="replace")
+    asked = await gw.record(
+        PLATFORM,
+        billing.DeadLetterRedriveRequested(dead_letter=letter, operator_id=operator, topic=origin),
+    )
+    topic, to_partition, to_offset = await gw.dead_letters.redrive(gw.publisher, record)
+    done = billing.DeadLetterRedriven(
+        dead_letter=letter,
+        operator_id=operator,
+        topic=topic,
+        partition=to_partition,
+        offset=to_offset,
+    )
+    await gw.publisher.publish(asked.follow(done, step="redriven", source=asked.source))
+    return {"dead_letter": letter, "topic": topic, "partition": to_partition, "offset": to_offset}
 
 
 # -- tenants --------------------------------------------------------------------------

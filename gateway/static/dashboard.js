@@ -1,6 +1,29 @@
 // agentlog operators' dashboard: live figures over server-sent events, charts with uPlot.
 "use strict";
 
+// Re-drive buttons (dead letters): POST, then show what became of it.
+document.addEventListener("click", async (event) => {
+  const button = event.target.closest("button[data-redrive]");
+  if (!button) return;
+  button.disabled = true;
+  button.textContent = "Re-driving…";
+  const response = await fetch(button.dataset.redrive, {
+    method: "POST",
+    headers: { "X-Agentlog-Dashboard": "1" },
+    credentials: "same-origin",
+  });
+  if (response.ok) {
+    const done = await response.json();
+    button.replaceWith("re-driven to " + done.topic + " " + done.partition + ":" + done.offset);
+    setTimeout(() => window.location.reload(), 2000); // then its outcome, once processed
+  } else {
+    const problem = await response.json().catch(() => ({ title: response.statusText }));
+    button.disabled = false;
+    button.textContent = "Re-drive";
+    button.insertAdjacentText("afterend", " " + (problem.detail || problem.title));
+  }
+});
+
 (function () {
   const page = document.body.dataset.page;
   const initial = document.getElementById("initial");

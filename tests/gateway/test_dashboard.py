@@ -3,6 +3,7 @@ and that its figures and pages come from the read models, paginated."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
 from collections.abc import AsyncIterator
@@ -11,13 +12,25 @@ from typing import Any
 import httpx
 import pytest
 
-from schemas import events
-from schemas.envelope import Envelope, envelope
+from schemas import billing, events
+from schemas.envelope import Envelope, envelope, to_kafka
 from tests.gateway.conftest import SOURCE, Api
-from tests.gateway.test_turns import finished
+from tests.gateway.test_turns import CONFIG, finished
+from tests.topics import read_all
 
-PAGES = ["/dashboard", "/dashboard/pipeline", "/dashboard/turns", "/dashboard/tenants"]
-DATA = ["/dashboard/api/overview", "/dashboard/api/turns", "/dashboard/api/pipeline"]
+PAGES = [
+    "/dashboard",
+    "/dashboard/pipeline",
+    "/dashboard/turns",
+    "/dashboard/dead-letters",
+    "/dashboard/tenants",
+]
+DATA = [
+    "/dashboard/api/overview",
+    "/dashboard/api/turns",
+    "/dashboard/api/pipeline",
+    "/dashboard/api/dead-letters",
+]
 
 
 def _turn(api: Api, n: int, *, failed: bool = False) -> list[Envelope[Any]]:
@@ -86,20 +99,23 @@ async def test_without_a_session_pages_go_to_sign_in_and_data_is_401(api: Api) -
 
 
 @pytest.mark.parametrize(
-    ("query", "field"),
+    ("query", "status", "code", "field"),
     [
-        ("/dashboard/api/turns?status=exploded", "status"),
-        ("/dashboard/api/turns?before=yesterday", "before"),
-        ("/dashboard/api/turns?tenant=a%20b", "tenant"),
-        ("/dashboard/api/overview?window=2d", "window"),
-        ("/dashboard/turns?status=exploded", "status"),
+        ("/dashboard/api/turns?status=exploded", 422, "VALIDATION_FAILED", "status"),
+        ("/dashboard/api/turns?before=yesterday", 400, "INVALID_CURSOR", "before"),
+        ("/dashboard/api/turns?tenant=a%20b", 422, "VALIDATION_FAILED", "tenant"),
+        ("/dashboard/api/overview?window=2d", 422, "VALIDATION_FAILED", "window"),
+        ("/dashboard/turns?status=exploded", 422, "VALIDATION_FAILED", "status"),
+        ("/dashboard/api/dead-letters?before=0-1", 400, "INVALID_CURSOR", "before"),
     ],
 )
-async def test_bad_filters_get_problem_details(api: Api, query: str, field: str) -> None:
+async def test_bad_filters_get_problem_details(
+    api: Api, query: str, status: int, code: str, field: str
+) -> None:
     response = await api.http.get(query, headers=api.as_operator)
-    assert response.status_code == 422, response.text
+    assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json"
-    assert response.json()["code"] == "VALIDATION_FAILED"
+    assert response.json()["code"] == code
     assert field in response.text
 
 
@@ -169,3 +185,71 @@ def test_the_window_choices_match_the_read_model_queries() -> None:
 
     assert set(Window.__args__) == set(WINDOWS)  # type: ignore[attr-defined]
     assert datetime.timedelta(minutes=WINDOWS["24h"]) == datetime.timedelta(days=1)
+
+
+async def _plant_dead_letter(api: Api) -> Envelope[Any]:
+    """A command that its consumer failed on (as during an outage), on the dead-letter
+    topic as the consumer runtime writes it."""
+    command = api.fact(events.AgentCreateRequested(agent_id="a-dead", config=CONFIG.model_copy()))
+    key, value, headers = to_kafka(command)
+    why = [
+        ("dlq.reason", b"HANDLER_FAILED: OperationalError"),
+        ("dlq.topic", api.catalog.commands.encode()),
+        ("dlq.partition", b"0"),
+        ("dlq.offset", b"7"),
+        ("dlq.consumer", b"commands"),
+    ]
+    await api.gateway.publisher.send_raw(api.catalog.dead_letter, value, key, headers + why)
+    return command
+
+
+async def test_a_dead_letter_is_listed_and_redriven_once_with_an_audit(api: Api) -> None:
+    command = await _plant_dead_letter(api)
+    listed = (await api.http.get("/dashboard/api/dead-letters", headers=api.as_operator)).json()
+    [letter] = listed["items"]
+    assert (letter["reason"], letter["consumer"], letter["record_id"]) == (
+        "HANDLER_FAILED: OperationalError",
+        "commands",
+        command.id,
+    )
+    assert letter["redrive"] is None
+    url = f"/dashboard/dead-letters/{letter['partition']}/{letter['offset']}/redrive"
+
+    assert (await api.http.post(url)).status_code == 403  # a tenant's key
+    async with _signed_in(api) as client:
+        refused = await client.post(url)  # the cookie alone, as a form of another site
+        assert refused.status_code == 403
+        assert refused.json()["code"] == "DASHBOARD_HEADER_REQUIRED"
+        done = await client.post(url, headers={"X-Agentlog-Dashboard": "1"})
+    assert done.status_code == 200, done.text
+
+    # Back on its topic as it was, without the dead-letter headers.
+    [again] = [env for env in await api.commands() if env.id == command.id]
+    assert again.data == command.data
+    bootstrap = api.settings.kafka_bootstrap_servers
+    raw = await asyncio.to_thread(read_all, bootstrap, api.catalog.commands)
+    assert not any(name.startswith("dlq.") for name, _value in raw[-1].headers)
+    # Audited: who asked, then where it went; folded, it cannot be re-driven again.
+    audit = [
+        env
+        for env in await api.records(api.catalog.billing)
+        if isinstance(env.data, billing.DeadLetterRedriveRequested | billing.DeadLetterRedriven)
+    ]
+    assert [type(env.data) for env in audit] == [
+        billing.DeadLetterRedriveRequested,
+        billing.DeadLetterRedriven,
+    ]
+    assert audit[0].data.operator_id == audit[1].data.operator_id != ""
+    assert audit[1].causation_id == audit[0].id
+    assert done.json()["offset"] == audit[1].data.offset
+    await api.fold(*audit)
+    twice = await api.http.post(url, headers=api.as_operator)
+    assert twice.status_code == 409
+    assert twice.json()["code"] == "DEAD_LETTER_REDRIVEN"
+    shown = (await api.http.get("/dashboard/api/dead-letters", headers=api.as_operator)).json()
+    assert shown["items"][0]["redrive"]["to_offset"] == audit[1].data.offset
+    missing = await api.http.post(
+        "/dashboard/dead-letters/0/999999/redrive", headers=api.as_operator
+    )
+    assert missing.status_code == 404
+    assert missing.json()["code"] == "DEAD_LETTER_NOT_FOUND"
