@@ -21,13 +21,20 @@ install: $(STAMP) ## create .venv if missing and install agentlog with its dev t
 up: $(STAMP) ## run the whole platform on local defaults (broker, workers, gateway on :8080)
 	$(BIN)/agentlog up
 
-test: $(STAMP) ## run the whole test suite against real services
+# The dashboard's browser test drives Debian's Chromium (Playwright's own download is not
+# reachable from here).
+CHROMIUM := command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+test: $(STAMP) ## run the whole test suite against real services (installs chromium if missing)
+	$(CHROMIUM)
 	$(BIN)/pytest
 
 test-embedded: $(STAMP) ## the end-to-end suite on embedded Postgres and Redis, whatever runs here
+	$(CHROMIUM)
 	AGENTLOG_TEST_DATABASE_URL=embedded AGENTLOG_TEST_REDIS_URL=embedded $(BIN)/pytest tests/e2e
 
 test-fast: $(STAMP) ## the suite without tests marked slow
+	$(CHROMIUM)
 	$(BIN)/pytest -m 'not slow'
 
 bench: $(STAMP) ## print broker, consume-hop, platform, projection, billing and local-mode figures (installs wrk if missing)

@@ -175,7 +175,7 @@ async def overview_data(gw: Gateway, window: Window) -> dict[str, Any]:
     return {
         "window": window,
         "at": now.isoformat(),
-        "minutes": [m.model_dump(mode="json") for m in minutes],
+        "minutes": _every_minute(minutes, since, now),
         "finished": latency.finished,
         "failed": latency.failed,
         "failure_rate": latency.failed / latency.finished if latency.finished else None,
@@ -185,6 +185,23 @@ async def overview_data(gw: Gateway, window: Window) -> dict[str, Any]:
         "tenants": [t.model_dump(mode="json") for t in tenants],
         "recent": [t.model_dump(mode="json") for t in recent],
     }
+
+
+def _every_minute(
+    rows: list[dashboard.MinuteRow], since: datetime.datetime, now: datetime.datetime
+) -> list[dict[str, Any]]:
+    """One entry per minute of the window, those without a turn ended at 0: the chart's
+    time axis is the whole window."""
+    counted = {row.minute: row for row in rows}
+    minute = since.replace(second=0, microsecond=0)
+    series = []
+    while minute <= now:
+        row = counted.get(minute) or dashboard.MinuteRow(
+            minute=minute, completed=0, failed=0, cancelled=0
+        )
+        series.append(row.model_dump(mode="json"))
+        minute += datetime.timedelta(minutes=1)
+    return series
 
 
 @router.get("")

@@ -84,7 +84,7 @@ document.addEventListener("click", async (event) => {
   function drawChart(d) {
     const box = document.getElementById("turns-chart");
     if (!box || typeof uPlot === "undefined") return;
-    if (!d.minutes.length) {
+    if (!d.minutes.some((m) => m.completed || m.failed || m.cancelled)) {
       if (chart) { chart.destroy(); chart = null; }
       box.innerHTML = '<p class="empty">No turns ended in this window.</p>';
       return;
@@ -96,9 +96,9 @@ document.addEventListener("click", async (event) => {
       height: 220,
       series: [
         {},
-        { label: "completed", stroke: "#1f7a4d", width: 2 },
-        { label: "failed", stroke: "#b42318", width: 2 },
-        { label: "cancelled", stroke: "#a15c07", width: 1 },
+        { label: "completed", stroke: "#1f7a4d", width: 2, points: { show: false } },
+        { label: "failed", stroke: "#b42318", width: 2, points: { show: false } },
+        { label: "cancelled", stroke: "#a15c07", width: 1, points: { show: false } },
       ],
       axes: [{}, { label: "turns / min" }],
     }, chartData(d), box);
