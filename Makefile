@@ -37,7 +37,7 @@ test-fast: $(STAMP) ## the suite without tests marked slow
 	$(CHROMIUM)
 	$(BIN)/pytest -m 'not slow'
 
-bench: $(STAMP) ## print broker, consume-hop, platform, projection, billing and local-mode figures (installs wrk if missing)
+bench: $(STAMP) ## print broker, consume-hop, platform, projection, billing, local-mode, tracing and dashboard figures (installs wrk if missing)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
 	$(BIN)/python -m tests.bench.bench_broker
 	$(BIN)/python -m tests.bench.bench_hop
@@ -45,6 +45,8 @@ bench: $(STAMP) ## print broker, consume-hop, platform, projection, billing and 
 	$(BIN)/python -m tests.bench.bench_rebuild
 	$(BIN)/python -m tests.bench.bench_billing
 	$(BIN)/python -m tests.bench.bench_local
+	$(BIN)/python -m tests.bench.bench_tracing
+	$(BIN)/python -m tests.bench.bench_dashboard
 
 bench-peers: $(STAMP) ## LangGraph and DBOS beside agentlog's turns, in one run (installs them in .venv-peers)
 	test -d .venv-peers || $(PYTHON) -m venv .venv-peers

@@ -259,3 +259,29 @@ async def command_outcomes(db: Reader, command_ids: list[str]) -> dict[str, str]
 class OutcomeRow(Row):
     command_id: str
     outcome: str
+
+
+class ModelUsageRow(Row):
+    model: str
+    input_tokens: int
+    cached_input_tokens: int
+    output_tokens: int
+
+
+async def models_on(billing: Reader, day: datetime.date, limit: int) -> list[ModelUsageRow]:
+    """Tokens of ``day`` per model, across tenants (the usage records)."""
+    return await billing.rows(
+        ModelUsageRow,
+        ALL_TENANTS,
+        "SELECT resource AS model,"
+        " coalesce(sum(quantity) FILTER (WHERE unit = 'input_tokens'), 0)::bigint"
+        " AS input_tokens,"
+        " coalesce(sum(quantity) FILTER (WHERE unit = 'cached_input_tokens'), 0)::bigint"
+        " AS cached_input_tokens,"
+        " coalesce(sum(quantity) FILTER (WHERE unit = 'output_tokens'), 0)::bigint"
+        " AS output_tokens"
+        " FROM {s}.usage_daily WHERE day = %s AND kind = 'model'"
+        " GROUP BY resource ORDER BY output_tokens DESC, resource LIMIT %s",
+        day,
+        limit,
+    )

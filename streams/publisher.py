@@ -26,10 +26,14 @@ RECORD_TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError, RecordToo
 
 
 class Publisher:
-    def __init__(self, bootstrap_servers: str, catalog: Catalog, *, linger_ms: int = 0) -> None:
+    def __init__(
+        self, bootstrap_servers: str, catalog: Catalog, *, linger_ms: int = 0, traced: bool = True
+    ) -> None:
+        """``traced``: a ``send`` span per record when tracing is on."""
         self.bootstrap_servers = bootstrap_servers
         self.catalog = catalog
         self._linger_ms = linger_ms
+        self._traced = traced
         self._producer_or_none: AIOKafkaProducer | None = None
 
     @property
@@ -74,7 +78,7 @@ class Publisher:
         record is acknowledged."""
         topic = self.catalog.topic_for(type(env.data))
         span = None
-        if tracing.enabled():
+        if self._traced and tracing.enabled() and tracing.sampled(env.traceparent):
             span = tracing.start(
                 f"send {topic}",
                 env.traceparent,

@@ -50,8 +50,10 @@ class ModelWorker(EffectWorker):
             backoff_base_s=settings.model_retry_backoff_s,
         )
         # The output topic's own producer: the deltas, then the whole message, in order;
-        # results go out beside them through the runtime's, not queued behind them.
-        self.stream = Publisher(bootstrap_servers, catalog)
+        # results go out beside them through the runtime's, not queued behind them. Not
+        # traced: a span per streamed chunk would outnumber the turn's others, and no
+        # consumer of them continues a trace (the call's ``chat`` span covers them).
+        self.stream = Publisher(bootstrap_servers, catalog, traced=False)
         self._stream_started = False
         self._streaming: list[asyncio.Future[Any]] = []
 

@@ -160,17 +160,19 @@ def _local(target: str) -> str:
 
 async def overview_data(gw: Gateway, window: Window) -> dict[str, Any]:
     """The overview's figures: turns per minute, latency and failures over the window;
-    turns and tokens by tenant since midnight (UTC); the latest turns."""
+    turns and tokens by tenant, and tokens by model, since midnight (UTC); the latest
+    turns."""
     now = datetime.datetime.now(datetime.UTC)
     since = now - datetime.timedelta(minutes=dashboard.WINDOWS[window])
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
     db = gw.operator_db
-    minutes, latency, failures, tenants, recent = await asyncio.gather(
+    minutes, latency, failures, tenants, recent, models = await asyncio.gather(
         dashboard.turns_per_minute(db, since),
         dashboard.latency(db, since),
         dashboard.failures(db, since, 10),
         dashboard.tenants_since(db, midnight, 20),
         dashboard.turns_page(db, tenant_id=None, agent_id=None, status=None, before=None, limit=10),
+        dashboard.models_on(gw.operator_billing_db, midnight.date(), 10),
     )
     return {
         "window": window,
@@ -184,6 +186,7 @@ async def overview_data(gw: Gateway, window: Window) -> dict[str, Any]:
         "failures": [f.model_dump(mode="json") for f in failures],
         "tenants": [t.model_dump(mode="json") for t in tenants],
         "recent": [t.model_dump(mode="json") for t in recent],
+        "models": [m.model_dump(mode="json") for m in models],
     }
 
 

@@ -116,6 +116,9 @@ document.addEventListener("click", async (event) => {
     rows("failures", d.failures, (tr, f) => {
       cell(tr, code(f.error_code)); cell(tr, f.turns);
     }, "No failures in this window.");
+    rows("models", d.models, (tr, m) => {
+      cell(tr, code(m.model)); cell(tr, m.input_tokens); cell(tr, m.cached_input_tokens); cell(tr, m.output_tokens);
+    }, "No model was called today.");
     rows("recent", d.recent, (tr, t) => {
       tr.dataset.turn = t.turn_id;
       cell(tr, link("/dashboard/turns/" + t.turn_id, t.turn_id.slice(0, 8)));

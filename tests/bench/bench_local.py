@@ -37,7 +37,14 @@ class Up:
 
     machine_schemas: list[str] = []  # to drop from this machine's Postgres at the end
 
-    def __init__(self, bootstrap: str, home: Path, database_url: str, redis_url: str) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        home: Path,
+        database_url: str,
+        redis_url: str,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.env = {
             **clean_environ(),
             "AGENTLOG_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -49,6 +56,7 @@ class Up:
             "AGENTLOG_SECRETS_KEY_FILE": str(home / "secrets.key"),
             "AGENTLOG_GATEWAY_PORT": "0",
             "AGENTLOG_LOG_LEVEL": "WARNING",
+            **(extra_env or {}),
         }
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = self.key = ""
@@ -84,16 +92,23 @@ class Up:
         self.proc.send_signal(signal.SIGINT)
         self.proc.wait(60)
 
-    def overheads(self, bootstrap: str, turns: int, rate: float, sessions: int) -> list[float]:
-        """accepted -> completed of ``turns`` turns at ``rate``, in ms."""
-        api = httpx.Client(
+    def client(self) -> httpx.Client:
+        return httpx.Client(
             base_url=self.url, headers={"Authorization": f"Bearer {self.key}"}, timeout=30
         )
+
+    def sessions(self, api: httpx.Client, count: int) -> list[str]:
+        """``count`` sessions of a dev-model agent."""
         agent = api.post("/v1/agents", json={"name": "bench", "model": "dev"}).json()
-        ids = [
+        return [
             api.post("/v1/sessions", json={"agent_id": agent["agent_id"]}).json()["session_id"]
-            for _ in range(sessions)
+            for _ in range(count)
         ]
+
+    def overheads(self, bootstrap: str, turns: int, rate: float, sessions: int) -> list[float]:
+        """accepted -> completed of ``turns`` turns at ``rate``, in ms."""
+        api = self.client()
+        ids = self.sessions(api, sessions)
         drive_turns(api, ids[:2], 20, 10)  # warm-up
         turn_ids, _ = drive_turns(api, ids, turns, rate)
         time.sleep(1.0)

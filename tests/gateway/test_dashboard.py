@@ -14,6 +14,7 @@ import pytest
 
 from schemas import billing, events
 from schemas.envelope import Envelope, envelope, to_kafka
+from schemas.usage import UsageRecorded
 from tests.gateway.conftest import SOURCE, Api
 from tests.gateway.test_turns import CONFIG, finished
 from tests.topics import read_all
@@ -122,6 +123,15 @@ async def test_bad_filters_get_problem_details(
 async def test_the_overview_counts_what_the_read_models_hold(api: Api) -> None:
     for n in range(6):
         await api.fold(*_turn(api, n, failed=n == 5))
+    for tokens in (10, 30):
+        used = UsageRecorded(
+            tenant_id=api.tenant_id,
+            kind="model",
+            resource="dev",
+            quantities={"input_tokens": tokens, "output_tokens": 2},
+            used_at=datetime.datetime.now(datetime.UTC),
+        )
+        await api.fold(api.fact(used))
     response = await api.http.get("/dashboard/api/overview?window=15m", headers=api.as_operator)
     assert response.status_code == 200, response.text
     data = response.json()
@@ -134,6 +144,9 @@ async def test_the_overview_counts_what_the_read_models_hold(api: Api) -> None:
     ]
     assert data["p50_ms"] is not None
     assert [t["turn_id"] for t in data["recent"]][:1] == ["t-0005"]
+    assert data["models"] == [
+        {"model": "dev", "input_tokens": 40, "cached_input_tokens": 0, "output_tokens": 4}
+    ]
 
 
 async def test_turns_are_filtered_and_paginated_without_gaps_or_repeats(api: Api) -> None:
