@@ -58,7 +58,7 @@ class Gateway:
         # The dashboard's reads (every tenant's, ``ALL_TENANTS``): pools of their own,
         # so an operator's queries never hold a connection the API needs.
         self.operator_db = Database(
-            settings.database_url, settings.database_schema, tenant_scoped=True, pool_size=2
+            settings.database_url, settings.database_schema, tenant_scoped=True, pool_size=4
         )
         self.operator_billing_db = Database(
             settings.database_url, settings.billing_schema, tenant_scoped=True, pool_size=2

@@ -105,12 +105,12 @@ async def latency(db: Reader, since: datetime.datetime) -> LatencyRow:
     row = await db.row(
         LatencyRow,
         ALL_TENANTS,
-        "SELECT count(*) AS finished, count(*) FILTER (WHERE status = 'failed') AS failed,"
-        " extract(epoch FROM percentile_cont(0.5) WITHIN GROUP"
-        " (ORDER BY finished_at - requested_at)) * 1000 AS p50_ms,"
-        " extract(epoch FROM percentile_cont(0.99) WITHIN GROUP"
-        " (ORDER BY finished_at - requested_at)) * 1000 AS p99_ms"
-        " FROM {s}.turns WHERE finished_at >= %s AND status <> 'rejected'",
+        # Both percentiles from one sort.
+        "SELECT finished, failed, p[1] * 1000 AS p50_ms, p[2] * 1000 AS p99_ms FROM ("
+        " SELECT count(*) AS finished, count(*) FILTER (WHERE status = 'failed') AS failed,"
+        " percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP"
+        " (ORDER BY extract(epoch FROM finished_at - requested_at)) AS p"
+        " FROM {s}.turns WHERE finished_at >= %s AND status <> 'rejected') summed",
         since,
     )
     assert row is not None  # an aggregate has one row
@@ -122,13 +122,16 @@ async def tenants_since(db: Reader, since: datetime.datetime, limit: int) -> lis
     return await db.rows(
         TenantTurnsRow,
         ALL_TENANTS,
-        "SELECT t.tenant_id, coalesce(n.display_name, t.tenant_id) AS name,"
-        " count(*) AS turns, count(*) FILTER (WHERE t.status = 'failed') AS failed,"
-        " coalesce(sum(t.input_tokens), 0)::bigint AS input_tokens,"
-        " coalesce(sum(t.output_tokens), 0)::bigint AS output_tokens"
-        " FROM {s}.turns t LEFT JOIN {s}.tenants n ON n.tenant_id = t.tenant_id"
-        " WHERE t.finished_at >= %s GROUP BY t.tenant_id, n.display_name"
-        " ORDER BY turns DESC, t.tenant_id LIMIT %s",
+        # Counted first, named after: the join then touches only the tenants shown.
+        "SELECT t.tenant_id, coalesce(n.display_name, t.tenant_id) AS name, t.turns,"
+        " t.failed, t.input_tokens, t.output_tokens FROM ("
+        " SELECT tenant_id, count(*) AS turns, count(*) FILTER (WHERE status = 'failed')"
+        " AS failed, coalesce(sum(input_tokens), 0)::bigint AS input_tokens,"
+        " coalesce(sum(output_tokens), 0)::bigint AS output_tokens"
+        " FROM {s}.turns WHERE finished_at >= %s GROUP BY tenant_id"
+        " ORDER BY turns DESC, tenant_id LIMIT %s) t"
+        " LEFT JOIN {s}.tenants n ON n.tenant_id = t.tenant_id"
+        " ORDER BY t.turns DESC, t.tenant_id",
         since,
         limit,
     )

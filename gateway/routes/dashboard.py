@@ -159,8 +159,8 @@ def _local(target: str) -> str:
 
 
 async def overview_data(gw: Gateway, window: Window) -> dict[str, Any]:
-    """The overview's figures: turns per minute, latency and failures over the window;
-    turns and tokens by tenant, and tokens by model, since midnight (UTC); the latest
+    """The overview's figures: turns per minute, latency, failures, and turns and
+    tokens by tenant over the window; tokens by model since midnight (UTC); the latest
     turns."""
     now = datetime.datetime.now(datetime.UTC)
     since = now - datetime.timedelta(minutes=dashboard.WINDOWS[window])
@@ -170,7 +170,7 @@ async def overview_data(gw: Gateway, window: Window) -> dict[str, Any]:
         dashboard.turns_per_minute(db, since),
         dashboard.latency(db, since),
         dashboard.failures(db, since, 10),
-        dashboard.tenants_since(db, midnight, 20),
+        dashboard.tenants_since(db, since, 20),
         dashboard.turns_page(db, tenant_id=None, agent_id=None, status=None, before=None, limit=10),
         dashboard.models_on(gw.operator_billing_db, midnight.date(), 10),
     )
