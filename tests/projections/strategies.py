@@ -262,6 +262,17 @@ def fact_strategies(tenant_id: str) -> dict[type[Fact], st.SearchStrategy[Fact]]
             key_prefix=ids,
             key_hash=ids,
         ),
+        billing.DeadLetterRedriveRequested: st.builds(
+            billing.DeadLetterRedriveRequested, dead_letter=ids, operator_id=ids, topic=ids
+        ),
+        billing.DeadLetterRedriven: st.builds(
+            billing.DeadLetterRedriven,
+            dead_letter=ids,
+            operator_id=ids,
+            topic=ids,
+            partition=counts,
+            offset=counts,
+        ),
         billing.PricePlanPublished: st.builds(
             billing.PricePlanPublished, plan_id=ids, version=counts, plan=plans, operator_id=ids
         ),
