@@ -122,9 +122,12 @@ def span_id_for(key: str) -> int:
 
 
 def with_span_id(traceparent: str, span_id: int) -> str:
-    """``traceparent`` in the same trace, naming the span ``span_id`` as the parent."""
-    version, trace_id, _span, flags = traceparent.split("-")
-    return f"{version}-{trace_id}-{span_id:016x}-{flags}"
+    """``traceparent`` in the same trace, naming the span ``span_id`` as the parent (a
+    ``traceparent`` that is not W3C's, from a foreign producer, as it is)."""
+    parts = traceparent.split("-")
+    if context_of(traceparent) is None:
+        return traceparent
+    return f"{parts[0]}-{parts[1]}-{span_id:016x}-{parts[3]}"
 
 
 def start(
