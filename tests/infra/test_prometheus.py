@@ -95,15 +95,18 @@ def _promtool() -> str:
     return path
 
 
-def _run(args: list[str], cwd: Path) -> None:
+def _run(args: list[str], cwd: Path) -> tuple[int, str]:
+    """promtool's exit status, and what it printed (for the failure message)."""
     result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=60, check=False)
-    assert result.returncode == 0, f"{' '.join(args)}:\n{result.stdout}{result.stderr}"
+    return result.returncode, f"{' '.join(args)}:\n{result.stdout}{result.stderr}"
 
 
 def test_promtool_accepts_the_config_and_rules() -> None:
     promtool = _promtool()
-    _run([promtool, "check", "config", CONFIG.name], PROMETHEUS)  # loads alerts.yml too
-    _run([promtool, "check", "rules", RULES.name], PROMETHEUS)
+    status, output = _run([promtool, "check", "config", CONFIG.name], PROMETHEUS)  # + alerts
+    assert status == 0, output
+    status, output = _run([promtool, "check", "rules", RULES.name], PROMETHEUS)
+    assert status == 0, output
 
 
 def test_alerts_fire_when_their_unit_tests_say(tmp_path: Path) -> None:
@@ -116,4 +119,5 @@ def test_alerts_fire_when_their_unit_tests_say(tmp_path: Path) -> None:
             rule.pop("annotations", None)
     (tmp_path / RULES.name).write_text(yaml.safe_dump(rules))
     shutil.copy(RULE_TESTS, tmp_path / RULE_TESTS.name)
-    _run([promtool, "test", "rules", RULE_TESTS.name], tmp_path)
+    status, output = _run([promtool, "test", "rules", RULE_TESTS.name], tmp_path)
+    assert status == 0, output
