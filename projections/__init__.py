@@ -4,9 +4,21 @@ The read model modules register their folds with ``ops.folds`` when imported; im
 them here means that any use of the package projects every read model.
 """
 
-from . import agents, dead_letters, invoices, outcomes, plans, sessions, tenants, turns, usage
+from . import (
+    activity,
+    agents,
+    dead_letters,
+    invoices,
+    outcomes,
+    plans,
+    sessions,
+    tenants,
+    turns,
+    usage,
+)
 
 __all__ = [
+    "activity",
     "agents",
     "dead_letters",
     "invoices",

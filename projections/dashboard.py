@@ -1,6 +1,7 @@
 """The operators' view: what ``/dashboard`` reads, across tenants, from the core and
-billing read models. Every query is bounded: by a time window the caller chooses from a
-few, and by a page size; none reads a whole table.
+billing read models (the figures per minute are ``activity``'s). Every query is bounded:
+by a time window the caller chooses from a few, and by a page size; none reads a whole
+table.
 """
 
 from __future__ import annotations
@@ -15,34 +16,6 @@ from .turns import TurnRow
 # The windows the overview offers, in minutes.
 WINDOWS = {"15m": 15, "1h": 60, "6h": 360, "24h": 1440}
 TurnFilter = Literal["completed", "failed", "cancelled", "rejected", "running"]
-
-
-class MinuteRow(Row):
-    minute: datetime.datetime
-    completed: int
-    failed: int
-    cancelled: int
-
-
-class LatencyRow(Row):
-    finished: int
-    failed: int
-    p50_ms: float | None
-    p99_ms: float | None
-
-
-class TenantTurnsRow(Row):
-    tenant_id: str
-    name: str
-    turns: int
-    failed: int
-    input_tokens: int
-    output_tokens: int
-
-
-class FailureRow(Row):
-    error_code: str
-    turns: int
 
 
 class TurnListRow(Row):
@@ -83,70 +56,6 @@ class InvoiceListRow(Row):
     currency: str
     total: Decimal
     drafted_at: datetime.datetime
-
-
-async def turns_per_minute(db: Reader, since: datetime.datetime) -> list[MinuteRow]:
-    """Turns that ended in each minute since ``since``, by how they ended."""
-    return await db.rows(
-        MinuteRow,
-        ALL_TENANTS,
-        "SELECT date_trunc('minute', finished_at) AS minute,"
-        " count(*) FILTER (WHERE status = 'completed') AS completed,"
-        " count(*) FILTER (WHERE status = 'failed') AS failed,"
-        " count(*) FILTER (WHERE status = 'cancelled') AS cancelled"
-        " FROM {s}.turns WHERE finished_at >= %s GROUP BY 1 ORDER BY 1",
-        since,
-    )
-
-
-async def latency(db: Reader, since: datetime.datetime) -> LatencyRow:
-    """How many turns ended since ``since``, how many failed, and the p50 and p99 of
-    their time from request to end (turns rejected at once aside)."""
-    row = await db.row(
-        LatencyRow,
-        ALL_TENANTS,
-        # Both percentiles from one sort.
-        "SELECT finished, failed, p[1] * 1000 AS p50_ms, p[2] * 1000 AS p99_ms FROM ("
-        " SELECT count(*) AS finished, count(*) FILTER (WHERE status = 'failed') AS failed,"
-        " percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP"
-        " (ORDER BY extract(epoch FROM finished_at - requested_at)) AS p"
-        " FROM {s}.turns WHERE finished_at >= %s AND status <> 'rejected') summed",
-        since,
-    )
-    assert row is not None  # an aggregate has one row
-    return row
-
-
-async def tenants_since(db: Reader, since: datetime.datetime, limit: int) -> list[TenantTurnsRow]:
-    """The busiest tenants since ``since``: turns ended, failures and tokens."""
-    return await db.rows(
-        TenantTurnsRow,
-        ALL_TENANTS,
-        # Counted first, named after: the join then touches only the tenants shown.
-        "SELECT t.tenant_id, coalesce(n.display_name, t.tenant_id) AS name, t.turns,"
-        " t.failed, t.input_tokens, t.output_tokens FROM ("
-        " SELECT tenant_id, count(*) AS turns, count(*) FILTER (WHERE status = 'failed')"
-        " AS failed, coalesce(sum(input_tokens), 0)::bigint AS input_tokens,"
-        " coalesce(sum(output_tokens), 0)::bigint AS output_tokens"
-        " FROM {s}.turns WHERE finished_at >= %s GROUP BY tenant_id"
-        " ORDER BY turns DESC, tenant_id LIMIT %s) t"
-        " LEFT JOIN {s}.tenants n ON n.tenant_id = t.tenant_id"
-        " ORDER BY t.turns DESC, t.tenant_id",
-        since,
-        limit,
-    )
-
-
-async def failures(db: Reader, since: datetime.datetime, limit: int) -> list[FailureRow]:
-    return await db.rows(
-        FailureRow,
-        ALL_TENANTS,
-        "SELECT coalesce(error_code, 'UNKNOWN') AS error_code, count(*) AS turns"
-        " FROM {s}.turns WHERE finished_at >= %s AND status = 'failed'"
-        " GROUP BY 1 ORDER BY turns DESC, error_code LIMIT %s",
-        since,
-        limit,
-    )
 
 
 async def turns_page(
@@ -262,29 +171,3 @@ async def command_outcomes(db: Reader, command_ids: list[str]) -> dict[str, str]
 class OutcomeRow(Row):
     command_id: str
     outcome: str
-
-
-class ModelUsageRow(Row):
-    model: str
-    input_tokens: int
-    cached_input_tokens: int
-    output_tokens: int
-
-
-async def models_on(billing: Reader, day: datetime.date, limit: int) -> list[ModelUsageRow]:
-    """Tokens of ``day`` per model, across tenants (the usage records)."""
-    return await billing.rows(
-        ModelUsageRow,
-        ALL_TENANTS,
-        "SELECT resource AS model,"
-        " coalesce(sum(quantity) FILTER (WHERE unit = 'input_tokens'), 0)::bigint"
-        " AS input_tokens,"
-        " coalesce(sum(quantity) FILTER (WHERE unit = 'cached_input_tokens'), 0)::bigint"
-        " AS cached_input_tokens,"
-        " coalesce(sum(quantity) FILTER (WHERE unit = 'output_tokens'), 0)::bigint"
-        " AS output_tokens"
-        " FROM {s}.usage_daily WHERE day = %s AND kind = 'model'"
-        " GROUP BY resource ORDER BY output_tokens DESC, resource LIMIT %s",
-        day,
-        limit,
-    )

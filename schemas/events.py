@@ -9,6 +9,7 @@ facts carry are ``values``'s, named here too (``events.AgentConfig``). Usage fac
 
 from __future__ import annotations
 
+import datetime
 from typing import Any, Literal
 
 from pydantic import Field
@@ -195,6 +196,9 @@ class TurnAccepted(_TurnFact):
     tools: list[ToolDefinition]
     history: list[MessageValue] = Field(description="the conversation before this turn")
     message: str
+    requested_at: datetime.datetime | None = Field(
+        default=None, description="when the turn was requested (its ``requested`` event)"
+    )
 
 
 class TurnRejected(_TurnFact):
@@ -203,6 +207,17 @@ class TurnRejected(_TurnFact):
     name = "rejected"
     code: str
     detail: str
+    agent_id: str = Field(default="", description="the session's agent, if it has one")
+
+
+class _TurnEnd(_TurnFact):
+    """What every end of an accepted turn says for the operators' read models, so that
+    they count turns per agent and time them from the log alone."""
+
+    agent_id: str = Field(default="", description="the agent that ran the turn")
+    requested_at: datetime.datetime | None = Field(
+        default=None, description="when the turn was requested; its duration ends here"
+    )
 
 
 class TurnStarted(_TurnFact):
@@ -211,7 +226,7 @@ class TurnStarted(_TurnFact):
     name = "started"
 
 
-class TurnCompleted(_TurnFact):
+class TurnCompleted(_TurnEnd):
     """``agentlog.turn.completed.v1``: the model answered without tool calls; the
     answer is the message ``message_id``."""
 
@@ -221,7 +236,7 @@ class TurnCompleted(_TurnFact):
     steps: int
 
 
-class TurnFailed(_TurnFact):
+class TurnFailed(_TurnEnd):
     """``agentlog.turn.failed.v1``: the turn ended without an answer, with the code and
     why."""
 
@@ -231,7 +246,7 @@ class TurnFailed(_TurnFact):
     usage: UsageValue = Field(default_factory=UsageValue)
 
 
-class TurnCancelled(_TurnFact):
+class TurnCancelled(_TurnEnd):
     """``agentlog.turn.cancelled.v1``: the turn ended on a client's request."""
 
     name = "cancelled"
@@ -289,7 +304,19 @@ class ModelCallRequested(_ModelCallFact):
     tools: list[ToolDefinition]
 
 
-class ModelCallCompleted(_ModelCallFact):
+class _ModelCallEnd(_ModelCallFact):
+    """Who answered, and when the call was requested (its latency ends with this
+    record), for the operators' read models. Nothing here is measured: a call performed
+    again records the same payload."""
+
+    provider: str = Field(default="", description="the provider that served the call")
+    model: str = Field(default="", description="the model as the provider names it")
+    requested_at: datetime.datetime | None = Field(
+        default=None, description="when the call was requested (its ``requested`` event)"
+    )
+
+
+class ModelCallCompleted(_ModelCallEnd):
     """``agentlog.model_call.completed.v1``: the model answered (text and tool
     calls), with the usage of every attempt."""
 
@@ -300,7 +327,7 @@ class ModelCallCompleted(_ModelCallFact):
     attempts: int = 1
 
 
-class ModelCallFailed(_ModelCallFact):
+class ModelCallFailed(_ModelCallEnd):
     """``agentlog.model_call.failed.v1``: the model call failed for good, with the
     code, why, and the usage of every attempt."""
 

@@ -7,6 +7,7 @@ reads the state and records what these return.
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,12 +130,18 @@ def request_turn(
     tools: list[ToolRow],
     history: list[MessageRow],
     limits: TurnLimits,
+    requested_at: datetime.datetime | None = None,
 ) -> Fact:
-    """``active_turn``: the id of the session's running turn, if one is."""
+    """``active_turn``: the id of the session's running turn, if one is;
+    ``requested_at``: the time of the request's event."""
 
     def rejected(code: ErrorCode, detail: str) -> Fact:
         return events.TurnRejected(
-            session_id=cmd.session_id, turn_id=cmd.turn_id, code=code, detail=detail
+            session_id=cmd.session_id,
+            turn_id=cmd.turn_id,
+            code=code,
+            detail=detail,
+            agent_id=session.agent_id if session else "",
         )
 
     if session is None:
@@ -165,15 +172,23 @@ def request_turn(
         tools=[t.definition for t in tools if t.name in allowed],
         history=[m.value() for m in history_window(history, limits.history_messages)],
         message=cmd.message,
+        requested_at=requested_at,
     )
 
 
-def cancel_turn(cmd: events.TurnCancelRequested, turn: TurnRow | None) -> Fact:
+def cancel_turn(
+    cmd: events.TurnCancelRequested, turn: TurnRow | None, session: Session | None
+) -> Fact:
     if turn is None or not turn.status.active:
         return _session_rejected(
             cmd.session_id, ErrorCode.TURN_NOT_ACTIVE, "only a running turn can be cancelled"
         )
-    return events.TurnCancelled(session_id=cmd.session_id, turn_id=cmd.turn_id)
+    return events.TurnCancelled(
+        session_id=cmd.session_id,
+        turn_id=cmd.turn_id,
+        agent_id=session.agent_id if session else "",
+        requested_at=turn.requested_at,
+    )
 
 
 def unprocessable(cmd: Any, command_id: str, reason: str) -> Fact | None:

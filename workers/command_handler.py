@@ -168,11 +168,15 @@ class CommandHandler:
                 self.db, tenant, cmd.session_id, self.limits.history_messages
             )
             tools = await tenants.tools(self.db, tenant)
-            fact = decide.request_turn(cmd, session, agent, active, tools, history, self.limits)
+            fact = decide.request_turn(
+                cmd, session, agent, active, tools, history, self.limits, env.time
+            )
             decided.record(fact, None)
             return fact
         if isinstance(cmd, events.TurnCancelRequested):
-            return decide.cancel_turn(cmd, await turns.turn(self.db, tenant, cmd.turn_id))
+            turn = await turns.turn(self.db, tenant, cmd.turn_id)
+            opened = await sessions.session(self.db, tenant, cmd.session_id)
+            return decide.cancel_turn(cmd, turn, opened)
         raise TypeError(f"not a command: {type(cmd).__name__}")
 
     async def close(self) -> None:

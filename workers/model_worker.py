@@ -87,7 +87,12 @@ class ModelWorker(EffectWorker):
             provider, model = self.providers.resolve(req.model)
         except ModelUnknownError as exc:
             result = events.ModelCallFailed(
-                **common, code=ErrorCode.MODEL_UNKNOWN, detail=str(exc), usage=events.UsageValue()
+                **common,
+                code=ErrorCode.MODEL_UNKNOWN,
+                detail=str(exc),
+                usage=events.UsageValue(),
+                model=req.model,
+                requested_at=env.time,
             )
             return [env.follow(result, step="result", source=self.source)]
         request = ModelRequest(
@@ -100,16 +105,22 @@ class ModelWorker(EffectWorker):
             ],
         )
         called = await self._call(env, provider, request, on_delta)
+        answered: dict[str, Any] = {
+            **common,
+            "provider": provider.name,
+            "model": model,
+            "requested_at": env.time,
+        }
         if isinstance(called, ProviderError):
             used = called.usage or events.UsageValue()
             result = events.ModelCallFailed(
-                **common, code=called.code, detail=redact(str(called)), usage=used
+                **answered, code=called.code, detail=redact(str(called)), usage=used
             )
         else:
             response = called.response
             used = called.usage
             result = events.ModelCallCompleted(
-                **common,
+                **answered,
                 text=response.text,
                 tool_calls=response.tool_calls,
                 usage=used,

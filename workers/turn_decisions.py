@@ -10,6 +10,7 @@ never redoes a step whose result is already there.
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -37,6 +38,7 @@ class TurnState:
     done: bool = False
     agent_version: int = 0
     progress: str = ""  # the id of the last event that moved the turn on
+    requested_at: datetime.datetime | None = None
 
 
 Decision = tuple[TurnState | None, list[tuple[str, Fact]]]
@@ -85,14 +87,18 @@ def _decide(state: TurnState | None, data: Fact, event_id: str) -> Decision:
 
 def _failed(state: TurnState, event_id: str, code: ErrorCode | str, detail: str) -> Step:
     """``code``: ours, or one a model worker recorded (passed on as it was recorded)."""
-    failed = events.TurnFailed(
-        session_id=state.session_id,
-        turn_id=state.turn_id,
-        code=code,
-        detail=detail,
-        usage=state.usage,
-    )
+    failed = events.TurnFailed(**_end(state), code=code, detail=detail, usage=state.usage)
     return _ended(state, event_id, "the turn failed", [("failed", failed)])
+
+
+def _end(state: TurnState) -> dict[str, Any]:
+    """What every end of the turn names: the turn, its agent and when it was requested."""
+    return {
+        "session_id": state.session_id,
+        "turn_id": state.turn_id,
+        "agent_id": state.agent_id,
+        "requested_at": state.requested_at,
+    }
 
 
 def _start(data: events.TurnAccepted, event_id: str) -> Step:
@@ -110,6 +116,7 @@ def _start(data: events.TurnAccepted, event_id: str) -> Step:
         agent_version=data.agent_version,
         tools={t.name: t for t in data.tools},
         messages=(*system, *data.history, user),
+        requested_at=data.requested_at,
     )
     ids: dict[str, Any] = {"session_id": data.session_id, "turn_id": data.turn_id}
     started = events.TurnStarted(**ids)
@@ -152,7 +159,7 @@ def _model_answered(state: TurnState, data: events.ModelCallCompleted, event_id:
     ]
     if not data.tool_calls:
         done = events.TurnCompleted(
-            **ids, message_id=message_id, usage=state.usage, steps=state.step
+            **_end(state), message_id=message_id, usage=state.usage, steps=state.step
         )
         return replace(state, done=True), [*facts, ("completed", done)]
     pending: set[str] = set()

@@ -27,7 +27,7 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sse_starlette import EventSourceResponse
 
-from projections import dashboard, dead_letters, turns
+from projections import activity, dashboard, dead_letters, turns
 from schemas import billing
 from schemas.billing import PLATFORM
 from schemas.errors import ErrorCode
@@ -159,25 +159,34 @@ def _local(target: str) -> str:
 
 
 async def overview_data(gw: Gateway, window: Window) -> dict[str, Any]:
-    """The overview's figures: turns per minute, latency, failures, and turns and
-    tokens by tenant over the window; tokens by model since midnight (UTC); the latest
-    turns."""
+    """The overview's figures over the window (from the activity read model): turns
+    per minute, latency, failures, turns and tokens by tenant and by agent, model calls
+    with their latency and tokens; and the latest turns."""
     now = datetime.datetime.now(datetime.UTC)
-    since = now - datetime.timedelta(minutes=dashboard.WINDOWS[window])
-    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    minutes = dashboard.WINDOWS[window]
+    span = activity.span_for(minutes)
+    # The spans the window touches, the one it starts in included.
+    since = activity.span_start(now - datetime.timedelta(minutes=minutes), span)
     db = gw.operator_db
-    minutes, latency, failures, tenants, recent, models = await asyncio.gather(
-        dashboard.turns_per_minute(db, since),
-        dashboard.latency(db, since),
-        dashboard.failures(db, since, 10),
-        dashboard.tenants_since(db, since, 20),
-        dashboard.turns_page(db, tenant_id=None, agent_id=None, status=None, before=None, limit=10),
-        dashboard.models_on(gw.operator_billing_db, midnight.date(), 10),
+    figures = asyncio.gather(
+        activity.turns_per_span(db, span, since),
+        activity.latency(db, span, since),
+        activity.failures(db, span, since, 10),
+        activity.tenants_since(db, span, since, 20),
+        activity.agents_since(db, span, since, 10),
+        activity.models_since(db, span, since, 10),
+    )
+    latest = dashboard.turns_page(
+        db, tenant_id=None, agent_id=None, status=None, before=None, limit=10
+    )
+    (spans, latency, failures, tenants, agents, models), recent = await asyncio.gather(
+        figures, latest
     )
     return {
         "window": window,
         "at": now.isoformat(),
-        "minutes": _every_minute(minutes, since, now),
+        "span": span,
+        "spans": _every_span(spans, span, since, now),
         "finished": latency.finished,
         "failed": latency.failed,
         "failure_rate": latency.failed / latency.finished if latency.finished else None,
@@ -185,25 +194,26 @@ async def overview_data(gw: Gateway, window: Window) -> dict[str, Any]:
         "p99_ms": latency.p99_ms,
         "failures": [f.model_dump(mode="json") for f in failures],
         "tenants": [t.model_dump(mode="json") for t in tenants],
+        "agents": [a.model_dump(mode="json") for a in agents],
         "recent": [t.model_dump(mode="json") for t in recent],
         "models": [m.model_dump(mode="json") for m in models],
     }
 
 
-def _every_minute(
-    rows: list[dashboard.MinuteRow], since: datetime.datetime, now: datetime.datetime
+def _every_span(
+    rows: list[activity.SpanRow], span: int, since: datetime.datetime, now: datetime.datetime
 ) -> list[dict[str, Any]]:
-    """One entry per minute of the window, those without a turn ended at 0: the chart's
+    """One entry per span of the window, those without a turn ended at 0: the chart's
     time axis is the whole window."""
-    counted = {row.minute: row for row in rows}
-    minute = since.replace(second=0, microsecond=0)
+    counted = {row.start: row for row in rows}
+    start = since
     series = []
-    while minute <= now:
-        row = counted.get(minute) or dashboard.MinuteRow(
-            minute=minute, completed=0, failed=0, cancelled=0
+    while start <= now:
+        row = counted.get(start) or activity.SpanRow(
+            start=start, completed=0, failed=0, cancelled=0
         )
         series.append(row.model_dump(mode="json"))
-        minute += datetime.timedelta(minutes=1)
+        start += datetime.timedelta(minutes=span)
     return series
 
 

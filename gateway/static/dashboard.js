@@ -78,13 +78,13 @@ document.addEventListener("click", async (event) => {
   // -- overview -------------------------------------------------------------------------
   let chart = null;
   function chartData(d) {
-    const xs = d.minutes.map((m) => Date.parse(m.minute) / 1000);
-    return [xs, d.minutes.map((m) => m.completed), d.minutes.map((m) => m.failed), d.minutes.map((m) => m.cancelled)];
+    const xs = d.spans.map((m) => Date.parse(m.start) / 1000);
+    return [xs, d.spans.map((m) => m.completed), d.spans.map((m) => m.failed), d.spans.map((m) => m.cancelled)];
   }
   function drawChart(d) {
     const box = document.getElementById("turns-chart");
     if (!box || typeof uPlot === "undefined") return;
-    if (!d.minutes.some((m) => m.completed || m.failed || m.cancelled)) {
+    if (!d.spans.some((m) => m.completed || m.failed || m.cancelled)) {
       if (chart) { chart.destroy(); chart = null; }
       box.innerHTML = '<p class="empty">No turns ended in this window.</p>';
       return;
@@ -100,7 +100,7 @@ document.addEventListener("click", async (event) => {
         { label: "failed", stroke: "#b42318", width: 2, points: { show: false } },
         { label: "cancelled", stroke: "#a15c07", width: 1, points: { show: false } },
       ],
-      axes: [{}, { label: "turns / min" }],
+      axes: [{}, { label: d.span === 1 ? "turns / min" : "turns / " + d.span + " min" }],
     }, chartData(d), box);
   }
   function overview(d) {
@@ -116,9 +116,15 @@ document.addEventListener("click", async (event) => {
     rows("failures", d.failures, (tr, f) => {
       cell(tr, code(f.error_code)); cell(tr, f.turns);
     }, "No failures in this window.");
+    rows("agents", d.agents, (tr, a) => {
+      const turns = "/dashboard/turns?tenant=" + encodeURIComponent(a.tenant_id) + "&agent=" + encodeURIComponent(a.agent_id);
+      cell(tr, a.agent_id ? link(turns, a.agent_id) : "-");
+      cell(tr, a.tenant_id); cell(tr, a.turns); cell(tr, a.failed); cell(tr, a.output_tokens);
+    }, "No turn ended in this window.");
     rows("models", d.models, (tr, m) => {
-      cell(tr, code(m.model)); cell(tr, m.input_tokens); cell(tr, m.cached_input_tokens); cell(tr, m.output_tokens);
-    }, "No model was called today.");
+      cell(tr, code(m.provider + "/" + m.model)); cell(tr, m.calls); cell(tr, m.failed);
+      cell(tr, ms(m.p50_ms)); cell(tr, ms(m.p99_ms)); cell(tr, m.input_tokens); cell(tr, m.output_tokens);
+    }, "No model was called in this window.");
     rows("recent", d.recent, (tr, t) => {
       tr.dataset.turn = t.turn_id;
       cell(tr, link("/dashboard/turns/" + t.turn_id, t.turn_id.slice(0, 8)));

@@ -5,8 +5,9 @@ window holding all of them (24 h) and one holding a tenth (1 h).
     python -m tests.bench.bench_dashboard [--turns N] [--renders R]
 
 The turns (of 100 tenants, 10 sessions each; one in ten failed) are written into the
-``turns``, ``sessions`` and ``tenants`` tables with one ``INSERT … SELECT``, as the
-projector would have left them; the operator through the billing projection. The
+``turns``, ``sessions`` and ``tenants`` tables with one ``INSERT … SELECT``, and summed
+per minute into the activity read model (two model calls a turn), as the projector would
+have left them; the operator through the billing projection. The
 gateway app runs in this process (ASGI), against the embedded broker and this
 machine's Postgres and Redis.
 """
@@ -58,6 +59,27 @@ FROM (SELECT n, CASE WHEN n % 10 = 0 THEN now() - random() * interval '1 hour'
                      ELSE now() - interval '1 hour' - random() * interval '23 hours' END AS ended
       FROM generate_series(1, %(turns)s) n) t;
 ANALYZE {s}.turns;
+CREATE TEMP VIEW ended AS
+SELECT t.*, sp.span, sp.start, extract(epoch FROM t.finished_at - t.requested_at) * 1000 AS ms
+FROM {s}.turns t, LATERAL (
+    SELECT span, date_trunc('hour', t.finished_at)
+           + (extract(minute FROM t.finished_at)::int / span * span) * interval '1 minute' AS start
+    FROM unnest(ARRAY[1, 10, 60]) span) sp;
+INSERT INTO {s}.turn_activity
+SELECT span, start, t.tenant_id, s.agent_id, t.status, coalesce(t.error_code, ''), count(*),
+       sum(round(t.ms)), sum(t.input_tokens), sum(t.output_tokens)
+FROM ended t JOIN {s}.sessions s USING (session_id) GROUP BY 1, 2, 3, 4, 5, 6;
+INSERT INTO {s}.turn_latency
+SELECT span, start, status, floor(log(2, ms::numeric) * 8), count(*)
+FROM ended GROUP BY 1, 2, 3, 4;
+INSERT INTO {s}.model_activity
+SELECT span, start, 'openai', (ARRAY['gpt-4o', 'gpt-4o-mini', 'o3'])[length(turn_id) % 3 + 1],
+       'completed', '', floor(log(2, ms::numeric / 2) * 8), 2 * count(*), sum(round(ms)),
+       sum(input_tokens), 0, sum(output_tokens)
+FROM ended GROUP BY 1, 2, 3, 4, 5, 6, 7;
+ANALYZE {s}.turn_activity;
+ANALYZE {s}.turn_latency;
+ANALYZE {s}.model_activity;
 """
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,7 +15,6 @@ import pytest
 
 from schemas import billing, events
 from schemas.envelope import Envelope, envelope, to_kafka
-from schemas.usage import UsageRecorded
 from tests.gateway.conftest import SOURCE, Api
 from tests.gateway.test_turns import CONFIG, finished
 from tests.topics import read_all
@@ -34,16 +34,45 @@ DATA = [
 ]
 
 
-def _turn(api: Api, n: int, *, failed: bool = False) -> list[Envelope[Any]]:
-    """The facts of one turn of session s-<n>, requested, accepted and ended."""
+def _turn(
+    api: Api, n: int, *, failed: bool = False, took: datetime.timedelta | None = None
+) -> list[Envelope[Any]]:
+    """The facts of one turn of session s-<n>, requested, accepted and ended; ``took``:
+    how long before its end its request is said to be."""
     ids: dict[str, Any] = {"session_id": f"s-{n}", "turn_id": f"t-{n:04d}"}
     requested = envelope(
         events.TurnRequested(**ids, message="hi"), source=SOURCE, tenant_id=api.tenant_id
     )
     facts = finished(api, requested, "ok")
+    end: dict[str, Any] = {"agent_id": "a-1", "requested_at": requested.time}
     if failed:
-        facts[-1] = api.fact(events.TurnFailed(**ids, code="MODEL_UNAVAILABLE", detail="HTTP 500"))
+        facts[-1] = api.fact(
+            events.TurnFailed(**ids, **end, code="MODEL_UNAVAILABLE", detail="HTTP 500")
+        )
+    if took is not None:
+        done = facts[-1].data.model_copy(update={"requested_at": facts[-1].time - took})
+        facts[-1] = dataclasses.replace(facts[-1], data=done)
     return facts
+
+
+def _model_call(api: Api, n: int, latency_ms: int, tokens: int) -> Envelope[Any]:
+    """A model call answered ``latency_ms`` after it was requested."""
+    now = datetime.datetime.now(datetime.UTC)
+    answered = api.fact(
+        events.ModelCallCompleted(
+            session_id=f"s-{n}",
+            turn_id=f"t-{n:04d}",
+            call_id=f"c-{n}",
+            step=1,
+            text="ok",
+            tool_calls=[],
+            usage=events.UsageValue(input_tokens=tokens, output_tokens=2),
+            provider="dev",
+            model="dev-1",
+            requested_at=now - datetime.timedelta(milliseconds=latency_ms),
+        )
+    )
+    return answered.at(now)
 
 
 @contextlib.asynccontextmanager
@@ -121,32 +150,45 @@ async def test_bad_filters_get_problem_details(
 
 
 async def test_the_overview_counts_what_the_read_models_hold(api: Api) -> None:
+    # Turns of 1 to 6 seconds, the last one failed; three model calls.
     for n in range(6):
-        await api.fold(*_turn(api, n, failed=n == 5))
-    for tokens in (10, 30):
-        used = UsageRecorded(
-            tenant_id=api.tenant_id,
-            kind="model",
-            resource="dev",
-            quantities={"input_tokens": tokens, "output_tokens": 2},
-            used_at=datetime.datetime.now(datetime.UTC),
-        )
-        await api.fold(api.fact(used))
+        took = datetime.timedelta(seconds=n + 1)
+        await api.fold(*_turn(api, n, failed=n == 5, took=took))
+    for n, (latency_ms, tokens) in enumerate(((120, 10), (130, 30), (2000, 5))):
+        await api.fold(_model_call(api, n, latency_ms, tokens))
     response = await api.http.get("/dashboard/api/overview?window=15m", headers=api.as_operator)
     assert response.status_code == 200, response.text
     data = response.json()
     assert (data["finished"], data["failed"]) == (6, 1)
     assert data["failure_rate"] == pytest.approx(1 / 6)
-    assert sum(m["completed"] for m in data["minutes"]) == 5
+    assert (data["span"], sum(m["completed"] for m in data["spans"])) == (1, 5)
     assert data["failures"] == [{"error_code": "MODEL_UNAVAILABLE", "turns": 1}]
     assert [(t["tenant_id"], t["turns"], t["input_tokens"]) for t in data["tenants"]] == [
         (api.tenant_id, 6, 15)
     ]
-    assert data["p50_ms"] is not None
+    # Percentiles from the histogram: within 4.5 % of the turn they fall on.
+    assert data["p50_ms"] == pytest.approx(3000, rel=0.045)
+    assert data["p99_ms"] == pytest.approx(6000, rel=0.045)
+    assert [(a["agent_id"], a["turns"], a["failed"]) for a in data["agents"]] == [("a-1", 6, 1)]
     assert [t["turn_id"] for t in data["recent"]][:1] == ["t-0005"]
-    assert data["models"] == [
-        {"model": "dev", "input_tokens": 40, "cached_input_tokens": 0, "output_tokens": 4}
-    ]
+    [model] = data["models"]
+    assert model == {
+        "provider": "dev",
+        "model": "dev-1",
+        "calls": 3,
+        "failed": 0,
+        "p50_ms": pytest.approx(130, rel=0.045),
+        "p99_ms": pytest.approx(2000, rel=0.045),
+        "input_tokens": 45,
+        "cached_input_tokens": 0,
+        "output_tokens": 6,
+    }
+    # A day is read from the hourly spans: the same turns, fewer points.
+    day = await api.http.get("/dashboard/api/overview?window=24h", headers=api.as_operator)
+    daily = day.json()
+    assert (daily["span"], len(daily["spans"])) == (60, 25)
+    assert (daily["finished"], daily["failed"], daily["p50_ms"]) == (6, 1, data["p50_ms"])
+    assert daily["models"] == data["models"]
 
 
 async def test_turns_are_filtered_and_paginated_without_gaps_or_repeats(api: Api) -> None:

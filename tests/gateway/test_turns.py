@@ -58,6 +58,7 @@ def finished(api: Api, cmd: Envelope[Any], answer: str) -> list[Envelope[Any]]:
             tools=[],
             history=[],
             message=cmd.data.message,
+            requested_at=cmd.time,
         ),
         cause=cmd,
     )
@@ -65,7 +66,12 @@ def finished(api: Api, cmd: Envelope[Any], answer: str) -> list[Envelope[Any]]:
         **ids, message_id="m-answer", message=events.MessageValue(role="assistant", content=answer)
     )
     done = events.TurnCompleted(
-        **ids, message_id="m-answer", usage=events.UsageValue(input_tokens=3), steps=1
+        **ids,
+        agent_id="a-1",
+        requested_at=cmd.time,
+        message_id="m-answer",
+        usage=events.UsageValue(input_tokens=3),
+        steps=1,
     )
     return [cmd, accepted, api.fact(message), api.fact(done)]
 

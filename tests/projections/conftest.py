@@ -17,7 +17,7 @@ from projections.migrate import upgrade
 from projections.store import ProjectionStore
 from tests.services import database_url as session_database_url
 
-from .conversation import Ids, Log, conversation
+from .conversation import Ids, Log, conversation, model_answers
 
 DATABASE_URL = session_database_url()
 
@@ -87,10 +87,11 @@ async def scoped(database_url: str, schema: str) -> AsyncIterator[Database]:
 
 @pytest.fixture
 async def two_tenants(store: ProjectionStore) -> tuple[Ids, Ids]:
-    """Two tenants, each with a whole conversation, applied through the store: tenant A's
-    on partition 0 of each topic, tenant B's on partition 1."""
+    """Two tenants, each with a whole conversation and its model calls, applied through
+    the store: tenant A's on partition 0 of each topic, tenant B's on partition 1."""
     a, b = Ids.new("a"), Ids.new("b")
     log = Log()
-    await store.apply(log.extend(conversation(a).values(), partition=0))
-    await store.apply(log.extend(conversation(b).values(), partition=1))
+    for ids, partition in ((a, 0), (b, 1)):
+        said = [*conversation(ids).values(), *model_answers(ids)]
+        await store.apply(log.extend(said, partition=partition))
     return a, b

@@ -226,3 +226,27 @@ def conversation(ids: Ids, start: datetime.datetime = T0) -> dict[str, Envelope[
         step: env.at(start + datetime.timedelta(seconds=n))
         for n, (step, env) in enumerate(envs.items())
     }
+
+
+def model_answers(ids: Ids, start: datetime.datetime = T0) -> list[Envelope[Any]]:
+    """Two model calls of the conversation's turn in one minute, for the activity read
+    model: the first asked for the tool, the second answered."""
+    return [
+        envelope(
+            events.ModelCallCompleted(
+                session_id=ids.session_id,
+                turn_id=ids.turn_id,
+                call_id=f"call-{ids.turn_id}-{step}",
+                step=step,
+                text=text,
+                tool_calls=[],
+                usage=events.UsageValue(input_tokens=8 * step, output_tokens=step),
+                provider="dev",
+                model="echo",
+                requested_at=start,
+            ),
+            source=SOURCE,
+            tenant_id=ids.tenant_id,
+        ).at(start + datetime.timedelta(seconds=step))
+        for step, text in ((1, ""), (2, "4"))
+    ]

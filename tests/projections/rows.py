@@ -7,8 +7,11 @@ from typing import Any
 from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 
-# Every table of the core read models (migration 0001), Alembic's own left out.
+# Every table of the core read models (migrations 0001 and 0006), Alembic's own left out.
 TABLES = {
+    "model_activity",
+    "turn_activity",
+    "turn_latency",
     "agent_versions",
     "agents",
     "api_keys",

@@ -9,7 +9,7 @@ import pytest
 
 from projections import agents, sessions, tenants, turns
 from projections.database import Database
-from projections.rows import Row
+from projections.rows import ALL_TENANTS, Row
 
 from .conversation import CATALOG, Ids
 
@@ -25,6 +25,7 @@ TENANT_TABLES = (
     "turns",
     "turn_steps",
     "tool_calls",
+    "turn_activity",
 )
 
 
@@ -135,6 +136,17 @@ async def test_the_reader_cannot_read_what_is_not_a_tenants_row(
     ]
 
 
+@pytest.mark.parametrize("table", ["turn_latency", "model_activity"])
+async def test_the_activity_of_every_tenant_together_is_the_operators_alone(
+    two_tenants: tuple[Ids, Ids], scoped: Database, table: str
+) -> None:
+    a, _b = two_tenants
+    query = f"SELECT span FROM {{s}}.{table}"
+
+    assert await scoped.rows(Row, a.tenant_id, query) == []
+    assert len(await scoped.rows(Row, ALL_TENANTS, query)) > 0
+
+
 async def test_the_workers_database_sees_every_tenant(
     two_tenants: tuple[Ids, Ids], unscoped: Database
 ) -> None:
@@ -153,8 +165,8 @@ async def test_the_workers_database_sees_every_tenant(
 
     assert [r.tenant_id for r in seen] == sorted([a.tenant_id, b.tenant_id])
     assert [p.model_dump() for p in positions] == [
-        {"partition": 0, "next_offset": 12},
-        {"partition": 1, "next_offset": 12},
+        {"partition": 0, "next_offset": 14},
+        {"partition": 1, "next_offset": 14},
     ]
     assert [r.agent_id for r in await agents.agents(unscoped, a.tenant_id, 10, None)] == [
         a.agent_id

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 
+from projections import activity
 from projections.ops import Add, Context, Folds, Notify, Op, Update, Upsert, folds, project
 from schemas import events
 from schemas.base import Fact
@@ -37,14 +38,15 @@ def test_facts_without_a_read_model_project_to_nothing() -> None:
     ("fact", "read_models"),
     [
         (events.TurnAccepted, ["outcomes", "turns"]),
-        (events.TurnRejected, ["outcomes", "turns"]),
-        (events.TurnCancelled, ["outcomes", "turns"]),
+        (events.TurnRejected, ["activity", "outcomes", "turns"]),
+        (events.TurnCancelled, ["activity", "outcomes", "turns"]),
         (events.AgentCreated, ["agents", "outcomes"]),
         (events.AgentDisabled, ["agents", "outcomes"]),
         (events.AgentCommandRejected, ["outcomes"]),
         (events.SessionCreated, ["outcomes", "sessions"]),
         (events.MessageAppended, ["sessions", "turns"]),
-        (events.TurnCompleted, ["turns"]),
+        (events.TurnCompleted, ["activity", "turns"]),
+        (events.ModelCallCompleted, ["activity", "turns"]),
         (events.ApiKeyRevoked, ["tenants"]),
     ],
 )
@@ -88,7 +90,7 @@ def datetimes_in(value: Any) -> list[datetime.date]:
 
 
 # Tables of the platform, not of a tenant: operators and the price plans they publish.
-PLATFORM_TABLES = {"operators", "price_plans"}
+PLATFORM_TABLES = {"operators", "price_plans", "turn_latency", "model_activity"}
 
 
 def written(op: Op) -> dict[str, Any]:
@@ -125,9 +127,18 @@ def test_the_fold_reads_no_wall_clock(example: tuple[Fact, Context]) -> None:
     fact, ctx = example
     stamps = [d for op in project(fact, ctx) for d in datetimes_in(written(op))]
     # The event's time, or a time the fact itself carries (when usage happened), or its
-    # day (usage by day).
+    # day (usage by day), or the start of a span that holds it (activity).
     carried = [ctx.time, *datetimes_in(dict(fact))]
-    known = {*carried, *(d.date() for d in carried if isinstance(d, datetime.datetime))}
+    known = {
+        *carried,
+        *(d.date() for d in carried if isinstance(d, datetime.datetime)),
+        *(
+            activity.span_start(d, span)
+            for d in carried
+            if isinstance(d, datetime.datetime)
+            for span in activity.SPANS
+        ),
+    }
 
     assert all(stamp in known for stamp in stamps), stamps
 

@@ -242,14 +242,18 @@ def decide_turn(
         TOOL_ROWS,
         HISTORY_ROWS,
         limits or TurnLimits(max_message_bytes, max_steps=64, max_tool_calls=256),
+        T0,
     )
 
 
 LIMITS = TurnLimits(max_message_bytes=100, max_steps=64, max_tool_calls=256)
 
 
-def turn_rejected(code: str, detail: str) -> events.TurnRejected:
-    return events.TurnRejected(session_id="s-1", turn_id="t-2", code=code, detail=detail)
+def turn_rejected(code: str, detail: str, agent_id: str = "a-1") -> events.TurnRejected:
+    """A rejection names the session's agent, when the session exists."""
+    return events.TurnRejected(
+        session_id="s-1", turn_id="t-2", code=code, detail=detail, agent_id=agent_id
+    )
 
 
 def test_an_accepted_turn_carries_the_config_allowlisted_tools_and_history_in_order() -> None:
@@ -272,6 +276,7 @@ def test_an_accepted_turn_carries_the_config_allowlisted_tools_and_history_in_or
             events.MessageValue(role="assistant", content="Sunny in Oslo."),
         ],
         message="And tomorrow?",
+        requested_at=T0,
     )
 
 
@@ -298,7 +303,9 @@ def test_tools_keep_the_registry_order_and_skip_those_not_allowlisted() -> None:
 
 
 def test_a_turn_in_a_missing_session_is_rejected() -> None:
-    assert decide_turn(session=None) == turn_rejected("SESSION_NOT_FOUND", "no session s-1")
+    assert decide_turn(session=None) == turn_rejected(
+        "SESSION_NOT_FOUND", "no session s-1", agent_id=""
+    )
 
 
 def test_a_turn_whose_agent_is_gone_is_rejected() -> None:
@@ -390,8 +397,8 @@ def turn_row(status: TurnStatus) -> TurnRow:
 
 @pytest.mark.parametrize("status", [TurnStatus.ACCEPTED, TurnStatus.RUNNING])
 def test_a_running_turn_can_be_cancelled(status: TurnStatus) -> None:
-    assert cancel_turn(CANCEL, turn_row(status)) == events.TurnCancelled(
-        session_id="s-1", turn_id="t-1"
+    assert cancel_turn(CANCEL, turn_row(status), SESSION_ROW) == events.TurnCancelled(
+        session_id="s-1", turn_id="t-1", agent_id="a-1", requested_at=T0
     )
 
 
@@ -403,7 +410,7 @@ def test_a_running_turn_can_be_cancelled(status: TurnStatus) -> None:
     ],
 )
 def test_only_a_running_turn_can_be_cancelled(turn: TurnRow | None) -> None:
-    assert cancel_turn(CANCEL, turn) == events.SessionCommandRejected(
+    assert cancel_turn(CANCEL, turn, SESSION_ROW) == events.SessionCommandRejected(
         session_id="s-1",
         command_id="",
         code="TURN_NOT_ACTIVE",

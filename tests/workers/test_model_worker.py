@@ -171,6 +171,24 @@ async def test_a_retried_failure_counts_the_usage_of_every_attempt(
     }
 
 
+async def test_the_result_says_who_answered_and_when_the_call_was_requested(
+    worker: ModelWorker, models: ModelServer
+) -> None:
+    models.script(Reply(chunks=("late",), stall_s=0.3), Reply(status=401, stall_s=0.2))
+
+    asked, refusal = request("openai:m-1"), request("anthropic:m-2")
+    answered, _usage = await worker.perform(asked)
+    refused, _usage = await worker.perform(refusal)
+
+    # The request's time, not a measured duration: performed again, the same payload.
+    assert (answered.data.provider, answered.data.model) == ("openai", "m-1")
+    assert answered.data.requested_at == asked.time
+    assert (answered.time - asked.time).total_seconds() >= 0.3
+    assert isinstance(refused.data, events.ModelCallFailed)
+    assert (refused.data.provider, refused.data.model) == ("anthropic", "m-2")
+    assert refused.data.requested_at == refusal.time
+
+
 async def test_a_failure_is_recorded_with_its_code_and_usage(
     worker: ModelWorker, models: ModelServer
 ) -> None:

@@ -7,6 +7,7 @@ causing event and the step, and limits that no turn exceeds.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -22,6 +23,9 @@ from workers.turn_decisions import Decision, TurnState, decide
 
 SESSION, TURN = "s-1", "t-1"
 IDS: dict[str, Any] = {"session_id": SESSION, "turn_id": TURN}
+REQUESTED_AT = datetime.datetime(2026, 11, 2, 9, 30, tzinfo=datetime.UTC)
+# What a turn's end names besides the turn: its agent and when it was requested.
+END: dict[str, Any] = {**IDS, "agent_id": "a-1", "requested_at": REQUESTED_AT}
 ACCEPTED_ID = "evt-accepted"
 Facts = list[tuple[str, Fact]]
 
@@ -66,6 +70,7 @@ def accepted(config: events.AgentConfig = CONFIG) -> events.TurnAccepted:
         tools=[WEATHER, CLOCK],
         history=list(HISTORY),
         message="Weather in Oslo?",
+        requested_at=REQUESTED_AT,
     )
 
 
@@ -244,7 +249,7 @@ def test_a_plain_answer_is_recorded_and_completes_the_turn() -> None:
         appended("evt-answer", assistant(text="Sunny.")),
         (
             "completed",
-            events.TurnCompleted(**IDS, message_id=message_id, usage=usage(10, 5), steps=1),
+            events.TurnCompleted(**END, message_id=message_id, usage=usage(10, 5), steps=1),
         ),
     ]
     assert after.done
@@ -270,7 +275,7 @@ def test_completion_sums_usage_and_counts_steps_across_model_calls() -> None:
     assert facts[-1] == (
         "completed",
         events.TurnCompleted(
-            **IDS, message_id=derived_id("a2", "message"), usage=usage(250, 50), steps=2
+            **END, message_id=derived_id("a2", "message"), usage=usage(250, 50), steps=2
         ),
     )
 
@@ -479,7 +484,7 @@ def test_a_failed_model_call_fails_the_turn_with_its_code_and_all_usage() -> Non
         (
             "failed",
             events.TurnFailed(
-                **IDS,
+                **END,
                 code="MODEL_UNAVAILABLE",
                 detail="upstream returned 503",
                 usage=usage(107, 20),
@@ -500,7 +505,7 @@ def test_a_turn_that_needs_more_model_calls_than_allowed_fails() -> None:
         (
             "failed",
             events.TurnFailed(
-                **IDS,
+                **END,
                 code="MAX_STEPS_EXCEEDED",
                 detail="the turn took more than 1 model calls",
                 usage=usage(9, 3),
