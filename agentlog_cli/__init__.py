@@ -76,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild = projections_sub.add_parser("rebuild", help="rebuild a projection from offset 0")
     rebuild.add_argument("name", choices=("core", "billing"))
     rebuild.add_argument("--no-swap", action="store_true", help="build and verify only")
+    rebuild.add_argument(
+        "--changed",
+        default="",
+        metavar="TABLE,…",
+        help="tables a changed fold writes otherwise: they may differ from the live ones",
+    )
     operators = sub.add_parser("operators", help="manage the platform's operators")
     operators_sub = operators.add_subparsers(dest="action", required=True)
     operator = operators_sub.add_parser("create", help="create an operator and print its key")
@@ -184,7 +190,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         from projections.rebuild import BILLING_MODELS, CORE, rebuild
 
         models = BILLING_MODELS if args.name == "billing" else CORE
-        uvloop.run(rebuild(settings, swap=not args.no_swap, models=models))
+        changed = frozenset(t for t in args.changed.split(",") if t)
+        uvloop.run(rebuild(settings, swap=not args.no_swap, models=models, changed=changed))
     elif args.command == "operators":
         from .operators import create_operator
 
