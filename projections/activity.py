@@ -215,7 +215,9 @@ class TenantTurnsRow(Row):
 
 class AgentTurnsRow(Row):
     tenant_id: str
+    tenant_name: str
     agent_id: str
+    agent_name: str | None
     turns: int
     failed: int
     input_tokens: int
@@ -318,12 +320,17 @@ async def tenants_since(
 async def agents_since(
     db: Reader, span: int, since: datetime.datetime, limit: int
 ) -> list[AgentTurnsRow]:
-    """The busiest agents since ``since``, with their tenants."""
+    """The busiest agents since ``since``, with their names and their tenants'."""
     return await db.rows(
         AgentTurnsRow,
         ALL_TENANTS,
-        f"SELECT tenant_id, agent_id, {_SUMS} FROM {{s}}.turn_activity WHERE {_ENDED}"
-        " GROUP BY tenant_id, agent_id ORDER BY turns DESC, tenant_id, agent_id LIMIT %s",
+        "SELECT t.*, coalesce(n.display_name, t.tenant_id) AS tenant_name,"
+        " a.config ->> 'name' AS agent_name FROM ("
+        f" SELECT tenant_id, agent_id, {_SUMS} FROM {{s}}.turn_activity WHERE {_ENDED}"
+        " GROUP BY tenant_id, agent_id ORDER BY turns DESC, tenant_id, agent_id LIMIT %s) t"
+        " LEFT JOIN {s}.tenants n ON n.tenant_id = t.tenant_id"
+        " LEFT JOIN {s}.agents a ON a.agent_id = t.agent_id"
+        " ORDER BY t.turns DESC, t.tenant_id, t.agent_id",
         span,
         since,
         limit,

@@ -118,8 +118,8 @@ document.addEventListener("click", async (event) => {
     }, "No failures in this window.");
     rows("agents", d.agents, (tr, a) => {
       const turns = "/dashboard/turns?tenant=" + encodeURIComponent(a.tenant_id) + "&agent=" + encodeURIComponent(a.agent_id);
-      cell(tr, a.agent_id ? link(turns, a.agent_id) : "-");
-      cell(tr, a.tenant_id); cell(tr, a.turns); cell(tr, a.failed); cell(tr, a.output_tokens);
+      cell(tr, a.agent_id ? link(turns, a.agent_name || a.agent_id) : "-");
+      cell(tr, a.tenant_name); cell(tr, a.turns); cell(tr, a.failed); cell(tr, a.output_tokens);
     }, "No turn ended in this window.");
     rows("models", d.models, (tr, m) => {
       cell(tr, code(m.provider + "/" + m.model)); cell(tr, m.calls); cell(tr, m.failed);
