@@ -10,6 +10,10 @@ import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
+from schemas.billing import PricePlan
+from schemas.usage import Unit, UsageKind
+
+from .pricing import list_cost
 from .rows import ALL_TENANTS, Reader, Row
 from .turns import TurnRow
 
@@ -42,9 +46,9 @@ class TenantRow(Row):
 
 class UsageRow(Row):
     tenant_id: str
-    kind: str
+    kind: UsageKind
     resource: str
-    unit: str
+    unit: Unit
     quantity: int
 
 
@@ -125,6 +129,50 @@ async def usage_of(
         start,
         end,
     )
+
+
+class PlanInForce(Row):
+    tenant_id: str
+    plan: PricePlan
+
+
+async def plans_in_force(
+    billing: Reader, tenant_ids: list[str], at: datetime.datetime
+) -> dict[str, PricePlan]:
+    """The plan each of the given tenants is on at ``at`` (tenants on none left out)."""
+    rows = await billing.rows(
+        PlanInForce,
+        ALL_TENANTS,
+        "SELECT DISTINCT ON (a.tenant_id) a.tenant_id, p.plan FROM {s}.plan_assignments a"
+        " JOIN {s}.price_plans p USING (plan_id, version)"
+        " WHERE a.tenant_id = ANY(%s) AND a.effective_from <= %s"
+        " ORDER BY a.tenant_id, a.effective_from DESC, a.billing_offset DESC",
+        tenant_ids,
+        at,
+    )
+    return {row.tenant_id: row.plan for row in rows}
+
+
+async def spent_today(
+    billing: Reader, tenant_ids: list[str], now: datetime.datetime
+) -> dict[str, str]:
+    """What each tenant's usage of today (UTC) costs at the rates of the plan it is on,
+    before free allowances and minimums (``pricing.list_cost``), as "12.345678 USD";
+    tenants on no plan are left out."""
+    if not tenant_ids:
+        return {}
+    today = now.date()
+    used = await usage_of(billing, tenant_ids, today, today + datetime.timedelta(days=1))
+    plans = await plans_in_force(billing, tenant_ids, now)
+    by_tenant: dict[str, list[tuple[UsageKind, str, Unit, int]]] = {}
+    for row in used:
+        by_tenant.setdefault(row.tenant_id, []).append(
+            (row.kind, row.resource, row.unit, row.quantity)
+        )
+    return {
+        tenant: f"{list_cost(plan, by_tenant.get(tenant, []))} {plan.currency}"
+        for tenant, plan in plans.items()
+    }
 
 
 async def invoices_of(billing: Reader, tenant_ids: list[str], limit: int) -> list[InvoiceListRow]:

@@ -214,6 +214,18 @@ def price(
     )
 
 
+def list_cost(plan: PricePlan, usage: Iterable[tuple[UsageKind, str, Unit, int]]) -> Decimal:
+    """What ``usage`` ((kind, resource, unit, quantity)) costs at the plan's rates, before
+    the free allowances and the minimum of its period: what was spent, not what will be
+    billed (an invoice draft is that)."""
+    cost = Decimal("0.000000")
+    for kind, resource, unit, quantity in usage:
+        rate = plan.rate(kind, resource, unit)
+        if rate is not None:
+            cost += _CONTEXT.multiply(Decimal(quantity), rate[0])
+    return cost.quantize(LINE_QUANTUM, ROUND_HALF_EVEN, _CONTEXT)
+
+
 # -- the canonical form ---------------------------------------------------------------
 
 

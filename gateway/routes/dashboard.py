@@ -161,7 +161,8 @@ def _local(target: str) -> str:
 async def overview_data(gw: Gateway, window: Window) -> dict[str, Any]:
     """The overview's figures over the window (from the activity read model): turns
     per minute, latency, failures, turns and tokens by tenant and by agent, model calls
-    with their latency and tokens; and the latest turns."""
+    with their latency and tokens; the latest turns; and what the tenants shown spent
+    today (UTC), from the billing read models."""
     now = datetime.datetime.now(datetime.UTC)
     minutes = dashboard.WINDOWS[window]
     span = activity.span_for(minutes)
@@ -182,6 +183,7 @@ async def overview_data(gw: Gateway, window: Window) -> dict[str, Any]:
     (spans, latency, failures, tenants, agents, models), recent = await asyncio.gather(
         figures, latest
     )
+    spent = await dashboard.spent_today(gw.operator_billing_db, [t.tenant_id for t in tenants], now)
     return {
         "window": window,
         "at": now.isoformat(),
@@ -193,7 +195,9 @@ async def overview_data(gw: Gateway, window: Window) -> dict[str, Any]:
         "p50_ms": latency.p50_ms,
         "p99_ms": latency.p99_ms,
         "failures": [f.model_dump(mode="json") for f in failures],
-        "tenants": [t.model_dump(mode="json") for t in tenants],
+        "tenants": [
+            {**t.model_dump(mode="json"), "spent_today": spent.get(t.tenant_id)} for t in tenants
+        ],
         "agents": [a.model_dump(mode="json") for a in agents],
         "recent": [t.model_dump(mode="json") for t in recent],
         "models": [m.model_dump(mode="json") for m in models],

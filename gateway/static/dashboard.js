@@ -112,6 +112,7 @@ document.addEventListener("click", async (event) => {
     rows("tenants", d.tenants, (tr, t) => {
       cell(tr, link("/dashboard/turns?tenant=" + encodeURIComponent(t.tenant_id), t.name));
       cell(tr, t.turns); cell(tr, t.failed); cell(tr, t.input_tokens); cell(tr, t.output_tokens);
+      cell(tr, t.spent_today || "no plan");
     }, "No turn ended in this window.");
     rows("failures", d.failures, (tr, f) => {
       cell(tr, code(f.error_code)); cell(tr, f.turns);

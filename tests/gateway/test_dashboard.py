@@ -8,13 +8,16 @@ import contextlib
 import dataclasses
 import datetime
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
 
 from schemas import billing, events
+from schemas.billing import PLATFORM, ModelRates, PricePlan
 from schemas.envelope import Envelope, envelope, to_kafka
+from schemas.usage import UsageRecorded
 from tests.gateway.conftest import SOURCE, Api
 from tests.gateway.test_turns import CONFIG, finished
 from tests.topics import read_all
@@ -183,6 +186,44 @@ async def test_the_overview_counts_what_the_read_models_hold(api: Api) -> None:
         "cached_input_tokens": 0,
         "output_tokens": 6,
     }
+    assert data["tenants"][0]["spent_today"] is None  # on no plan
+
+    # On a plan: today's usage at its rates, free allowances aside; yesterday's is not today's.
+    rates = ModelRates(input=Decimal("0.001"), output=Decimal("0.01"), free_input_tokens=1000)
+    plan = PricePlan(currency="EUR", models={"dev-1": rates})
+    now = datetime.datetime.now(datetime.UTC)
+    await api.fold(
+        envelope(
+            billing.PricePlanPublished(plan_id="std", version=1, plan=plan, operator_id="op"),
+            source=SOURCE,
+            tenant_id=PLATFORM,
+        ),
+        api.fact(
+            billing.TenantPlanAssigned(
+                tenant_id=api.tenant_id,
+                plan_id="std",
+                version=1,
+                effective_from=now - datetime.timedelta(days=2),
+                operator_id="op",
+            )
+        ),
+        *(
+            api.fact(
+                UsageRecorded(
+                    tenant_id=api.tenant_id,
+                    kind="model",
+                    resource="dev-1",
+                    quantities={"input_tokens": 100, "output_tokens": 20},
+                    used_at=used_at,
+                )
+            )
+            for used_at in (now, now - datetime.timedelta(days=1))
+        ),
+    )
+    priced = await api.http.get("/dashboard/api/overview?window=15m", headers=api.as_operator)
+    # 100 * 0.001 + 20 * 0.01
+    assert priced.json()["tenants"][0]["spent_today"] == "0.300000 EUR"
+
     # A day is read from the hourly spans: the same turns, fewer points.
     day = await api.http.get("/dashboard/api/overview?window=24h", headers=api.as_operator)
     daily = day.json()
