@@ -159,20 +159,20 @@ def test_replays_after_kills_give_identical_tables_and_hashes(
     # depending on the machine, and a kill after it has finished proves nothing.
     caught_mid_fold = 0
     stretch = total / (KILLS + 1)
-    projector = role(env, "billing", log)
-    for n in range(KILLS):
-        target = (n + rng.uniform(0.2, 0.8)) * stretch
-        deadline = time.monotonic() + 60
-        while applied_records(settings.billing_schema) < target:
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.005)
-        projector.kill()
-        projector.wait(10)
-        done = applied_records(settings.billing_schema)
-        caught_mid_fold += 0 < done < total
-        projector = role(env, "billing", log)
-    invoicer = role(env, "invoicer", log)
+    roles = {"billing": role(env, "billing", log)}
     try:
+        for n in range(KILLS):
+            target = (n + rng.uniform(0.2, 0.8)) * stretch
+            deadline = time.monotonic() + 60
+            while applied_records(settings.billing_schema) < target:
+                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.005)
+            roles["billing"].kill()
+            roles["billing"].wait(10)
+            done = applied_records(settings.billing_schema)
+            caught_mid_fold += 0 < done < total
+            roles["billing"] = role(env, "billing", log)
+        roles["invoicer"] = role(env, "invoicer", log)
         deadline = time.monotonic() + 120
         while applied_records(settings.billing_schema) < total:
             assert time.monotonic() < deadline, log.read_text()[-3000:]
@@ -237,6 +237,6 @@ def test_replays_after_kills_give_identical_tables_and_hashes(
         assert live == again
         assert len({row[2] for row in live}) == TENANTS
     finally:
-        for proc in (projector, invoicer):
+        for proc in roles.values():  # whatever failed, no role outlives the test
             proc.terminate()
             proc.wait(20)
