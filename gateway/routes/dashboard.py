@@ -468,18 +468,29 @@ async def dead_letters_json(operator: DataOperator, gw: GatewayDep, before: _Cur
     return await dead_letters_data(gw, before)
 
 
+# How long a re-drive that has not recorded where it went is taken to be under way.
+REDRIVE_STALE = datetime.timedelta(minutes=1)
+
+
 @router.post("/dead-letters/{partition}/{offset}/redrive")
 async def redrive(
     partition: int, offset: int, request: Request, operator: DataOperator, gw: GatewayDep
 ) -> Any:
     """Write a dead letter again to its topic: audited (``DeadLetterRedriveRequested``)
-    before, recorded (``DeadLetterRedriven``) after. Once per dead letter."""
+    before, recorded (``DeadLetterRedriven``) after. Once per dead letter; a re-drive
+    asked for more than ``REDRIVE_STALE`` ago that never recorded where it went (its
+    gateway stopped half-way) may be asked for again: consumers drop a record they have
+    seen, so writing it twice does no harm."""
     if bearer_key(request.headers.get("authorization", "")) is None and (
         request.headers.get("x-agentlog-dashboard") != "1"
     ):
         raise ProblemError(ErrorCode.DASHBOARD_HEADER_REQUIRED, "send X-Agentlog-Dashboard: 1")
     letter = f"{partition}:{offset}"
-    if letter in await dead_letters.redrives(gw.operator_billing_db, [letter]):
+    earlier = (await dead_letters.redrives(gw.operator_billing_db, [letter])).get(letter)
+    if earlier is not None and (
+        earlier.redriven_at is not None
+        or datetime.datetime.now(datetime.UTC) - earlier.requested_at < REDRIVE_STALE
+    ):
         raise ProblemError(ErrorCode.DEAD_LETTER_REDRIVEN, f"{letter} was re-driven already")
     try:
         record = await gw.dead_letters.record(partition, offset)

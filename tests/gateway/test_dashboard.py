@@ -349,3 +349,33 @@ async def test_a_dead_letter_is_listed_and_redriven_once_with_an_audit(api: Api)
     )
     assert missing.status_code == 404
     assert missing.json()["code"] == "DEAD_LETTER_NOT_FOUND"
+
+
+async def test_a_redrive_that_stopped_half_way_may_be_asked_for_again_once_stale(
+    api: Api,
+) -> None:
+    """Two re-drives asked for and never recorded as done (their gateway stopped before
+    writing the record): one 5 s ago, under way still; one 2 min ago, stale."""
+    recent, stale = await _plant_dead_letter(api), await _plant_dead_letter(api)
+    listed = (await api.http.get("/dashboard/api/dead-letters", headers=api.as_operator)).json()
+    letters = {letter["record_id"]: letter for letter in listed["items"]}
+    now = datetime.datetime.now(datetime.UTC)
+    urls = {}
+    for command, ago in ((recent, 5), (stale, 120)):
+        letter = letters[command.id]
+        asked = billing.DeadLetterRedriveRequested(
+            dead_letter=f"{letter['partition']}:{letter['offset']}",
+            operator_id="op",
+            topic=api.catalog.commands,
+        )
+        when = now - datetime.timedelta(seconds=ago)
+        await api.fold(envelope(asked, source=SOURCE, tenant_id=PLATFORM).at(when))
+        urls[command.id] = f"/dashboard/dead-letters/{letter['partition']}/{letter['offset']}"
+
+    under_way = await api.http.post(urls[recent.id] + "/redrive", headers=api.as_operator)
+    assert under_way.status_code == 409
+    assert under_way.json()["code"] == "DEAD_LETTER_REDRIVEN"
+    done = await api.http.post(urls[stale.id] + "/redrive", headers=api.as_operator)
+    assert done.status_code == 200, done.text
+    written = {env.id for env in await api.commands()}
+    assert (stale.id in written, recent.id in written) == (True, False)
