@@ -104,17 +104,19 @@ def _since(requested: datetime.datetime | None, ctx: Context) -> float | None:
 
 
 def _turn(
-    data: events.TurnCompleted | events.TurnFailed | events.TurnCancelled | events.TurnRejected,
     ctx: Context,
+    agent_id: str,
     outcome: str,
+    *,
+    requested: datetime.datetime | None = None,
     code: str = "",
     usage: events.UsageValue | None = None,
 ) -> list[Op]:
-    ms = _since(getattr(data, "requested_at", None), ctx)
+    ms = _since(requested, ctx)
     used = usage or events.UsageValue()
     counted = {
         "tenant_id": ctx.tenant_id,
-        "agent_id": data.agent_id,
+        "agent_id": agent_id,
         "outcome": outcome,
         "error_code": code,
         "turns": 1,
@@ -141,22 +143,29 @@ def _turn(
 
 @folds(events.TurnCompleted)
 def _completed(data: events.TurnCompleted, ctx: Context) -> list[Op]:
-    return _turn(data, ctx, "completed", usage=data.usage)
+    return _turn(ctx, data.agent_id, "completed", requested=data.requested_at, usage=data.usage)
 
 
 @folds(events.TurnFailed)
 def _failed(data: events.TurnFailed, ctx: Context) -> list[Op]:
-    return _turn(data, ctx, "failed", data.code, data.usage)
+    return _turn(
+        ctx,
+        data.agent_id,
+        "failed",
+        requested=data.requested_at,
+        code=data.code,
+        usage=data.usage,
+    )
 
 
 @folds(events.TurnCancelled)
 def _cancelled(data: events.TurnCancelled, ctx: Context) -> list[Op]:
-    return _turn(data, ctx, "cancelled")
+    return _turn(ctx, data.agent_id, "cancelled", requested=data.requested_at)
 
 
 @folds(events.TurnRejected)
 def _rejected(data: events.TurnRejected, ctx: Context) -> list[Op]:
-    return _turn(data, ctx, "rejected", data.code)
+    return _turn(ctx, data.agent_id, "rejected", code=data.code)  # at once: untimed
 
 
 @folds(events.ModelCallCompleted, events.ModelCallFailed)
