@@ -35,6 +35,7 @@ from .rows import ALL_TENANTS, Reader, Row
 SPANS = (1, 10, 60)  # minutes
 BUCKETS_PER_DOUBLING = 8
 UNTIMED = -1  # the bucket of a fact that does not say how long it took
+_MODEL_SUMS = ("calls", "latency_ms", "input_tokens", "cached_input_tokens", "output_tokens")
 
 
 def span_for(window_minutes: int) -> int:
@@ -189,8 +190,6 @@ def _model_call(data: events.ModelCallCompleted | events.ModelCallFailed, ctx: C
 
 
 # -- queries --------------------------------------------------------------------------
-
-_MODEL_SUMS = ("calls", "latency_ms", "input_tokens", "cached_input_tokens", "output_tokens")
 
 
 class SpanRow(Row):
