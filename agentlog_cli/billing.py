@@ -40,6 +40,8 @@ async def verify_command(settings: Settings, args: argparse.Namespace) -> int:
         f" computed {result.computed_total}"
     )
     console.print(f"hash recorded {result.recorded_hash}\n     computed {result.computed_hash}")
+    for record in result.not_counted:
+        console.print(f"not counted (set aside by every consumer): {record}", markup=False)
     if result.ok:
         console.print("[green]verified: the draft is what the topics give[/green]")
         return 0
@@ -77,6 +79,8 @@ async def replay_command(settings: Settings, args: argparse.Namespace) -> int:
             return 1
     rate = report.events / max(report.seconds, 1e-9)
     console.print(f"replay: {report.events} events in {report.seconds:.1f} s ({rate:,.0f}/s)")
+    if report.set_aside:
+        console.print(f"replay: {len(report.set_aside)} records set aside (dead-lettered)")
     return 0
 
 

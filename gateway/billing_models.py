@@ -19,13 +19,15 @@ from schemas.billing import (
     PlanWindow,
     ToolRates,
 )
-from schemas.usage import Unit, UsageKind
+from schemas.usage import MAX_QUANTITY, USED_FROM, USED_UNTIL, Unit, UsageKind
 
 from . import examples
 
 MAX_RATES = 256  # models, or tools, one plan prices
 PlanId = Annotated[str, Field(pattern=r"^[a-zA-Z0-9_.-]{1,64}$")]
 ResourceName = Annotated[str, Field(min_length=1, max_length=200)]
+# A count of one unit: an integer in JSON, at most what billing counts in one event.
+Quantity = Annotated[StrictInt, Field(ge=0, le=MAX_QUANTITY)]
 
 
 class PricePlanCreate(BaseModel):
@@ -90,15 +92,10 @@ class UsageCreate(BaseModel):
     )
     kind: UsageKind
     resource: ResourceName
-    quantities: dict[Unit, StrictInt] = Field(min_length=1)
-    used_at: AwareDatetime
-
-    @field_validator("quantities")
-    @classmethod
-    def _not_negative(cls, value: dict[Unit, int]) -> dict[Unit, int]:
-        if any(q < 0 for q in value.values()):
-            raise ValueError("quantities are not negative")
-        return value
+    quantities: dict[Unit, Quantity] = Field(min_length=1)
+    used_at: AwareDatetime = Field(
+        description=f"from {USED_FROM.year} to {USED_UNTIL.year - 1}, UTC"
+    )
 
 
 class UsageRecordedPublic(BaseModel):
@@ -191,6 +188,11 @@ class ReplayPublic(BaseModel):
     seconds: float | None
     swapped_to: str | None
     differences: list[str] | None
+    set_aside: list[str] | None = Field(
+        None,
+        description="records that could not be folded, each with its place and why: set"
+        " aside as the live projector sets them aside (to the dead-letter topic)",
+    )
     lines: list[str] = Field(description="what the replay reported, line by line")
     started_by: str
     started_at: datetime.datetime

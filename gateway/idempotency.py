@@ -44,8 +44,15 @@ class IdempotencyKeys:
     def __init__(self, redis_url: str) -> None:
         self.redis = redis.from_url(redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
 
-    async def check(self, tenant_id: str, key: str, request: str) -> None:
-        """Remember ``request`` (a fingerprint) under the key; refuse a different one."""
+    async def check(
+        self,
+        tenant_id: str,
+        key: str,
+        request: str,
+        code: ErrorCode = ErrorCode.IDEMPOTENCY_KEY_REUSED,
+    ) -> None:
+        """Remember ``request`` (a fingerprint) under the key; refuse a different one
+        with ``code``."""
         name = f"agentlog:idempotency:{tenant_id}:{key}"
         try:
             if await self.redis.set(name, request, nx=True, ex=KEY_TTL_S):
@@ -55,10 +62,7 @@ class IdempotencyKeys:
             log.warning("idempotency keys unavailable; check skipped", extra={"error": repr(exc)})
             return
         if first is not None and (first.decode() if isinstance(first, bytes) else first) != request:
-            raise DomainError(
-                ErrorCode.IDEMPOTENCY_KEY_REUSED,
-                f"Idempotency-Key {key!r} was used for a different request",
-            )
+            raise DomainError(code, f"{key!r} was used for a different request")
 
     async def ids(
         self, tenant_id: str, key: str | None, request: tuple[str, str, Any], *names: str

@@ -52,6 +52,7 @@ class Replays:
             "seconds": None,
             "swapped_to": None,
             "differences": None,
+            "set_aside": None,
             "lines": [],
             "started_by": operator_id,
             "started_at": datetime.datetime.now(datetime.UTC).isoformat(),
@@ -112,6 +113,7 @@ class Replays:
                 events_applied=done.events,
                 seconds=round(done.seconds, 3),
                 swapped_to=done.swapped_to,
+                set_aside=[str(aside) for aside in done.set_aside],
             )
         finally:
             await asyncio.gather(*pending, return_exceptions=True)

@@ -122,7 +122,7 @@ async def usage_of(
     return await billing.rows(
         UsageRow,
         ALL_TENANTS,
-        "SELECT tenant_id, kind, resource, unit, sum(quantity)::bigint AS quantity"
+        "SELECT tenant_id, kind, resource, unit, sum(quantity) AS quantity"
         " FROM {s}.usage_daily WHERE tenant_id = ANY(%s) AND day >= %s AND day < %s"
         " GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
         tenant_ids,

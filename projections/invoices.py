@@ -201,7 +201,7 @@ async def line_usage(
     events of the line's (kind, resource, unit) used in its window, within the
     revision's offsets."""
     where = (
-        "tenant_id = %s AND kind = %s AND resource = %s AND (quantities ->> %s)::bigint > 0"
+        "tenant_id = %s AND kind = %s AND resource = %s AND (quantities ->> %s)::numeric > 0"
         " AND used_at >= %s AND used_at < %s"
         " AND usage_offset < (%s::jsonb ->> usage_partition::text)::bigint"
     )

@@ -10,7 +10,7 @@ from aiokafka import TopicPartition
 
 from schemas.envelope import Envelope
 from streams.catalog import Catalog
-from streams.consumer import Item
+from streams.consumer import Item, unprocessable_step
 
 from .store import ProjectionStore
 
@@ -19,11 +19,19 @@ class Projector:
     types = None  # every type
 
     def __init__(
-        self, store: ProjectionStore, topics: tuple[str, ...], name: str = "projector"
+        self,
+        store: ProjectionStore,
+        topics: tuple[str, ...],
+        name: str = "projector",
+        *,
+        runs_turns: bool = True,
     ) -> None:
+        """``runs_turns``: whether a record it cannot fold may be a step of a running
+        turn (the core topics), which then fails; usage and billing records are not."""
         self.store = store
         self.topics = topics
         self.name = name
+        self.runs_turns = runs_turns
 
     @classmethod
     def core(cls, store: ProjectionStore, catalog: Catalog) -> Projector:
@@ -31,7 +39,7 @@ class Projector:
 
     @classmethod
     def billing(cls, store: ProjectionStore, catalog: Catalog) -> Projector:
-        return cls(store, (catalog.usage, catalog.billing), name="billing")
+        return cls(store, (catalog.usage, catalog.billing), name="billing", runs_turns=False)
 
     async def on_assigned(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         """Resume from the positions stored with the rows, not from Kafka's commits."""
@@ -41,6 +49,10 @@ class Projector:
     async def handle_batch(self, items: list[Item]) -> list[Envelope[Any]]:
         await self.store.apply(items)
         return []
+
+    def unprocessable(self, env: Envelope[Any], reason: str) -> list[Envelope[Any]]:
+        """What is recorded when a record goes to the dead-letter topic from here."""
+        return unprocessable_step(env, self.name, reason) if self.runs_turns else []
 
     async def passed(self, ends: dict[tuple[str, int], int]) -> None:
         await self.store.advance(ends)

@@ -25,10 +25,13 @@ from psycopg.rows import tuple_row
 
 from schemas.envelope import EnvelopeError, from_kafka
 from streams.catalog import Catalog, cluster_id
-from streams.consumer import Position
+from streams.consumer import Item, Position, dead_letter_headers, failure_reason
+from streams.logs import redact
 from streams.partitions import LogReader
+from streams.publisher import Publisher
 from streams.settings import Settings
 
+from .database import OUTAGES
 from .migrate import BILLING_SCRIPTS, CORE_SCRIPTS, LogSource, bind_to_log, upgrade
 from .ops import BILLING, PROJECTION
 from .store import ProjectionStore, swap_lock
@@ -65,6 +68,7 @@ class RebuildReport:
     seconds: float
     tables: dict[str, str]
     swapped_to: str | None
+    set_aside: list[SetAside]
 
 
 async def table_hashes(conn: AsyncConnection[Any], schema: str) -> dict[str, str]:
@@ -102,33 +106,105 @@ async def _row_diff(conn: AsyncConnection[Any], live: str, rebuilt: str, table: 
     return "\n".join(lines)
 
 
-async def _fold_until(
-    store: ProjectionStore,
-    reader: LogReader,
-    targets: dict[TopicPartition, int],
-    progress: Callable[[int], None],
-) -> int:
-    """Apply events until every partition's next offset reaches its target, one topic
-    after the other in the order of ``targets``: commands first, since a command is
-    always applied before the outcome it caused (the command handler fences on it), so
-    this is the order the live projector saw. ``progress`` hears of every batch read."""
-    applied = 0
-    for topic in dict.fromkeys(tp.topic for tp in targets):
-        stored = await store.positions(topic)
-        ends = {tp: end for tp, end in targets.items() if tp.topic == topic}
-        starts = {tp: stored.get(tp.partition, 0) for tp in ends}
-        async for batch in reader.batches(starts, ends, max_records=2000):
-            items = []
-            for record in batch:
-                try:
-                    env = from_kafka(record.key, record.value, list(record.headers))
-                except EnvelopeError:
-                    continue  # the live consumers dead-lettered it too
-                items.append((env, Position(record.topic, record.partition, record.offset)))
-            if items:
-                applied += await store.apply(items)
-            progress(len(batch))
-    return applied
+@dataclass(frozen=True)
+class SetAside:
+    """A record a rebuild could not fold, and why: it was set aside as the live
+    projector sets it aside (to the dead-letter topic), and the rebuild went on."""
+
+    topic: str
+    partition: int
+    offset: int
+    event_id: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        event = "" if self.event_id is None else f" (event {self.event_id})"
+        return f"{self.topic}[{self.partition}]@{self.offset}{event}: {self.reason}"
+
+
+class _Fold:
+    """Folds ranges of the log into the rebuilt tables the way the live projector does:
+    unreadable records and records whose fold fails alone are set aside (written to the
+    dead-letter topic, counted and reported) and the stored positions pass them."""
+
+    def __init__(self, store: ProjectionStore, reader: LogReader, settings: Settings) -> None:
+        self.store = store
+        self.reader = reader
+        self.settings = settings
+        self.set_aside: list[SetAside] = []
+        self._publisher: Publisher | None = None
+
+    async def close(self) -> None:
+        if self._publisher is not None:
+            await self._publisher.stop()
+
+    async def until(
+        self, targets: dict[TopicPartition, int], progress: Callable[[int], None]
+    ) -> int:
+        """Apply events until every partition's next offset reaches its target, one
+        topic after the other in the order of ``targets``: commands first, since a
+        command is always applied before the outcome it caused (the command handler
+        fences on it), so this is the order the live projector saw. ``progress`` hears
+        of every batch read."""
+        applied = 0
+        for topic in dict.fromkeys(tp.topic for tp in targets):
+            stored = await self.store.positions(topic)
+            ends = {tp: end for tp, end in targets.items() if tp.topic == topic}
+            starts = {tp: stored.get(tp.partition, 0) for tp in ends}
+            async for batch in self.reader.batches(starts, ends, max_records=2000):
+                items: list[tuple[Item, Any]] = []
+                for record in batch:
+                    try:
+                        env = from_kafka(record.key, record.value, list(record.headers))
+                    except EnvelopeError as exc:
+                        await self._put_aside(record, None, str(exc))
+                        continue
+                    position = Position(record.topic, record.partition, record.offset)
+                    items.append(((env, position), record))
+                applied += await self._apply(items)
+                progress(len(batch))
+        return applied
+
+    async def _apply(self, items: list[tuple[Item, Any]]) -> int:
+        """Apply a batch; if it fails, apply it record by record and set aside the
+        records that fail alone (an outage of Postgres is not theirs: it is raised)."""
+        if not items:
+            return 0
+        try:
+            return await self.store.apply([item for item, _record in items])
+        except OUTAGES:
+            raise
+        except Exception as exc:
+            if len(items) == 1:
+                await self._put_aside(items[0][1], items[0][0][0].id, failure_reason(exc))
+                return 0
+        applied = 0
+        for item, record in items:
+            try:
+                applied += await self.store.apply([item])
+            except OUTAGES:
+                raise
+            except Exception as exc:
+                await self._put_aside(record, item[0].id, failure_reason(exc))
+        return applied
+
+    async def _put_aside(self, record: Any, event_id: str | None, reason: str) -> None:
+        if self._publisher is None:
+            self._publisher = Publisher(
+                self.settings.kafka_bootstrap_servers,
+                Catalog.from_settings(self.settings),
+                traced=False,
+            )
+            await self._publisher.start()
+        reason = redact(reason)
+        headers = dead_letter_headers(record, reason, f"rebuild-{self.store.projection}")
+        await self._publisher.send_raw(
+            self._publisher.catalog.dead_letter, record.value, record.key, headers
+        )
+        await self.store.advance({(record.topic, record.partition): record.offset + 1})
+        self.set_aside.append(
+            SetAside(record.topic, record.partition, record.offset, event_id, reason)
+        )
 
 
 async def rebuild(
@@ -157,6 +233,7 @@ async def rebuild(
     store = ProjectionStore(settings.database_url, target, models.projection, live=False)
     catalog = Catalog.from_settings(settings)
     reader = await LogReader(settings.kafka_bootstrap_servers).start()
+    fold = _Fold(store, reader, settings)
     last_report = [0.0]
     read = [0, 0]  # records read, of how many
 
@@ -176,7 +253,7 @@ async def rebuild(
         ends = await reader.ends(tps)
         read[1] = sum(ends.values())
         out(f"rebuild: folding {read[1]} records from offset 0 into {target}")
-        applied = await _fold_until(store, reader, ends, progress)
+        applied = await fold.until(ends, progress)
         lock = await AsyncConnection.connect(settings.database_url)
         try:
             async with lock.transaction():
@@ -185,7 +262,7 @@ async def rebuild(
                     settings.database_url, live, models.projection, live=False
                 ).positions_all()
                 targets = {tp: live_positions.get((tp.topic, tp.partition), 0) for tp in tps}
-                applied += await _fold_until(store, reader, targets, progress)
+                applied += await fold.until(targets, progress)
                 live_hashes = await table_hashes(lock, live)
                 rebuilt_hashes = await table_hashes(lock, target)
                 differing = sorted(
@@ -200,6 +277,13 @@ async def rebuild(
                     )
                 kept = len(live_hashes.keys() - changed)
                 out(f"rebuild: {kept} tables verified identical at the live position")
+                if fold.set_aside:
+                    out(
+                        f"rebuild: {len(fold.set_aside)} records set aside, as the live"
+                        " projector sets them aside (each to the dead-letter topic):"
+                    )
+                    for aside in fold.set_aside:
+                        out(f"  {aside}")
                 if changed:
                     out(f"rebuild: tables taken from the rebuild as changed: {sorted(changed)}")
                 if check is not None:
@@ -221,7 +305,10 @@ async def rebuild(
         finally:
             await lock.close()
     finally:
+        await fold.close()
         await reader.stop()
         await store.close()
         await admin.close()
-    return RebuildReport(applied, time.monotonic() - started, rebuilt_hashes, swapped_to)
+    return RebuildReport(
+        applied, time.monotonic() - started, rebuilt_hashes, swapped_to, fold.set_aside
+    )

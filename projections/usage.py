@@ -7,7 +7,8 @@ import datetime
 from typing import Any, Literal
 
 from schemas import usage
-from schemas.usage import UNITS
+from schemas.errors import DomainError, ErrorCode
+from schemas.usage import UNITS, unbillable
 
 from .ops import Add, Context, Op, Upsert, folds
 from .rows import Reader, Row, scoped
@@ -65,6 +66,9 @@ def _recorded_v1(data: usage.UsageRecordedV1, ctx: Context) -> list[Op]:
 
 @folds(usage.UsageRecorded)
 def _recorded(data: usage.UsageRecorded, ctx: Context) -> list[Op]:
+    reason = unbillable(data)
+    if reason is not None:  # set aside: the record goes to the dead-letter topic
+        raise DomainError(ErrorCode.USAGE_UNBILLABLE, reason)
     row = {
         "event_id": ctx.event_id,
         "tenant_id": data.tenant_id,
@@ -126,7 +130,7 @@ async def usage_summary(
     group = f" GROUP BY {selected} ORDER BY {selected}" if columns else ""
     query = (
         f"SELECT {selected + ', ' if columns else ''}"
-        "coalesce(sum(quantity), 0)::bigint AS quantity,"
+        "coalesce(sum(quantity), 0) AS quantity,"
         " coalesce(sum(events), 0)::bigint AS events"
         f" FROM {{s}}.usage_daily WHERE {where}{group} LIMIT %s"
     )
@@ -149,3 +153,14 @@ async def ledger_page(
         params.extend(after)
     query = f"SELECT * FROM {{s}}.usage_ledger WHERE {where} ORDER BY used_at, event_id LIMIT %s"
     return await db.rows(LedgerRow, tenant_id, query, *params, limit)
+
+
+async def ledger_event(db: Reader, tenant_id: str, event_id: str) -> LedgerRow | None:
+    """The ledger's row of one usage event, if it was applied."""
+    return await db.row(
+        LedgerRow,
+        tenant_id,
+        "SELECT * FROM {s}.usage_ledger WHERE tenant_id = %s AND event_id = %s",
+        tenant_id,
+        event_id,
+    )

@@ -18,7 +18,8 @@ from typing import Any
 from schemas import billing
 from schemas.billing import PricePlan, period_bounds
 from schemas.envelope import EnvelopeError, from_kafka
-from schemas.usage import UsageRecorded, UsageRecordedV1
+from schemas.errors import ErrorCode
+from schemas.usage import UsageRecorded, UsageRecordedV1, unbillable
 from streams.catalog import Catalog
 from streams.partitions import LogReader
 from streams.settings import Settings
@@ -44,6 +45,8 @@ class Verification:
     computed_total: str
     usage_events: int
     differences: list[str] = field(default_factory=list)
+    # The tenant's usage records within the offsets that no draft counts, and why.
+    not_counted: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -124,15 +127,23 @@ async def _read_topic(reader: LogReader, topic: str, ends: dict[int, int] | None
             yield record
 
 
-def _usage_item(record: Any, tenant_id: bytes) -> tuple[str, UsageItem] | None:
+def _usage_item(record: Any, tenant_id: bytes) -> tuple[str, UsageItem] | str | None:
+    """The tenant's usage event in ``record`` as pricing reads it; or why the record,
+    the tenant's by its header, is not counted; or None for another tenant's record or
+    type. A record not counted is one every consumer sets aside: unreadable (a payload
+    naming another tenant included), or one billing cannot count (``unbillable``)."""
     headers = dict(record.headers)
     if headers.get("ce_tenantid") != tenant_id or headers.get("ce_type") not in _USAGE_TYPES:
         return None
+    place = f"{record.topic}[{record.partition}]@{record.offset}"
     try:
         env = from_kafka(record.key, record.value, list(record.headers))
-    except EnvelopeError:
-        return None
+    except EnvelopeError as exc:
+        return f"{place}: {exc}"
     data = env.data.upcast(env.time) if isinstance(env.data, UsageRecordedV1) else env.data
+    reason = unbillable(data)
+    if reason is not None:
+        return f"{place} (event {env.id}): {ErrorCode.USAGE_UNBILLABLE}: {reason}"
     quantities = {str(unit): q for unit, q in data.quantities.items()}
     return env.id, UsageItem(env.id, data.kind, data.resource, quantities, data.used_at)
 
@@ -158,13 +169,16 @@ async def verify_invoice(
         await db.close()
     log = _BillingLog()
     usage: dict[str, UsageItem] = {}
+    not_counted: list[str] = []
     tenant = chosen.tenant_id.encode()
     async with LogReader(settings.kafka_bootstrap_servers) as reader:
         async for record in _read_topic(reader, catalog.billing):
             log.add(record)
         async for record in _read_topic(reader, catalog.usage, chosen.offsets):
             item = _usage_item(record, tenant)
-            if item is not None:
+            if isinstance(item, str):
+                not_counted.append(item)
+            elif item is not None:
                 usage.setdefault(*item)
     request = log.requests.get(chosen.request_id)
     if request is None:
@@ -188,6 +202,7 @@ async def verify_invoice(
         computed_total=str(computed.total),
         usage_events=len(computed.usage_event_ids),
         differences=[*compare(chosen, computed), *_ledger_differences(ledger, in_period)],
+        not_counted=not_counted,
     )
 
 

@@ -31,6 +31,11 @@ class EnvelopeError(ValueError):
     """A record that is not a readable agentlog CloudEvent (it goes to the dead-letter topic)."""
 
 
+class TenantMismatchError(ValueError):
+    """A fact naming one tenant in its data and another in its envelope: whose it is
+    would depend on who reads it, so it is neither written nor read."""
+
+
 def derived_id(causation_id: str, step: str) -> str:
     """A deterministic event id: the same cause and step always give the same id, so a
     retried write is recognisably the same event."""
@@ -65,6 +70,11 @@ class Envelope(Generic[F]):
     sequence: int
     traceparent: str
     time: datetime.datetime
+
+    def __post_init__(self) -> None:
+        named = getattr(self.data, "tenant_id", self.tenant_id)
+        if named != self.tenant_id:
+            raise TenantMismatchError("the data's tenant_id is not the record's tenantid")
 
     @property
     def type(self) -> str:
@@ -247,14 +257,17 @@ def from_kafka(
         sequence = int(attrs["sequence"])
     except (LookupError, ValidationError, ValueError, TypeError) as exc:
         raise EnvelopeError(f"invalid {attrs['type']}: {_safe_reason(exc)}") from exc
-    return Envelope(
-        id=attrs["id"],
-        source=attrs["source"],
-        data=data,
-        tenant_id=attrs["tenantid"],
-        causation_id=attrs["causationid"],
-        correlation_id=attrs["correlationid"],
-        sequence=sequence,
-        traceparent=attrs["traceparent"],
-        time=time,
-    )
+    try:
+        return Envelope(
+            id=attrs["id"],
+            source=attrs["source"],
+            data=data,
+            tenant_id=attrs["tenantid"],
+            causation_id=attrs["causationid"],
+            correlation_id=attrs["correlationid"],
+            sequence=sequence,
+            traceparent=attrs["traceparent"],
+            time=time,
+        )
+    except TenantMismatchError as exc:
+        raise EnvelopeError(f"invalid {attrs['type']}: {exc}") from None

@@ -54,6 +54,12 @@ class ErrorCode(StrEnum):
     PLAN_VERSION_CONFLICT = "PLAN_VERSION_CONFLICT"
     PLAN_ASSIGNMENT_OVERLAPS = "PLAN_ASSIGNMENT_OVERLAPS"
     PERIOD_IN_FUTURE = "PERIOD_IN_FUTURE"
+    PERIOD_DRAFTED = "PERIOD_DRAFTED"
+    PLAN_ASSIGNMENT_NOT_FOUND = "PLAN_ASSIGNMENT_NOT_FOUND"
+    USAGE_UNBILLABLE = "USAGE_UNBILLABLE"
+    USAGE_ID_REUSED = "USAGE_ID_REUSED"
+    AMOUNT_OUT_OF_RANGE = "AMOUNT_OUT_OF_RANGE"
+    DRAFT_UNPROCESSABLE = "DRAFT_UNPROCESSABLE"
     INVOICE_NOT_FOUND = "INVOICE_NOT_FOUND"
     REPLAY_NOT_FOUND = "REPLAY_NOT_FOUND"
     REPLAY_RUNNING = "REPLAY_RUNNING"
@@ -128,6 +134,12 @@ ERRORS: dict[ErrorCode, ErrorSpec] = {
         409, "The assignment is not later than the tenant's latest one"
     ),
     ErrorCode.PERIOD_IN_FUTURE: ErrorSpec(422, "The billing period has not begun"),
+    ErrorCode.PERIOD_DRAFTED: ErrorSpec(409, "The change would price a drafted period again"),
+    ErrorCode.PLAN_ASSIGNMENT_NOT_FOUND: ErrorSpec(404, "No such plan assignment"),
+    ErrorCode.USAGE_UNBILLABLE: ErrorSpec(422, "Billing cannot count this usage"),
+    ErrorCode.USAGE_ID_REUSED: ErrorSpec(409, "The usage id was recorded with other values"),
+    ErrorCode.AMOUNT_OUT_OF_RANGE: ErrorSpec(422, "An amount is beyond what can be priced"),
+    ErrorCode.DRAFT_UNPROCESSABLE: ErrorSpec(422, "The draft request could not be processed"),
     ErrorCode.INVOICE_NOT_FOUND: ErrorSpec(404, "No such invoice"),
     ErrorCode.REPLAY_NOT_FOUND: ErrorSpec(404, "No such replay"),
     ErrorCode.REPLAY_RUNNING: ErrorSpec(409, "A replay is running already"),

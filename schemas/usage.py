@@ -30,6 +30,16 @@ UNITS: tuple[Unit, ...] = (
     "bytes",
 )
 
+# What billing counts (``unbillable``; docs/billing.md states the same bounds). Intake
+# refuses more; these hold whoever wrote the record, so that one record can never
+# poison the ledger, a draft or a replay.
+MAX_QUANTITY = 10**15  # of one unit in one usage event
+MAX_TEXT_BYTES = 256  # of each text field, in UTF-8
+MAX_COUNTER = 2**31 - 1  # agent_version and step
+USED_FROM = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+USED_UNTIL = datetime.datetime(9999, 1, 1, tzinfo=datetime.UTC)
+_TEXT_FIELDS = ("tenant_id", "resource", "agent_id", "session_id", "turn_id", "call_id", "trace_id")
+
 
 class UsageRecorded(Fact):
     """``agentlog.usage.recorded.v2``: what one model or tool call used, for billing:
@@ -52,6 +62,23 @@ class UsageRecorded(Fact):
     step: int = 0
     call_id: str = ""
     trace_id: str = ""
+
+
+def unbillable(usage: UsageRecorded) -> str | None:
+    """Why billing cannot count ``usage``, or None. The billing fold sets such a record
+    aside (it goes to the dead-letter topic), a replay does the same, and a verifier
+    leaves it out of the draft it computes: one rule, whoever wrote the record."""
+    for unit, quantity in sorted(usage.quantities.items()):
+        if quantity > MAX_QUANTITY:
+            return f"{unit} is above {MAX_QUANTITY:.0e} per usage event"
+    for name in _TEXT_FIELDS:
+        if len(str(getattr(usage, name)).encode(errors="surrogatepass")) > MAX_TEXT_BYTES:
+            return f"{name} is longer than {MAX_TEXT_BYTES} bytes"
+    if usage.agent_version > MAX_COUNTER or usage.step > MAX_COUNTER:
+        return f"agent_version and step are at most {MAX_COUNTER}"
+    if not USED_FROM <= usage.used_at < USED_UNTIL:
+        return f"used_at is before {USED_FROM.year} or from {USED_UNTIL.year} on"
+    return None
 
 
 class UsageRecordedV1(Fact):

@@ -34,6 +34,7 @@ from faststream.middlewares import AckPolicy
 from schemas import events
 from schemas.base import Fact
 from schemas.envelope import Envelope, EnvelopeError, from_kafka
+from schemas.errors import DomainError
 
 from . import tracing
 from .catalog import facts_on, named_union
@@ -98,7 +99,7 @@ def unprocessable_step(env: Envelope[Any], consumer: str, reason: str) -> list[E
     the session, on which the orchestrator fails the turn. Nothing for other records."""
     data = env.data
     turn_id, session_id = getattr(data, "turn_id", None), getattr(data, "session_id", None)
-    if turn_id is None or session_id is None or isinstance(data, events.TurnStepUnprocessable):
+    if not turn_id or not session_id or isinstance(data, events.TurnStepUnprocessable):
         return []
     fact = events.TurnStepUnprocessable(
         session_id=session_id,
@@ -113,8 +114,23 @@ def unprocessable_step(env: Envelope[Any], consumer: str, reason: str) -> list[E
 
 def failure_reason(exc: BaseException) -> str:
     """A reason safe to record anywhere: a code and the exception's class, never its
-    text, which may quote a secret or a tenant's data."""
+    text, which may quote a secret or a tenant's data; a domain error's own code and
+    detail, which are written to be shown."""
+    if isinstance(exc, DomainError):
+        return f"{exc.code}: {exc.detail}"
     return f"HANDLER_FAILED: {type(exc).__name__}"
+
+
+def dead_letter_headers(
+    record: ConsumerRecord[Any, Any], reason: str, consumer: str
+) -> list[tuple[str, bytes]]:
+    """The headers of ``record`` as a dead letter: its own, and why, where it was and
+    who could not handle it."""
+    why = (reason, record.topic, str(record.partition), str(record.offset), consumer)
+    return [
+        *list(record.headers),
+        *((name, value.encode()) for name, value in zip(DEAD_LETTER_HEADERS, why, strict=True)),
+    ]
 
 
 class SeenIds:
@@ -448,10 +464,17 @@ class ConsumerRuntime:
             return  # the records are redelivered to whoever owns them next
         for record, reason in polled.unreadable:
             await self.dead_letter(record, reason, kind="unreadable")
-        if polled.items and not await self._handle(polled.items, polled.records):
-            return  # stopping: the records are redelivered to whoever owns them next
+        set_aside: set[Position] = set()
+        if polled.items:
+            outcome = await self._handle(polled.items, polled.records)
+            if outcome is None:
+                return  # stopping: the records are redelivered to whoever owns them next
+            set_aside = outcome
         ends = {(r.topic, r.partition): r.offset + 1 for r in polled.records}
-        await self._passed(ends, polled.items)
+        # A record set aside was not applied: a handler storing its positions is told
+        # the batch passed it, or readers would wait for it for ever.
+        handled = [item for item in polled.items if item[1] not in set_aside]
+        await self._passed(ends, handled)
         self._uncommitted.update((TopicPartition(*tp), end) for tp, end in ends.items())
         if time.monotonic() - self._last_commit >= _COMMIT_INTERVAL_S:
             await self._commit()
@@ -505,24 +528,29 @@ class ConsumerRuntime:
         self,
         items: list[Item],
         records: Sequence[ConsumerRecord[Any, Any]],
-    ) -> bool:
-        """Handle and publish; False if the consumer is stopping before it could. A batch
+    ) -> set[Position] | None:
+        """Handle and publish; return the positions of the items set aside for the
+        dead-letter topic, or None if the consumer is stopping before it could. A batch
         that keeps failing is retried item by item, and only the items that fail alone
-        go to the dead-letter topic."""
+        are set aside."""
         with tracing.processing(items, self.group_id) as items:
             failure = await self._attempt(items)
-            if failure is None or failure is False:
-                return failure is None
+            if failure is None:
+                return set()
+            if failure is False:
+                return None
             if len(items) == 1:
                 await self._dead_letter_items(items, records, failure)
-                return True
+                return {items[0][1]}
+            set_aside = set()
             for item in items:
                 alone = await self._attempt([item])
                 if alone is False:
-                    return False
+                    return None
                 if isinstance(alone, Exception):
                     await self._dead_letter_items([item], records, alone)
-            return True
+                    set_aside.add(item[1])
+            return set_aside
 
     async def _attempt(self, items: list[Item]) -> Exception | Literal[False] | None:
         """None when handled and published; False when stopping; the exception when the
@@ -614,11 +642,7 @@ class ConsumerRuntime:
                 "reason": reason,
             },
         )
-        why = (reason, record.topic, str(record.partition), str(record.offset), self.handler.name)
-        headers = [
-            *list(record.headers),
-            *((name, value.encode()) for name, value in zip(DEAD_LETTER_HEADERS, why, strict=True)),
-        ]
+        headers = dead_letter_headers(record, reason, self.handler.name)
         await self.publisher.send_raw(
             self.publisher.catalog.dead_letter, record.value, record.key, headers
         )

@@ -4,18 +4,19 @@ usage recorded from outside. Only an operator's key is accepted here (403 otherw
 from __future__ import annotations
 
 import datetime
+import hashlib
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
-from projections import plans, tenants
+from projections import plans, tenants, usage
 from projections.plans import AssignmentRow, PlanRow
 from schemas import billing
 from schemas.billing import PLATFORM, PricePlan
 from schemas.envelope import derived_id
 from schemas.errors import ErrorCode
-from schemas.usage import UsageRecorded
+from schemas.usage import UsageRecorded, unbillable
 
 from ..billing_models import (
     AssignmentPublic,
@@ -234,11 +235,37 @@ async def record_usage(
         kind=body.kind,
         resource=body.resource,
         quantities=body.quantities,
-        used_at=body.used_at.astimezone(datetime.UTC),
+        used_at=body.used_at,
         call_id=body.usage_id,
     )
-    env = await gw.record(body.tenant_id, fact, id=derived_id(body.tenant_id, body.usage_id))
+    reason = unbillable(fact)
+    if reason is not None:
+        raise ProblemError(ErrorCode.USAGE_UNBILLABLE, reason)
+    fact = fact.model_copy(update={"used_at": fact.used_at.astimezone(datetime.UTC)})
+    event_id = derived_id(body.tenant_id, body.usage_id)
+    await _refuse_other_usage(gw, fact, event_id)
+    env = await gw.record(body.tenant_id, fact, id=event_id)
     return UsageRecordedPublic(event_id=env.id)
+
+
+async def _refuse_other_usage(gw: Gateway, fact: UsageRecorded, event_id: str) -> None:
+    """Refuse a ``usage_id`` recorded before with other values: the event is the same
+    (its id derives from the usage id), so its first values would count and these be
+    dropped unseen. The ledger has every applied one; Redis, for a day, those recorded
+    but not yet applied."""
+    values = (fact.kind, fact.resource, dict(sorted(fact.quantities.items())), fact.used_at)
+    found = await usage.ledger_event(gw.billing_db, fact.tenant_id, event_id)
+    if found is not None and (found.kind, found.resource, found.quantities, found.used_at) != (
+        values
+    ):
+        raise ProblemError(
+            ErrorCode.USAGE_ID_REUSED, f"usage {fact.call_id!r} was recorded with other values"
+        )
+    fingerprint = hashlib.sha256(repr(values).encode()).hexdigest()
+    # A space: no Idempotency-Key of the tenant's can name this entry.
+    await gw.idempotency.check(
+        fact.tenant_id, f"usage {fact.call_id}", fingerprint, ErrorCode.USAGE_ID_REUSED
+    )
 
 
 @router.post(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import io
 import logging
 import time
@@ -26,6 +27,7 @@ from schemas.events import (
     TenantCreated,
     TurnStarted,
     TurnStepUnprocessable,
+    UsageRecorded,
 )
 from streams.catalog import Catalog, ensure_topics
 from streams.consumer import ConsumerRuntime, Item
@@ -359,6 +361,42 @@ async def test_a_handler_hears_where_a_batch_ended_past_records_it_was_not_hande
         )
 
     assert handler.handled_ids() == [first.id]
+
+
+async def test_a_handler_hears_where_a_batch_ended_past_a_record_it_failed_on(
+    bootstrap: str, topic_name: str, group: str, catalog: Catalog
+) -> None:
+    """A record set aside for the dead-letter topic at the end of a partition moves the
+    positions too (the invoicer's fence waits for the billing projector's), and a usage
+    record, which names no turn, records no unprocessable step."""
+    await create_topic(bootstrap, topic_name)
+    healthy = tenant_created(1)
+    poison = envelope(
+        UsageRecorded(
+            tenant_id="tenant-u",
+            kind="tool",
+            resource="search",
+            quantities={"calls": 1},
+            used_at=datetime.datetime.now(datetime.UTC),
+        ),
+        source="tests",
+        tenant_id="tenant-u",
+    )
+    await produce(bootstrap, topic_name, [cloud_event(healthy), cloud_event(poison)])
+
+    handler = RecordingHandler(topics=[topic_name], poison=frozenset({poison.id}))
+    async with running(bootstrap, catalog, handler, group) as run:
+        await run.until(
+            lambda: {(topic_name, 0): 2} in handler.passed_ends, "the end past the poison"
+        )
+        await eventually(
+            lambda: dead_letters(bootstrap, catalog, topic_name),
+            lambda found: len(found) == 1,
+            "the poison record's dead letter",
+        )
+
+    assert handler.handled_ids() == [healthy.id]
+    assert await replies_to(bootstrap, catalog, {poison.id}) == []
 
 
 async def test_an_event_id_twice_in_one_poll_is_handled_once(
