@@ -4,10 +4,20 @@ and invoices. Money is a decimal string in JSON ("0.017510"), never a float."""
 from __future__ import annotations
 
 import datetime
+import re
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    WithJsonSchema,
+    field_validator,
+)
 
 from projections.usage import LedgerRow
 from schemas.billing import (
@@ -16,6 +26,7 @@ from schemas.billing import (
     LineChange,
     ModelRates,
     Period,
+    PlainDecimal,
     PlanWindow,
     ToolRates,
 )
@@ -30,6 +41,50 @@ ResourceName = Annotated[str, Field(min_length=1, max_length=200)]
 Quantity = Annotated[StrictInt, Field(ge=0, le=MAX_QUANTITY)]
 
 
+_MONEY = re.compile(r"[0-9]{1,12}(\.[0-9]{1,12})?")
+
+
+def _money_text(value: object) -> object:
+    if not isinstance(value, str) or not _MONEY.fullmatch(value):
+        raise ValueError(
+            "money is a string in plain decimal notation, at most 12 digits before the"
+            " point and 12 after it: '0.000002'"
+        )
+    return value
+
+
+# Money as the API takes it (docs/billing.md, "Money"): a string, never a JSON number
+# (which a client may have read as a float), within bounds that every product of a
+# bounded quantity and a rate, and every sum of them, keeps exact.
+MoneyIn = Annotated[
+    Decimal,
+    BeforeValidator(_money_text),
+    WithJsonSchema({"type": "string", "pattern": f"^{_MONEY.pattern}$", "examples": ["0.000002"]}),
+]
+
+
+class ModelRatesCreate(BaseModel):
+    """Per-token rates of one model, and the tokens of each kind free per period."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: MoneyIn
+    output: MoneyIn
+    cached_input: MoneyIn = Decimal(0)
+    free_input_tokens: Quantity = 0
+    free_output_tokens: Quantity = 0
+    free_cached_input_tokens: Quantity = 0
+
+
+class ToolRatesCreate(BaseModel):
+    """The rate of one call of a tool, and the calls free per period."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    per_call: MoneyIn
+    free_calls: Quantity = 0
+
+
 class PricePlanCreate(BaseModel):
     """A new version of a price plan: per-unit rates per model and per tool, the units
     free per period, a monthly minimum, and the currency of all of them."""
@@ -38,9 +93,9 @@ class PricePlanCreate(BaseModel):
 
     plan_id: PlanId
     currency: str = Field(description="ISO 4217 code, e.g. USD")
-    models: dict[ResourceName, ModelRates] = Field(default_factory=dict, max_length=MAX_RATES)
-    tools: dict[ResourceName, ToolRates] = Field(default_factory=dict, max_length=MAX_RATES)
-    monthly_minimum: Decimal = Field(Decimal(0), ge=0)
+    models: dict[ResourceName, ModelRatesCreate] = Field(default_factory=dict, max_length=MAX_RATES)
+    tools: dict[ResourceName, ToolRatesCreate] = Field(default_factory=dict, max_length=MAX_RATES)
+    monthly_minimum: MoneyIn = Decimal(0)
 
     @field_validator("currency")
     @classmethod
@@ -59,7 +114,7 @@ class PricePlanPublic(BaseModel):
     currency: str
     models: dict[str, ModelRates]
     tools: dict[str, ToolRates]
-    monthly_minimum: Decimal
+    monthly_minimum: PlainDecimal
     published_at: datetime.datetime
 
 
@@ -130,8 +185,8 @@ class InvoiceDraftCreate(BaseModel):
 class RevisionPublic(BaseModel):
     revision: int
     request_id: str
-    subtotal: Decimal
-    total: Decimal
+    subtotal: PlainDecimal
+    total: PlainDecimal
     lines: list[InvoiceLine]
     plans: list[PlanWindow]
     offsets: dict[int, int] = Field(description="usage partition → end offset (exclusive)")
@@ -147,7 +202,7 @@ class InvoicePublic(BaseModel):
     period: str
     currency: str
     revision: int = Field(description="the latest revision")
-    total: Decimal
+    total: PlainDecimal
     content_hash: str
     drafted_at: datetime.datetime
 

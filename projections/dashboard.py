@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from schemas.billing import PricePlan
+from schemas.errors import DomainError
 from schemas.usage import Unit, UsageKind
 
 from .pricing import list_cost
@@ -158,7 +159,7 @@ async def spent_today(
 ) -> dict[str, str]:
     """What each tenant's usage of today (UTC) costs at the rates of the plan it is on,
     before free allowances and minimums (``pricing.list_cost``), as "12.345678 USD";
-    tenants on no plan are left out."""
+    tenants on no plan are left out; a cost beyond what can be priced is its code."""
     if not tenant_ids:
         return {}
     today = now.date()
@@ -169,10 +170,13 @@ async def spent_today(
         by_tenant.setdefault(row.tenant_id, []).append(
             (row.kind, row.resource, row.unit, row.quantity)
         )
-    return {
-        tenant: f"{list_cost(plan, by_tenant.get(tenant, []))} {plan.currency}"
-        for tenant, plan in plans.items()
-    }
+    spent = {}
+    for tenant, plan in plans.items():
+        try:
+            spent[tenant] = f"{list_cost(plan, by_tenant.get(tenant, []))} {plan.currency}"
+        except DomainError as exc:  # a plan recorded before rates were bounded
+            spent[tenant] = exc.code
+    return spent
 
 
 async def invoices_of(billing: Reader, tenant_ids: list[str], limit: int) -> list[InvoiceListRow]:

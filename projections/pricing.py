@@ -25,6 +25,7 @@ from schemas.billing import (
     PlanWindow,
     PricePlan,
     period_bounds,
+    plain_writable,
 )
 from schemas.errors import DomainError, ErrorCode
 from schemas.usage import UNITS, Unit, UsageKind
@@ -117,7 +118,28 @@ def price(
     offsets: Mapping[int, int],
 ) -> Draft:
     """The draft of ``period`` over ``usage`` (the tenant's events of the ``offsets``;
-    events outside the period are left out, a repeated event id counts once)."""
+    events outside the period are left out, a repeated event id counts once).
+    DomainError when it cannot be drafted: no plan, two currencies, or an amount beyond
+    what can be priced (rates recorded before the API bounded them)."""
+    try:
+        with decimal.localcontext(_CONTEXT):  # sums too: the default context has 28 digits
+            return _price(tenant_id, invoice_id, period, usage, assignments, plans, offsets)
+    except decimal.DecimalException:
+        raise DomainError(
+            ErrorCode.AMOUNT_OUT_OF_RANGE,
+            f"an amount of {period} is beyond {_CONTEXT.prec} significant digits",
+        ) from None
+
+
+def _price(
+    tenant_id: str,
+    invoice_id: str,
+    period: str,
+    usage: Iterable[UsageItem],
+    assignments: Iterable[Assignment],
+    plans: Mapping[tuple[str, int], PricePlan],
+    offsets: Mapping[int, int],
+) -> Draft:
     start, end = period_bounds(period)
     windows = _windows(start, end, assignments, plans)
     planned = [w for w in windows if w.plan is not None]
@@ -147,6 +169,8 @@ def price(
         window = windows[w]
         rate = window.plan.rate(kind, resource, unit) if window.plan else None
         unit_price, free = rate if rate is not None else (Decimal(0), 0)
+        if not plain_writable(unit_price):  # the canonical form writes it out in full
+            raise decimal.Overflow(f"the rate of {resource} {unit}")
         billable = max(quantity - free, 0)
         amount = _CONTEXT.multiply(Decimal(billable), unit_price).quantize(
             LINE_QUANTUM, ROUND_HALF_EVEN, _CONTEXT
@@ -219,11 +243,17 @@ def list_cost(plan: PricePlan, usage: Iterable[tuple[UsageKind, str, Unit, int]]
     the free allowances and the minimum of its period: what was spent, not what will be
     billed (an invoice draft is that)."""
     cost = Decimal("0.000000")
-    for kind, resource, unit, quantity in usage:
-        rate = plan.rate(kind, resource, unit)
-        if rate is not None:
-            cost += _CONTEXT.multiply(Decimal(quantity), rate[0])
-    return cost.quantize(LINE_QUANTUM, ROUND_HALF_EVEN, _CONTEXT)
+    try:
+        with decimal.localcontext(_CONTEXT):
+            for kind, resource, unit, quantity in usage:
+                rate = plan.rate(kind, resource, unit)
+                if rate is not None:
+                    cost += Decimal(quantity) * rate[0]
+            return cost.quantize(LINE_QUANTUM)
+    except decimal.DecimalException:
+        raise DomainError(
+            ErrorCode.AMOUNT_OUT_OF_RANGE, f"beyond {_CONTEXT.prec} significant digits"
+        ) from None
 
 
 # -- the canonical form ---------------------------------------------------------------
@@ -241,7 +271,7 @@ def _rate(value: Decimal) -> str:
 
 def _amount(value: Decimal, places: int) -> str:
     """An amount in plain notation with exactly ``places`` decimals (``4.990000``)."""
-    return format(value.quantize(Decimal(1).scaleb(-places)), "f")
+    return format(value.quantize(Decimal(1).scaleb(-places), context=_CONTEXT), "f")
 
 
 def _line(line: InvoiceLine) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import re
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, NonNegativeInt
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, NonNegativeInt, PlainSerializer
 
 from .base import Fact
 from .usage import Unit, UsageKind
@@ -49,7 +49,12 @@ CURRENCIES: dict[str, int] = {
 # their envelope: every record names a tenant, and no tenant's id looks like this.
 PLATFORM = "_platform"
 
-_PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+_PERIOD = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
+# The months a draft may be asked for: those of the years usage may be in (1970-9998,
+# ``schemas.usage``). Requests already recorded for others are read as they are.
+_REQUESTABLE = (
+    r"^(19[7-9][0-9]|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-(0[1-9]|1[0-2])$"
+)
 
 
 def _finite(value: Decimal) -> Decimal:
@@ -58,9 +63,35 @@ def _finite(value: Decimal) -> Decimal:
     return value
 
 
-# A non-negative amount or rate. In JSON it is a string ("0.000002") so that no reader
-# turns it into a float; numbers are accepted on input.
-Money = Annotated[Decimal, Field(ge=0), AfterValidator(_finite)]
+# How many digits a decimal may have on either side of the point and still be written
+# in plain notation: far beyond any amount or rate the API takes, short of the billion
+# zeros of "1e999999999" (which a fact recorded before money was bounded may carry).
+PLAIN_DIGITS = 60
+
+
+def plain_writable(value: Decimal) -> bool:
+    """Whether ``value`` is finite and has at most ``PLAIN_DIGITS`` digits on either
+    side of the point when written in plain notation."""
+    exponent = value.as_tuple().exponent
+    return (
+        isinstance(exponent, int)
+        and value.adjusted() < PLAIN_DIGITS
+        and -exponent <= (PLAIN_DIGITS)
+    )
+
+
+def _plain(value: Decimal) -> str:
+    return format(value, "f") if plain_writable(value) else str(value)
+
+
+# A decimal written in JSON as a string in plain notation ("0.0000005", never "5E-7"),
+# so that no reader turns it into a float and every reader reads the same digits; a
+# value beyond ``PLAIN_DIGITS`` (only ever recorded before money was bounded) is
+# written with an exponent.
+PlainDecimal = Annotated[Decimal, PlainSerializer(_plain, return_type=str, when_used="json")]
+# A non-negative amount or rate. Facts accept a JSON number too (what was recorded stays
+# readable); the HTTP API takes strings only, bounded (``gateway.billing_models``).
+Money = Annotated[PlainDecimal, Field(ge=0), AfterValidator(_finite)]
 
 
 class _Value(BaseModel):
@@ -121,7 +152,7 @@ def period_bounds(period: str) -> tuple[datetime.datetime, datetime.datetime]:
     return start, end
 
 
-Period = Annotated[str, Field(pattern=_PERIOD.pattern, examples=["2026-11"])]
+Period = Annotated[str, Field(pattern=_REQUESTABLE, examples=["2026-11"])]
 
 
 class InvoiceLine(_Value):
@@ -139,8 +170,8 @@ class InvoiceLine(_Value):
     quantity: int
     free: int
     billable: int
-    unit_price: Decimal
-    amount: Decimal
+    unit_price: PlainDecimal
+    amount: PlainDecimal
     unpriced: bool
     events: int = Field(description="how many usage events the line counts")
 
@@ -155,8 +186,8 @@ class LineChange(_Value):
     window_start: datetime.datetime
     quantity_before: int
     quantity_after: int
-    amount_before: Decimal
-    amount_after: Decimal
+    amount_before: PlainDecimal
+    amount_after: PlainDecimal
 
 
 class PlanWindow(_Value):
@@ -268,8 +299,8 @@ class InvoiceDrafted(_TenantBillingFact):
     period: str
     currency: str
     lines: list[InvoiceLine]
-    subtotal: Decimal
-    total: Decimal
+    subtotal: PlainDecimal
+    total: PlainDecimal
     plans: list[PlanWindow]
     offsets: dict[int, int]
     usage_events: int

@@ -23,7 +23,7 @@ from projections.waiter import Waiter
 from schemas import billing
 from schemas.billing import InvoiceLine
 from schemas.envelope import Envelope
-from schemas.errors import DomainError
+from schemas.errors import DomainError, ErrorCode
 from streams.catalog import Catalog
 from streams.consumer import Item, Position
 from streams.partitions import LogReader
@@ -89,6 +89,19 @@ class Invoicer:
                 latest[req.invoice_id] = (fact.revision, fact.lines)
             outputs.append(env.follow(fact, step="draft", source=SOURCE))
         return outputs
+
+    def unprocessable(self, env: Envelope[Any], reason: str) -> list[Envelope[Any]]:
+        """A request the invoicer kept failing on (it went to the dead-letter topic) is
+        rejected, so that it is not ``requested`` for ever."""
+        req: billing.InvoiceDraftRequested = env.data
+        fact = billing.InvoiceDraftRejected(
+            tenant_id=req.tenant_id,
+            invoice_id=req.invoice_id,
+            request_id=env.id,
+            code=ErrorCode.DRAFT_UNPROCESSABLE,
+            detail=reason,
+        )
+        return [env.follow(fact, step="draft", source=SOURCE)]
 
     async def _draft(
         self,

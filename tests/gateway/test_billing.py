@@ -8,10 +8,12 @@ from decimal import Decimal
 from typing import Any
 
 from schemas import billing
-from schemas.billing import PLATFORM, ModelRates, PricePlan
+from schemas.billing import PLATFORM, ModelRates, PricePlan, ToolRates
 from schemas.envelope import Envelope, envelope
+from schemas.usage import UsageRecorded
 
 from .conftest import SOURCE, Api, problem
+from .test_dashboard import _turn
 
 PLAN: dict[str, Any] = {
     "plan_id": "std",
@@ -77,6 +79,82 @@ async def test_negative_or_non_numeric_rates_are_refused(api: Api) -> None:
     errors = problem(response, 422, "VALIDATION_FAILED")["errors"]
     assert [e["loc"][-1] for e in errors] == ["monthly_minimum"]
     assert await recorded(api) == []
+
+
+async def test_money_out_of_bounds_or_as_a_json_number_is_refused(api: Api) -> None:
+    """Money is a string of at most 12 digits, a point and 12 more (docs/billing.md),
+    wherever a plan carries it."""
+    for bad in (
+        "1e999999999",
+        "1E-7",
+        "1000000000000",  # 13 digits
+        "0.0000000000001",  # 13 decimals
+        " 1",
+        "+1",
+        "1.",
+        ".5",
+        "Infinity",
+        "\uff11",  # a digit, but not an ASCII one
+        0.5,
+        1,
+        1e308,
+        True,
+        None,
+    ):
+        for plan in (
+            {**PLAN, "models": {"dev": {"input": bad, "output": "0"}}},
+            {**PLAN, "models": {"dev": {"input": "0", "output": "0", "cached_input": bad}}},
+            {**PLAN, "tools": {"search": {"per_call": bad}}},
+            {**PLAN, "monthly_minimum": bad},
+        ):
+            response = await api.http.post(
+                "/v1/admin/price-plans", json=plan, headers=api.as_operator
+            )
+            problem(response, 422, "VALIDATION_FAILED")
+    for free in (-1, 10**15 + 1, 1.0, "5"):
+        plan = {**PLAN, "tools": {"search": {"per_call": "1", "free_calls": free}}}
+        response = await api.http.post("/v1/admin/price-plans", json=plan, headers=api.as_operator)
+        problem(response, 422, "VALIDATION_FAILED")
+    assert await recorded(api) == []
+
+
+async def test_rates_are_served_in_plain_notation_as_they_are_hashed(api: Api) -> None:
+    rates = ModelRates(input=Decimal("999999999999.999999999999"), output=Decimal("1E-12"))
+    plan = PricePlan(currency="USD", models={"dev": rates}, monthly_minimum=Decimal("1E+3"))
+    fact = billing.PricePlanPublished(plan_id="fine", version=1, plan=plan, operator_id="op")
+    await api.fold(envelope(fact, source=SOURCE, tenant_id=PLATFORM))
+    response = await api.http.get("/v1/admin/price-plans/fine", headers=api.as_operator)
+    (served,) = response.json()
+    assert served["models"]["dev"] == {
+        "input": "999999999999.999999999999",
+        "output": "0.000000000001",
+        "cached_input": "0",
+        "free_input_tokens": 0,
+        "free_output_tokens": 0,
+        "free_cached_input_tokens": 0,
+    }
+    assert served["monthly_minimum"] == "1000"
+
+
+async def test_a_plan_recorded_before_rates_were_bounded_does_not_break_the_overview(
+    api: Api,
+) -> None:
+    huge = PricePlan(currency="USD", tools={"search": ToolRates(per_call=Decimal("1e999999999"))})
+    fact = billing.PricePlanPublished(plan_id="old", version=1, plan=huge, operator_id="op")
+    await api.fold(envelope(fact, source=SOURCE, tenant_id=PLATFORM))
+    await assign(api, datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=1), "old")
+    used = UsageRecorded(
+        tenant_id=api.tenant_id,
+        kind="tool",
+        resource="search",
+        quantities={"calls": 2},
+        used_at=datetime.datetime.now(datetime.UTC),
+    )
+    await api.fold(api.fact(used), *_turn(api, 1, failed=False, took=datetime.timedelta(1)))
+    response = await api.http.get("/dashboard/api/overview", headers=api.as_operator)
+    assert response.status_code == 200, response.text
+    (tenant,) = response.json()["tenants"]
+    assert tenant["spent_today"] == "AMOUNT_OUT_OF_RANGE"
 
 
 async def test_an_unknown_currency_is_refused(api: Api) -> None:

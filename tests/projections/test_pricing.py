@@ -4,6 +4,7 @@ rounding, unpriced usage, and the content hash."""
 from __future__ import annotations
 
 import datetime
+import decimal
 import hashlib
 import json
 import random
@@ -11,7 +12,14 @@ from decimal import Decimal
 
 import pytest
 
-from projections.pricing import Assignment, UsageItem, canonical_form, changes, price
+from projections.pricing import (
+    Assignment,
+    UsageItem,
+    canonical_form,
+    changes,
+    list_cost,
+    price,
+)
 from schemas.billing import ModelRates, PricePlan, ToolRates
 from schemas.errors import DomainError, ErrorCode
 
@@ -193,3 +201,41 @@ def test_changes_list_the_lines_that_moved() -> None:
     ]
     assert moved == [("input_tokens", 0, 5), ("calls", 1, 2)]
     assert changes(after.lines, after.lines) == []
+
+
+def test_sums_at_the_bounds_of_intake_stay_exact() -> None:
+    """The largest quantities times the largest rates the API takes: every line and the
+    sum of them is exact to the millionth (the default decimal context keeps 28 digits,
+    and would round a subtotal like this one without a word)."""
+    rate = Decimal("999999999999.999999999999")
+    plan = PricePlan(currency="USD", models={"dev": ModelRates(input=rate, output=rate)})
+    usage = [model(f"e{n}", at(2), input_tokens=10**15, output_tokens=10**15 - n) for n in range(3)]
+    d = draft(usage, {("std", 1): plan})
+
+    with decimal.localcontext(prec=80):
+        exact = sum(q * rate for q in (3 * 10**15, 3 * 10**15 - 3))
+        assert d.subtotal == exact.quantize(Decimal("0.000001"))
+        assert d.total == exact.quantize(Decimal("0.01"))
+    assert len(str(d.subtotal).replace(".", "")) > 28
+    assert json.loads(canonical_form(d))["subtotal"] == format(d.subtotal, "f")
+
+
+@pytest.mark.parametrize(
+    "rate",
+    [Decimal("1e999999999"), Decimal("1e61"), Decimal("9" * 70), Decimal("1e-999999999")],
+    ids=["huge", "e61", "70-nines", "tiny"],
+)
+def test_an_amount_or_rate_beyond_what_can_be_priced_is_refused_with_its_code(
+    rate: Decimal,
+) -> None:
+    """Rates recorded before the API bounded them: the draft is refused, never
+    dead-lettered, and never written out in a billion digits."""
+    plan = PricePlan(currency="USD", tools={"search": ToolRates(per_call=rate)})
+    with pytest.raises(DomainError) as refused:
+        draft([tool("e1", at(2))], {("std", 1): plan})
+    assert refused.value.code == ErrorCode.AMOUNT_OUT_OF_RANGE
+    assert len(plan.model_dump_json()) < 1000
+    if rate > 1:
+        with pytest.raises(DomainError) as refused:
+            list_cost(plan, [("tool", "search", "calls", 1)])
+        assert refused.value.code == ErrorCode.AMOUNT_OUT_OF_RANGE

@@ -49,6 +49,17 @@ class Billing:
         await self.publisher.publish_all(list(envs))
 
     async def draft(self, tenant_id: str) -> invoices.RevisionRow:
+        found = await self.decided(tenant_id)
+        assert found.status is DraftStatus.DRAFTED, found
+        (revision,) = [
+            r
+            for r in await invoices.revisions(self.db, "*", f"inv-{tenant_id}")
+            if r.request_id == found.request_id
+        ]
+        return revision
+
+    async def decided(self, tenant_id: str) -> invoices.DraftRequestRow:
+        """Request a draft of the tenant's period; what became of the request."""
         request = envelope(
             billing.InvoiceDraftRequested(
                 tenant_id=tenant_id, invoice_id=f"inv-{tenant_id}", period=PERIOD, operator_id="op"
@@ -61,13 +72,7 @@ class Billing:
             while True:
                 found = await invoices.draft_request(self.db, "*", request.id)
                 if found is not None and found.status is not DraftStatus.REQUESTED:
-                    assert found.status is DraftStatus.DRAFTED, found
-                    (revision,) = [
-                        r
-                        for r in await invoices.revisions(self.db, "*", f"inv-{tenant_id}")
-                        if r.request_id == request.id
-                    ]
-                    return revision
+                    return found
                 await asyncio.sleep(0.05)
 
 
@@ -264,3 +269,38 @@ async def test_every_draft_total_equals_the_reference(
             if START <= raw["used_at"] < END
         }
     )
+
+
+async def test_a_draft_that_cannot_be_priced_is_rejected_with_its_code(
+    running_billing: Billing,
+) -> None:
+    """A plan recorded before rates were bounded: the request is rejected, never left
+    ``requested`` behind a dead letter."""
+    tenant_id = f"t-{uuid.uuid4().hex[:8]}"
+    for n, rate in enumerate((Decimal("1e999999999"), Decimal("1e-999999999"))):
+        plan = PricePlan(currency="EUR", tools={"t-priced": ToolRates(per_call=rate)})
+        published = billing.PricePlanPublished(
+            plan_id="old", version=n + 1, plan=plan, operator_id="op"
+        )
+        assigned = billing.TenantPlanAssigned(
+            tenant_id=tenant_id,
+            plan_id="old",
+            version=n + 1,
+            effective_from=START + datetime.timedelta(days=n),
+            operator_id="op",
+        )
+        await running_billing.publish(
+            envelope(published, source=SOURCE, tenant_id=PLATFORM),
+            envelope(assigned, source=SOURCE, tenant_id=tenant_id),
+        )
+    used = UsageRecorded(
+        tenant_id=tenant_id,
+        kind="tool",
+        resource="t-priced",
+        quantities={"calls": 1},
+        used_at=START + datetime.timedelta(days=2),
+    )
+    await running_billing.publish(envelope(used, source=SOURCE, tenant_id=tenant_id))
+
+    found = await running_billing.decided(tenant_id)
+    assert (found.status, found.code) == (DraftStatus.REJECTED, "AMOUNT_OUT_OF_RANGE")
