@@ -213,7 +213,7 @@ def test_sums_at_the_bounds_of_intake_stay_exact() -> None:
     d = draft(usage, {("std", 1): plan})
 
     with decimal.localcontext(prec=80):
-        exact = sum(q * rate for q in (3 * 10**15, 3 * 10**15 - 3))
+        exact = sum((q * rate for q in (3 * 10**15, 3 * 10**15 - 3)), Decimal(0))
         assert d.subtotal == exact.quantize(Decimal("0.000001"))
         assert d.total == exact.quantize(Decimal("0.01"))
     assert len(str(d.subtotal).replace(".", "")) > 28
