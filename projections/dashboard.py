@@ -14,6 +14,7 @@ from schemas.billing import PricePlan
 from schemas.errors import DomainError
 from schemas.usage import Unit, UsageKind
 
+from .plans import WITHDRAWN
 from .pricing import list_cost
 from .rows import ALL_TENANTS, Reader, Row
 from .turns import TurnRow
@@ -147,6 +148,7 @@ async def plans_in_force(
         "SELECT DISTINCT ON (a.tenant_id) a.tenant_id, p.plan FROM {s}.plan_assignments a"
         " JOIN {s}.price_plans p USING (plan_id, version)"
         " WHERE a.tenant_id = ANY(%s) AND a.effective_from <= %s"
+        f" AND NOT EXISTS (SELECT FROM {{s}}.plan_withdrawals w WHERE {WITHDRAWN})"
         " ORDER BY a.tenant_id, a.effective_from DESC, a.billing_offset DESC",
         tenant_ids,
         at,

@@ -173,6 +173,22 @@ async def invoices(
     )
 
 
+async def drafted_periods(db: Reader, tenant_id: str, since: datetime.datetime) -> list[str]:
+    """The tenant's periods with a draft that end after ``since``: those a plan change
+    effective from ``since`` would price again."""
+    rows = await db.rows(
+        _PeriodRow,
+        tenant_id,
+        "SELECT DISTINCT period FROM {s}.invoices WHERE tenant_id = %s ORDER BY period",
+        tenant_id,
+    )
+    return [r.period for r in rows if period_bounds(r.period)[1] > since]
+
+
+class _PeriodRow(Row):
+    period: str
+
+
 async def revisions(db: Reader, tenant_id: str, invoice_id: str) -> list[RevisionRow]:
     where, params = scoped(tenant_id, "invoice_id = %s", [invoice_id])
     return await db.rows(

@@ -29,6 +29,7 @@ class AssignmentRow(Row):
     billing_partition: int
     billing_offset: int
     assigned_at: datetime.datetime
+    withdrawn_at: datetime.datetime | None = None
 
 
 # -- folds ----------------------------------------------------------------------------
@@ -82,7 +83,28 @@ def _plan_assigned(data: billing.TenantPlanAssigned, ctx: Context) -> list[Op]:
     ]
 
 
+@folds(billing.TenantPlanWithdrawn)
+def _plan_withdrawn(data: billing.TenantPlanWithdrawn, ctx: Context) -> list[Op]:
+    row = {
+        "tenant_id": data.tenant_id,
+        "effective_from": data.effective_from,
+        "operator_id": data.operator_id,
+        "billing_partition": ctx.partition,
+        "billing_offset": ctx.offset,
+        "withdrawn_at": ctx.time,
+    }
+    key = ("tenant_id", "effective_from", "billing_partition", "billing_offset")
+    return [Upsert("plan_withdrawals", key, row), Notify(f"withdrawal:{ctx.event_id}")]
+
+
 # -- queries --------------------------------------------------------------------------
+
+# The withdrawals of assignment ``a``: those of its instant recorded after it (both are
+# keyed by the tenant, so one partition's offsets order them). The first one counts.
+WITHDRAWN = (
+    "w.tenant_id = a.tenant_id AND w.effective_from = a.effective_from"
+    " AND w.billing_offset > a.billing_offset"
+)
 
 
 async def operator_for_key_hash(db: Reader, key_hash: str) -> str | None:
@@ -90,6 +112,13 @@ async def operator_for_key_hash(db: Reader, key_hash: str) -> str | None:
         None, "SELECT operator_id FROM {s}.operators WHERE key_hash = %s", key_hash
     )
     return None if found is None else str(found)
+
+
+async def operator_exists(db: Reader, operator_id: str) -> bool:
+    found: Any = await db.value(
+        None, "SELECT 1 FROM {s}.operators WHERE operator_id = %s", operator_id
+    )
+    return found is not None
 
 
 async def plan(db: Reader, plan_id: str, version: int) -> PlanRow | None:
@@ -120,19 +149,33 @@ async def plans(db: Reader, limit: int, after: tuple[str, int] | None) -> list[P
 
 
 async def assignments(
-    db: Reader, tenant_id: str, *, before: tuple[int, int] | None = None
+    db: Reader,
+    tenant_id: str,
+    *,
+    before: tuple[int, int] | None = None,
+    withdrawn: bool = False,
 ) -> list[AssignmentRow]:
-    """The tenant's assignments in order of effective time; with ``before``, only those
-    recorded before that (partition, offset) of the billing topic."""
-    where = "tenant_id = %s"
+    """The tenant's assignments in force, in order of effective time; with ``before``,
+    as they stood before that (partition, offset) of the billing topic (recorded, and
+    not withdrawn, before it); with ``withdrawn``, the withdrawn ones too."""
+    first, where = WITHDRAWN, "a.tenant_id = %s"
+    first_params: list[Any] = []
     params: list[Any] = [tenant_id]
     if before is not None:  # assignments are keyed by tenant, as requests are: one partition
-        where += " AND billing_partition = %s AND billing_offset < %s"
+        first += " AND w.billing_offset < %s"
+        first_params.append(before[1])
+        where += " AND a.billing_partition = %s AND a.billing_offset < %s"
         params.extend(before)
+    if not withdrawn:
+        where += " AND w.withdrawn_at IS NULL"
     return await db.rows(
         AssignmentRow,
         tenant_id,
-        f"SELECT * FROM {{s}}.plan_assignments WHERE {where} ORDER BY effective_from",
+        "SELECT a.*, w.withdrawn_at FROM {s}.plan_assignments a LEFT JOIN LATERAL"
+        f" (SELECT withdrawn_at FROM {{s}}.plan_withdrawals w WHERE {first}"
+        " ORDER BY w.billing_offset LIMIT 1) w ON true"
+        f" WHERE {where} ORDER BY a.effective_from",
+        *first_params,
         *params,
     )
 
@@ -142,7 +185,8 @@ async def tenants_on_plans(db: Reader, before: datetime.datetime) -> list[str]:
     rows = await db.rows(
         _TenantRow,
         None,
-        "SELECT DISTINCT tenant_id FROM {s}.plan_assignments WHERE effective_from < %s"
+        "SELECT DISTINCT tenant_id FROM {s}.plan_assignments a WHERE effective_from < %s"
+        f" AND NOT EXISTS (SELECT FROM {{s}}.plan_withdrawals w WHERE {WITHDRAWN})"
         " ORDER BY tenant_id",
         before,
     )

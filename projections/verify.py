@@ -18,7 +18,7 @@ from typing import Any
 from schemas import billing
 from schemas.billing import PricePlan, period_bounds
 from schemas.envelope import EnvelopeError, from_kafka
-from schemas.errors import ErrorCode
+from schemas.errors import DomainError, ErrorCode
 from schemas.usage import UsageRecorded, UsageRecordedV1, unbillable
 from streams.catalog import Catalog
 from streams.partitions import LogReader
@@ -89,6 +89,7 @@ class _BillingLog:
     def __init__(self) -> None:
         self.plans: dict[tuple[str, int], PricePlan] = {}
         self.assignments: dict[str, dict[Any, tuple[int, int, Assignment]]] = {}
+        self.withdrawals: dict[tuple[str, Any], list[tuple[int, int]]] = {}
         self.requests: dict[str, tuple[int, int]] = {}
         self.seen: set[str] = set()
 
@@ -107,14 +108,25 @@ class _BillingLog:
             a = Assignment(data.effective_from, data.plan_id, data.version)
             by_time = self.assignments.setdefault(data.tenant_id, {})
             by_time.setdefault(data.effective_from, (record.partition, record.offset, a))
+        elif isinstance(data, billing.TenantPlanWithdrawn):
+            at = self.withdrawals.setdefault((data.tenant_id, data.effective_from), [])
+            at.append((record.partition, record.offset))
         elif isinstance(data, billing.InvoiceDraftRequested):
             self.requests[env.id] = (record.partition, record.offset)
 
     def assignments_before(self, tenant_id: str, position: tuple[int, int]) -> list[Assignment]:
+        """The tenant's assignments as they stood at ``position``: recorded before it,
+        and not withdrawn (after they were recorded) before it either."""
+        partition, before = position
         return [
             a
-            for partition, offset, a in self.assignments.get(tenant_id, {}).values()
-            if partition == position[0] and offset < position[1]
+            for p, offset, a in self.assignments.get(tenant_id, {}).values()
+            if p == partition
+            and offset < before
+            and not any(
+                in_partition == partition and offset < at < before
+                for in_partition, at in self.withdrawals.get((tenant_id, a.effective_from), [])
+            )
         ]
 
 
@@ -183,16 +195,29 @@ async def verify_invoice(
     request = log.requests.get(chosen.request_id)
     if request is None:
         raise LookupError(f"the request {chosen.request_id} is not on {catalog.billing}")
-    computed = price(
-        chosen.tenant_id,
-        chosen.invoice_id,
-        chosen.period,
-        usage.values(),
-        log.assignments_before(chosen.tenant_id, request),
-        log.plans,
-        chosen.offsets,
-    )
     in_period = {i.event_id: i for i in usage.values() if start <= i.used_at < end}
+    try:
+        computed = price(
+            chosen.tenant_id,
+            chosen.invoice_id,
+            chosen.period,
+            usage.values(),
+            log.assignments_before(chosen.tenant_id, request),
+            log.plans,
+            chosen.offsets,
+        )
+    except DomainError as exc:
+        return Verification(
+            invoice_id=invoice_id,
+            revision=chosen.revision,
+            recorded_hash=chosen.content_hash,
+            computed_hash="none",
+            recorded_total=str(chosen.total),
+            computed_total="none",
+            usage_events=len(in_period),
+            differences=[f"the topics give no draft: {exc.code}: {exc.detail}"],
+            not_counted=not_counted,
+        )
     return Verification(
         invoice_id=invoice_id,
         revision=chosen.revision,

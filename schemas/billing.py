@@ -272,6 +272,28 @@ class TenantPlanAssigned(_TenantBillingFact):
     version: int
     effective_from: datetime.datetime
     operator_id: str
+    repriced_periods: list[str] = Field(
+        default_factory=list,
+        description="periods already drafted that the assignment prices again, which the"
+        " operator asked for knowingly",
+    )
+
+
+class TenantPlanWithdrawn(_TenantBillingFact):
+    """``agentlog.tenant_plan.withdrawn.v1``: the tenant's assignment effective from
+    ``effective_from`` no longer counts, from this record on (drafts requested before
+    it counted it, and still do); the assignment before it is in force in its stead.
+    How an operator repairs assignments that should never have been accepted."""
+
+    subsystem = "tenant_plan"
+    name = "withdrawn"
+    effective_from: datetime.datetime
+    operator_id: str
+    repriced_periods: list[str] = Field(
+        default_factory=list,
+        description="periods already drafted that the withdrawal prices again, which the"
+        " operator asked for knowingly",
+    )
 
 
 class InvoiceDraftRequested(_TenantBillingFact):
