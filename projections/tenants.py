@@ -20,6 +20,12 @@ class ApiKeyRow(Row):
     revoked_at: datetime.datetime | None
 
 
+class TenantRow(Row):
+    tenant_id: str
+    display_name: str
+    created_at: datetime.datetime
+
+
 class ToolRow(Row):
     tool_id: str
     tenant_id: str
@@ -79,6 +85,12 @@ def _tool_registered(data: events.ToolRegistered, ctx: Context) -> list[Op]:
 
 
 # -- queries --------------------------------------------------------------------------
+
+
+async def tenant(db: Reader, tenant_id: str) -> TenantRow | None:
+    return await db.row(
+        TenantRow, tenant_id, "SELECT * FROM {s}.tenants WHERE tenant_id = %s", tenant_id
+    )
 
 
 async def tenant_exists(db: Reader, tenant_id: str) -> bool:

@@ -72,7 +72,14 @@ def unbillable(usage: UsageRecorded) -> str | None:
         if quantity > MAX_QUANTITY:
             return f"{unit} is above {MAX_QUANTITY:.0e} per usage event"
     for name in _TEXT_FIELDS:
-        if len(str(getattr(usage, name)).encode(errors="surrogatepass")) > MAX_TEXT_BYTES:
+        text = str(getattr(usage, name))
+        try:  # what Postgres stores as it is, so a draft and a verifier read the same
+            size = len(text.encode())
+        except UnicodeEncodeError:
+            return f"{name} holds a lone surrogate"
+        if "\x00" in text:
+            return f"{name} holds a NUL character"
+        if size > MAX_TEXT_BYTES:
             return f"{name} is longer than {MAX_TEXT_BYTES} bytes"
     if usage.agent_version > MAX_COUNTER or usage.step > MAX_COUNTER:
         return f"agent_version and step are at most {MAX_COUNTER}"

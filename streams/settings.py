@@ -7,8 +7,31 @@ default Postgres and Redis are ``auto``: this machine's if they answer, else emb
 
 from __future__ import annotations
 
-from pydantic import Field
+import ipaddress
+import json
+from typing import Any
+
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+TOOL_NETWORKS_SETTING = "AGENTLOG_TOOL_ALLOWED_NETWORKS"
+
+
+def parse_networks(value: str) -> tuple[IPNetwork, ...]:
+    """The networks of a comma-separated CIDR list (``10.1.0.0/16,fd00::/8``); an entry
+    that is not a network (host bits set included) is a ``ValueError`` naming it."""
+    networks: list[IPNetwork] = []
+    for entry in (e.strip() for e in value.split(",")):
+        if not entry:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(entry))
+        except ValueError as exc:
+            raise ValueError(
+                f"{TOOL_NETWORKS_SETTING}: {entry!r} is not a CIDR network: {exc}"
+            ) from None
+    return tuple(networks)
 
 
 class Settings(BaseSettings):
@@ -68,6 +91,12 @@ class Settings(BaseSettings):
     body_timeout_s: float = Field(
         default=30.0, gt=0, description="time a client has to send a request's body"
     )
+    write_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="longest the gateway waits for Kafka to acknowledge a record before"
+        " it answers 503",
+    )
     sse_streams_per_tenant: int = Field(
         default=20, ge=1, description="concurrent SSE streams of one tenant, per gateway"
     )
@@ -83,8 +112,27 @@ class Settings(BaseSettings):
     tool_allowed_networks: str = Field(
         default="",
         description="CIDR networks tools may reach although not public (loopback, private"
-        " ranges), comma-separated; empty: public addresses only",
+        " ranges), comma-separated or a JSON list; empty: public addresses only",
     )
+
+    @field_validator("tool_allowed_networks", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        """A JSON list is read as the list it is; every entry must be a network, or the
+        process refuses to start (rather than fail later, in whichever role reads it)."""
+        if isinstance(value, str) and value.lstrip().startswith("["):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise ValueError(f"{TOOL_NETWORKS_SETTING}: not a JSON list") from None
+        if isinstance(value, list):
+            if not all(isinstance(entry, str) for entry in value):
+                raise ValueError(f"{TOOL_NETWORKS_SETTING}: a JSON list of strings")
+            value = ",".join(value)
+        if isinstance(value, str):
+            parse_networks(value)
+        return value
+
     model_timeout_s: float = 60.0
     model_max_retries: int = 3
     model_retry_backoff_s: float = Field(

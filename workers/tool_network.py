@@ -16,12 +16,10 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from schemas.errors import ErrorCode
-from streams.settings import Settings
+from streams.settings import TOOL_NETWORKS_SETTING as SETTING
+from streams.settings import IPNetwork, Settings, parse_networks
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-SETTING = "AGENTLOG_TOOL_ALLOWED_NETWORKS"
 _CGNAT = ipaddress.IPv4Network("100.64.0.0/10")  # RFC 6598; not is_private in Python
 _HINT = f"an operator may allow it with {SETTING}"
 
@@ -30,20 +28,6 @@ class ToolAddressRefusedError(ValueError):
     """A tool's URL names, or resolves to, an address tools may not reach."""
 
     code = ErrorCode.TOOL_ADDRESS_REFUSED
-
-
-def parse_networks(value: str) -> tuple[IPNetwork, ...]:
-    """The networks of a comma-separated CIDR list (``10.1.0.0/16,fd00::/8``); an entry
-    that is not a network (host bits set included) is a ``ValueError`` naming it."""
-    networks: list[IPNetwork] = []
-    for entry in (e.strip() for e in value.split(",")):
-        if not entry:
-            continue
-        try:
-            networks.append(ipaddress.ip_network(entry))
-        except ValueError as exc:
-            raise ValueError(f"{SETTING}: {entry!r} is not a CIDR network: {exc}") from None
-    return tuple(networks)
 
 
 def refusal_reason(address: IPAddress) -> str | None:

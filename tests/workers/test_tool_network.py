@@ -8,14 +8,10 @@ import re
 from urllib.parse import urlsplit
 
 import pytest
+from pydantic import ValidationError
 
-from streams.settings import Settings
-from workers.tool_network import (
-    ToolAddressRefusedError,
-    ToolNetworkPolicy,
-    parse_networks,
-    refusal_reason,
-)
+from streams.settings import Settings, parse_networks
+from workers.tool_network import ToolAddressRefusedError, ToolNetworkPolicy, refusal_reason
 
 REFUSED = [
     ("127.0.0.1", "a loopback address"),
@@ -127,3 +123,27 @@ def test_a_bad_cidr_fails_naming_it(bad: str) -> None:
 def test_only_public_addresses_have_no_reason() -> None:
     assert refusal_reason(ip.ip_address("93.184.216.34")) is None
     assert refusal_reason(ip.ip_address("198.18.0.1")) == "a private address"  # benchmarking
+
+
+@pytest.mark.parametrize(
+    ("value", "networks"),
+    [
+        ('["10.0.0.0/8", "::1/128"]', "10.0.0.0/8,::1/128"),
+        (" [ ] ", ""),
+        ("10.0.0.0/8, fd00::/8", "10.0.0.0/8, fd00::/8"),
+    ],
+)
+def test_the_setting_takes_a_list_or_json_and_is_checked_at_start(
+    value: str, networks: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AGENTLOG_TOOL_ALLOWED_NETWORKS", value)
+    assert Settings().tool_allowed_networks == networks
+
+
+@pytest.mark.parametrize("value", ['["10.0.0.0/8",', "[1, 2]", '["10.0.0.1/8"]', "localhost"])
+def test_a_setting_that_names_no_network_stops_the_process_at_start(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AGENTLOG_TOOL_ALLOWED_NETWORKS", value)
+    with pytest.raises(ValidationError, match="AGENTLOG_TOOL_ALLOWED_NETWORKS"):
+        Settings()

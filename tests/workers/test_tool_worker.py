@@ -15,7 +15,8 @@ from schemas import events
 from schemas.base import Fact
 from schemas.envelope import Envelope, envelope
 from streams.catalog import Catalog
-from workers.tool_network import ToolNetworkPolicy, parse_networks
+from streams.settings import parse_networks
+from workers.tool_network import ToolNetworkPolicy
 from workers.tool_worker import ToolWorker
 
 from .conftest import ToolServer
