@@ -52,6 +52,10 @@ class KafkaClient(Protocol):
     def consume(self, topic: str, count: int, timeout: float = 30.0) -> list[Received]: ...
     def offsets(self, topic: str, partition: int) -> tuple[int, int]: ...
     def offset_for_time(self, topic: str, partition: int, timestamp_ms: int) -> int: ...
+    def delete_topic(self, topic: str) -> None: ...
+    def topics(self) -> set[str]:
+        """Every topic, as a fresh admin client lists it."""
+        ...
 
 
 class ConfluentClient:
@@ -157,6 +161,14 @@ class ConfluentClient:
             return low, high
         finally:
             consumer.close()
+
+    def delete_topic(self, topic: str) -> None:
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        admin.delete_topics([topic], operation_timeout=30)[topic].result(30)
+
+    def topics(self) -> set[str]:
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        return set(admin.list_topics(timeout=10).topics)
 
     def offset_for_time(self, topic: str, partition: int, timestamp_ms: int) -> int:
         consumer = confluent_kafka.Consumer(
@@ -265,6 +277,28 @@ class AiokafkaClient:
                 return await fn(consumer)
             finally:
                 await consumer.stop()
+
+        return asyncio.run(run())
+
+    def delete_topic(self, topic: str) -> None:
+        async def run() -> None:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+            await admin.start()
+            try:
+                await admin.delete_topics([topic], timeout_ms=30_000)
+            finally:
+                await admin.close()
+
+        asyncio.run(run())
+
+    def topics(self) -> set[str]:
+        async def run() -> set[str]:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+            await admin.start()
+            try:
+                return set(await admin.list_topics())
+            finally:
+                await admin.close()
 
         return asyncio.run(run())
 

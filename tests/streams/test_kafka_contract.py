@@ -84,3 +84,16 @@ def test_list_offsets_earliest_latest_and_by_time(client: KafkaClient, topic_nam
     assert client.offset_for_time(topic_name, 0, base + 10_002) == 7
     assert client.offset_for_time(topic_name, 0, base + 20_004) == 14
     assert client.offset_for_time(topic_name, 0, base + 30_000) == -1
+
+
+def test_a_deleted_topic_is_gone_from_a_fresh_clients_listing_at_once(
+    client: KafkaClient, topic_name: str
+) -> None:
+    """DeleteTopics answers only once the topic is gone from metadata (its timeout is
+    how long the broker may take): a client listing topics right after never sees it."""
+    for round_ in range(10):
+        topic = f"{topic_name}-{round_}"
+        client.create_topic(topic, 3)
+        client.produce(topic, [Sent(key=b"k", value=b"v")])
+        client.delete_topic(topic)
+        assert topic not in client.topics(), f"round {round_}: {topic} still listed"
