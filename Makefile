@@ -21,20 +21,31 @@ install: $(STAMP) ## create .venv if missing and install agentlog with its dev t
 up: $(STAMP) ## run the whole platform on local defaults (broker, workers, gateway on :8080)
 	$(BIN)/agentlog up
 
-# The dashboard's browser test drives Debian's Chromium (Playwright's own download is not
-# reachable from here).
-CHROMIUM := command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+# Programs the tests drive, from the system's packages where the machine lacks them:
+# Debian's Chromium for the dashboard's browser test (Playwright's own download is not
+# reachable from here), docker-compose to validate the compose file (no engine needed),
+# promtool for the Prometheus config, alerts and dashboard queries.
+TEST_TOOLS := chromium:chromium docker-compose:docker-compose promtool:prometheus
+define install-test-tools
+	@missing=""; for tool in $(TEST_TOOLS); do \
+		command -v $${tool%%:*} >/dev/null 2>&1 || missing="$$missing $${tool#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing"; \
+		apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
+	fi
+endef
 
-test: $(STAMP) ## run the whole test suite against real services (installs chromium if missing)
-	$(CHROMIUM)
+test: $(STAMP) ## run the whole test suite against real services (installs chromium, docker-compose, promtool if missing)
+	$(install-test-tools)
 	$(BIN)/pytest
 
 test-embedded: $(STAMP) ## the end-to-end suite on embedded Postgres and Redis, whatever runs here
-	$(CHROMIUM)
+	$(install-test-tools)
 	AGENTLOG_TEST_DATABASE_URL=embedded AGENTLOG_TEST_REDIS_URL=embedded $(BIN)/pytest tests/e2e
 
 test-fast: $(STAMP) ## the suite without tests marked slow
-	$(CHROMIUM)
+	$(install-test-tools)
 	$(BIN)/pytest -m 'not slow'
 
 bench: $(STAMP) ## print broker, consume-hop, platform, projection, billing, local-mode, tracing and dashboard figures (installs wrk if missing)
