@@ -28,6 +28,7 @@ from .intake import Intake
 from .metrics import RequestMetrics
 from .models import PROBLEM_RESPONSES
 from .openapi import serve_problems_as_problem_json
+from .page_headers import PageHeaders
 from .problems import (
     OUTAGES,
     on_http_error,
@@ -41,6 +42,7 @@ from .routes import (
     agents,
     asyncapi,
     dashboard,
+    docs,
     invoices,
     keys,
     ops,
@@ -71,6 +73,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "every read comes from a projection. Errors are RFC 9457 problem+json.",
         lifespan=lifespan,
         responses=PROBLEM_RESPONSES,
+        docs_url=None,  # FastAPI's pages load their scripts from a CDN: ``routes/docs.py``
+        redoc_url=None,
     )
     app.state.gateway = gw
     serve_problems_as_problem_json(app)
@@ -89,12 +93,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         body_timeout_s=settings.body_timeout_s,
         max_json_depth=settings.max_json_depth,
     )
+    app.add_middleware(PageHeaders)  # outside the intake: its refusals carry them too
     app.add_middleware(RequestMetrics)  # outermost: refused requests are counted too
     # Requests are matched against routers in this order, route by route: the most
     # requested first (starting a turn is the intake's hot path).
     for router in (turns, sessions, agents, tools, keys, usage, invoices, admin, ops, asyncapi):
         app.include_router(router.router)
     dashboard.mount(app)
+    docs.mount(app)
     if tracing.enabled():
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 

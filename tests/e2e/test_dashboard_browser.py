@@ -1,8 +1,10 @@
 """The operators' dashboard in a real browser: headless Chromium (Debian's package),
 driven by Playwright, against the whole platform. An operator signs in, watches a
 completed turn appear on the overview without reloading, opens its timeline, finds a
-failed turn's error code, and re-drives a dead letter until it is processed. Each page
-is saved as a screenshot in the test's output directory."""
+failed turn's error code, and re-drives a dead letter until it is processed; then reads
+the API's docs (Swagger UI, Redoc). No page loads anything from another origin or breaks
+its Content-Security-Policy. Each page is saved as a screenshot in the test's output
+directory."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Request, expect, sync_playwright
 
 from schemas import events
 from schemas.envelope import envelope, from_kafka, to_kafka
@@ -63,8 +65,30 @@ def in_thread(function: Callable[..., T], *args: Any) -> T:
         return thread.submit(function, *args).result()
 
 
-def shot(page: Page, out: Path, name: str) -> None:
-    page.screenshot(path=str(out / f"dashboard-{name}.png"), full_page=True)
+def watch_origins(page: Page, origin: str) -> tuple[list[str], list[str]]:
+    """What the page's Content-Security-Policy refused, and what it loaded from another
+    origin, on every page it goes to."""
+    violations: list[str] = []
+    foreign: list[str] = []
+
+    def violated(text: str) -> None:
+        violations.append(text)
+
+    def requested(request: Request) -> None:
+        if not request.url.startswith((origin + "/", "data:", "blob:")):
+            foreign.append(request.url)
+
+    page.expose_function("cspViolation", violated)
+    page.add_init_script(
+        "document.addEventListener('securitypolicyviolation', e => window.cspViolation("
+        "`${e.violatedDirective} ${e.blockedURI} at ${e.sourceFile}:${e.lineNumber}`))"
+    )
+    page.on("requestfinished", requested)
+    return violations, foreign
+
+
+def shot(page: Page, out: Path, name: str, *, full_page: bool = True) -> None:
+    page.screenshot(path=str(out / f"dashboard-{name}.png"), full_page=full_page)
 
 
 def test_an_operator_watches_turns_opens_a_timeline_and_redrives_a_dead_letter(
@@ -75,9 +99,12 @@ def test_an_operator_watches_turns_opens_a_timeline_and_redrives_a_dead_letter(
     key = operator_key(platform)
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.set_default_timeout(20_000)
+    violations, foreign = watch_origins(page, platform.url)
 
     # Signing in: the dashboard sends a visitor to the sign-in page and back.
-    page.goto(f"{platform.url}/dashboard")
+    first = page.goto(f"{platform.url}/dashboard")
+    assert first is not None
+    assert "frame-ancestors 'none'" in first.headers["content-security-policy"]
     expect(page).to_have_url(f"{platform.url}/dashboard/login?next=/dashboard")
     shot(page, out, "login")
     page.fill("input[name=key]", platform.key)  # a tenant's key does not open it
@@ -165,6 +192,23 @@ def test_an_operator_watches_turns_opens_a_timeline_and_redrives_a_dead_letter(
     page.goto(f"{platform.url}/dashboard/pipeline")
     expect(page.locator("#topics .rate").first).to_contain_text("records/s")
     expect(page.locator("#groups")).to_contain_text("orchestrator")
+
+    assert violations == []  # the dashboard's pages work under their policy
+
+    # The API's docs, from the gateway alone.
+    page.goto(f"{platform.url}/docs")
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("agentlog")
+    expect(page.locator(".opblock-summary-path", has_text="/v1/invoices/drafts")).to_be_visible()
+    shot(page, out, "docs", full_page=False)
+    page.goto(f"{platform.url}/redoc")
+    expect(page.locator("h1").first).to_contain_text("agentlog")
+    expect(page.get_by_text("Draft a tenant's invoice").first).to_be_attached()
+    shot(page, out, "redoc", full_page=False)
+    # Redoc's "API docs by Redocly" asks Redocly's site for its logo: refused, and hidden.
+    assert [v.split(" at ")[0] for v in violations] == [
+        "img-src https://cdn.redoc.ly/redoc/logo-mini.svg"
+    ]
+    assert foreign == []
     assert sorted(p.name for p in out.iterdir()) == sorted(
         f"dashboard-{n}.png"
         for n in (
@@ -176,5 +220,7 @@ def test_an_operator_watches_turns_opens_a_timeline_and_redrives_a_dead_letter(
             "dead-letters-redriven",
             "pipeline",
             "tenants",
+            "docs",
+            "redoc",
         )
     )
