@@ -24,6 +24,7 @@ from streams.settings import Settings
 
 from .commands import CommandRecordedError, on_recorded
 from .connections import Gateway
+from .dashboard_store import DashboardStore
 from .intake import Intake
 from .metrics import RequestMetrics
 from .models import PROBLEM_RESPONSES
@@ -58,12 +59,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tracing.configure("agentlog-gateway")
         settings = resolve(Settings(), start=False).settings
     gw = Gateway(settings)
+    # The dashboard's sessions and claims: a Redis client of its own, this deployment's keys.
+    dashboard_store = DashboardStore(settings, gw.operator_billing_db)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await gw.start()
         freeze_startup_objects()
         yield
+        await dashboard_store.close()
         await gw.close()
 
     app = FastAPI(
@@ -77,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.gateway = gw
+    app.state.dashboard_store = dashboard_store
     serve_problems_as_problem_json(app)
     app.add_exception_handler(DomainError, on_problem)
     app.add_exception_handler(CommandRecordedError, on_recorded)

@@ -276,7 +276,7 @@ async def test_every_page_renders_for_a_signed_in_operator_and_signing_out_ends_
 
 
 def test_the_window_choices_match_the_read_model_queries() -> None:
-    from gateway.routes.dashboard import Window
+    from gateway.routes.dashboard.overview import Window
     from projections.dashboard import WINDOWS
 
     assert set(Window.__args__) == set(WINDOWS)  # type: ignore[attr-defined]
@@ -379,3 +379,97 @@ async def test_a_redrive_that_stopped_half_way_may_be_asked_for_again_once_stale
     assert done.status_code == 200, done.text
     written = {env.id for env in await api.commands()}
     assert (stale.id in written, recent.id in written) == (True, False)
+
+
+async def _letter_url(api: Api, command: Envelope[Any]) -> tuple[str, str]:
+    """The dead letter holding ``command``: its id and its re-drive's URL."""
+    listed = (await api.http.get("/dashboard/api/dead-letters", headers=api.as_operator)).json()
+    [letter] = [d for d in listed["items"] if d["record_id"] == command.id]
+    ident = f"{letter['partition']}:{letter['offset']}"
+    return ident, f"/dashboard/dead-letters/{letter['partition']}/{letter['offset']}/redrive"
+
+
+@pytest.mark.parametrize("at_once", [2, 6])
+async def test_of_redrives_asked_for_at_once_one_writes_the_record_and_the_rest_get_409(
+    api: Api, at_once: int
+) -> None:
+    """Before either is folded into the read models: at once, and one after the other."""
+    command = await _plant_dead_letter(api)
+    _ident, url = await _letter_url(api, command)
+    answers = await asyncio.gather(
+        *(api.http.post(url, headers=api.as_operator) for _ in range(at_once))
+    )
+    assert sorted(a.status_code for a in answers) == [200] + [409] * (at_once - 1)
+    for refused in (a for a in answers if a.status_code == 409):
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.json()["code"] == "DEAD_LETTER_REDRIVEN"
+    later = await api.http.post(url, headers=api.as_operator)  # still not folded
+    assert later.status_code == 409
+    assert later.json()["code"] == "DEAD_LETTER_REDRIVEN"
+
+    assert [env.id for env in await api.commands()].count(command.id) == 1
+    audit = [
+        type(env.data)
+        for env in await api.records(api.catalog.billing)
+        if isinstance(env.data, billing.DeadLetterRedriveRequested | billing.DeadLetterRedriven)
+    ]
+    assert audit == [billing.DeadLetterRedriveRequested, billing.DeadLetterRedriven]
+
+
+async def test_a_redrive_claimed_by_a_gateway_that_stopped_may_be_asked_for_once_it_lapses(
+    api: Api,
+) -> None:
+    """Another gateway of the deployment claimed the dead letter and stopped before it
+    recorded anything; a claim of another deployment sharing the Redis counts for
+    nothing here."""
+    from gateway.dashboard_store import REDRIVE_STALE, DashboardStore
+
+    command = await _plant_dead_letter(api)
+    ident, url = await _letter_url(api, command)
+    elsewhere = DashboardStore(
+        api.settings.model_copy(update={"database_schema": "another"}), api.gateway.billing_db
+    )
+    stopped = DashboardStore(api.settings, api.gateway.billing_db)
+    try:
+        assert await elsewhere.claim_redrive(ident, "op-elsewhere")
+        assert await stopped.claim_redrive(ident, "op-stopped")
+        ttl = await stopped.redis.ttl(stopped.redrive_key(ident))
+        assert 0 < ttl <= REDRIVE_STALE.total_seconds()
+        under_way = await api.http.post(url, headers=api.as_operator)
+        assert under_way.status_code == 409
+        assert under_way.json()["code"] == "DEAD_LETTER_REDRIVEN"
+        assert command.id not in {env.id for env in await api.commands()}
+
+        await stopped.redis.pexpire(stopped.redrive_key(ident), 1)  # a minute passes
+        await asyncio.sleep(0.05)
+        done = await api.http.post(url, headers=api.as_operator)
+        assert done.status_code == 200, done.text
+        assert command.id in {env.id for env in await api.commands()}
+    finally:
+        for store in (elsewhere, stopped):
+            await store.redis.delete(store.redrive_key(ident))
+            await store.close()
+
+
+@pytest.mark.parametrize(
+    ("error", "shown"),
+    [
+        ("session-ended", "Your session has ended: sign in again."),
+        ("unknown-key", "Unknown key."),
+        ("Your key was revoked. Call +1 555 0100 to restore it.", None),
+        ("<b>signed out</b>", None),
+        ("not-operator ", None),
+        ("", None),
+    ],
+)
+async def test_the_login_page_shows_only_its_own_messages(
+    api: Api, error: str, shown: str | None
+) -> None:
+    async with _anonymous(api) as anon:
+        page = await anon.get("/dashboard/login", params={"error": error})
+    assert page.status_code == 200
+    if shown is None:
+        assert 'class="error"' not in page.text
+        assert error.strip() == "" or error.strip() not in page.text
+    else:
+        assert f'<p class="error" role="alert">{shown}</p>' in page.text
