@@ -33,6 +33,7 @@ from schemas.billing import (
 from schemas.usage import MAX_QUANTITY, USED_FROM, USED_UNTIL, Unit, UsageKind
 
 from . import examples
+from .fields import Id, Instant
 
 MAX_RATES = 256  # models, or tools, one plan prices
 PlanId = Annotated[str, Field(pattern=r"^[a-zA-Z0-9_.-]{1,64}$")]
@@ -123,7 +124,7 @@ class PlanAssign(BaseModel):
 
     plan_id: PlanId
     version: StrictInt = Field(ge=1)
-    effective_from: AwareDatetime = Field(description="from when the plan prices usage")
+    effective_from: Instant = Field(description="from when the plan prices usage")
 
 
 class AssignmentPublic(BaseModel):
@@ -141,10 +142,8 @@ class UsageCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    tenant_id: str = Field(min_length=1, max_length=200)
-    usage_id: str = Field(
-        min_length=1, max_length=200, description="the caller's id: recording it again is a no-op"
-    )
+    tenant_id: Id
+    usage_id: Id = Field(description="the caller's id: recording it again is a no-op")
     kind: UsageKind
     resource: ResourceName
     quantities: dict[Unit, Quantity] = Field(min_length=1)
@@ -178,7 +177,7 @@ class UsageEventPublic(LedgerRow):
 class InvoiceDraftCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    tenant_id: str = Field(min_length=1, max_length=200)
+    tenant_id: Id
     period: Period
 
 

@@ -18,6 +18,7 @@ from schemas.headers import header_problem
 from schemas.values import MODEL_PATTERN
 
 from . import examples
+from .fields import Id
 
 # Caps on what is stored, so every command fits its topic and every read stays small.
 MAX_NAME = 200
@@ -191,7 +192,7 @@ class AgentVersionPublic(BaseModel):
 
 
 class SessionCreate(BaseModel):
-    agent_id: str = Field(max_length=MAX_NAME)
+    agent_id: Id
     metadata: dict[MetadataKey, MetadataValue] = Field(default_factory=dict, max_length=MAX_ENTRIES)
 
     model_config = ConfigDict(

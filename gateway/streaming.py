@@ -50,19 +50,16 @@ class Streams:
 
         return release
 
-    async def resume_offset(self, tp: TopicPartition, last_event_id: str) -> int:
-        """Where to resume after the event ``last_event_id`` (``partition:offset``), if
-        that event is one of this partition's, within its log."""
-        partition, _, offset = last_event_id.partition(":")
-        if not (partition.isdigit() and offset.isdigit()):
-            raise ProblemError(ErrorCode.INVALID_CURSOR, "Last-Event-ID is not partition:offset")
-        if int(partition) != tp.partition:
+    async def resume_offset(self, tp: TopicPartition, partition: int, offset: int) -> int:
+        """Where to resume after the event at ``partition:offset`` (a ``Last-Event-ID``),
+        if that event is one of this partition's, within its log."""
+        if partition != tp.partition:
             raise ProblemError(
                 ErrorCode.INVALID_CURSOR, f"this session's events are in partition {tp.partition}"
             )
         first = (await self._ranges.beginnings([tp]))[tp]
         end = (await self._ranges.ends([tp]))[tp]
-        resume = int(offset) + 1
+        resume = offset + 1
         if not first <= resume <= end:
             raise ProblemError(
                 ErrorCode.INVALID_CURSOR,

@@ -21,6 +21,7 @@ from schemas.usage import UsageRecorded, unbillable
 from ..billing_models import (
     AssignmentPublic,
     PlanAssign,
+    PlanId,
     PricePlanCreate,
     PricePlanPublic,
     ReplayCreate,
@@ -30,9 +31,10 @@ from ..billing_models import (
 )
 from ..connections import Gateway
 from ..deps import GatewayDep, OperatorDep
+from ..fields import Id, Version
 from ..models import Page
 from ..openapi import documented
-from ..pagination import after_key, page
+from ..pagination import Key, page
 from ..problems import ProblemError
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
@@ -102,6 +104,9 @@ async def publish_plan(
     return plan_public(row)
 
 
+_BY_PLAN: Key[tuple[str, int]] = Key(tuple[PlanId, Version])
+
+
 @router.get(
     "/price-plans",
     response_model=Page,
@@ -113,10 +118,8 @@ async def list_plans(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> Page:
-    after = after_key(cursor, 2)
-    key = None if after is None else (after[0], int(after[1]) if after[1].isdigit() else -1)
-    rows = await plans.plans(gw.billing_db, limit + 1, key)
-    return page(rows, limit, lambda r: [r.plan_id, str(r.version)], plan_public)
+    rows = await plans.plans(gw.billing_db, limit + 1, _BY_PLAN.after(cursor))
+    return page(rows, limit, lambda r: [r.plan_id, r.version], plan_public)
 
 
 @router.get(
@@ -126,9 +129,7 @@ async def list_plans(
         "Read a price plan", "Every version of the plan.", problems=[ErrorCode.PLAN_NOT_FOUND]
     ),
 )
-async def read_plan(
-    plan_id: str, operator_id: OperatorDep, gw: GatewayDep
-) -> list[PricePlanPublic]:
+async def read_plan(plan_id: Id, operator_id: OperatorDep, gw: GatewayDep) -> list[PricePlanPublic]:
     rows = await plans.plan_versions(gw.billing_db, plan_id)
     if not rows:
         raise ProblemError(ErrorCode.PLAN_NOT_FOUND, f"no plan {plan_id}")
@@ -159,7 +160,7 @@ async def tenant_or_404(gw: Gateway, tenant_id: str) -> None:
     ),
 )
 async def assign_plan(
-    tenant_id: str, body: PlanAssign, operator_id: OperatorDep, gw: GatewayDep
+    tenant_id: Id, body: PlanAssign, operator_id: OperatorDep, gw: GatewayDep
 ) -> AssignmentPublic:
     await tenant_or_404(gw, tenant_id)
     row = await plans.plan(gw.billing_db, body.plan_id, body.version)
@@ -207,7 +208,7 @@ async def assign_plan(
     ),
 )
 async def list_assignments(
-    tenant_id: str, operator_id: OperatorDep, gw: GatewayDep
+    tenant_id: Id, operator_id: OperatorDep, gw: GatewayDep
 ) -> list[AssignmentPublic]:
     await tenant_or_404(gw, tenant_id)
     return [_assignment_public(r) for r in await plans.assignments(gw.billing_db, tenant_id)]
@@ -301,5 +302,5 @@ async def start_replay(
         problems=[ErrorCode.REPLAY_NOT_FOUND],
     ),
 )
-async def read_replay(replay_id: str, operator_id: OperatorDep, gw: GatewayDep) -> ReplayPublic:
+async def read_replay(replay_id: Id, operator_id: OperatorDep, gw: GatewayDep) -> ReplayPublic:
     return ReplayPublic.model_validate(await gw.replays.status(replay_id))

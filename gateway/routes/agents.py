@@ -15,9 +15,10 @@ from schemas.errors import ErrorCode
 from ..commands import recorded, settle
 from ..connections import Gateway
 from ..deps import GatewayDep, IdempotencyKeyDep, TenantDep
+from ..fields import Id
 from ..models import AgentCreate, AgentPublic, AgentUpdate, AgentVersionPublic, Page
 from ..openapi import documented
-from ..pagination import after_created, by_created, page
+from ..pagination import BY_TIME, by_created, page
 from ..problems import ProblemError
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"])
@@ -109,7 +110,7 @@ async def list_agents(
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> Page:
-    rows = await agents.agents(gw.db, tenant_id, limit + 1, after_created(cursor))
+    rows = await agents.agents(gw.db, tenant_id, limit + 1, BY_TIME.after(cursor))
     return page(rows, limit, by_created("agent_id"), public)
 
 
@@ -122,7 +123,7 @@ async def list_agents(
         problems=[ErrorCode.AGENT_NOT_FOUND],
     ),
 )
-async def get_agent(agent_id: str, tenant_id: TenantDep, gw: GatewayDep) -> AgentPublic:
+async def get_agent(agent_id: Id, tenant_id: TenantDep, gw: GatewayDep) -> AgentPublic:
     return public(await agent_or_404(gw, tenant_id, agent_id))
 
 
@@ -143,7 +144,7 @@ async def get_agent(agent_id: str, tenant_id: TenantDep, gw: GatewayDep) -> Agen
     ),
 )
 async def update_agent(
-    agent_id: str, body: AgentUpdate, tenant_id: TenantDep, gw: GatewayDep
+    agent_id: Id, body: AgentUpdate, tenant_id: TenantDep, gw: GatewayDep
 ) -> AgentPublic:
     await agent_or_404(gw, tenant_id, agent_id)
     changes = body.model_dump(exclude_none=True)
@@ -163,7 +164,7 @@ async def update_agent(
         problems=[ErrorCode.AGENT_NOT_FOUND, ErrorCode.AGENT_DISABLED],
     ),
 )
-async def disable_agent(agent_id: str, tenant_id: TenantDep, gw: GatewayDep) -> AgentPublic:
+async def disable_agent(agent_id: Id, tenant_id: TenantDep, gw: GatewayDep) -> AgentPublic:
     await agent_or_404(gw, tenant_id, agent_id)
     command = events.AgentDisableRequested(agent_id=agent_id)
     return await _answer(gw, tenant_id, agent_id, command)
@@ -179,7 +180,7 @@ async def disable_agent(agent_id: str, tenant_id: TenantDep, gw: GatewayDep) -> 
     ),
 )
 async def agent_versions(
-    agent_id: str, tenant_id: TenantDep, gw: GatewayDep
+    agent_id: Id, tenant_id: TenantDep, gw: GatewayDep
 ) -> list[AgentVersionPublic]:
     await agent_or_404(gw, tenant_id, agent_id)
     rows = await agents.versions(gw.db, tenant_id, agent_id)

@@ -28,14 +28,16 @@ from ..billing_models import (
 )
 from ..connections import Gateway
 from ..deps import CallerDep, GatewayDep, OperatorDep
+from ..fields import Id, StoredText
 from ..models import Page
 from ..openapi import documented
-from ..pagination import after_created, after_key, page
+from ..pagination import BY_TIME, Key, page
 from ..problems import ProblemError
 from .admin import tenant_or_404
 
 router = APIRouter(prefix="/v1/invoices", tags=["invoices"])
 DRAFT_WAIT_S = 10.0
+_BY_PERIOD: Key[tuple[str, str]] = Key(tuple[StoredText, Id])
 
 
 def invoice_id_of(tenant_id: str, period: str) -> str:
@@ -128,17 +130,14 @@ async def request_draft(
 async def list_invoices(
     caller: CallerDep,
     gw: GatewayDep,
-    tenant_id: str | None = None,
+    tenant_id: Id | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> Page:
     scope = _scope(caller)
     if scope == ALL_TENANTS and tenant_id is not None:
         scope = tenant_id  # an operator may look at one tenant; a tenant sees its own only
-    after = after_key(cursor, 2)
-    rows = await invoices.invoices(
-        gw.billing_db, scope, limit + 1, None if after is None else (after[0], after[1])
-    )
+    rows = await invoices.invoices(gw.billing_db, scope, limit + 1, _BY_PERIOD.after(cursor))
     return page(
         rows,
         limit,
@@ -157,7 +156,7 @@ async def list_invoices(
         problems=[ErrorCode.INVOICE_NOT_FOUND],
     ),
 )
-async def read_invoice(invoice_id: str, caller: CallerDep, gw: GatewayDep) -> InvoiceDetail:
+async def read_invoice(invoice_id: Id, caller: CallerDep, gw: GatewayDep) -> InvoiceDetail:
     scope = _scope(caller)
     return await _detail(gw, scope, await _invoice_or_404(gw, scope, invoice_id))
 
@@ -173,7 +172,7 @@ async def read_invoice(invoice_id: str, caller: CallerDep, gw: GatewayDep) -> In
     ),
 )
 async def line_usage(
-    invoice_id: str,
+    invoice_id: Id,
     number: int,
     caller: CallerDep,
     gw: GatewayDep,
@@ -192,7 +191,7 @@ async def line_usage(
     line = None if chosen is None else next((x for x in chosen.lines if x.number == number), None)
     if chosen is None or line is None:
         raise ProblemError(ErrorCode.NOT_FOUND, f"no line {number} in that revision")
-    after = after_created(cursor)
+    after = BY_TIME.after(cursor)
     rows = await invoices.line_usage(gw.billing_db, chosen, line, limit + 1, after)
     return page(
         rows,

@@ -11,6 +11,7 @@ from schemas.errors import ErrorCode
 
 from ..auth import issue_key
 from ..deps import GatewayDep, TenantDep
+from ..fields import Id
 from ..models import ApiKeyIssued, ApiKeyPublic
 from ..openapi import documented
 from ..problems import ProblemError
@@ -69,7 +70,7 @@ async def create_key(tenant_id: TenantDep, gw: GatewayDep) -> ApiKeyIssued:
         problems=[ErrorCode.KEY_NOT_FOUND],
     ),
 )
-async def revoke_key(key_id: str, tenant_id: TenantDep, gw: GatewayDep) -> ApiKeyPublic:
+async def revoke_key(key_id: Id, tenant_id: TenantDep, gw: GatewayDep) -> ApiKeyPublic:
     row = await tenants.api_key(gw.db, tenant_id, key_id)
     if row is None:
         raise ProblemError(ErrorCode.KEY_NOT_FOUND, f"no key {key_id}")

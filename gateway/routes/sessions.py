@@ -17,9 +17,10 @@ from schemas.errors import ErrorCode
 from ..commands import recorded, settle
 from ..connections import Gateway
 from ..deps import GatewayDep, IdempotencyKeyDep, TenantDep
+from ..fields import Id
 from ..models import MessagePublic, Page, SessionCreate, SessionPublic
 from ..openapi import documented
-from ..pagination import after_created, after_position, by_created, page
+from ..pagination import BY_POSITION, BY_TIME, after_event, by_created, page
 from ..problems import ProblemError
 from .agents import agent_or_404
 
@@ -105,7 +106,7 @@ async def list_sessions(
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> Page:
-    rows = await sessions.sessions(gw.db, tenant_id, limit + 1, after_created(cursor))
+    rows = await sessions.sessions(gw.db, tenant_id, limit + 1, BY_TIME.after(cursor))
     return page(rows, limit, by_created("session_id"), public)
 
 
@@ -118,7 +119,7 @@ async def list_sessions(
         problems=[ErrorCode.SESSION_NOT_FOUND],
     ),
 )
-async def get_session(session_id: str, tenant_id: TenantDep, gw: GatewayDep) -> SessionPublic:
+async def get_session(session_id: Id, tenant_id: TenantDep, gw: GatewayDep) -> SessionPublic:
     return public(await session_or_404(gw, tenant_id, session_id))
 
 
@@ -136,15 +137,17 @@ def _message(row: MessageRow) -> MessagePublic:
     ),
 )
 async def list_messages(
-    session_id: str,
+    session_id: Id,
     tenant_id: TenantDep,
     gw: GatewayDep,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> Page:
     await session_or_404(gw, tenant_id, session_id)
-    after = after_position(cursor)
-    rows = await sessions.messages(gw.db, tenant_id, session_id, limit + 1, after)
+    after = BY_POSITION.after(cursor)
+    rows = await sessions.messages(
+        gw.db, tenant_id, session_id, limit + 1, -1 if after is None else after
+    )
     return page(rows, limit, lambda row: row.position, _message)
 
 
@@ -166,7 +169,7 @@ async def list_messages(
     ),
 )
 async def stream(
-    session_id: str,
+    session_id: Id,
     tenant_id: TenantDep,
     gw: GatewayDep,
     last_event_id: Annotated[str | None, Header()] = None,
@@ -175,7 +178,9 @@ async def stream(
     await session_or_404(gw, tenant_id, session_id)
     topic = gw.catalog.output
     tp = TopicPartition(topic, await gw.publisher.partition_of(topic, session_id.encode()))
-    resume = await gw.streams.resume_offset(tp, last_event_id) if last_event_id else None
+    resume = None
+    if last_event_id:
+        resume = await gw.streams.resume_offset(tp, *after_event(last_event_id))
     release = gw.streams.open(tenant_id)
     return EventSourceResponse(
         gw.streams.events(tp, session_id, resume, from_beginning=start == "beginning"),

@@ -16,6 +16,7 @@ from schemas.errors import DomainError, ErrorCode
 from ..commands import CommandRecordedError, recorded
 from ..connections import Gateway
 from ..deps import GatewayDep, IdempotencyKeyDep, TenantDep
+from ..fields import Id
 from ..models import SessionCreate, StepPublic, ToolCallPublic, TurnCreate, TurnDetail, TurnPublic
 from ..openapi import documented
 from ..problems import ProblemError
@@ -119,7 +120,7 @@ async def _start_turn(
 )
 async def create_turn(
     request: Request,
-    session_id: str,
+    session_id: Id,
     body: TurnCreate,
     tenant_id: TenantDep,
     gw: GatewayDep,
@@ -146,7 +147,7 @@ async def create_turn(
 )
 async def invoke(
     request: Request,
-    agent_id: str,
+    agent_id: Id,
     body: TurnCreate,
     tenant_id: TenantDep,
     gw: GatewayDep,
@@ -179,7 +180,7 @@ async def invoke(
         problems=[ErrorCode.TURN_NOT_FOUND],
     ),
 )
-async def get_turn(turn_id: str, tenant_id: TenantDep, gw: GatewayDep) -> TurnDetail:
+async def get_turn(turn_id: Id, tenant_id: TenantDep, gw: GatewayDep) -> TurnDetail:
     row = await _turn_or_404(gw, tenant_id, turn_id)
     turn = await _public(gw, tenant_id, row)
     steps = [
@@ -205,7 +206,7 @@ async def get_turn(turn_id: str, tenant_id: TenantDep, gw: GatewayDep) -> TurnDe
         problems=[ErrorCode.TURN_NOT_FOUND, ErrorCode.TURN_NOT_ACTIVE],
     ),
 )
-async def cancel_turn(turn_id: str, tenant_id: TenantDep, gw: GatewayDep) -> dict[str, str]:
+async def cancel_turn(turn_id: Id, tenant_id: TenantDep, gw: GatewayDep) -> dict[str, str]:
     row = await _turn_or_404(gw, tenant_id, turn_id)
     if row.status.finished:
         raise ProblemError(ErrorCode.TURN_NOT_ACTIVE, f"turn {turn_id} is {row.status.value}")

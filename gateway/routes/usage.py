@@ -18,13 +18,15 @@ from projections import usage
 from projections.rows import ALL_TENANTS
 from projections.usage import Dimension, LedgerRow
 from schemas.errors import ErrorCode
+from schemas.usage import Unit, UsageKind
 
 from ..billing_models import UsageEventPublic, UsageGroupPublic
 from ..connections import Gateway
 from ..deps import GatewayDep, OperatorDep, TenantDep
+from ..fields import Id, StoredText
 from ..models import Page
 from ..openapi import documented
-from ..pagination import after_key, page
+from ..pagination import key_of, page
 from ..problems import ProblemError
 
 router = APIRouter(tags=["usage"])
@@ -38,6 +40,15 @@ From = Annotated[datetime.date | None, Query(alias="from", description="first da
 To = Annotated[datetime.date | None, Query(description="day after the last; default tomorrow")]
 Format = Annotated[Literal["csv", "jsonl"], Query()]
 _EXPORT_COLUMNS = tuple(UsageEventPublic.model_fields)
+# What each group's part of a page's key is, so a cursor is read back as a page gave it.
+_KEY_PARTS: dict[str, Any] = {
+    "tenant": Id,
+    "day": datetime.date,
+    "agent": StoredText,
+    "kind": UsageKind,
+    "resource": StoredText,
+    "unit": Unit,
+}
 
 
 def _days(
@@ -73,9 +84,15 @@ async def usage_page(
 ) -> Page:
     first, last = _days(start, end)
     dimensions = _dimensions(group_by, scope)
-    after = after_key(cursor, len(dimensions)) if dimensions else None
+    after = key_of(*(_KEY_PARTS[d] for d in dimensions)).after(cursor) if dimensions else None
     rows = await usage.usage_summary(
-        gw.billing_db, scope, first, last, dimensions, limit + 1, after
+        gw.billing_db,
+        scope,
+        first,
+        last,
+        dimensions,
+        limit + 1,
+        None if after is None else list(after),
     )
     columns = [usage.COLUMNS[d] for d in dimensions]
 
