@@ -1,5 +1,5 @@
-"""The OpenAPI document: each operation's summary and description, and problem details
-declared with the media type they are sent with."""
+"""The OpenAPI document: each operation's summary and description, answers that are
+not JSON and problem details declared with the media types they are sent with."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.responses import Response
 
 from schemas.errors import ErrorCode
 
@@ -27,6 +28,16 @@ def documented(
     if problems:
         text += "\n\n**Problems:** " + ", ".join(f"`{code}`" for code in problems) + "."
     return {"summary": summary, "description": text}
+
+
+def sent_as(description: str, content: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A route whose answer is not JSON (a file, a stream): its success declared with
+    the media types it is sent in, ``content`` (media type → its OpenAPI media type
+    object), and those only; FastAPI would declare ``application/json`` too."""
+    return {
+        "response_class": Response,  # no media type of its own to declare
+        "responses": {200: {"description": description, "content": content}},
+    }
 
 
 def serve_problems_as_problem_json(app: FastAPI) -> None:

@@ -19,7 +19,7 @@ from ..connections import Gateway
 from ..deps import GatewayDep, IdempotencyKeyDep, TenantDep
 from ..fields import Id
 from ..models import MessagePublic, Page, SessionCreate, SessionPublic
-from ..openapi import documented
+from ..openapi import documented, sent_as
 from ..pagination import BY_POSITION, BY_TIME, after_event, by_created, page
 from ..problems import ProblemError
 from .agents import agent_or_404
@@ -153,7 +153,10 @@ async def list_messages(
 
 @router.get(
     "/{session_id}/stream",
-    responses={200: {"content": {"text/event-stream": {}}}},
+    **sent_as(
+        "server-sent events: `delta` and `message`, each with its log position as `id`",
+        {"text/event-stream": {"schema": {"type": "string"}}},
+    ),
     **documented(
         "Stream a session's output",
         "Server-sent events of the session's output: `delta` (a piece of model text),"

@@ -25,7 +25,7 @@ from ..connections import Gateway
 from ..deps import GatewayDep, OperatorDep, TenantDep
 from ..fields import Id, StoredText
 from ..models import Page
-from ..openapi import documented
+from ..openapi import documented, sent_as
 from ..pagination import key_of, page
 from ..problems import ProblemError
 
@@ -141,6 +141,26 @@ def export_response(
     )
 
 
+_EXPORTED = sent_as(
+    "the usage events, one a line, as `format` says",
+    {
+        "text/csv": {
+            "schema": {
+                "type": "string",
+                "description": "`format=csv`: a header line naming the columns "
+                + ", ".join(f"`{c}`" for c in _EXPORT_COLUMNS)
+                + ", then one line per event (`quantities` as a JSON object)",
+            }
+        },
+        "application/x-ndjson": {
+            "schema": {
+                "type": "string",
+                "description": "`format=jsonl`: one JSON object per event and line,"
+                " with the same members as the CSV's columns",
+            }
+        },
+    },
+)
 _SUMMARY = (
     "Usage of the days [from, to) summed by `group_by`, in the order of its key; a page"
     " of `limit` groups, then `next_cursor`."
@@ -164,7 +184,7 @@ async def tenant_usage(
     return await usage_page(gw, tenant_id, start, to, group_by, limit, cursor)
 
 
-@router.get("/v1/usage/export", **documented("Export usage events", _EXPORT))
+@router.get("/v1/usage/export", **_EXPORTED, **documented("Export usage events", _EXPORT))
 async def tenant_export(
     tenant_id: TenantDep, gw: GatewayDep, start: From = None, to: To = None, format: Format = "csv"
 ) -> StreamingResponse:
@@ -192,6 +212,7 @@ async def operator_usage(
 @router.get(
     "/v1/admin/usage/export",
     tags=["admin"],
+    **_EXPORTED,
     **documented("Export every tenant's usage events", _EXPORT),
 )
 async def operator_export(

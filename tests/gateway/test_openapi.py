@@ -10,6 +10,7 @@ import pytest
 
 from gateway.app import create_app
 from schemas.errors import ErrorCode
+from tests.gateway.conftest import Api
 from tests.services import settings
 
 SPEC = create_app(settings()).openapi()
@@ -54,3 +55,41 @@ def test_every_answer_of_a_model_has_an_example() -> None:
     }
     assert answered >= {"AgentPublic", "TurnDetail", "SessionPublic", "Page"}
     assert sorted(name for name in answered if not schemas[name].get("examples")) == []
+
+
+STREAMED = {
+    "/v1/usage/export": {"text/csv", "application/x-ndjson"},
+    "/v1/admin/usage/export": {"text/csv", "application/x-ndjson"},
+    "/v1/sessions/{session_id}/stream": {"text/event-stream"},
+}
+
+
+@pytest.mark.parametrize(("path", "media_types"), STREAMED.items())
+def test_a_file_or_stream_is_declared_as_the_media_types_it_is_sent_in(
+    path: str, media_types: set[str]
+) -> None:
+    content = SPEC["paths"][path]["get"]["responses"]["200"]["content"]
+    assert set(content) == media_types
+    assert all(media["schema"].get("type") == "string" for media in content.values())
+
+
+@pytest.mark.parametrize(("name", "operation"), OPERATIONS, ids=[n for n, _ in OPERATIONS])
+def test_no_read_declares_json_it_does_not_describe(name: str, operation: dict[str, Any]) -> None:
+    """An empty JSON schema is FastAPI's guess for a route that returns a response of its
+    own: a file or stream declared that way says it is JSON."""
+    if not name.startswith("GET "):
+        return
+    for status, response in operation["responses"].items():
+        if status.startswith("2") and "application/json" in response.get("content", {}):
+            assert response["content"]["application/json"].get("schema"), (name, status)
+
+
+@pytest.mark.parametrize("format", ["csv", "jsonl"])
+async def test_an_export_is_sent_in_a_media_type_its_operation_declares(
+    api: Api, format: str
+) -> None:
+    for path, headers in (("/v1/usage/export", {}), ("/v1/admin/usage/export", api.as_operator)):
+        response = await api.http.get(path, params={"format": format}, headers=headers)
+        assert response.status_code == 200, response.text
+        media_type = response.headers["content-type"].split(";")[0]
+        assert media_type in SPEC["paths"][path]["get"]["responses"]["200"]["content"]
