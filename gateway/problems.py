@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from aiokafka.errors import KafkaError
@@ -12,7 +13,8 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
+from starlette.routing import BaseRoute, Mount
+from starlette.staticfiles import StaticFiles
 
 from projections.database import OUTAGES as DATABASE_OUTAGES
 from schemas.errors import ERRORS, DomainError, ErrorCode
@@ -93,17 +95,43 @@ _METHODS = ("DELETE", "GET", "PATCH", "POST", "PUT")
 
 
 def _allowed_methods(request: Request) -> list[str]:
-    """Every method some route serves on the request's path. Starlette names those of
-    the first route on the path only, and a path may be served by several routes (GET
-    and POST /v1/agents), of several routers."""
-    routes = request.app.router.routes
-    return [
-        method
-        for method in _METHODS
-        if any(
-            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
-        )
+    """The methods the request's path serves. Starlette names those of the first route
+    on the path only, and a path may be served by several routes (GET and POST
+    /v1/agents), of several routers. Of the route templates that match the path, the
+    most specific names it: ``/v1/invoices/drafts`` is that route's path, not an
+    invoice id of ``/v1/invoices/{invoice_id}``."""
+    path = request.scope["path"]
+    served = [
+        (_specificity(route.path_format), method)
+        for route in _flattened(request.app.router.routes)
+        if route.path_regex.match(path)
+        for method in _methods_of(route)
     ]
+    best = min((rank for rank, _method in served), default=())
+    return [method for method in _METHODS if (best, method) in served]
+
+
+def _flattened(routes: list[BaseRoute]) -> Iterator[Any]:
+    """Every route with its whole path (recent FastAPI keeps an included router as one
+    route, with its own routes inside: ``effective_route_contexts``)."""
+    for route in routes:
+        contexts = getattr(route, "effective_route_contexts", None)
+        if contexts is not None:
+            yield from contexts()
+        elif getattr(route, "path_regex", None) is not None:
+            yield route
+
+
+def _methods_of(route: Any) -> list[str]:
+    if isinstance(route, Mount):  # the gateway mounts static files only, read with GET
+        return ["GET"] if isinstance(route.app, StaticFiles) else []
+    return [method for method in _METHODS if method in (route.methods or ())]
+
+
+def _specificity(template: str) -> tuple[bool, ...]:
+    """Per segment of a path template, whether a parameter takes it: the least is the
+    most specific (a literal segment before a parameter)."""
+    return tuple("{" in segment for segment in template.split("/"))
 
 
 async def on_unavailable(request: Request, exc: Exception) -> JSONResponse:
