@@ -1,4 +1,5 @@
-"""Structured JSON logs for every agentlog process, with secrets redacted.
+"""Structured JSON logs for every agentlog process, with secrets redacted and repeats
+rate-limited.
 
 Redaction is one mechanism for the whole process: code that learns a secret value (a
 tool's secret header, a provider key) registers it with ``add_secrets``, and
@@ -6,6 +7,11 @@ tool's secret header, a provider key) registers it with ``add_secrets``, and
 handler applies it to every record (message, extra fields) and to exception text; every
 other place that records a reason (dead-letter headers, failure details in events)
 calls ``redact`` on it.
+
+A dependency that is down makes clients fail, and log it, many times a second (aiokafka
+wrote 57 MB in 7 minutes with the broker down): the handler lets a warning or error
+through once per ``REPEAT_INTERVAL_S`` per logger and message, and the next one it lets
+through counts those it dropped (``suppressed``).
 """
 
 from __future__ import annotations
@@ -14,8 +20,11 @@ import logging
 import re
 import sys
 import threading
+import time
+from dataclasses import dataclass
 from typing import Any
 
+from cachetools import LRUCache
 from pythonjsonlogger.json import JsonFormatter
 
 _CHATTY = ("aiokafka", "alembic", "uvicorn.access", "httpx")
@@ -90,6 +99,46 @@ def _redact_value(value: Any) -> Any:
     return redact(str(value))
 
 
+REPEAT_INTERVAL_S = 10.0
+# Distinct messages tracked at once; one pushed out forgets what it dropped.
+_TRACKED_MESSAGES = 1024
+
+
+@dataclass(slots=True)
+class _Repeats:
+    until: float  # when the next record of the message may pass
+    dropped: int = 0
+
+
+class RepeatFilter(logging.Filter):
+    """Lets a record at ``level`` or above through at most once per ``interval_s`` for
+    the same logger, level and message (its text with the arguments in); the next one
+    through carries how many were dropped meanwhile as ``suppressed``. Below ``level``
+    everything passes: at DEBUG one asked to see it all."""
+
+    def __init__(self, interval_s: float = REPEAT_INTERVAL_S, level: int = logging.WARNING) -> None:
+        super().__init__()
+        self.interval_s = interval_s
+        self.level = level
+        self._seen: LRUCache[tuple[str, int, str], _Repeats] = LRUCache(_TRACKED_MESSAGES)
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < self.level:
+            return True
+        key = (record.name, record.levelno, record.getMessage())
+        now = time.monotonic()
+        with self._lock:
+            seen = self._seen.get(key)
+            if seen is not None and now < seen.until:
+                seen.dropped += 1
+                return False
+            self._seen[key] = _Repeats(now + self.interval_s)
+        if seen is not None and seen.dropped:
+            record.suppressed = seen.dropped
+        return True
+
+
 class RedactingJsonFormatter(JsonFormatter):
     """JSON lines whose exception and stack text are redacted like messages."""
 
@@ -102,6 +151,7 @@ class RedactingJsonFormatter(JsonFormatter):
 
 def configure_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RepeatFilter())  # before redaction: it keys on the message
     handler.addFilter(RedactingFilter())
     handler.setFormatter(
         RedactingJsonFormatter(
