@@ -31,30 +31,38 @@ class CommandRecordedError(Exception):
         self.location = location
 
 
+class OutcomeNotProjectedError(Exception):
+    """A command's outcome was not projected within ``OUTCOME_WAIT_S`` (Kafka or the
+    projector is down, or far behind): the resource as it stands is no answer."""
+
+
 async def on_recorded(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, CommandRecordedError)
     return JSONResponse(exc.body, status_code=202, headers={"Location": exc.location})
 
 
 async def settle(gw: Gateway, tenant_id: str, env: Envelope[Any]) -> None:
-    """Wait for the command's outcome; raise its rejection. An outcome not projected in
-    time is no answer: the caller reads the resource as it stands."""
+    """Wait for the command's outcome; raise its rejection, or, if it is not projected
+    in time, ``OutcomeNotProjectedError`` (inside ``recorded``: a 202)."""
     found = await gw.waiter.until(
         f"command:{env.id}",
         lambda: outcomes.outcome(gw.db, tenant_id, env.id),
         OUTCOME_WAIT_S,
     )
-    if found is not None and found.outcome is Outcome.REJECTED:
+    if found is None:
+        raise OutcomeNotProjectedError(env.id)
+    if found.outcome is Outcome.REJECTED:
         raise DomainError(found.code or ErrorCode.VALIDATION_FAILED, found.detail or "")
 
 
 @contextlib.asynccontextmanager
 async def recorded(env: Envelope[Any], location: str, **ids: str) -> AsyncIterator[None]:
-    """Around what a request reads after recording ``env``: an outage there answers 202
-    with what was recorded, since a 503 would invite a duplicate."""
+    """Around what a request reads after recording ``env``: an outage there, or an
+    outcome not projected in time, answers 202 with what was recorded (a 503 would
+    invite a duplicate, and the resource as it stands, a 404, would be false)."""
     try:
         yield
-    except OUTAGES as exc:
+    except (*OUTAGES, OutcomeNotProjectedError) as exc:
         raise CommandRecordedError(
             {**ids, "command_id": env.id, "status": "requested"}, location
         ) from exc
