@@ -38,7 +38,10 @@ class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.catalog = Catalog.from_settings(settings)
-        self.publisher = Publisher(settings.kafka_bootstrap_servers, self.catalog)
+        # A request waits for its record at most write_timeout_s: past it, a 503.
+        self.publisher = Publisher(
+            settings.kafka_bootstrap_servers, self.catalog, timeout_s=settings.write_timeout_s
+        )
         self.db = Database(
             settings.database_url,
             settings.database_schema,
@@ -64,7 +67,9 @@ class Gateway:
             settings.database_url, settings.billing_schema, tenant_scoped=True, pool_size=2
         )
         self.pipeline = Pipeline(settings.kafka_bootstrap_servers, self.catalog)
-        self.dead_letters = DeadLetters(settings.kafka_bootstrap_servers, self.catalog)
+        self.dead_letters = DeadLetters(
+            settings.kafka_bootstrap_servers, self.catalog, timeout_s=settings.write_timeout_s
+        )
         self.keys = ApiKeys(self.db, self.billing_db)
         self.idempotency = IdempotencyKeys(settings.redis_url)
         self.replays = Replays(settings, self.idempotency.redis)

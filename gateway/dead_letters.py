@@ -21,7 +21,7 @@ from aiokafka import TopicPartition
 from streams.catalog import Catalog
 from streams.consumer import DEAD_LETTER_HEADERS
 from streams.partitions import LogReader
-from streams.publisher import Publisher
+from streams.publisher import Publisher, write_deadline
 
 
 @dataclass(frozen=True)
@@ -71,9 +71,14 @@ class DeadLetterNotFoundError(LookupError):
 
 
 class DeadLetters:
-    def __init__(self, bootstrap_servers: str, catalog: Catalog) -> None:
+    def __init__(
+        self, bootstrap_servers: str, catalog: Catalog, *, timeout_s: float | None = None
+    ) -> None:
+        """``timeout_s``: the longest ``record`` (a re-drive's first step) waits for
+        Kafka, as long as a write."""
         self.topic = catalog.dead_letter
         self.catalog = catalog
+        self._timeout_s = timeout_s
         self._reader = LogReader(bootstrap_servers)
         self._started = False
         self._lock = asyncio.Lock()  # the reader is not for concurrent use
@@ -110,6 +115,10 @@ class DeadLetters:
 
     async def record(self, partition: int, offset: int) -> Any:
         """The raw record at ``partition``:``offset`` of the dead-letter topic."""
+        async with write_deadline(self._timeout_s):
+            return await self._record(partition, offset)
+
+    async def _record(self, partition: int, offset: int) -> Any:
         async with self._lock:
             reader = await self._ready()
             tp = TopicPartition(self.topic, partition)

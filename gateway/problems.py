@@ -18,10 +18,12 @@ from starlette.staticfiles import StaticFiles
 
 from projections.database import OUTAGES as DATABASE_OUTAGES
 from schemas.errors import ERRORS, DomainError, ErrorCode
+from streams.publisher import WriteTimeoutError
 
 log = logging.getLogger(__name__)
 
-# Kafka or Postgres not answering: nothing was recorded, the client may retry.
+# Kafka or Postgres not answering: the client may retry. Nothing was recorded, unless
+# Kafka took the record and did not acknowledge it in time (``WriteTimeoutError``).
 OUTAGES = (KafkaError, *DATABASE_OUTAGES)
 
 PROBLEM_BASE = "https://agentlog.dev/problems/"
@@ -135,16 +137,29 @@ def _specificity(template: str) -> tuple[bool, ...]:
 
 
 async def on_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    """Kafka or Postgres failed under the request: nothing was half done (a command is
-    either on its topic or not), so the client may retry."""
+    """Kafka or Postgres failed under the request, so the client may retry: a record is
+    either on its topic or not, and the detail says when it may yet be."""
     return unavailable(request.url.path, exc)
 
 
 def unavailable(path: str, exc: Exception) -> JSONResponse:
     log.warning("dependency unavailable", extra={"path": path, "error": repr(exc)})
-    response = problem_response(ErrorCode.UNAVAILABLE, type(exc).__name__, path)
+    response = problem_response(ErrorCode.UNAVAILABLE, _unavailable_detail(exc), path)
     response.headers["Retry-After"] = "1"
     return response
+
+
+def _unavailable_detail(exc: Exception) -> str:
+    """What failed, by exception class (an exception's text may quote a secret); for a
+    write Kafka did not acknowledge in time, whether its record may yet be written."""
+    if not isinstance(exc, WriteTimeoutError):
+        return type(exc).__name__
+    if exc.pending:
+        return (
+            f"Kafka did not acknowledge the record within {exc.timeout_s:g} s; it may yet"
+            " be written once Kafka answers: retry with the same Idempotency-Key"
+        )
+    return f"Kafka did not answer within {exc.timeout_s:g} s; the record was not written"
 
 
 async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:

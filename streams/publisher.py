@@ -1,17 +1,26 @@
 """The typed publisher: envelopes in, records on the catalog's topic out.
 
 Idempotent producer with acks=all; the Kafka key is the envelope's partition key, so
-one aggregate's records stay in one partition, in order.
+one aggregate's records stay in one partition, in order. An idempotent producer never
+gives up on a record: while Kafka is down it retries for ever, so a writer that must
+answer someone (the gateway) gives its publisher a deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
+from aiokafka.errors import (
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
 from aiokafka.partitioner import DefaultPartitioner
 from opentelemetry.trace import Span, SpanKind
 
@@ -25,15 +34,36 @@ from .catalog import Catalog
 RECORD_TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError)
 
 
+class WriteTimeoutError(KafkaTimeoutError):  # type: ignore[misc]  # aiokafka is untyped
+    """Kafka did not acknowledge a write within the publisher's deadline. ``pending``:
+    records had been handed to the producer, which keeps them and writes them once
+    Kafka answers (an idempotent producer cannot take a record back), so they may yet
+    be recorded; otherwise nothing was."""
+
+    def __init__(self, timeout_s: float, *, pending: bool) -> None:
+        super().__init__(f"not acknowledged within {timeout_s:g} s")
+        self.timeout_s = timeout_s
+        self.pending = pending
+
+
 class Publisher:
     def __init__(
-        self, bootstrap_servers: str, catalog: Catalog, *, linger_ms: int = 0, traced: bool = True
+        self,
+        bootstrap_servers: str,
+        catalog: Catalog,
+        *,
+        linger_ms: int = 0,
+        traced: bool = True,
+        timeout_s: float | None = None,
     ) -> None:
-        """``traced``: a ``send`` span per record when tracing is on."""
+        """``traced``: a ``send`` span per record when tracing is on. ``timeout_s``: the
+        longest ``publish_all`` and ``send_raw`` wait for Kafka before they raise
+        ``WriteTimeoutError``; None: until Kafka answers."""
         self.bootstrap_servers = bootstrap_servers
         self.catalog = catalog
         self._linger_ms = linger_ms
         self._traced = traced
+        self._timeout_s = timeout_s
         self._producer_or_none: AIOKafkaProducer | None = None
 
     @property
@@ -67,8 +97,13 @@ class Publisher:
 
     async def publish_all(self, envs: list[Envelope[Any]]) -> list[tuple[str, int, int]]:
         """Write envelopes in order (per key) and wait for every acknowledgement."""
-        futures = [await self.enqueue(env) for env in envs]
-        metas = await asyncio.gather(*futures)
+        sent: list[asyncio.Future[Any]] = []
+        async with write_deadline(self._timeout_s, sent):
+            for env in envs:
+                sent.append(await self.enqueue(env))
+            if sent:  # not gather: a deadline must not cancel what the producer holds
+                await asyncio.wait(sent)
+        metas = [future.result() for future in sent]
         return [(m.topic, m.partition, m.offset) for m in metas]
 
     async def enqueue(self, env: Envelope[Any]) -> asyncio.Future[Any]:
@@ -103,7 +138,29 @@ class Publisher:
         self, topic: str, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]]
     ) -> Any:
         """Write a record as it is (a dead letter); its metadata once acknowledged."""
-        return await (await self._producer.send(topic, value, key=key, headers=headers))
+        sent: list[asyncio.Future[Any]] = []
+        async with write_deadline(self._timeout_s, sent):
+            sent.append(await self._producer.send(topic, value, key=key, headers=headers))
+            await asyncio.wait(sent)
+        return sent[0].result()
+
+
+@contextlib.asynccontextmanager
+async def write_deadline(
+    timeout_s: float | None, sent: Sequence[asyncio.Future[Any]] = ()
+) -> AsyncIterator[None]:
+    """Bound what a write waits on Kafka for by ``timeout_s`` (None: no bound), raising
+    ``WriteTimeoutError``. A send interrupted before the producer took its record
+    leaves nothing behind; the records the producer holds (``sent``) it may still
+    write."""
+    deadline = asyncio.timeout(timeout_s)
+    try:
+        async with deadline:
+            yield
+    except TimeoutError:
+        if not deadline.expired():
+            raise
+        raise WriteTimeoutError(timeout_s or 0.0, pending=bool(sent)) from None
 
 
 def _sent(span: Span, done: asyncio.Future[Any]) -> None:
