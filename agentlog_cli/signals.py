@@ -1,4 +1,5 @@
-"""How an agentlog process stops: gracefully on SIGTERM or SIGINT, within a deadline."""
+"""How an agentlog process stops: gracefully on SIGTERM or SIGINT (or when it decides to,
+``begin_shutdown``), within a deadline."""
 
 from __future__ import annotations
 
@@ -15,16 +16,19 @@ def stop_event(shutdown_timeout_s: float) -> asyncio.Event:
     ``agentlog up`` are told by their death signal)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-
-    def on_signal() -> None:
-        if stop.is_set():
-            _exit_now("a second signal")
-        stop.set()
-        loop.call_later(shutdown_timeout_s, _exit_now, f"{shutdown_timeout_s:g} s")
-
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal)
+        loop.add_signal_handler(sig, begin_shutdown, stop, shutdown_timeout_s)
     return stop
+
+
+def begin_shutdown(stop: asyncio.Event, shutdown_timeout_s: float) -> None:
+    """Set ``stop``, as a signal does, with the same deadline; a second call (a second
+    signal) exits at once."""
+    if stop.is_set():
+        _exit_now("a second signal")
+    stop.set()
+    loop = asyncio.get_running_loop()
+    loop.call_later(shutdown_timeout_s, _exit_now, f"{shutdown_timeout_s:g} s")
 
 
 def _exit_now(why: str) -> None:

@@ -8,22 +8,19 @@ import argparse
 import asyncio
 import contextlib
 import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Iterator
 
 import uvloop
 
 from gateway.app import create_app
 from gateway.server import EmbeddedServer, listen, server_config, url_of
-from streams.embedded import LocalServices, ServiceUnavailable, dies_with_parent, resolve
+from streams.embedded import LocalServices, ServiceUnavailable, resolve
 from streams.settings import Settings
 from workers.runner import ROLES, prepare, run_roles
 
-from .signals import stop_event
+from .broker_child import BrokerChild
+from .signals import begin_shutdown, stop_event
 from .tenants import create_tenant
 
 # Tools `agentlog up` may reach when AGENTLOG_TOOL_ALLOWED_NETWORKS is unset: local ones.
@@ -34,12 +31,12 @@ def up(settings: Settings, args: argparse.Namespace) -> None:
     local_tools = "AGENTLOG_TOOL_ALLOWED_NETWORKS" not in os.environ
     if local_tools:
         settings = settings.model_copy(update={"tool_allowed_networks": LOCAL_TOOL_NETWORKS})
-    with local_services(settings, args) as (services, kafka):
+    with local_services(settings, args) as (services, kafka, broker):
         uvloop.run(
             _serve_everything(
                 services.settings,
                 [kafka, *services.lines],
-                reset_foreign=not args.no_broker,
+                broker,
                 local_tools=local_tools,
             )
         )
@@ -48,7 +45,7 @@ def up(settings: Settings, args: argparse.Namespace) -> None:
 def services_up(settings: Settings, args: argparse.Namespace) -> None:
     """The broker, Postgres and Redis for a development cluster of separate role
     processes; their URLs are printed for the roles' environment."""
-    with local_services(settings, args) as (services, kafka):
+    with local_services(settings, args) as (services, kafka, broker):
         resolved = services.settings
         exports = {
             "AGENTLOG_KAFKA_BOOTSTRAP_SERVERS": resolved.kafka_bootstrap_servers,
@@ -60,6 +57,7 @@ def services_up(settings: Settings, args: argparse.Namespace) -> None:
         uvloop.run(
             _serve_services(
                 resolved,
+                broker,
                 f"agentlog services are up\n{lines}\nfor the roles' environment:\n"
                 f"{environment}\npress Ctrl-C to stop",
             )
@@ -69,7 +67,7 @@ def services_up(settings: Settings, args: argparse.Namespace) -> None:
 @contextlib.contextmanager
 def local_services(
     settings: Settings, args: argparse.Namespace
-) -> Iterator[tuple[LocalServices, str]]:
+) -> Iterator[tuple[LocalServices, str, BrokerChild | None]]:
     """The embedded broker (unless ``--no-broker``), Postgres and Redis as this process's
     children, stopped when the block ends; with a line that says where Kafka is."""
     broker = None
@@ -77,51 +75,58 @@ def local_services(
     kafka = f"{'kafka':<10}{settings.kafka_bootstrap_servers}"
     try:
         if not args.no_broker:
-            broker = _start_broker(settings, args.data_dir)
+            broker = BrokerChild(settings, args.data_dir)
             kafka += f"  (embedded broker, data in {args.data_dir})"
         services = resolve(settings, start=True)
-        yield services, kafka
+        yield services, kafka, broker
     except ServiceUnavailable as exc:
         raise SystemExit(f"agentlog: {exc}") from None
     finally:
         if broker is not None:
-            broker.send_signal(signal.SIGTERM)
-            broker.wait(30)
+            broker.stop()
         if services is not None:
             services.stop()
 
 
-def _start_broker(settings: Settings, data_dir: Path) -> subprocess.Popen[bytes]:
-    host, port = settings.kafka_bootstrap_servers.split(",")[0].rsplit(":", 1)
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streams.broker",
-            "--host",
-            host,
-            "--port",
-            port,
-            "--data-dir",
-            str(data_dir),
-            "--default-partitions",
-            str(settings.topic_partitions),
-        ],
-        # Stopped by this process once the roles have committed, not by a Ctrl-C at the
-        # terminal; and with it, should it die.
-        process_group=0,
-        preexec_fn=dies_with_parent(signal.SIGTERM),
-    )
+@contextlib.asynccontextmanager
+async def _stopping(settings: Settings, broker: BrokerChild | None) -> AsyncIterator[asyncio.Event]:
+    """The event that stops this process: a signal, or the embedded broker dying too
+    often in a row, which exits with status 1 once everything has stopped."""
+    stop = stop_event(settings.shutdown_timeout_s)
+    if broker is None:
+        yield stop
+        return
+
+    async def supervise() -> bool:
+        kept = await broker.watch(stop)
+        if not kept:
+            begin_shutdown(stop, settings.shutdown_timeout_s)
+        return kept
+
+    watching = asyncio.create_task(supervise())
+    try:
+        yield stop
+    except BaseException:
+        watching.cancel()
+        raise
+    if not await watching:
+        raise SystemExit(1)
 
 
 async def _serve_everything(
-    settings: Settings, services: list[str], *, reset_foreign: bool, local_tools: bool
+    settings: Settings, services: list[str], broker: BrokerChild | None, *, local_tools: bool
 ) -> None:
     await _wait_for_kafka(settings.kafka_bootstrap_servers)
     # The embedded broker started here is this platform's log: read models left from
     # another one (an earlier data directory) are folded again from it.
-    await prepare(settings, reset_foreign=reset_foreign)
-    stop = stop_event(settings.shutdown_timeout_s)
+    await prepare(settings, reset_foreign=broker is not None)
+    async with _stopping(settings, broker) as stop:
+        await _serve_until(settings, services, stop, local_tools=local_tools)
+
+
+async def _serve_until(
+    settings: Settings, services: list[str], stop: asyncio.Event, *, local_tools: bool
+) -> None:
     roles = asyncio.create_task(run_roles(settings, list(ROLES), stop, probes=False))
     sock = listen(settings)
     server = EmbeddedServer(server_config(create_app(settings), settings))
@@ -145,11 +150,13 @@ async def _serve_everything(
     await asyncio.gather(serving, roles, return_exceptions=True)
 
 
-async def _serve_services(settings: Settings, announcement: str) -> None:
+async def _serve_services(
+    settings: Settings, broker: BrokerChild | None, announcement: str
+) -> None:
     await _wait_for_kafka(settings.kafka_bootstrap_servers)
-    stop = stop_event(settings.shutdown_timeout_s)
-    print(announcement, flush=True)
-    await stop.wait()
+    async with _stopping(settings, broker) as stop:
+        print(announcement, flush=True)
+        await stop.wait()
 
 
 async def _wait_for_kafka(bootstrap: str, timeout: float = 30.0) -> None:

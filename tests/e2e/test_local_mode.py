@@ -1,18 +1,23 @@
 """Local mode with nothing installed but Python: ``agentlog up`` on embedded Postgres and
 Redis (the wheels' servers, children of ``agentlog up`` with data under its data
-directory), through the README's session and through a ``kill -9``."""
+directory), through the README's session and through a ``kill -9``; and its embedded
+broker, started again after a ``kill -9``, or given up on when it keeps dying."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
+import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -22,7 +27,7 @@ import redis
 
 from schemas.envelope import from_kafka
 from streams.embedded import alive
-from tests.e2e.conftest import launch_up
+from tests.e2e.conftest import drop_schemas, launch_up, platform_env
 from tests.kafka import REPO
 from tests.processes import clean_environ, die_with_parent
 from tests.topics import read_all
@@ -295,3 +300,117 @@ def test_services_up_serves_role_processes_started_apart(tmp_path: Path, bootstr
     )
     assert cli.returncode != 0
     assert "agentlog services up" in cli.stderr
+
+
+def broker_child(up: subprocess.Popen[bytes]) -> int | None:
+    """The pid of the embedded broker ``agentlog up`` runs, if one runs."""
+    children = Path(f"/proc/{up.pid}/task/{up.pid}/children").read_text().split()
+    for pid in children:
+        with contextlib.suppress(OSError):
+            if b"streams.broker" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return int(pid)
+    return None
+
+
+@contextlib.contextmanager
+def up_with_its_broker(
+    tmp_path: Path, model_server: ModelServer, **extra_env: str
+) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, str], Path]]:
+    """``agentlog up`` with its own embedded broker (on a port that was free), this
+    machine's Postgres and Redis in a schema of its own; its log."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    tag = f"up_{uuid.uuid4().hex[:10]}"
+    env = {**platform_env(f"127.0.0.1:{port}", tag, model_server), **extra_env}
+    log_path = tmp_path / "up.log"
+    proc, printed = launch_up(env, log_path, "--data-dir", str(tmp_path / "broker"))
+    try:
+        yield proc, printed, log_path
+    finally:
+        if proc.poll() is None:
+            stop(proc)
+        drop_schemas(tag)
+
+
+def invoked(api: httpx.Client, agent_id: str, message: str, timeout: float) -> str:
+    """The answer to ``message``, asked again (same Idempotency-Key) until it comes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = api.post(
+            f"/v1/agents/{agent_id}/invoke?wait=5",
+            json={"message": message},
+            headers={"Idempotency-Key": message},
+        )
+        if answer.status_code == 200:
+            return str(answer.json()["answer"])
+        assert answer.status_code in (202, 503), answer.text
+        assert time.monotonic() < deadline, answer.text
+        time.sleep(0.5)
+
+
+def test_agentlog_up_starts_its_broker_again_after_a_kill_9(
+    tmp_path: Path, model_server: ModelServer
+) -> None:
+    with up_with_its_broker(tmp_path, model_server) as (proc, printed, log_path):
+        with client(printed) as api:
+            agent = api.post("/v1/agents", json={"name": "echo", "model": "dev"})
+            agent_id = agent.json()["agent_id"]
+            assert invoked(api, agent_id, "before", 30) == "echo: before"
+            killed = broker_child(proc)
+            assert killed is not None
+            os.kill(killed, signal.SIGKILL)
+            deadline = time.monotonic() + 20
+            while broker_child(proc) in (None, killed):
+                assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+                time.sleep(0.1)
+            assert invoked(api, agent_id, "after", 60) == "echo: after"
+        assert proc.poll() is None
+        code = stop(proc)
+    assert code == 0
+    said = [
+        json.loads(line)["message"]
+        for line in log_path.read_text().splitlines()
+        if '"agentlog.broker"' in line
+    ]
+    assert said[0] == (
+        "the embedded broker exited (signal 9): starting it again in 0.5 s (restart 1 of 5)"
+    )
+    assert said[1].startswith("the embedded broker was started again (pid ")
+    assert len(said) == 2
+
+
+@pytest.mark.slow
+def test_agentlog_up_exits_when_its_broker_keeps_dying(
+    tmp_path: Path, model_server: ModelServer
+) -> None:
+    """The broker's port taken by another process: each restart dies at once, and after
+    the fifth ``agentlog up`` stops everything and exits with status 1."""
+    with up_with_its_broker(tmp_path, model_server, AGENTLOG_SHUTDOWN_TIMEOUT_S="5") as (
+        proc,
+        printed,
+        log_path,
+    ):
+        port = int(printed["kafka"].split()[0].rpartition(":")[2])
+        squatter = socket.socket()
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the broker does
+        try:
+            killed = broker_child(proc)
+            assert killed is not None
+            os.kill(killed, signal.SIGKILL)
+            deadline = time.monotonic() + 5
+            while True:  # the port, once the killed broker has let go of it
+                try:
+                    squatter.bind(("127.0.0.1", port))
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.01)
+            squatter.listen()
+            code = proc.wait(90)
+        finally:
+            squatter.close()
+    assert code == 1
+    log = log_path.read_text()
+    assert "(restart 5 of 5)" in log
+    assert "after 5 restarts in a row: stopping" in log
