@@ -24,6 +24,7 @@ from streams.catalog import Catalog, cluster_id, ensure_topics
 from streams.consumer import ConsumerRuntime, Handler, first_of, kafka_broker
 from streams.embedded import resolve
 from streams.heap import freeze_startup_objects
+from streams.logs import configure_logging
 from streams.metrics import ProbeServer
 from streams.publisher import Publisher
 from streams.settings import Settings
@@ -106,9 +107,12 @@ def _database(settings: Settings, schema: str | None = None) -> Database:
 
 def role_app(role: str) -> FastStream:
     """One role as a FastStream application, with settings from the environment:
-    ``faststream run workers.<role>:app`` runs what ``agentlog worker <role>`` runs."""
+    ``faststream run workers.<role>:app`` runs what ``agentlog worker <role>`` runs, and
+    logs as it does (JSON, redacted, repeats limited)."""
+    settings = Settings()
+    configure_logging(settings.log_level)
     tracing.configure(f"agentlog-{role}")
-    return RoleSet(resolve(Settings(), start=False).settings, [role]).app()
+    return RoleSet(resolve(settings, start=False).settings, [role]).app()
 
 
 async def run_roles(
