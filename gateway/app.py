@@ -48,6 +48,7 @@ from .routes import (
     keys,
     ops,
     sessions,
+    tenant,
     tools,
     turns,
     usage,
@@ -102,7 +103,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestMetrics)  # outermost: refused requests are counted too
     # Requests are matched against routers in this order, route by route: the most
     # requested first (starting a turn is the intake's hot path).
-    for router in (turns, sessions, agents, tools, keys, usage, invoices, admin, ops, asyncapi):
+    routers = (turns, sessions, agents, tools, keys, tenant, usage, invoices, admin, ops, asyncapi)
+    for router in routers:
         app.include_router(router.router)
     dashboard.mount(app)
     docs.mount(app)

@@ -119,12 +119,23 @@ class PricePlanPublic(BaseModel):
     published_at: datetime.datetime
 
 
+_REPRICE = "price periods already drafted again (they are named in the fact)"
+
+
 class PlanAssign(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     plan_id: PlanId
     version: StrictInt = Field(ge=1)
     effective_from: Instant = Field(description="from when the plan prices usage")
+    reprice_drafted: bool = Field(False, description=_REPRICE)
+
+
+class PlanWithdraw(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    effective_from: Instant = Field(description="the assignment's, as it was assigned")
+    reprice_drafted: bool = Field(False, description=_REPRICE)
 
 
 class AssignmentPublic(BaseModel):
@@ -135,6 +146,7 @@ class AssignmentPublic(BaseModel):
     version: int
     effective_from: datetime.datetime
     assigned_at: datetime.datetime
+    withdrawn_at: datetime.datetime | None = None
 
 
 class UsageCreate(BaseModel):

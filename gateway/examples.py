@@ -89,6 +89,11 @@ TURN: dict[str, Any] = {
     },
 }
 TURN_DETAIL: dict[str, Any] = {**TURN, "events": [STEP], "tool_calls": [TOOL_CALL]}
+TENANT: dict[str, Any] = {
+    "tenant_id": "8d6f2c1e-4b7a-4f0e-9c3d-2a1b5e7f9c40",
+    "display_name": "acme",
+    "created_at": _AT,
+}
 API_KEY: dict[str, Any] = {
     "key_id": "7d6c5b4a-3928-4716-a5b4-c3d2e1f0a9b8",
     "key_prefix": "al_Xy3k",

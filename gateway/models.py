@@ -282,6 +282,14 @@ class TurnDetail(TurnPublic):
     model_config = ConfigDict(json_schema_extra={"examples": [examples.TURN_DETAIL]})
 
 
+class TenantPublic(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.TENANT]})
+
+    tenant_id: str
+    display_name: str
+    created_at: datetime.datetime
+
+
 class ApiKeyPublic(BaseModel):
     key_id: str
     key_prefix: str = Field(description="the key's first characters, to tell keys apart")

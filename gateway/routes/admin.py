@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
-from projections import plans, tenants, usage
+from projections import invoices, plans, tenants, usage
 from projections.plans import AssignmentRow, PlanRow
 from schemas import billing
 from schemas.billing import PLATFORM, PricePlan
@@ -22,6 +22,7 @@ from ..billing_models import (
     AssignmentPublic,
     PlanAssign,
     PlanId,
+    PlanWithdraw,
     PricePlanCreate,
     PricePlanPublic,
     ReplayCreate,
@@ -149,13 +150,16 @@ async def tenant_or_404(gw: Gateway, tenant_id: str) -> None:
         "Assign a price plan to a tenant",
         "The tenant is on this plan version from `effective_from` until its next"
         " assignment. An assignment is never rewritten: one must start later than the"
-        " tenant's latest, and charge in the same currency.",
+        " tenant's latest in force, and charge in the same currency. One that would price"
+        " a period already drafted again is refused unless `reprice_drafted` is true; the"
+        " fact then names those periods.",
         records=_ON_BILLING.format("TenantPlanAssigned", "tenant"),
         problems=[
             ErrorCode.TENANT_NOT_FOUND,
             ErrorCode.PLAN_NOT_FOUND,
             ErrorCode.PLAN_ASSIGNMENT_OVERLAPS,
             ErrorCode.CURRENCY_MISMATCH,
+            ErrorCode.PERIOD_DRAFTED,
         ],
     ),
 )
@@ -166,11 +170,18 @@ async def assign_plan(
     row = await plans.plan(gw.billing_db, body.plan_id, body.version)
     if row is None:
         raise ProblemError(ErrorCode.PLAN_NOT_FOUND, f"no plan {body.plan_id} v{body.version}")
-    existing = await plans.assignments(gw.billing_db, tenant_id)
+    every = await plans.assignments(gw.billing_db, tenant_id, withdrawn=True)
+    existing = [a for a in every if a.withdrawn_at is None]
     if existing and body.effective_from <= existing[-1].effective_from:
         raise ProblemError(
             ErrorCode.PLAN_ASSIGNMENT_OVERLAPS,
             f"the tenant's latest assignment is effective from {existing[-1].effective_from}",
+        )
+    if any(a.effective_from == body.effective_from for a in every):
+        raise ProblemError(
+            ErrorCode.PLAN_ASSIGNMENT_OVERLAPS,
+            f"an assignment effective from {body.effective_from} was withdrawn; an instant"
+            " names one assignment for good: choose another",
         )
     if existing:
         latest = await plans.plan(gw.billing_db, existing[-1].plan_id, existing[-1].version)
@@ -185,17 +196,88 @@ async def assign_plan(
         version=body.version,
         effective_from=body.effective_from,
         operator_id=operator_id,
+        repriced_periods=await _repriced(gw, tenant_id, body.effective_from, body.reprice_drafted),
     )
     env = await gw.record(tenant_id, fact)
 
     async def applied() -> AssignmentRow | None:
-        rows = await plans.assignments(gw.billing_db, tenant_id)
+        rows = await plans.assignments(gw.billing_db, tenant_id, withdrawn=True)
         return next((r for r in rows if r.effective_from == body.effective_from), None)
 
     assigned = await gw.billing_waiter.until(f"assignment:{env.id}", applied, APPLIED_WAIT_S)
     _applied(assigned, "assignment")
     assert assigned is not None
+    if (assigned.plan_id, assigned.version) != (body.plan_id, body.version):
+        raise ProblemError(
+            ErrorCode.PLAN_ASSIGNMENT_OVERLAPS,
+            f"another assignment effective from {body.effective_from} was recorded first",
+        )
     return _assignment_public(assigned)
+
+
+async def _repriced(
+    gw: Gateway, tenant_id: str, since: datetime.datetime, allowed: bool
+) -> list[str]:
+    """The drafted periods a change of plan effective from ``since`` prices again;
+    refused unless the operator allowed it."""
+    periods = await invoices.drafted_periods(gw.billing_db, tenant_id, since)
+    if periods and not allowed:
+        raise ProblemError(
+            ErrorCode.PERIOD_DRAFTED,
+            f"drafted periods would be priced again: {', '.join(periods)}; send"
+            " reprice_drafted: true to do so",
+            periods=periods,
+        )
+    return periods
+
+
+@router.post(
+    "/tenants/{tenant_id}/plan/withdrawals",
+    status_code=201,
+    response_model=AssignmentPublic,
+    **documented(
+        "Withdraw a tenant's plan assignment",
+        "The assignment effective from `effective_from` no longer counts from now on (drafts"
+        " requested before count it still); the assignment before it is in force in its"
+        " stead. This repairs assignments that should never have been accepted, such as two"
+        " in different currencies (`docs/operations.md`). One that would price a period"
+        " already drafted again is refused unless `reprice_drafted` is true.",
+        records=_ON_BILLING.format("TenantPlanWithdrawn", "tenant"),
+        problems=[
+            ErrorCode.TENANT_NOT_FOUND,
+            ErrorCode.PLAN_ASSIGNMENT_NOT_FOUND,
+            ErrorCode.PERIOD_DRAFTED,
+        ],
+    ),
+)
+async def withdraw_plan(
+    tenant_id: Id, body: PlanWithdraw, operator_id: OperatorDep, gw: GatewayDep
+) -> AssignmentPublic:
+    await tenant_or_404(gw, tenant_id)
+    existing = await plans.assignments(gw.billing_db, tenant_id)
+    if not any(a.effective_from == body.effective_from for a in existing):
+        raise ProblemError(
+            ErrorCode.PLAN_ASSIGNMENT_NOT_FOUND,
+            f"the tenant has no assignment in force effective from {body.effective_from}",
+        )
+    fact = billing.TenantPlanWithdrawn(
+        tenant_id=tenant_id,
+        effective_from=body.effective_from,
+        operator_id=operator_id,
+        repriced_periods=await _repriced(gw, tenant_id, body.effective_from, body.reprice_drafted),
+    )
+    env = await gw.record(tenant_id, fact)
+
+    async def applied() -> AssignmentRow | None:
+        rows = await plans.assignments(gw.billing_db, tenant_id, withdrawn=True)
+        return next(
+            (r for r in rows if r.effective_from == body.effective_from and r.withdrawn_at), None
+        )
+
+    withdrawn = await gw.billing_waiter.until(f"withdrawal:{env.id}", applied, APPLIED_WAIT_S)
+    _applied(withdrawn, "withdrawal")
+    assert withdrawn is not None
+    return _assignment_public(withdrawn)
 
 
 @router.get(
@@ -203,7 +285,7 @@ async def assign_plan(
     response_model=list[AssignmentPublic],
     **documented(
         "List a tenant's plan assignments",
-        "In order of effective time.",
+        "In order of effective time, withdrawn ones too (with `withdrawn_at`).",
         problems=[ErrorCode.TENANT_NOT_FOUND],
     ),
 )
@@ -211,7 +293,8 @@ async def list_assignments(
     tenant_id: Id, operator_id: OperatorDep, gw: GatewayDep
 ) -> list[AssignmentPublic]:
     await tenant_or_404(gw, tenant_id)
-    return [_assignment_public(r) for r in await plans.assignments(gw.billing_db, tenant_id)]
+    rows = await plans.assignments(gw.billing_db, tenant_id, withdrawn=True)
+    return [_assignment_public(r) for r in rows]
 
 
 @router.post(
