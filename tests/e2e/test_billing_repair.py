@@ -118,8 +118,7 @@ def test_conflicting_assignments_are_repaired_by_withdrawing_one(platform: Platf
         assert refused["periods"] == [period]
         made = admin.post(assign, json={**change, "reprice_drafted": True})
         assert made.status_code == 201, made.text
-        refused = admin.post(withdraw, json={"effective_from": later})
-        problem(refused, 409, "PERIOD_DRAFTED")
+        problem(admin.post(withdraw, json={"effective_from": later}), 409, "PERIOD_DRAFTED")
 
         assert replay(admin)["status"] == "succeeded"
         # The first draft still verifies: it counted what was recorded before it.
