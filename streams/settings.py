@@ -134,6 +134,12 @@ class Settings(BaseSettings):
         return value
 
     model_timeout_s: float = 60.0
+    metrics_models: str = Field(
+        default="",
+        description="models whose calls the workers' metrics name (as agents name them:"
+        " openai:gpt-4o), comma-separated; the dev model and these, every other one is"
+        " `other`, since agents' models are tenants' free strings",
+    )
     model_max_retries: int = 3
     model_retry_backoff_s: float = Field(
         default=0.5, description="first backoff between model call attempts (doubles)"

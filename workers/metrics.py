@@ -1,7 +1,14 @@
 """The workers' Prometheus metrics: model calls, tool calls and turns. The consumer
-runtime's own (records, lag, handler time) are in ``streams.metrics``."""
+runtime's own (records, lag, handler time) are in ``streams.metrics``.
+
+No label takes a value a tenant chose: ``/metrics`` answers anyone who reaches it, and
+each new value is a new series. Providers, error codes and outcomes are fixed sets;
+models are named only if the operator listed them (``ModelLabels``).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from prometheus_client import Counter, Histogram
 
@@ -26,3 +33,18 @@ TOOL_CALL_SECONDS = Histogram(
 )
 TOOL_CALL_ERRORS = Counter("agentlog_tool_call_errors", "Tool calls that failed", ["code"])
 TURNS = Counter("agentlog_turns", "Turns that ended, by outcome", ["outcome"])
+
+# The model label of every model the operator did not list.
+OTHER_MODEL = "other"
+
+
+class ModelLabels:
+    """The ``model`` label of a call: the provider's name of the model for the dev model
+    and the models the operator listed (``AGENTLOG_METRICS_MODELS``, as agents name
+    them: ``openai:gpt-4o``), ``other`` for any other model a tenant's agent names."""
+
+    def __init__(self, listed: Iterable[str]) -> None:
+        self._known = frozenset({"dev", *(name.strip() for name in listed)}) - {""}
+
+    def of(self, agent_model: str, provider_model: str) -> str:
+        return provider_model if agent_model in self._known else OTHER_MODEL

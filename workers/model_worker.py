@@ -27,7 +27,7 @@ from streams.publisher import Publisher
 from streams.settings import Settings
 
 from .effect_worker import EffectWorker
-from .metrics import MODEL_CALL_ERRORS, MODEL_CALL_SECONDS, MODEL_TOKENS
+from .metrics import MODEL_CALL_ERRORS, MODEL_CALL_SECONDS, MODEL_TOKENS, ModelLabels
 from .providers.base import ModelProvider, ModelRequest, ProviderError, ToolSpec
 from .providers.registry import ModelUnknownError, Providers
 from .providers.retry import Outcome, RetryPolicy, complete_with_retries
@@ -44,6 +44,7 @@ class ModelWorker(EffectWorker):
     def __init__(self, bootstrap_servers: str, catalog: Catalog, settings: Settings) -> None:
         super().__init__(bootstrap_servers, catalog)
         self.providers = Providers(settings)
+        self.model_labels = ModelLabels(settings.metrics_models.split(","))
         self.policy = RetryPolicy(
             max_retries=settings.model_max_retries,
             timeout_s=settings.model_timeout_s,
@@ -104,7 +105,8 @@ class ModelWorker(EffectWorker):
                 for t in req.tools
             ],
         )
-        called = await self._call(env, provider, request, on_delta)
+        labels = (provider.name, self.model_labels.of(req.model, model))
+        called = await self._call(env, provider, request, labels, on_delta)
         answered: dict[str, Any] = {
             **common,
             "provider": provider.name,
@@ -147,10 +149,11 @@ class ModelWorker(EffectWorker):
         env: Envelope[Any],
         provider: ModelProvider,
         request: ModelRequest,
+        labels: tuple[str, str],
         on_delta: Callable[[int, str], Awaitable[None]],
     ) -> Outcome | ProviderError:
-        """The model call, retries included: a GenAI ``chat`` span, and its metrics."""
-        labels = (provider.name, request.model)
+        """The model call, retries included: a GenAI ``chat`` span, and its metrics
+        (``labels``: the provider and the model as metrics may name it)."""
         with tracing.span(
             f"chat {request.model}",
             env.traceparent,

@@ -220,7 +220,7 @@ def test_every_role_serves_the_counts_of_a_scripted_load_and_lag_returns_to_0(
     assert value(model, "agentlog_model_tokens_total", **dev, type="output") == sum(
         u.quantities["output_tokens"] for u in dev_usage
     )
-    openai = {"provider": "openai", "model": "gpt-test"}
+    openai = {"provider": "openai", "model": "other"}  # a model the operator did not list
     assert value(model, "agentlog_model_call_seconds_count", **openai) == 1
     assert value(model, "agentlog_model_call_errors_total", **openai) == 1
     assert value(model, "agentlog_model_call_errors_total", code="MODEL_UNAVAILABLE") == 1

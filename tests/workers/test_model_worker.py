@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 from faststream.kafka import TestKafkaBroker
+from prometheus_client import REGISTRY
 
 from schemas import events
 from schemas.envelope import Envelope, derived_id, envelope, from_kafka, to_kafka, trace_id
@@ -211,6 +212,51 @@ async def test_a_model_no_provider_serves_fails_the_call_unmade(
     assert isinstance(result.data, events.ModelCallFailed)
     assert result.data.code == "MODEL_UNKNOWN"
     assert models.received == []
+
+
+def model_series() -> set[tuple[str, str]]:
+    """The (provider, model) label pairs of every model call metric in this process."""
+    return {
+        (sample.labels["provider"], sample.labels["model"])
+        for family in REGISTRY.collect()
+        if family.name.startswith("agentlog_model_")
+        for sample in family.samples
+    }
+
+
+async def test_metrics_name_no_model_a_tenant_chose(
+    bootstrap: str, catalog: Catalog, models: ModelServer
+) -> None:
+    settings = Settings(
+        openai_base_url=f"{models.url}/v1",
+        openai_api_key="sk-test",
+        anthropic_base_url=models.url,
+        anthropic_api_key="ak-test",
+        metrics_models="openai:listed-by-the-operator, anthropic:also-listed",
+    )
+    worker = ModelWorker(bootstrap, catalog, settings)
+    before = model_series()
+    try:
+        # 40 agents of 40 tenants, each naming a model of its own, and the listed ones.
+        for n in range(40):
+            for protocol in ("dev", "openai", "anthropic"):
+                await worker.perform(request(f"{protocol}:tenant-secret-{n}", call_id=f"c-{n}"))
+        for model in ("dev", "openai:listed-by-the-operator", "anthropic:also-listed"):
+            await worker.perform(request(model))
+    finally:
+        await worker.close()
+
+    added = model_series() - before
+    assert not [pair for pair in added if "secret" in pair[1]]
+    assert added <= {
+        ("dev", "dev"),
+        ("dev", "other"),
+        ("openai", "other"),
+        ("openai", "listed-by-the-operator"),
+        ("anthropic", "other"),
+        ("anthropic", "also-listed"),
+    }
+    assert ("openai", "listed-by-the-operator") in model_series()
 
 
 async def test_a_request_whose_result_is_in_the_log_is_not_performed_again(
