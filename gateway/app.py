@@ -111,8 +111,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if tracing.enabled():
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-        # A span per request (probes and scrapes aside); a turn's trace starts here.
+        # A span per request (probes and scrapes aside); a turn's trace starts here, as
+        # a root linked to the client's context (streams.tracing.EdgeTraceContext).
         FastAPIInstrumentor.instrument_app(
-            app, excluded_urls="/healthz,/readyz,/metrics", exclude_spans=["receive", "send"]
+            app,
+            excluded_urls="/healthz,/readyz,/metrics",
+            exclude_spans=["receive", "send"],
+            server_request_hook=tracing.link_client,
         )
     return app

@@ -12,6 +12,11 @@ context): a producer writes its ``send`` span's context there, and a consumer's
 messaging conventions). Every span in between (a model call, a tool call) is a child of
 the ``process`` span of the record that asked for it: the runtime hands a handler each
 record with the ``traceparent`` of that span.
+
+A trace starts at our edge. The gateway never continues a client's ``traceparent``: a
+client would choose the trace ids the log and the ledger keep, and could have a trace
+recorded whatever the sampler says. Its request span is a new root, sampled by our
+sampler, with a link to the client's context (``EdgeTraceContext``, ``link_client``).
 """
 
 from __future__ import annotations
@@ -26,10 +31,19 @@ from dataclasses import replace
 from typing import Any
 
 from opentelemetry import context as otel_context
-from opentelemetry import trace
+from opentelemetry import propagate, trace
+from opentelemetry.propagators.textmap import (
+    CarrierT,
+    Getter,
+    Setter,
+    TextMapPropagator,
+    default_getter,
+    default_setter,
+)
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 _ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 _fixed_span_id: contextvars.ContextVar[int | None] = contextvars.ContextVar(
@@ -74,6 +88,7 @@ def configure(service: str) -> bool:
     provider = TracerProvider(resource=Resource.create(named), id_generator=_Ids())
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
+    propagate.set_global_textmap(EdgeTraceContext())
     # The exporter encodes batches in a thread of its own, in Python: with the default
     # 5 ms switch interval, the event loop waits up to 5 ms for the GIL at each wake-up
     # during an export, on every hop of a turn.
@@ -84,6 +99,57 @@ def configure(service: str) -> bool:
 
 def enabled() -> bool:
     return _provider is not None
+
+
+_W3C = TraceContextTextMapPropagator()
+_CLIENT = otel_context.create_key("agentlog-client-trace")
+
+
+class EdgeTraceContext(TextMapPropagator):
+    """W3C trace context, read as the edge of our traces: what a carrier (an HTTP
+    request's headers, read by the gateway's instrumentation) names is kept apart, for
+    ``link_client``, never made the parent. So the request's span is a root: its trace
+    id is ours, and our sampler decides whether it is recorded. Baggage and
+    ``tracestate`` from outside are dropped. Written contexts (``inject``) are W3C's."""
+
+    def extract(
+        self,
+        carrier: CarrierT,
+        context: otel_context.Context | None = None,
+        getter: Getter[CarrierT] = default_getter,
+    ) -> otel_context.Context:
+        theirs = trace.get_current_span(_W3C.extract(carrier, getter=getter)).get_span_context()
+        ours = otel_context.Context() if context is None else context
+        if not theirs.is_valid:
+            return ours
+        kept = SpanContext(theirs.trace_id, theirs.span_id, True, theirs.trace_flags)
+        return otel_context.set_value(_CLIENT, kept, ours)
+
+    def inject(
+        self,
+        carrier: CarrierT,
+        context: otel_context.Context | None = None,
+        setter: Setter[CarrierT] = default_setter,
+    ) -> None:
+        _W3C.inject(carrier, context, setter)
+
+    @property
+    def fields(self) -> set[str]:
+        return _W3C.fields
+
+
+def client_context(context: otel_context.Context | None = None) -> SpanContext | None:
+    """The context a client sent with the request being served, if any."""
+    found = otel_context.get_value(_CLIENT, context)
+    return found if isinstance(found, SpanContext) else None
+
+
+def link_client(span: Span, scope: Mapping[str, Any]) -> None:
+    """Link the request's span to the client's context (the instrumentation's
+    ``server_request_hook``): its trace can still be found from theirs."""
+    theirs = client_context()
+    if theirs is not None:
+        span.add_link(theirs, {"agentlog.link": "client"})
 
 
 def context_of(traceparent: str) -> otel_context.Context | None:

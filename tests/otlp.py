@@ -31,6 +31,7 @@ class Span:
     start_ns: int
     end_ns: int
     error: bool
+    links: tuple[tuple[str, str], ...] = ()  # (trace id, span id) of each
 
     @property
     def kind_name(self) -> str:
@@ -110,6 +111,7 @@ class OtlpReceiver:
                             start_ns=span.start_time_unix_nano,
                             end_ns=span.end_time_unix_nano,
                             error=span.status.code == span.status.STATUS_CODE_ERROR,
+                            links=tuple((k.trace_id.hex(), k.span_id.hex()) for k in span.links),
                         )
                     )
         with self._lock:

@@ -4,6 +4,7 @@ the usage the log records."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 from schemas import events
 from schemas.envelope import Envelope, from_kafka
 from schemas.usage import UsageRecorded
+from streams.tracing import sampled
 from tests.e2e.conftest import Platform, ToolServer, running_platform
 from tests.e2e.test_turns import open_session, read_topic, setup_agent
 from tests.otlp import OtlpReceiver, Span
@@ -20,6 +22,8 @@ from workers.providers.protocol_server import ModelServer
 
 # The consumer groups a tool-calling turn passes through (group names end in the role).
 ROLES = ("commands", "orchestrator", "model", "tool", "projector", "billing")
+# A client's own trace context, sampled.
+CLIENT = "00-c11e47c11e47c11e47c11e47c11e47c1-c11e47c11e47c11e-01"
 
 
 @pytest.fixture
@@ -57,6 +61,7 @@ def test_a_tool_calling_turn_is_one_trace_from_the_http_request_down(
         turn = api.post(
             f"/v1/sessions/{session_id}/turns?wait=30",
             json={"message": 'call weather {"city": "Oslo"}'},
+            headers={"traceparent": CLIENT},
         )
         assert turn.status_code == 200, turn.text
         assert turn.json()["status"] == "completed"
@@ -121,6 +126,11 @@ def test_a_tool_calling_turn_is_one_trace_from_the_http_request_down(
     # One tree: the request is the only root, and every other span's parent is in it.
     roots = [s for s in trace if not s.parent_id]
     assert roots == [request]
+    # The client's traceparent is linked, not continued: the trace, and what the ledger
+    # keeps of it, is ours.
+    assert request.links == (tuple(CLIENT.split("-")[1:3]),)
+    assert request.trace_id != CLIENT.split("-")[1]
+    assert {u.trace_id for u in usage.values()} == {request.trace_id}
     orphans = [s.name for s in trace if s.parent_id and s.parent_id not in by_id]
     assert orphans == []
 
@@ -178,3 +188,46 @@ def test_a_tool_calling_turn_is_one_trace_from_the_http_request_down(
     values = " ".join(str(v) for s in trace for v in s.attributes.values())
     assert "Oslo" not in values
     assert "sunny" not in values
+
+
+def test_a_client_cannot_choose_the_trace_or_have_it_recorded_when_we_sample_none(
+    bootstrap: str, tmp_path: Path, model_server: ModelServer, receiver: OtlpReceiver
+) -> None:
+    with (
+        running_platform(
+            bootstrap,
+            tmp_path,
+            model_server,
+            OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+            OTEL_BSP_SCHEDULE_DELAY="100",
+            OTEL_TRACES_SAMPLER="parentbased_traceidratio",
+            OTEL_TRACES_SAMPLER_ARG="0",
+        ) as platform,
+        platform.client() as api,
+    ):
+        response = api.post("/v1/agents", json={"name": "helper"}, headers={"traceparent": CLIENT})
+        assert response.status_code == 201, response.text
+        session_id = open_session(api, response.json()["agent_id"])
+        turn = api.post(
+            f"/v1/sessions/{session_id}/turns?wait=30",
+            json={"message": "hello"},
+            headers={"traceparent": CLIENT},
+        )
+        assert turn.json()["status"] == "completed", turn.text
+        records = [
+            from_kafka(r.key, r.value, list(r.headers))
+            for topic in ("agentlog.commands", "agentlog.events", "agentlog.usage")
+            for r in read_topic(platform, topic)
+        ]
+    # Every record is in a trace of ours, unsampled: the sampler's word, not the client's
+    # flag.
+    assert not [env for env in records if env.traceparent.split("-")[1] == CLIENT.split("-")[1]]
+    served = [env for env in records if env.source != "/cli"]  # the CLI's: the tenant, its key
+    assert {env.type for env in served} >= {"agentlog.turn.completed.v1"}
+    assert not [env.type for env in served if sampled(env.traceparent)]
+    usage = [env.data for env in records if isinstance(env.data, UsageRecorded)]
+    assert usage
+    assert CLIENT.split("-")[1] not in {u.trace_id for u in usage}
+    time.sleep(1)  # a span made would have been exported within 100 ms
+    ours = {env.traceparent.split("-")[1] for env in served} | {CLIENT.split("-")[1]}
+    assert not [span.name for span in receiver.spans if span.trace_id in ours]

@@ -1,10 +1,26 @@
-"""The tracing helpers: when export is on, and reading and writing ``traceparent``."""
+"""The tracing helpers: when export is on, reading and writing ``traceparent``, and the
+edge, where a client's trace context is linked and never continued."""
 
 from __future__ import annotations
 
 import pytest
+from opentelemetry import baggage
+from opentelemetry import context as otel_context
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, Sampler, TraceIdRatioBased
+from opentelemetry.trace import SpanKind
 
-from streams.tracing import context_of, export_configured, sampled, span_id_for, with_span_id
+from streams.tracing import (
+    EdgeTraceContext,
+    context_of,
+    export_configured,
+    link_client,
+    sampled,
+    span_id_for,
+    with_span_id,
+)
 
 PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -39,3 +55,58 @@ def test_a_turn_span_id_is_fixed_by_its_key_and_named_in_the_same_trace() -> Non
     assert named.split("-")[1] == PARENT.split("-")[1]
     assert named.split("-")[2] == f"{span_id:016x}"
     assert with_span_id("garbage", span_id) == "garbage"
+
+
+def _served(sampler: Sampler, headers: dict[str, str]) -> ReadableSpan | None:
+    """The span of a request with ``headers``, made as the gateway's instrumentation
+    makes it (the global propagator's context, then its request hook); None if the
+    sampler dropped it."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=sampler)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    context = EdgeTraceContext().extract(headers)
+    token = otel_context.attach(context)
+    try:
+        span = provider.get_tracer("t").start_span("POST /v1/x", context, kind=SpanKind.SERVER)
+        link_client(span, {})
+        span.end()
+    finally:
+        otel_context.detach(token)
+    finished = exporter.get_finished_spans()
+    return finished[0] if finished else None
+
+
+@pytest.mark.parametrize(
+    "client",
+    [PARENT, "00-" + "f" * 32 + "-" + "e" * 16 + "-01", "00-" + "1" * 32 + "-" + "2" * 16 + "-00"],
+)
+def test_a_clients_traceparent_is_linked_and_never_the_parent(client: str) -> None:
+    served = _served(ParentBased(ALWAYS_ON), {"traceparent": client, "tracestate": "k=v"})
+
+    assert served is not None
+    assert served.context is not None
+    assert served.parent is None  # a root of ours
+    assert f"{served.context.trace_id:032x}" != client.split("-")[1]
+    [link] = served.links
+    assert f"{link.context.trace_id:032x}-{link.context.span_id:016x}" == "-".join(
+        client.split("-")[1:3]
+    )
+    assert link.context.trace_state.get("k") is None  # tracestate is not kept
+
+
+@pytest.mark.parametrize("client", ["", "garbage", "00-" + "0" * 32 + "-" + "1" * 16 + "-01"])
+def test_a_request_without_a_valid_traceparent_gets_a_root_and_no_link(client: str) -> None:
+    served = _served(ParentBased(ALWAYS_ON), {"traceparent": client} if client else {})
+
+    assert served is not None
+    assert served.parent is None
+    assert not served.links
+
+
+def test_a_client_cannot_have_a_trace_recorded_that_the_sampler_drops() -> None:
+    assert _served(ParentBased(TraceIdRatioBased(0)), {"traceparent": PARENT}) is None
+
+
+def test_a_clients_baggage_is_not_taken() -> None:
+    context = EdgeTraceContext().extract({"traceparent": PARENT, "baggage": "tenant=other"})
+    assert baggage.get_all(context) == {}
