@@ -122,16 +122,20 @@ class SetAside:
         return f"{self.topic}[{self.partition}]@{self.offset}{event}: {self.reason}"
 
 
-class _Fold:
-    """Folds ranges of the log into the rebuilt tables the way the live projector does:
-    unreadable records and records whose fold fails alone are set aside (written to the
-    dead-letter topic, counted and reported) and the stored positions pass them."""
+class LogFold:
+    """Folds ranges of the log into a store's tables the way the live projector does:
+    unreadable records and records whose fold fails alone are set aside (written to
+    ``catalog``'s dead-letter topic, counted and reported) and the stored positions
+    pass them."""
 
-    def __init__(self, store: ProjectionStore, reader: LogReader, settings: Settings) -> None:
+    def __init__(
+        self, store: ProjectionStore, reader: LogReader, bootstrap_servers: str, catalog: Catalog
+    ) -> None:
         self.store = store
         self.reader = reader
-        self.settings = settings
         self.set_aside: list[SetAside] = []
+        self._bootstrap_servers = bootstrap_servers
+        self._catalog = catalog
         self._publisher: Publisher | None = None
 
     async def close(self) -> None:
@@ -190,11 +194,7 @@ class _Fold:
 
     async def _put_aside(self, record: Any, event_id: str | None, reason: str) -> None:
         if self._publisher is None:
-            self._publisher = Publisher(
-                self.settings.kafka_bootstrap_servers,
-                Catalog.from_settings(self.settings),
-                traced=False,
-            )
+            self._publisher = Publisher(self._bootstrap_servers, self._catalog, traced=False)
             await self._publisher.start()
         reason = redact(reason)
         headers = dead_letter_headers(record, reason, f"rebuild-{self.store.projection}")
@@ -233,7 +233,7 @@ async def rebuild(
     store = ProjectionStore(settings.database_url, target, models.projection, live=False)
     catalog = Catalog.from_settings(settings)
     reader = await LogReader(settings.kafka_bootstrap_servers).start()
-    fold = _Fold(store, reader, settings)
+    fold = LogFold(store, reader, settings.kafka_bootstrap_servers, catalog)
     last_report = [0.0]
     read = [0, 0]  # records read, of how many
 

@@ -7,7 +7,7 @@ ceiling).
 
 Records are produced with confluent-kafka from one CloudEvent template per tenant (the
 same bytes ``to_kafka`` writes, ids and times filled in), so producing is not what is
-measured. The replay is the one ``agentlog replay billing`` runs (``_fold_until`` over
+measured. The replay is the one ``agentlog replay billing`` runs (``LogFold`` over
 the topics into a fresh schema), then the invoicer's pricing per tenant.
 """
 
@@ -34,7 +34,7 @@ from projections import invoices
 from projections.database import Database
 from projections.migrate import BILLING_SCRIPTS, upgrade
 from projections.ops import BILLING
-from projections.rebuild import _fold_until
+from projections.rebuild import LogFold
 from projections.store import ProjectionStore
 from schemas import billing
 from schemas.billing import PLATFORM, ModelRates, PricePlan, ToolRates
@@ -127,7 +127,9 @@ async def replay(
             for tp in await reader.partitions(topic)
         ]
         ends = await reader.ends(tps)
-        await _fold_until(store, reader, ends, lambda _n: None)
+        fold = LogFold(store, reader, bootstrap, catalog)
+        await fold.until(ends, lambda _n: None)
+        await fold.close()
         timings["fold_s"] = time.perf_counter() - started
         offsets = {tp.partition: end for tp, end in ends.items() if tp.topic == catalog.usage}
         db = Database(DATABASE_URL, schema, pool_size=1)
