@@ -106,6 +106,21 @@ async def test_a_bad_session_id_is_refused_before_the_stream_opens(api: Api) -> 
         await _refused(api, "GET", url, ["path", "session_id"])
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/dashboard/turns/{bad}",
+        "/dashboard/api/turns?before=2026-11-02T10:00:00%2B00:00|{bad}",
+        "/dashboard/tenants?after={bad}",
+    ],
+)
+async def test_the_dashboards_ids_are_checked_too(api: Api, url: str) -> None:
+    for bad in BAD_IDS:
+        sent = url.format(bad=urllib.parse.quote(bad, safe=""))
+        response = await api.http.get(sent, headers=api.as_operator)
+        assert response.status_code in (400, 422), (sent, response.text)
+
+
 async def _published(api: Api) -> None:
     plan = PricePlan(
         currency="USD", models={"dev": ModelRates(input=Decimal(1), output=Decimal(1))}

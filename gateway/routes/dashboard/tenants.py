@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse
 from projections import dashboard
 
 from ...deps import GatewayDep
+from ...fields import PRINTABLE
 from .access import PageOperator
 from .rendering import PAGE_SIZE, render
 
@@ -23,7 +24,7 @@ router = APIRouter()
 async def tenants_page(
     operator: PageOperator,
     gw: GatewayDep,
-    after: Annotated[str | None, Query(max_length=64)] = None,
+    after: Annotated[str | None, Query(max_length=64, pattern=PRINTABLE)] = None,
 ) -> HTMLResponse:
     rows = await dashboard.tenants_page(gw.operator_db, after, PAGE_SIZE + 1)
     more = len(rows) > PAGE_SIZE

@@ -8,18 +8,21 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
+from pydantic import TypeAdapter
 
 from projections import dashboard, turns
 from schemas.errors import ErrorCode
 
 from ...connections import Gateway
 from ...deps import GatewayDep
+from ...fields import Id
 from ...problems import ProblemError
 from .access import DataOperator, PageOperator
 from .rendering import PAGE_SIZE, render
 
 router = APIRouter()
 Status = Literal["completed", "failed", "cancelled", "rejected", "running"]
+_TURN_ID: TypeAdapter[str] = TypeAdapter(Id)
 
 
 def _cursor(before: str | None) -> tuple[datetime.datetime, str] | None:
@@ -29,9 +32,10 @@ def _cursor(before: str | None) -> tuple[datetime.datetime, str] | None:
     when, _, turn_id = before.partition("|")
     try:
         at = datetime.datetime.fromisoformat(when)
+        _TURN_ID.validate_python(turn_id)
     except ValueError:
         at = None
-    if at is None or at.tzinfo is None or not turn_id:
+    if at is None or at.tzinfo is None:
         raise ProblemError(ErrorCode.INVALID_CURSOR, "before: not a cursor this page gave")
     return at, turn_id
 
@@ -99,7 +103,7 @@ async def turns_json(
 
 
 @router.get("/turns/{turn_id}")
-async def turn_page(turn_id: str, operator: PageOperator, gw: GatewayDep) -> HTMLResponse:
+async def turn_page(turn_id: Id, operator: PageOperator, gw: GatewayDep) -> HTMLResponse:
     found = await dashboard.turn_anywhere(gw.operator_db, turn_id)
     if found is None:
         raise ProblemError(ErrorCode.TURN_NOT_FOUND, f"no turn {turn_id}")
