@@ -284,6 +284,13 @@ def fact_strategies(tenant_id: str) -> dict[type[Fact], st.SearchStrategy[Fact]]
             effective_from=times,
             operator_id=ids,
         ),
+        billing.TenantPlanWithdrawn: st.builds(
+            billing.TenantPlanWithdrawn,
+            tenant_id=st.just(tenant_id),
+            effective_from=times,
+            operator_id=ids,
+            repriced_periods=st.lists(st.just("2026-11"), max_size=1),
+        ),
         billing.InvoiceDraftRequested: st.builds(
             billing.InvoiceDraftRequested,
             tenant_id=st.just(tenant_id),

@@ -62,8 +62,8 @@ def test_bad_frames_do_not_disturb_a_healthy_client(
     traffic.join(60)
     got = healthy.consume(topic_name, len(sent))
     assert sorted(int(r.value) for r in got) == list(range(3000))
-    logs = broker.logs()
-    assert logs.count("closing connection: malformed request") >= len(bad_frames)
+    # Logged, once per repeat interval: a flood of bad frames is not a flood of lines.
+    assert "closing connection: malformed request" in broker.logs()
 
 
 def test_corrupt_batch_is_refused_and_the_connection_keeps_serving(
