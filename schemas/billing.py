@@ -1,5 +1,6 @@
-"""Billing facts, on the billing topic: operators, price plans, plan assignments and
-invoice drafts; and the money values they carry.
+"""Billing facts: operators, price plans, plan assignments and invoice drafts, and the
+audit of dead-letter re-drives (the catalog's table puts all of them on the billing
+topic); and the money values they carry.
 
 Money is ``Decimal``, never a float, and always beside its currency. Rates are per
 unit (one token, one call) and may carry any number of decimals; what rounding applies
