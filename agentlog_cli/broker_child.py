@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from streams.embedded import dies_with_parent
+from streams.child_processes import dies_with_parent
 from streams.settings import Settings
 
 log = logging.getLogger("agentlog.broker")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 
-from streams.embedded import dies_with_parent
+from streams.child_processes import dies_with_parent
 
 # For ``Popen(preexec_fn=...)``: the child gets SIGKILL when the test process dies, so an
 # interrupted or crashed run leaves no platform behind.

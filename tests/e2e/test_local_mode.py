@@ -26,7 +26,7 @@ import pytest
 import redis
 
 from schemas.envelope import from_kafka
-from streams.embedded import alive
+from streams.child_processes import alive
 from tests.e2e.conftest import drop_schemas, launch_up, platform_env
 from tests.kafka import REPO
 from tests.processes import clean_environ, die_with_parent

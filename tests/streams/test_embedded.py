@@ -17,14 +17,10 @@ import psycopg
 import pytest
 import redis
 
-from streams.embedded import (
-    EmbeddedPostgres,
-    EmbeddedRedis,
-    LocalServices,
-    ServiceUnavailable,
-    alive,
-    resolve,
-)
+from streams.child_processes import alive
+from streams.embedded import LocalServices, ServiceUnavailable, resolve
+from streams.embedded_postgres import EmbeddedPostgres
+from streams.embedded_redis import EmbeddedRedis
 from streams.settings import Settings
 from tests.kafka import REPO, closed_port
 from tests.processes import die_with_parent
