@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import re
 from decimal import Decimal
+from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -19,6 +20,7 @@ from pydantic import (
     field_validator,
 )
 
+from projections.invoices import DraftStatus
 from projections.usage import LedgerRow
 from schemas.billing import (
     CURRENCIES,
@@ -231,7 +233,7 @@ class DraftRequested(BaseModel):
 
     request_id: str
     invoice_id: str
-    status: Literal["requested"]
+    status: Literal[DraftStatus.REQUESTED]
 
 
 class ReplayCreate(BaseModel):
@@ -241,13 +243,24 @@ class ReplayCreate(BaseModel):
     swap: bool = Field(False, description="swap the replayed tables in if they match")
 
 
+class ReplayStatus(StrEnum):
+    """Where a replay started over HTTP is: ``differs`` when its tables or drafts do
+    not match the live ones (it swapped nothing)."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    DIFFERS = "differs"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
 class ReplayPublic(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [examples.REPLAY]})
 
     replay_id: str
     name: str
     swap: bool
-    status: Literal["running", "succeeded", "differs", "failed", "cancelled"]
+    status: ReplayStatus
     records_read: int
     records_total: int | None
     events_applied: int | None

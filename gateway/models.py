@@ -13,6 +13,8 @@ from referencing import Registry, Resource
 from referencing.exceptions import Unresolvable
 from referencing.jsonschema import DRAFT202012
 
+from projections.agents import AgentStatus
+from projections.turns import ToolCallStatus, TurnStatus
 from schemas.errors import ErrorCode
 from schemas.headers import header_problem
 from schemas.values import MODEL_PATTERN
@@ -168,7 +170,7 @@ class AgentUpdate(BaseModel):
 class AgentPublic(BaseModel):
     agent_id: str
     version: int
-    status: str
+    status: AgentStatus
     name: str
     model: str
     system_prompt: str
@@ -248,7 +250,7 @@ class ToolCallPublic(BaseModel):
     tool_call_id: str
     tool: str
     arguments: dict[str, Any]
-    status: str
+    status: ToolCallStatus
     code: str | None
     detail: str | None
     result: str | None
@@ -259,7 +261,7 @@ class ToolCallPublic(BaseModel):
 class TurnPublic(BaseModel):
     turn_id: str
     session_id: str
-    status: str
+    status: TurnStatus
     mode: str
     request: str
     answer: str | None = None

@@ -20,6 +20,7 @@ from projections.verify import replay_billing
 from schemas.errors import ErrorCode
 from streams.settings import Settings
 
+from .billing_models import ReplayStatus
 from .problems import ProblemError
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ class Replays:
             "replay_id": replay_id,
             "name": "billing",
             "swap": swap,
-            "status": "running",
+            "status": ReplayStatus.RUNNING,
             "records_read": 0,
             "records_total": None,
             "events_applied": None,
@@ -100,16 +101,16 @@ class Replays:
                 on_progress=on_progress,
             )
         except RebuildMismatchError as exc:
-            report.update(status="differs", differences=str(exc).splitlines())
+            report.update(status=ReplayStatus.DIFFERS, differences=str(exc).splitlines())
         except asyncio.CancelledError:
-            report["status"] = "cancelled"
+            report["status"] = ReplayStatus.CANCELLED
             raise
         except Exception as exc:
             log.exception("replay failed", extra={"replay_id": report["replay_id"]})
-            report.update(status="failed", differences=[type(exc).__name__])
+            report.update(status=ReplayStatus.FAILED, differences=[type(exc).__name__])
         else:
             report.update(
-                status="succeeded",
+                status=ReplayStatus.SUCCEEDED,
                 events_applied=done.events,
                 seconds=round(done.seconds, 3),
                 swapped_to=done.swapped_to,

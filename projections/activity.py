@@ -31,11 +31,13 @@ from schemas import events
 
 from .ops import Add, Context, Op, folds
 from .rows import ALL_TENANTS, Reader, Row
+from .turns import ModelCallStatus, TurnStatus
 
 SPANS = (1, 10, 60)  # minutes
 BUCKETS_PER_DOUBLING = 8
 UNTIMED = -1  # the bucket of a fact that does not say how long it took
-_MODEL_SUMS = ("calls", "latency_ms", "input_tokens", "cached_input_tokens", "output_tokens")
+_TOKENS = ("input_tokens", "cached_input_tokens", "output_tokens")
+_MODEL_SUMS = ("calls", "latency_ms", *_TOKENS)
 
 
 def span_for(window_minutes: int) -> int:
@@ -107,7 +109,7 @@ def _since(requested: datetime.datetime | None, ctx: Context) -> float | None:
 def _turn(
     ctx: Context,
     agent_id: str,
-    outcome: str,
+    outcome: TurnStatus,
     *,
     requested: datetime.datetime | None = None,
     code: str = "",
@@ -118,7 +120,7 @@ def _turn(
     counted = {
         "tenant_id": ctx.tenant_id,
         "agent_id": agent_id,
-        "outcome": outcome,
+        "outcome": outcome.value,
         "error_code": code,
         "turns": 1,
         "latency_ms": 0 if ms is None else round(ms),
@@ -126,7 +128,7 @@ def _turn(
         "output_tokens": used.output_tokens,
     }
     timed = {
-        "outcome": outcome,
+        "outcome": outcome.value,
         "latency_bucket": UNTIMED if ms is None else bucket(ms),
         "turns": 1,
     }
@@ -144,7 +146,9 @@ def _turn(
 
 @folds(events.TurnCompleted)
 def _completed(data: events.TurnCompleted, ctx: Context) -> list[Op]:
-    return _turn(ctx, data.agent_id, "completed", requested=data.requested_at, usage=data.usage)
+    return _turn(
+        ctx, data.agent_id, TurnStatus.COMPLETED, requested=data.requested_at, usage=data.usage
+    )
 
 
 @folds(events.TurnFailed)
@@ -152,7 +156,7 @@ def _failed(data: events.TurnFailed, ctx: Context) -> list[Op]:
     return _turn(
         ctx,
         data.agent_id,
-        "failed",
+        TurnStatus.FAILED,
         requested=data.requested_at,
         code=data.code,
         usage=data.usage,
@@ -161,12 +165,12 @@ def _failed(data: events.TurnFailed, ctx: Context) -> list[Op]:
 
 @folds(events.TurnCancelled)
 def _cancelled(data: events.TurnCancelled, ctx: Context) -> list[Op]:
-    return _turn(ctx, data.agent_id, "cancelled", requested=data.requested_at)
+    return _turn(ctx, data.agent_id, TurnStatus.CANCELLED, requested=data.requested_at)
 
 
 @folds(events.TurnRejected)
 def _rejected(data: events.TurnRejected, ctx: Context) -> list[Op]:
-    return _turn(ctx, data.agent_id, "rejected", code=data.code)  # at once: untimed
+    return _turn(ctx, data.agent_id, TurnStatus.REJECTED, code=data.code)  # at once: untimed
 
 
 @folds(events.ModelCallCompleted, events.ModelCallFailed)
@@ -176,7 +180,7 @@ def _model_call(data: events.ModelCallCompleted | events.ModelCallFailed, ctx: C
     row = {
         "provider": data.provider,
         "model": data.model,
-        "outcome": "failed" if failed else "completed",
+        "outcome": (ModelCallStatus.FAILED if failed else ModelCallStatus.COMPLETED).value,
         "error_code": data.code if isinstance(data, events.ModelCallFailed) else "",
         "latency_bucket": UNTIMED if ms is None else bucket(ms),
         "calls": 1,
@@ -200,7 +204,7 @@ class SpanRow(Row):
 
 
 class BucketRow(Row):
-    outcome: str
+    outcome: TurnStatus
     latency_bucket: int
     turns: int
 
@@ -262,10 +266,16 @@ class ModelRow(Row):
 
 # Turns that ended in the window, as the overview counts them: rejected at once aside.
 # Every query names the span its window is read in, and the window's first span start.
-_ENDED = "span = %s AND start >= %s AND outcome <> 'rejected'"
+_ENDED = f"span = %s AND start >= %s AND outcome <> '{TurnStatus.REJECTED}'"
+
+
+def _sum_of(outcome: str, counter: str = "turns") -> str:
+    """The sum of ``counter`` over the rows of one outcome, 0 when there are none."""
+    return f"coalesce(sum({counter}) FILTER (WHERE outcome = '{outcome}'), 0)::bigint"
+
+
 _SUMS = (
-    "sum(turns)::bigint AS turns,"
-    " coalesce(sum(turns) FILTER (WHERE outcome = 'failed'), 0)::bigint AS failed,"
+    f"sum(turns)::bigint AS turns, {_sum_of(TurnStatus.FAILED)} AS failed,"
     " sum(input_tokens)::bigint AS input_tokens, sum(output_tokens)::bigint AS output_tokens"
 )
 
@@ -275,10 +285,8 @@ async def turns_per_span(db: Reader, span: int, since: datetime.datetime) -> lis
     return await db.rows(
         SpanRow,
         ALL_TENANTS,
-        "SELECT start,"
-        " coalesce(sum(turns) FILTER (WHERE outcome = 'completed'), 0) AS completed,"
-        " coalesce(sum(turns) FILTER (WHERE outcome = 'failed'), 0) AS failed,"
-        " coalesce(sum(turns) FILTER (WHERE outcome = 'cancelled'), 0) AS cancelled"
+        f"SELECT start, {_sum_of(TurnStatus.COMPLETED)} AS completed,"
+        f" {_sum_of(TurnStatus.FAILED)} AS failed, {_sum_of(TurnStatus.CANCELLED)} AS cancelled"
         f" FROM {{s}}.turn_latency WHERE {_ENDED} GROUP BY start ORDER BY start",
         span,
         since,
@@ -299,7 +307,7 @@ async def latency(db: Reader, span: int, since: datetime.datetime) -> Latency:
     p50, p99 = quantiles(((r.latency_bucket, r.turns) for r in histogram), (0.5, 0.99))
     return Latency(
         finished=sum(r.turns for r in histogram),
-        failed=sum(r.turns for r in histogram if r.outcome == "failed"),
+        failed=sum(r.turns for r in histogram if r.outcome is TurnStatus.FAILED),
         p50_ms=p50,
         p99_ms=p99,
     )
@@ -351,7 +359,7 @@ async def failures(db: Reader, span: int, since: datetime.datetime, limit: int) 
         FailureRow,
         ALL_TENANTS,
         "SELECT error_code, sum(turns)::bigint AS turns FROM {s}.turn_activity"
-        " WHERE span = %s AND start >= %s AND outcome = 'failed'"
+        f" WHERE span = %s AND start >= %s AND outcome = '{TurnStatus.FAILED}'"
         " GROUP BY error_code ORDER BY turns DESC, error_code LIMIT %s",
         span,
         since,
@@ -368,7 +376,7 @@ async def models_since(
         ModelBucketRow,
         ALL_TENANTS,
         "SELECT provider, model, latency_bucket, sum(calls)::bigint AS calls,"
-        " coalesce(sum(calls) FILTER (WHERE outcome = 'failed'), 0)::bigint AS failed,"
+        f" {_sum_of(ModelCallStatus.FAILED, 'calls')} AS failed,"
         " sum(input_tokens)::bigint AS input_tokens,"
         " sum(cached_input_tokens)::bigint AS cached_input_tokens,"
         " sum(output_tokens)::bigint AS output_tokens"
@@ -384,13 +392,7 @@ async def models_since(
         p50, p99 = quantiles(((b.latency_bucket, b.calls) for b in buckets), (0.5, 0.99))
         sums: dict[str, Any] = {
             column: sum(getattr(b, column) for b in buckets)
-            for column in (
-                "calls",
-                "failed",
-                "input_tokens",
-                "cached_input_tokens",
-                "output_tokens",
-            )
+            for column in ("calls", "failed", *_TOKENS)
         }
         found.append(ModelRow(provider=provider, model=model, p50_ms=p50, p99_ms=p99, **sums))
     return sorted(found, key=lambda m: (-m.calls, m.provider, m.model))[:limit]

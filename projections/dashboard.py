@@ -8,20 +8,31 @@ from __future__ import annotations
 
 import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from schemas.billing import PricePlan
 from schemas.errors import DomainError
 from schemas.usage import Unit, UsageKind
 
+from .outcomes import Outcome
 from .plans import WITHDRAWN
 from .pricing import list_cost
 from .rows import ALL_TENANTS, Reader, Row
-from .turns import TurnRow
+from .turns import TurnRow, TurnStatus
 
 # The windows the overview offers, in minutes.
 WINDOWS = {"15m": 15, "1h": 60, "6h": 360, "24h": 1440}
-TurnFilter = Literal["completed", "failed", "cancelled", "rejected", "running"]
+# The statuses the turns list is filtered by: ``running`` stands for every turn not
+# finished (requested, accepted or running).
+TurnFilter = Literal[
+    TurnStatus.COMPLETED,
+    TurnStatus.FAILED,
+    TurnStatus.CANCELLED,
+    TurnStatus.REJECTED,
+    TurnStatus.RUNNING,
+]
+TURN_FILTERS: tuple[TurnStatus, ...] = get_args(TurnFilter)
+_UNFINISHED_SQL = ", ".join(f"'{status}'" for status in TurnStatus if not status.finished)
 
 
 class TurnListRow(Row):
@@ -30,7 +41,7 @@ class TurnListRow(Row):
     tenant_name: str | None
     session_id: str
     agent_id: str | None
-    status: str
+    status: TurnStatus
     error_code: str | None
     requested_at: datetime.datetime
     finished_at: datetime.datetime | None
@@ -82,8 +93,8 @@ async def turns_page(
     if agent_id:
         where.append("s.agent_id = %s")
         params.append(agent_id)
-    if status == "running":
-        where.append("t.status IN ('accepted', 'running', 'requested')")
+    if status is TurnStatus.RUNNING:
+        where.append(f"t.status IN ({_UNFINISHED_SQL})")
     elif status:
         where.append("t.status = %s")
         params.append(status)
@@ -209,8 +220,9 @@ async def trace_of(billing: Reader, turn_id: str) -> str | None:
     return None if found is None else str(found)
 
 
-async def command_outcomes(db: Reader, command_ids: list[str]) -> dict[str, str]:
-    """What became of the given commands (``agent_created``, ``rejected``, …), by id."""
+async def command_outcomes(db: Reader, command_ids: list[str]) -> dict[str, Outcome]:
+    """What the command handler decided on the given commands (accepted or rejected), by
+    id; a command not decided yet is left out."""
     if not command_ids:
         return {}
     rows = await db.rows(
@@ -224,4 +236,4 @@ async def command_outcomes(db: Reader, command_ids: list[str]) -> dict[str, str]
 
 class OutcomeRow(Row):
     command_id: str
-    outcome: str
+    outcome: Outcome

@@ -75,7 +75,8 @@ F = TypeVar("F", bound=Fold)
 
 class Folds:
     """Per fact class, the folds of every read model that keeps something of it, in the
-    order the read models registered them."""
+    order of the read models' names (a read model's own in the order it registered
+    them): which module happened to import which first changes no event's operations."""
 
     def __init__(self) -> None:
         self._by_type: defaultdict[type[Fact], list[tuple[str, Fold]]] = defaultdict(list)
@@ -87,6 +88,7 @@ class Folds:
             read_model = fold.__module__.rpartition(".")[2]
             for type_ in types:
                 self._by_type[type_].append((read_model, fold))
+                self._by_type[type_].sort(key=lambda entry: entry[0])  # stable
             return fold
 
         return register

@@ -33,6 +33,20 @@ class TurnStatus(StrEnum):
         return self in _FINISHED
 
 
+class ModelCallStatus(StrEnum):
+    """How a model call ended: the activity read model counts calls by it."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class ToolCallStatus(StrEnum):
+    REQUESTED = "requested"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    REJECTED = "rejected"  # by the orchestrator, never performed
+
+
 _ACTIVE = frozenset({TurnStatus.ACCEPTED, TurnStatus.RUNNING})
 _FINISHED = frozenset(
     {TurnStatus.COMPLETED, TurnStatus.FAILED, TurnStatus.CANCELLED, TurnStatus.REJECTED}
@@ -72,7 +86,7 @@ class ToolCallRow(Row):
     turn_id: str
     tool: str
     arguments: dict[str, Any]
-    status: str
+    status: ToolCallStatus
     code: str | None
     detail: str | None
     result: str | None
@@ -210,7 +224,7 @@ def _tool_call(data: events.ToolCallRequested | events.ToolCallRejected, ctx: Co
 
 @folds(events.ToolCallRequested)
 def _tool_requested(data: events.ToolCallRequested, ctx: Context) -> list[Op]:
-    row = {**_tool_call(data, ctx), "status": "requested"}
+    row = {**_tool_call(data, ctx), "status": ToolCallStatus.REQUESTED.value}
     return [Upsert("tool_calls", ("turn_id", "tool_call_id"), row), _step(data, ctx)]
 
 
@@ -218,7 +232,7 @@ def _tool_requested(data: events.ToolCallRequested, ctx: Context) -> list[Op]:
 def _tool_rejected(data: events.ToolCallRejected, ctx: Context) -> list[Op]:
     row = {
         **_tool_call(data, ctx),
-        "status": "rejected",
+        "status": ToolCallStatus.REJECTED.value,
         "code": data.code,
         "detail": data.detail,
         "finished_at": ctx.time,
@@ -228,13 +242,22 @@ def _tool_rejected(data: events.ToolCallRejected, ctx: Context) -> list[Op]:
 
 @folds(events.ToolCallCompleted)
 def _tool_completed(data: events.ToolCallCompleted, ctx: Context) -> list[Op]:
-    values = {"status": "completed", "result": data.result, "finished_at": ctx.time}
+    values = {
+        "status": ToolCallStatus.COMPLETED.value,
+        "result": data.result,
+        "finished_at": ctx.time,
+    }
     return [Update("tool_calls", _tool_call_key(data, ctx), values), _step(data, ctx)]
 
 
 @folds(events.ToolCallFailed)
 def _tool_failed(data: events.ToolCallFailed, ctx: Context) -> list[Op]:
-    values = {"status": "failed", "code": data.code, "detail": data.detail, "finished_at": ctx.time}
+    values = {
+        "status": ToolCallStatus.FAILED.value,
+        "code": data.code,
+        "detail": data.detail,
+        "finished_at": ctx.time,
+    }
     return [Update("tool_calls", _tool_call_key(data, ctx), values), _step(data, ctx)]
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from aiokafka import TopicPartition
 
 from projections.database import Database
-from projections.turns import open_turns_from
+from projections.turns import TurnStatus, open_turns_from
 from projections.waiter import Waiter
 from schemas import events
 from schemas.base import Fact
@@ -141,7 +141,7 @@ class Orchestrator:
             outcome = _outcome(env.data if before is not None else None, facts)
             accepted = self._accepted.pop(turn_id, None)
             if live and outcome is not None:
-                TURNS.labels(outcome).inc()
+                TURNS.labels(outcome.value).inc()
                 if accepted is not None:
                     _end_turn_span(accepted, outcome, facts)
         else:
@@ -205,15 +205,15 @@ class Orchestrator:
         await self.db.close()
 
 
-def _outcome(event: Fact | None, decided: list[tuple[str, Fact]]) -> str | None:
+def _outcome(event: Fact | None, decided: list[tuple[str, Fact]]) -> TurnStatus | None:
     """How a turn ended, if ``event`` (on an open turn) and what was decided on it ended
     it: completed, failed or cancelled."""
     for _step, fact in decided:
         if isinstance(fact, events.TurnCompleted):
-            return "completed"
+            return TurnStatus.COMPLETED
         if isinstance(fact, events.TurnFailed):
-            return "failed"
-    return "cancelled" if isinstance(event, events.TurnCancelled) else None
+            return TurnStatus.FAILED
+    return TurnStatus.CANCELLED if isinstance(event, events.TurnCancelled) else None
 
 
 def turn_span_id(turn_id: str) -> int:
@@ -222,7 +222,9 @@ def turn_span_id(turn_id: str) -> int:
     return tracing.span_id_for(f"turn/{turn_id}")
 
 
-def _end_turn_span(accepted: Envelope[Any], outcome: str, decided: list[tuple[str, Fact]]) -> None:
+def _end_turn_span(
+    accepted: Envelope[Any], outcome: TurnStatus, decided: list[tuple[str, Fact]]
+) -> None:
     """The turn's ``invoke_agent`` span, from its acceptance to now, as a child of the
     span that processed ``TurnAccepted``."""
     data: events.TurnAccepted = accepted.data
@@ -237,7 +239,7 @@ def _end_turn_span(accepted: Envelope[Any], outcome: str, decided: list[tuple[st
             "gen_ai.conversation.id": data.session_id,
             "gen_ai.request.model": data.config.model,
             "agentlog.turn.id": data.turn_id,
-            "agentlog.turn.outcome": outcome,
+            "agentlog.turn.outcome": outcome.value,
         },
         start_time=int(accepted.time.timestamp() * 1e9),
         span_id=turn_span_id(data.turn_id),

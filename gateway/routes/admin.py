@@ -380,8 +380,8 @@ async def start_replay(
     response_model=ReplayPublic,
     **documented(
         "Read a replay",
-        "Its status (`running`, `succeeded`, `differs`, `failed`), records read of how"
-        " many, and once done what it found.",
+        "Its status (`running`, `succeeded`, `differs`, `failed`, `cancelled`), records"
+        " read of how many, and once done what it found.",
         problems=[ErrorCode.REPLAY_NOT_FOUND],
     ),
 )

@@ -31,7 +31,7 @@ def public(row: AgentRow) -> AgentPublic:
     return AgentPublic(
         agent_id=row.agent_id,
         version=row.version,
-        status=row.status.value,
+        status=row.status,
         created_at=row.created_at,
         updated_at=row.updated_at,
         **row.config.model_dump(),

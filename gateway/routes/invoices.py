@@ -110,7 +110,9 @@ async def request_draft(
 
     request = await gw.billing_waiter.until(f"draft:{env.id}", decided, DRAFT_WAIT_S)
     if request is None:
-        pending = DraftRequested(request_id=env.id, invoice_id=invoice_id, status="requested")
+        pending = DraftRequested(
+            request_id=env.id, invoice_id=invoice_id, status=DraftStatus.REQUESTED
+        )
         location = f"/v1/invoices/{invoice_id}"
         return JSONResponse(pending.model_dump(), status_code=202, headers={"Location": location})
     if request.status is DraftStatus.REJECTED:

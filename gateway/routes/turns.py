@@ -97,7 +97,7 @@ async def _start_turn(
     body = {
         "turn_id": turn_id,
         "session_id": session_id,
-        "status": "requested",
+        "status": turns.TurnStatus.REQUESTED,
         "command_id": env.id,
         "links": links,
     }

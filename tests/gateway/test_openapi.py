@@ -3,12 +3,17 @@ it does, what it records where and which problems it may answer, and example ans
 
 from __future__ import annotations
 
+import copy
 import re
 from typing import Any
 
 import pytest
 
 from gateway.app import create_app
+from gateway.billing_models import ReplayStatus
+from projections.agents import AgentStatus
+from projections.invoices import DraftStatus
+from projections.turns import ToolCallStatus, TurnStatus
 from schemas.errors import ErrorCode
 from tests.gateway.conftest import Api
 from tests.services import settings
@@ -93,3 +98,47 @@ async def test_an_export_is_sent_in_a_media_type_its_operation_declares(
         assert response.status_code == 200, response.text
         media_type = response.headers["content-type"].split(";")[0]
         assert media_type in SPEC["paths"][path]["get"]["responses"]["200"]["content"]
+
+
+# Every status an answer carries, with the values its enum has. ``Problem.status`` is an
+# HTTP status code (RFC 9457), not one of ours.
+STATUSES: dict[tuple[str, str], list[str]] = {
+    ("AgentPublic", "status"): list(AgentStatus),
+    ("DraftRequested", "status"): [DraftStatus.REQUESTED],
+    ("ReplayPublic", "status"): list(ReplayStatus),
+    ("ToolCallPublic", "status"): list(ToolCallStatus),
+    ("TurnDetail", "status"): list(TurnStatus),
+    ("TurnPublic", "status"): list(TurnStatus),
+}
+
+
+def declared_values(schema: dict[str, Any]) -> list[str] | None:
+    """The values a property's schema allows (``enum``, or ``const`` for one), following
+    ``$ref`` and ``anyOf``; None when it allows any string."""
+    if "$ref" in schema:
+        return declared_values(SPEC["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]])
+    if "anyOf" in schema:
+        found = [declared_values(option) for option in schema["anyOf"]]
+        return None if None in found else [v for values in found if values for v in values]
+    if "const" in schema:
+        return [schema["const"]]
+    return schema.get("enum")
+
+
+def status_fields(spec: dict[str, Any]) -> dict[tuple[str, str], list[str] | None]:
+    return {
+        (name, field): declared_values(prop)
+        for name, model in spec["components"]["schemas"].items()
+        for field, prop in model.get("properties", {}).items()
+        if (field.endswith("status") or field.endswith("outcome")) and name != "Problem"
+    }
+
+
+def test_every_status_field_lists_the_values_of_its_enum() -> None:
+    assert status_fields(SPEC) == STATUSES
+
+
+def test_a_status_declared_as_any_string_is_reported() -> None:
+    spec = copy.deepcopy(SPEC)
+    spec["components"]["schemas"]["TurnPublic"]["properties"]["status"] = {"type": "string"}
+    assert status_fields(spec)[("TurnPublic", "status")] is None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 import urllib.parse
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
@@ -21,7 +21,6 @@ from .access import DataOperator, PageOperator
 from .rendering import PAGE_SIZE, render
 
 router = APIRouter()
-Status = Literal["completed", "failed", "cancelled", "rejected", "running"]
 _TURN_ID: TypeAdapter[str] = TypeAdapter(Id)
 
 
@@ -44,7 +43,7 @@ async def turns_data(
     gw: Gateway,
     tenant: str | None,
     agent: str | None,
-    status: Status | None,
+    status: dashboard.TurnFilter | None,
     before: str | None,
 ) -> dict[str, Any]:
     rows = await dashboard.turns_page(
@@ -74,7 +73,7 @@ async def turns_page(
     gw: GatewayDep,
     tenant: _TenantQuery = None,
     agent: _TenantQuery = None,
-    status: Status | None = None,
+    status: dashboard.TurnFilter | None = None,
     before: Annotated[str | None, Query(max_length=200)] = None,
 ) -> HTMLResponse:
     data = await turns_data(gw, tenant, agent, status, before)
@@ -85,7 +84,7 @@ async def turns_page(
         page="turns",
         data=data,
         filters=filters,
-        statuses=list(Status.__args__),  # type: ignore[attr-defined]
+        statuses=list(dashboard.TURN_FILTERS),
         query=query,
     )
 
@@ -96,7 +95,7 @@ async def turns_json(
     gw: GatewayDep,
     tenant: _TenantQuery = None,
     agent: _TenantQuery = None,
-    status: Status | None = None,
+    status: dashboard.TurnFilter | None = None,
     before: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Any:
     return await turns_data(gw, tenant, agent, status, before)
