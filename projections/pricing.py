@@ -143,6 +143,35 @@ def _price(
     start, end = period_bounds(period)
     windows = _windows(start, end, assignments, plans)
     planned = [w for w in windows if w.plan is not None]
+    currency = _currency(planned, period)
+    counts, counted = _count(usage, windows, start, end)
+    lines = [_priced(n, windows, key, counts[key]) for n, key in enumerate(sorted(counts), 1)]
+    subtotal = sum((line.amount for line in lines), Decimal("0.000000"))
+    minimum = _minimum(planned[-1], subtotal, start, end, len(lines) + 1)
+    if minimum is not None:
+        lines.append(minimum)
+        subtotal += minimum.amount
+    return Draft(
+        tenant_id=tenant_id,
+        invoice_id=invoice_id,
+        period=period,
+        currency=currency,
+        lines=lines,
+        subtotal=subtotal,
+        total=subtotal.quantize(minor_unit(currency), ROUND_HALF_EVEN),
+        plans=[
+            PlanWindow(plan_id=w.plan_id, version=w.version, start=w.start, end=w.end)
+            for w in planned
+            if w.plan_id is not None and w.version is not None
+        ],
+        offsets=dict(sorted(offsets.items())),
+        usage_event_ids=sorted(counted),
+    )
+
+
+def _currency(planned: list[_Window], period: str) -> str:
+    """The one currency the period's plans charge in; DomainError if there is no plan
+    or there are two currencies."""
     if not planned:
         raise DomainError(ErrorCode.PLAN_MISSING, f"the tenant has no price plan in {period}")
     currencies = {w.plan.currency for w in planned if w.plan is not None}
@@ -151,7 +180,29 @@ def _price(
             ErrorCode.CURRENCY_MISMATCH, f"plans in {period} charge in {sorted(currencies)}"
         )
     (currency,) = currencies
-    totals: dict[tuple[int, UsageKind, str, Unit], list[int]] = {}  # → [quantity, events]
+    return currency
+
+
+# A line before pricing: its window (an index into the windows), kind, resource and unit.
+_LineKey = tuple[int, UsageKind, str, Unit]
+
+
+@dataclass(slots=True)
+class _Count:
+    quantity: int = 0
+    events: int = 0  # how many usage events the quantity came from
+
+
+def _count(
+    usage: Iterable[UsageItem],
+    windows: list[_Window],
+    start: datetime.datetime,
+    end: datetime.datetime,
+) -> tuple[dict[_LineKey, _Count], set[str]]:
+    """The usage of [start, end) summed into a line per window, kind, resource and unit,
+    and the ids of the events counted: an event used outside the period is left out, a
+    repeated event id counts once."""
+    counts: dict[_LineKey, _Count] = {}
     counted: set[str] = set()
     for item in usage:
         if item.event_id in counted or not start <= item.used_at < end:
@@ -161,80 +212,74 @@ def _price(
         for unit in UNITS:
             quantity = item.quantities.get(unit, 0)
             if quantity:
-                line = totals.setdefault((w, item.kind, item.resource, unit), [0, 0])
-                line[0] += quantity
-                line[1] += 1
-    lines: list[InvoiceLine] = []
-    for (w, kind, resource, unit), (quantity, events) in sorted(totals.items()):
-        window = windows[w]
-        rate = window.plan.rate(kind, resource, unit) if window.plan else None
-        unit_price, free = rate if rate is not None else (Decimal(0), 0)
-        if not plain_writable(unit_price):  # the canonical form writes it out in full
-            raise decimal.Overflow(f"the rate of {resource} {unit}")
-        billable = max(quantity - free, 0)
-        amount = _CONTEXT.multiply(Decimal(billable), unit_price).quantize(
-            LINE_QUANTUM, ROUND_HALF_EVEN, _CONTEXT
-        )
-        lines.append(
-            InvoiceLine(
-                number=len(lines) + 1,
-                kind=kind,
-                resource=resource,
-                unit=unit,
-                plan_id=window.plan_id,
-                plan_version=window.version,
-                window_start=window.start,
-                window_end=window.end,
-                quantity=quantity,
-                free=min(free, quantity),
-                billable=billable,
-                unit_price=unit_price,
-                amount=amount,
-                unpriced=rate is None,
-                events=events,
-            )
-        )
-    subtotal = sum((line.amount for line in lines), Decimal("0.000000"))
-    last = planned[-1]
+                count = counts.setdefault((w, item.kind, item.resource, unit), _Count())
+                count.quantity += quantity
+                count.events += 1
+    return counts, counted
+
+
+def _priced(number: int, windows: list[_Window], key: _LineKey, count: _Count) -> InvoiceLine:
+    """Line ``number``: the count priced at its window's plan's rate after the rate's
+    free units (a unit the plan has no rate for, or a window without a plan, is listed
+    at 0, ``unpriced``)."""
+    w, kind, resource, unit = key
+    window = windows[w]
+    rate = window.plan.rate(kind, resource, unit) if window.plan else None
+    unit_price, free = rate if rate is not None else (Decimal(0), 0)
+    if not plain_writable(unit_price):  # the canonical form writes it out in full
+        raise decimal.Overflow(f"the rate of {resource} {unit}")
+    billable = max(count.quantity - free, 0)
+    amount = _CONTEXT.multiply(Decimal(billable), unit_price).quantize(
+        LINE_QUANTUM, ROUND_HALF_EVEN, _CONTEXT
+    )
+    return InvoiceLine(
+        number=number,
+        kind=kind,
+        resource=resource,
+        unit=unit,
+        plan_id=window.plan_id,
+        plan_version=window.version,
+        window_start=window.start,
+        window_end=window.end,
+        quantity=count.quantity,
+        free=min(free, count.quantity),
+        billable=billable,
+        unit_price=unit_price,
+        amount=amount,
+        unpriced=rate is None,
+        events=count.events,
+    )
+
+
+def _minimum(
+    last: _Window,
+    subtotal: Decimal,
+    start: datetime.datetime,
+    end: datetime.datetime,
+    number: int,
+) -> InvoiceLine | None:
+    """Line ``number``, the shortfall of ``subtotal`` below the monthly minimum of the
+    plan in force at the end of the period (``last``), if it falls short."""
     assert last.plan is not None
-    if subtotal < last.plan.monthly_minimum:
-        shortfall = (last.plan.monthly_minimum - subtotal).quantize(LINE_QUANTUM, ROUND_HALF_EVEN)
-        lines.append(
-            InvoiceLine(
-                number=len(lines) + 1,
-                kind="minimum",
-                resource="",
-                unit="commitment",
-                plan_id=last.plan_id,
-                plan_version=last.version,
-                window_start=start,
-                window_end=end,
-                quantity=1,
-                free=0,
-                billable=1,
-                unit_price=shortfall,
-                amount=shortfall,
-                unpriced=False,
-                events=0,
-            )
-        )
-        subtotal += shortfall
-    total = subtotal.quantize(minor_unit(currency), ROUND_HALF_EVEN)
-    return Draft(
-        tenant_id=tenant_id,
-        invoice_id=invoice_id,
-        period=period,
-        currency=currency,
-        lines=lines,
-        subtotal=subtotal,
-        total=total,
-        plans=[
-            PlanWindow(plan_id=w.plan_id, version=w.version, start=w.start, end=w.end)
-            for w in planned
-            if w.plan_id is not None and w.version is not None
-        ],
-        offsets=dict(sorted(offsets.items())),
-        usage_event_ids=sorted(counted),
+    if subtotal >= last.plan.monthly_minimum:
+        return None
+    shortfall = (last.plan.monthly_minimum - subtotal).quantize(LINE_QUANTUM, ROUND_HALF_EVEN)
+    return InvoiceLine(
+        number=number,
+        kind="minimum",
+        resource="",
+        unit="commitment",
+        plan_id=last.plan_id,
+        plan_version=last.version,
+        window_start=start,
+        window_end=end,
+        quantity=1,
+        free=0,
+        billable=1,
+        unit_price=shortfall,
+        amount=shortfall,
+        unpriced=False,
+        events=0,
     )
 
 
