@@ -19,7 +19,7 @@ from typing import Any
 from aiokafka import TopicPartition
 
 from streams.catalog import Catalog
-from streams.consumer import DEAD_LETTER_HEADERS
+from streams.dead_letters import DEAD_LETTER_HEADERS
 from streams.partitions import LogReader
 from streams.publisher import Publisher, write_deadline
 

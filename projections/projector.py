@@ -10,12 +10,18 @@ from aiokafka import TopicPartition
 
 from schemas.envelope import Envelope
 from streams.catalog import Catalog
-from streams.consumer import Item, unprocessable_step
+from streams.handler import (
+    Closes,
+    Item,
+    RecordsUnprocessable,
+    StoresPositions,
+    unprocessable_step,
+)
 
 from .store import ProjectionStore
 
 
-class Projector:
+class Projector(RecordsUnprocessable, StoresPositions, Closes):
     types = None  # every type
 
     def __init__(

@@ -25,7 +25,8 @@ from psycopg.rows import tuple_row
 
 from schemas.envelope import EnvelopeError, from_kafka
 from streams.catalog import Catalog, cluster_id
-from streams.consumer import Item, Position, dead_letter_headers, failure_reason
+from streams.dead_letters import dead_letter_headers
+from streams.handler import Item, Position, failure_reason
 from streams.logs import redact
 from streams.partitions import LogReader
 from streams.publisher import Publisher

@@ -14,7 +14,7 @@ from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
 from schemas.envelope import Envelope
-from streams.consumer import Position
+from streams.handler import Position
 
 from .database import Database
 from .ops import PROJECTION, Add, Context, Notify, Op, Upsert, project

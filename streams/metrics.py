@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import uvicorn
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,35 @@ CONSUMER_LAG = Gauge(
     "Records of a partition not yet handed to its consumer: log end minus position",
     ["role", "group", "topic", "partition"],
 )
+
+
+class ConsumerLag:
+    """``CONSUMER_LAG`` of one consumer: each assigned partition's log end (as last
+    fetched) minus the consumer's position. A partition given away drops its series."""
+
+    def __init__(self, role: str, group: str) -> None:
+        self.role = role
+        self.group = group
+        self._series: set[tuple[str, str, str, str]] = set()
+
+    async def measure(self, consumer: AIOKafkaConsumer) -> None:
+        series: set[tuple[str, str, str, str]] = set()
+        for tp in consumer.assignment():
+            end = consumer.highwater(tp)
+            if end is None:
+                continue  # nothing fetched yet
+            try:
+                async with asyncio.timeout(1):
+                    position = await consumer.position(tp)
+            except (KafkaError, TimeoutError, AssertionError):
+                continue  # unassigned meanwhile, or no position yet
+            labels = (self.role, self.group, tp.topic, str(tp.partition))
+            CONSUMER_LAG.labels(*labels).set(max(0, end - position))
+            series.add(labels)
+        for gone in self._series - series:
+            CONSUMER_LAG.remove(*gone)
+        self._series = series
+
 
 Probe = Callable[[], Awaitable[None]]
 

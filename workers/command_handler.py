@@ -23,7 +23,7 @@ from schemas import events
 from schemas.base import Fact
 from schemas.envelope import Envelope
 from streams.catalog import Catalog
-from streams.consumer import Item
+from streams.handler import Closes, Item, RecordsUnprocessable, WatchesPublished
 from streams.partitions import LogReader
 
 from . import command_decisions as decide
@@ -50,7 +50,7 @@ class _Decided:
             self.active_turns[fact.session_id] = fact.turn_id
 
 
-class CommandHandler:
+class CommandHandler(WatchesPublished, RecordsUnprocessable, Closes):
     name = "commands"
     types = None  # every type
 

@@ -20,7 +20,8 @@ from schemas.base import Fact
 from schemas.envelope import Envelope, trace_id
 from schemas.usage import Unit, UsageRecorded
 from streams.catalog import Catalog
-from streams.consumer import Item, SeenIds
+from streams.dedupe import SeenIds
+from streams.handler import Closes, Item
 from streams.partitions import LogReader
 
 # A test-only fault: with it, requests whose result is in the log are performed again
@@ -28,7 +29,7 @@ from streams.partitions import LogReader
 _PERFORM_TWICE = os.environ.get("AGENTLOG_TEST_FAULT") == "perform-twice"
 
 
-class EffectWorker:
+class EffectWorker(Closes):
     """The base of the model and tool workers: what to perform, and when not to."""
 
     name: ClassVar[Literal["model", "tool"]]  # also what its usage records name

@@ -25,7 +25,7 @@ from schemas.billing import InvoiceLine
 from schemas.envelope import Envelope
 from schemas.errors import DomainError, ErrorCode
 from streams.catalog import Catalog
-from streams.consumer import Item, Position
+from streams.handler import Closes, Item, Position, RecordsUnprocessable
 from streams.partitions import LogReader
 
 from . import lazy_role_app
@@ -34,7 +34,7 @@ SOURCE = "/workers/invoicer"
 FENCE_WAIT_S = 60.0
 
 
-class Invoicer:
+class Invoicer(RecordsUnprocessable, Closes):
     name = "invoicer"
     types = frozenset({billing.InvoiceDraftRequested.ce_type()})
 

@@ -22,6 +22,7 @@ from schemas.envelope import Envelope
 from schemas.errors import ErrorCode
 from streams import tracing
 from streams.catalog import Catalog
+from streams.handler import WritesItself
 from streams.logs import redact
 from streams.publisher import Publisher
 from streams.settings import Settings
@@ -35,7 +36,7 @@ from .providers.retry import Outcome, RetryPolicy, complete_with_retries
 log = logging.getLogger(__name__)
 
 
-class ModelWorker(EffectWorker):
+class ModelWorker(EffectWorker, WritesItself):
     name = "model"
     request_type = events.ModelCallRequested
     result_types = (events.ModelCallCompleted, events.ModelCallFailed)

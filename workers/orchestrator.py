@@ -23,7 +23,8 @@ from schemas.base import Fact
 from schemas.envelope import Envelope
 from streams import tracing
 from streams.catalog import Catalog
-from streams.consumer import Item, Position, SeenIds
+from streams.dedupe import SeenIds
+from streams.handler import Closes, Item, Position, Ticks
 from streams.partitions import LogReader
 
 from . import lazy_role_app
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 SOURCE = "/workers/orchestrator"
 
 
-class Orchestrator:
+class Orchestrator(Ticks, Closes):
     name = "orchestrator"
     # The facts ``decide`` acts on.
     types = frozenset(

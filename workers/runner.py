@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 from faststream import FastStream
 
@@ -21,13 +19,15 @@ from projections.secrets import SecretStore
 from projections.store import ProjectionStore
 from streams import tracing
 from streams.catalog import Catalog, cluster_id, ensure_topics
-from streams.consumer import ConsumerRuntime, Handler, first_of, kafka_broker
+from streams.consumer import ConsumerRuntime, first_of
 from streams.embedded import resolve
+from streams.handler import Closes, Handler
 from streams.heap import freeze_startup_objects
 from streams.logs import configure_logging
 from streams.metrics import ProbeServer
 from streams.publisher import Publisher
 from streams.settings import Settings
+from streams.subscriber import kafka_broker
 
 from .command_decisions import TurnLimits
 from .command_handler import CommandHandler
@@ -194,9 +194,8 @@ class RoleSet:
         if self.probes is not None:
             await self.probes.stop()
         for handler in self.handlers:
-            close: Callable[[], Awaitable[Any]] | None = getattr(handler, "close", None)
-            if close is not None:
-                await close()
+            if isinstance(handler, Closes):
+                await handler.close()
         await self.publisher.stop()
 
     def app(self) -> FastStream:

@@ -34,7 +34,7 @@ from projections.store import ProjectionStore
 from schemas.billing import PLATFORM
 from schemas.envelope import envelope
 from streams.catalog import Catalog, ensure_topics
-from streams.consumer import Position
+from streams.handler import Position
 from streams.settings import Settings
 from tests.e2e.conftest import DATABASE_URL, drop_schemas
 from tests.kafka import BrokerProcess

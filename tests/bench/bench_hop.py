@@ -34,7 +34,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from schemas import events
 from schemas.envelope import Envelope, envelope, from_kafka, to_kafka
 from streams.catalog import Catalog, ensure_topics
-from streams.consumer import ConsumerRuntime, Item
+from streams.consumer import ConsumerRuntime
+from streams.handler import Item
 from streams.publisher import Publisher
 from tests.kafka import BrokerProcess, external_bootstrap
 from tests.streams.records import create_topic

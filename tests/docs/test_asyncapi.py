@@ -12,7 +12,7 @@ from schemas import events
 from schemas.base import Fact
 from schemas.envelope import envelope, to_kafka
 from streams.catalog import SPECS
-from streams.consumer import DEAD_LETTER_HEADERS
+from streams.dead_letters import DEAD_LETTER_HEADERS
 from workers.asyncapi import document
 
 FILE = Path(__file__).parents[2] / "docs" / "asyncapi.yaml"

@@ -28,7 +28,7 @@ from schemas.base import Fact
 from schemas.billing import PLATFORM
 from schemas.envelope import Envelope, envelope, from_kafka
 from streams.catalog import Catalog, ensure_topics
-from streams.consumer import Position
+from streams.handler import Position
 from streams.settings import Settings
 from tests.e2e.conftest import DATABASE_URL
 from tests.services import redis_url

@@ -22,7 +22,7 @@ from projections.store import ProjectionStore
 from schemas.billing import PLATFORM, OperatorCreated
 from schemas.envelope import envelope
 from streams.catalog import Catalog, ensure_topics
-from streams.consumer import Position
+from streams.handler import Position
 from tests.e2e.conftest import DATABASE_URL
 from tests.gateway.conftest import SOURCE, Api
 

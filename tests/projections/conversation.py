@@ -14,7 +14,7 @@ from typing import Any
 from schemas import events
 from schemas.envelope import Envelope, envelope
 from streams.catalog import Catalog
-from streams.consumer import Item, Position
+from streams.handler import Item, Position
 
 T0 = datetime.datetime(2024, 5, 1, 12, 0, tzinfo=datetime.UTC)
 SOURCE = "/tests/projections"

@@ -24,7 +24,7 @@ from projections.store import ProjectionStore, swap_lock
 from projections.waiter import Waiter, channel
 from schemas import events
 from schemas.envelope import Envelope, envelope
-from streams.consumer import Item, Position
+from streams.handler import Item, Position
 
 from .conversation import (
     CATALOG,

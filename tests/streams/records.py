@@ -13,7 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from schemas.envelope import Envelope, envelope, to_kafka
 from schemas.events import AgentConfig, AgentCreated, TenantCreated
-from streams.consumer import Position
+from streams.handler import Position
 
 UNKNOWN_TYPE = "agentlog.nothing.never_defined.v1"
 

@@ -30,7 +30,8 @@ from schemas.events import (
     UsageRecorded,
 )
 from streams.catalog import Catalog, ensure_topics
-from streams.consumer import ConsumerRuntime, Item
+from streams.consumer import ConsumerRuntime
+from streams.handler import Item, StoresPositions
 from streams.logs import RedactingFilter, RedactingJsonFormatter, add_secrets
 from streams.publisher import Publisher
 from streams.settings import Settings
@@ -70,7 +71,7 @@ async def replies_to(bootstrap: str, catalog: Catalog, cause_ids: set[str]) -> l
 
 
 @dataclass
-class RecordingHandler:
+class RecordingHandler(StoresPositions):
     """Records what it is handed; raises on ``poison`` ids; answers with ``reply``."""
 
     topics: Sequence[str]

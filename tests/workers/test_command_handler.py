@@ -19,7 +19,7 @@ from schemas import events
 from schemas.base import Fact
 from schemas.envelope import Envelope, envelope
 from streams.catalog import Catalog, ensure_topics
-from streams.consumer import Item, Position
+from streams.handler import Item, Position
 from tests.e2e.conftest import DATABASE_URL
 from workers.command_decisions import TurnLimits
 from workers.command_handler import CommandHandler

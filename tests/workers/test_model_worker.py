@@ -21,9 +21,11 @@ from prometheus_client import REGISTRY
 from schemas import events
 from schemas.envelope import Envelope, derived_id, envelope, from_kafka, to_kafka, trace_id
 from streams.catalog import Catalog, ensure_topics
-from streams.consumer import ConsumerRuntime, Position, kafka_broker
+from streams.consumer import ConsumerRuntime
+from streams.handler import Position
 from streams.publisher import Publisher
 from streams.settings import Settings
+from streams.subscriber import kafka_broker
 from tests.kafka import REPO
 from tests.processes import clean_environ, die_with_parent
 from tests.services import database_url, redis_url
