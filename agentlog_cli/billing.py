@@ -9,8 +9,6 @@ import json
 from typing import Any
 
 from pydantic import ValidationError
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
 from gateway.billing_models import PricePlanCreate
@@ -23,8 +21,7 @@ from schemas.billing import CURRENCIES, PricePlan, period_bounds
 from schemas.errors import DomainError
 from streams.settings import Settings
 
-# No wrapping: hashes, ids and differences are read by scripts too.
-console = Console(soft_wrap=True)
+from .output import console, progress
 
 
 async def verify_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -54,24 +51,10 @@ async def replay_command(settings: Settings, args: argparse.Namespace) -> int:
     if args.plan is not None:
         return await _what_if(settings, args)
 
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    ) as bar:
-        task = bar.add_task("replaying usage and billing", total=None)
-
-        def on_progress(read: int, total: int) -> None:
-            bar.update(task, completed=read, total=total)
-
+    with progress("replaying usage and billing") as reporting:
         try:
             report = await replay_billing(
-                settings,
-                swap=args.swap,
-                out=lambda line: console.print(line, markup=False),
-                on_progress=on_progress,
+                settings, swap=args.swap, out=reporting.out, on_progress=reporting.on_progress
             )
         except RebuildMismatchError as exc:
             console.print("replay differs from the live billing read models", style="red")

@@ -1,13 +1,14 @@
 """Rebuilding a projection from offset 0 beside the live one, verifying it, swapping it in.
 
-1. Migrate a fresh schema ``<live>_rebuild`` and fold every event from offset 0 into it,
-   printing progress.
+1. Migrate a fresh schema ``<live>_rebuild`` and fold every event from offset 0 into it.
 2. Take the swap lock (the live projector takes it shared per transaction), so the live
    tables stop moving; catch the rebuild up to the live positions.
 3. Compare a hash of every table in both schemas; on a match rename the live schema to
    ``<live>_old_<time>`` and the rebuild to ``<live>``, in the same transaction.
 
-The system keeps serving throughout; projector writes wait only for step 2 and 3.
+The system keeps serving throughout; projector writes wait only for step 2 and 3. What
+the rebuild finds it reports through callbacks (``out`` for lines, ``on_progress`` for
+records read), which the CLI and the gateway's replays render each their own way.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ from .ops import BILLING, PROJECTION
 from .store import ProjectionStore, swap_lock
 
 _SKIPPED_TABLES = {"alembic_version", "log_source"}  # bookkeeping, not folded
+
+
+# Records read so far, of how many: heard after every batch a rebuild reads.
+OnProgress = Callable[[int, int], None]
 
 
 class RebuildMismatchError(RuntimeError):
@@ -212,17 +217,18 @@ async def rebuild(
     settings: Settings,
     *,
     swap: bool = True,
-    out: Callable[[str], None] = print,
+    out: Callable[[str], None],
     models: ReadModels = CORE,
     check: Callable[[str], Awaitable[None]] | None = None,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: OnProgress | None = None,
     changed: frozenset[str] = frozenset(),
 ) -> RebuildReport:
-    """Rebuild ``models``. ``check(schema)``, if given, also vets the rebuilt tables
-    before the swap (raising RebuildMismatchError to refuse it); ``on_progress(read,
-    total)`` hears of every batch of records read (otherwise a line a second is out).
-    ``changed`` names the tables a changed fold writes otherwise: they may differ from
-    the live ones (the rebuild's are the new fold's), every other table must not."""
+    """Rebuild ``models``, saying what it does and finds to ``out`` line by line.
+    ``check(schema)``, if given, also vets the rebuilt tables before the swap (raising
+    RebuildMismatchError to refuse it); ``on_progress(read, total)`` hears of every batch
+    of records read. ``changed`` names the tables a changed fold writes otherwise: they
+    may differ from the live ones (the rebuild's are the new fold's), every other table
+    must not."""
     live = models.schema(settings)
     target = f"{live}_rebuild"
     started = time.monotonic()
@@ -235,19 +241,12 @@ async def rebuild(
     catalog = Catalog.from_settings(settings)
     reader = await LogReader(settings.kafka_bootstrap_servers).start()
     fold = LogFold(store, reader, settings.kafka_bootstrap_servers, catalog)
-    last_report = [0.0]
     read = [0, 0]  # records read, of how many
 
     def progress(records: int) -> None:
         read[0] += records
         if on_progress is not None:
             on_progress(*read)
-            return
-        now = time.monotonic()
-        if now - last_report[0] >= 1.0:
-            last_report[0] = now
-            rate = read[0] / max(now - started, 1e-9)
-            out(f"rebuild: {read[0]} of {read[1]} records read ({rate:,.0f}/s)")
 
     try:
         tps = [tp for topic in models.topics(catalog) for tp in await reader.partitions(topic)]

@@ -28,7 +28,7 @@ from . import invoices
 from .database import Database
 from .invoices import RevisionRow
 from .pricing import Assignment, Draft, UsageItem, price
-from .rebuild import BILLING_MODELS, RebuildMismatchError, RebuildReport, rebuild
+from .rebuild import BILLING_MODELS, OnProgress, RebuildMismatchError, RebuildReport, rebuild
 from .rows import ALL_TENANTS, Reader
 from .usage import LedgerRow
 
@@ -290,7 +290,7 @@ async def replay_billing(
     *,
     swap: bool,
     out: Callable[[str], None],
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: OnProgress | None = None,
 ) -> RebuildReport:
     """Rebuild the billing read models from offset 0 beside the live ones, compare them
     with the live tables, compute every draft again from the rebuilt ones, and swap
