@@ -26,12 +26,16 @@ from typing import TypeVar
 
 from psycopg import AsyncConnection, sql
 
+from streams.backoff import Backoff
+
 from .database import Database
 from .ops import PROJECTION
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _MAX_CHANNEL = 63  # Postgres identifiers
+# How long the listener waits before connecting again: doubling, at most 5 s.
+RECONNECT = Backoff(first_s=0.1, max_s=5.0)
 
 
 def channel(schema: str) -> str:
@@ -95,14 +99,17 @@ class Waiter:
                 await self._task
 
     async def _listen(self) -> None:
-        delay = 0.1
+        """Listen for ever, reconnecting after ``RECONNECT``'s wait; a connection that
+        was made starts the waits again from the first. (Not a tenacity loop: those end
+        when an attempt succeeds, and a listener's connection is meant to last.)"""
+        failures = 0
         while True:
             try:
                 async with await AsyncConnection.connect(
                     self.db.database_url, autocommit=True
                 ) as conn:
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
-                    delay = 0.1
+                    failures = 0
                     for _prefix, callback in self._subscribers:
                         callback(None)
                     async for notice in conn.notifies():
@@ -110,12 +117,13 @@ class Waiter:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                failures += 1
+                delay = RECONNECT.delay(failures)
                 log.warning(
                     "change listener lost its connection; waiters fall back to re-checking",
                     extra={"error": repr(exc), "retry_in": delay},
                 )
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
 
     def _wake(self, payload: str) -> None:
         key = payload

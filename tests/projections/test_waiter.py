@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,9 +17,11 @@ from psycopg.rows import DictRow
 from projections.database import Database
 from projections.store import ProjectionStore
 from projections.tenants import KEY_REVOKED
-from projections.waiter import Waiter
+from projections.waiter import RECONNECT, Waiter
 from schemas import events
 from schemas.envelope import envelope
+from tests.eventually import eventually_async
+from tests.kafka import closed_port
 
 from .conversation import CATALOG, SOURCE, Ids, Log, conversation, noop
 from .rows import select
@@ -224,3 +227,27 @@ async def test_until_positions_returns_once_every_position_is_reached(
 
     assert elapsed < 2, f"returned after {elapsed:.2f} s: not woken by the notification"
     assert counting.asked == 2
+
+
+def test_the_listener_reconnects_at_waits_doubling_to_5_s() -> None:
+    assert [RECONNECT.delay(n) for n in range(1, 9)] == [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]
+
+
+async def test_a_listener_that_cannot_connect_tries_again_at_those_waits(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def waits() -> list[float]:
+        return [r.__dict__["retry_in"] for r in caplog.records if "retry_in" in r.__dict__]
+
+    async def three_tries() -> list[float]:
+        assert len(waits()) >= 3, waits()
+        return waits()
+
+    with closed_port() as port, caplog.at_level(logging.WARNING, logger="projections.waiter"):
+        waiter = Waiter(Database(f"postgresql://postgres@127.0.0.1:{port}/none", "s"))
+        waiter.start()
+        try:
+            await eventually_async(three_tries, "the listener's third try", timeout=10)
+        finally:
+            await waiter.close()
+    assert waits()[:3] == [0.1, 0.2, 0.4]
