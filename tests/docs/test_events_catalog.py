@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import ast
+import functools
+import importlib
 import re
+from collections import defaultdict
+from collections.abc import Iterator
 
 import pytest
 
@@ -21,7 +26,12 @@ ROLES = {"gateway", "cli", "commands", "orchestrator", "model", "tool", "project
     "billing",
     "invoicer",
 }
-ROW = re.compile(r"^\| `([a-z_.0-9]+)` \| `(\w+)` \| `([a-z.]+)` \| `(\w+)` \|(.*)\|(.*)\|(.*)\|$")
+ROW = re.compile(
+    r"^\| `([a-z_.0-9]+)` \| `(\w+)` \| `([a-z.]+)` \| `(\w+)` \|"
+    r"([^|]*)\|([^|]*)\|([^|]*)\|([^|]*)\|$"
+)
+# Where facts are made: every package but the models' own.
+PACKAGES = ("streams", "projections", "workers", "gateway", "agentlog_cli")
 
 
 def catalog_rows(text: str) -> dict[str, tuple[str, ...]]:
@@ -36,7 +46,67 @@ def catalog_rows(text: str) -> dict[str, tuple[str, ...]]:
 
 
 def names(cell: str) -> set[str]:
-    return set() if cell == "—" else {name.strip() for name in cell.split(",")}
+    return set() if cell == "—" else {name.strip().strip("`") for name in cell.split(",")}
+
+
+def _functions(tree: ast.Module) -> Iterator[tuple[str, ast.AST]]:
+    """A module's functions and its classes' methods (``Class.method``), with their
+    bodies: a function nested in one is part of it."""
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            yield node.name, node
+        elif isinstance(node, ast.ClassDef):
+            for member in node.body:
+                if isinstance(member, ast.FunctionDef | ast.AsyncFunctionDef):
+                    yield f"{node.name}.{member.name}", member
+
+
+def _called(node: ast.AST) -> Iterator[str]:
+    """The names the code calls: ``X(…)`` and ``module.X(…)``."""
+    for call in ast.walk(node):
+        if isinstance(call, ast.Call):
+            if isinstance(call.func, ast.Name):
+                yield call.func.id
+            elif isinstance(call.func, ast.Attribute):
+                yield call.func.attr
+
+
+@functools.cache
+def constructors() -> dict[str, frozenset[str]]:
+    """Per fact class name, the functions (``module:function``) whose source constructs
+    it, read from the source of every module of ``PACKAGES``."""
+    classes = {cls.__name__ for cls in Fact.registry.values()}
+    found: defaultdict[str, set[str]] = defaultdict(set)
+    for package in PACKAGES:
+        for path in sorted((REPO / package).rglob("*.py")):
+            parts = path.relative_to(REPO).with_suffix("").parts
+            module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            for name, node in _functions(ast.parse(path.read_text())):
+                for called in set(_called(node)) & classes:
+                    found[called].add(f"{module}:{name}")
+    return {name: frozenset(functions) for name, functions in found.items()}
+
+
+def _exists(function: str) -> bool:
+    module, _, name = function.partition(":")
+    try:
+        found: object = importlib.import_module(module)
+    except ImportError:
+        return False
+    for part in name.split("."):
+        found = getattr(found, part, None)
+    return callable(found)
+
+
+def recorded_in_problems(type_: str, cls: type[Fact], cell: str) -> list[str]:
+    """A "recorded in" cell against the code: every function it names constructs the
+    class, and every function that does is named."""
+    named, made_by = names(cell), constructors().get(cls.__name__, frozenset())
+    return [
+        f"{type_}: recorded in {f}, which "
+        + ("does not construct it" if _exists(f) else "is no function")
+        for f in sorted(named - made_by)
+    ] + [f"{type_}: {f} constructs it, not in recorded in" for f in sorted(made_by - named)]
 
 
 def handlers_of(cls: type[Fact]) -> set[str]:
@@ -66,7 +136,7 @@ def check(text: str) -> list[str]:
     for type_, cls in sorted(Fact.registry.items()):
         if type_ not in rows:
             continue
-        name, topic, key, recorded_by, handled_by, read_models = rows[type_]
+        name, topic, key, recorded_by, recorded_in, handled_by, read_models = rows[type_]
         expected = {
             "class": (name, cls.__name__),
             "topic": (topic, spec_for(cls).name),
@@ -82,6 +152,7 @@ def check(text: str) -> list[str]:
         recorders = names(recorded_by)
         if not recorders or not recorders <= ROLES | {"any consumer"}:
             problems.append(f"{type_}: recorded by {recorded_by!r}")
+        problems += recorded_in_problems(type_, cls, recorded_in)
     return problems
 
 
@@ -114,6 +185,21 @@ def test_a_new_event_class_needs_a_row() -> None:
         ]
     finally:
         del Fact.registry[ToolCallRetried.ce_type()]
+
+
+def test_a_row_must_name_every_function_that_makes_the_fact_and_only_those() -> None:
+    text = (REPO / "docs/events.md").read_text()
+    type_ = events.ToolCallRejected.ce_type()
+    row = next(line for line in text.splitlines() if line.startswith(f"| `{type_}`"))
+    making = "`workers.turn_decisions:_model_answered`"
+    assert making in row
+
+    elsewhere = "`workers.turn_decisions:_start`, `workers.turn_decisions:no_such`"
+    assert check(text.replace(row, row.replace(making, elsewhere))) == [
+        f"{type_}: recorded in workers.turn_decisions:_start, which does not construct it",
+        f"{type_}: recorded in workers.turn_decisions:no_such, which is no function",
+        f"{type_}: workers.turn_decisions:_model_answered constructs it, not in recorded in",
+    ]
 
 
 @pytest.mark.parametrize("cls", [Fact.registry[t] for t in sorted(Fact.registry)])
