@@ -16,10 +16,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from tests.eventually import NotYetError, eventually
 from tests.processes import die_with_parent
 
 REPO = Path(__file__).resolve().parent.parent
@@ -77,20 +77,27 @@ class BrokerProcess:
             preexec_fn=die_with_parent,
         )
         log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"broker exited with {self.proc.returncode}: {self.logs()}")
+        proc = self.proc
+
+        def started() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"broker exited with {proc.returncode}: {self.logs()}")
             for line in self.log_path.read_bytes()[start_offset:].splitlines():
                 if b'"metrics served"' in line:
                     self.metrics_port = int(json.loads(line)["port"])
                 if b'"broker started"' in line:
                     port = int(json.loads(line)["port"])
-                    assert self.port in (0, port)
+                    if self.port not in (0, port):  # raised: an assertion would read as not yet
+                        raise RuntimeError(f"broker started on {port}, not {self.port}")
                     self.port = port
-                    return self
-            time.sleep(0.05)
-        raise RuntimeError(f"broker did not start: {self.logs()}")
+                    return True
+            return False
+
+        try:
+            eventually(started, "the broker to start", timeout=timeout)
+        except NotYetError as exc:
+            raise RuntimeError(f"broker did not start: {self.logs()}") from exc
+        return self
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs, as in a crash."""

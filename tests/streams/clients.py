@@ -17,6 +17,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin import NewTopic as CfNewTopic
 
+from tests.eventually import eventually
+
 T = TypeVar("T")
 
 
@@ -71,9 +73,16 @@ class ConfluentClient:
         admin = AdminClient({"bootstrap.servers": self.bootstrap})
         futures = admin.create_topics([CfNewTopic(topic, partitions, 1, config=configs or {})])
         futures[topic].result(30)
-        _wait_for_metadata(
-            lambda: len(admin.list_topics(topic, timeout=10).topics[topic].partitions), partitions
-        )
+
+        def listed() -> int:
+            try:
+                found = len(admin.list_topics(topic, timeout=10).topics[topic].partitions)
+            except Exception as exc:  # not yet listed: a KeyError, a KafkaException
+                raise AssertionError(repr(exc)) from exc
+            assert found == partitions, f"{found} partitions"
+            return found
+
+        eventually(listed, f"{topic} with {partitions} partitions in the metadata", timeout=10)
 
     def produce(
         self, topic: str, records: list[Sent], compression: str = "none"
@@ -320,18 +329,6 @@ class AiokafkaClient:
             return -1 if found is None else found.offset
 
         return self._with_consumer(query)
-
-
-def _wait_for_metadata(probe, expected: int, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if probe() == expected:
-                return
-        except Exception:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("topic did not appear in metadata")
 
 
 CLIENTS = (ConfluentClient, AiokafkaClient)

@@ -8,6 +8,7 @@ import asyncio
 from kio.schema.errors import ErrorCode
 
 from streams.broker.groups import GroupCoordinator, GroupState, JoinResult
+from tests.eventually import eventually_async
 
 PROTOCOLS = [("range", b"meta")]
 
@@ -71,8 +72,13 @@ async def test_a_joining_member_rebalances_the_group_and_only_the_leader_gets_me
     await c.sync("g", leader.member_id, 1, {leader.member_id: b"a"})
 
     newcomer = asyncio.create_task(join_new(c))
-    await asyncio.sleep(0.01)
-    assert c.groups["g"].state is GroupState.PREPARING
+
+    async def preparing() -> GroupState:
+        state = c.groups["g"].state
+        assert state is GroupState.PREPARING, state
+        return state
+
+    await eventually_async(preparing, "the newcomer's join to start a rebalance")
     # The old member learns of the rebalance from its heartbeat, then rejoins.
     assert c.heartbeat("g", leader.member_id, 1) is ErrorCode.rebalance_in_progress
     assert c.check_commit("g", leader.member_id, 1) is ErrorCode.none
@@ -86,7 +92,7 @@ async def test_a_joining_member_rebalances_the_group_and_only_the_leader_gets_me
     assert c.check_commit("g", leader.member_id, 2) is ErrorCode.rebalance_in_progress
 
     follower_sync = asyncio.create_task(c.sync("g", follower.member_id, 2, {}))
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0.01)  # the point: a chance to finish, which it must not take
     assert not follower_sync.done(), "a follower waits for the leader's assignment"
     await c.sync("g", leader.member_id, 2, {leader.member_id: b"a", follower.member_id: b"b"})
     assert (await follower_sync).assignment == b"b"
@@ -96,7 +102,7 @@ async def test_session_expiry_and_leave_trigger_rebalances() -> None:
     c = coordinator()
     short = await join_new(c, session_ms=50)
     await c.sync("g", short.member_id, 1, {})
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0.2)  # the point: its 50 ms session runs out, with no heartbeat
     group = c.groups["g"]
     assert short.member_id not in group.members
     assert group.state is GroupState.EMPTY

@@ -75,6 +75,7 @@ def test_sigterm_answers_waiting_fetches_and_closes_cleanly(
         pass
     polling = threading.Thread(target=consumer.poll, args=(2.0,))
     polling.start()  # the consumer now has a long-polling fetch open at the broker
+    # A fixed wait for the fetch to reach the broker: nothing outside it shows an open one.
     time.sleep(0.5)
 
     started = time.monotonic()

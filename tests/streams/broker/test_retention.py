@@ -7,17 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.eventually import eventually
 from tests.kafka import BrokerProcess
 from tests.streams.clients import AiokafkaClient, ConfluentClient, Sent
 
 pytestmark = pytest.mark.broker_internal
-
-
-def wait_for(condition, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.1)
 
 
 def produce_one_batch_each(client: ConfluentClient, topic: str, count: int) -> None:
@@ -44,7 +38,12 @@ def test_retention_bytes_deletes_oldest_segments(
             return None
 
     # Retention runs periodically, possibly mid-produce: wait for the pass after the last batch.
-    wait_for(lambda: (closed_segment_bytes() or 2049) <= 2048)
+    def retained() -> bool:
+        held = closed_segment_bytes()
+        assert 0 < (held or 0) <= 2048, f"closed segments hold {held} bytes"
+        return True
+
+    eventually(retained, "the closed segments within retention.bytes", timeout=20)
     start, end = client.offsets(topic_name, 0)
     assert end == 30
     assert start > 0, "the oldest segments were deleted"
@@ -69,6 +68,13 @@ def test_retention_ms_empties_an_expired_log(
         [Sent(key=None, value=b"old", partition=0, timestamp_ms=an_hour_ago) for _ in range(5)],
     )
 
-    wait_for(lambda: client.offsets(topic_name, 0) == (5, 5))
+    def emptied() -> bool:
+        offsets = client.offsets(topic_name, 0)
+        assert offsets == (5, 5), f"log start and end {offsets}"
+        return True
+
+    # Every 0.1 s: each look opens a consumer and asks the broker (whose retention pass
+    # runs every 100 ms anyway).
+    eventually(emptied, "the expired log emptied", timeout=20, poll=0.1)
     assert client.produce(topic_name, [Sent(key=None, value=b"fresh")]) == [(0, 5)]
     assert [r.value for r in client.consume(topic_name, 1)] == [b"fresh"]
