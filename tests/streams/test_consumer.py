@@ -12,7 +12,6 @@ import contextlib
 import datetime
 import io
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from streams.handler import Item, StoresPositions
 from streams.logs import RedactingFilter, RedactingJsonFormatter, add_secrets
 from streams.publisher import Publisher
 from streams.settings import Settings
+from tests.eventually import eventually_async
 from tests.topics import read_all
 
 from .records import (
@@ -107,14 +107,13 @@ class Running:
     task: asyncio.Task[None]
 
     async def until(self, condition: Callable[[], bool], what: str) -> None:
-        deadline = time.monotonic() + DEADLINE_S
-        while not condition():
-            if self.task.done():
+        async def reached() -> bool:
+            if self.task.done():  # fails at once, with the runtime's error if it raised one
                 self.task.result()
-                raise AssertionError(f"the runtime stopped before {what}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}")
-            await asyncio.sleep(0.05)
+                pytest.fail(f"the runtime stopped before {what}")
+            return condition()
+
+        await eventually_async(reached, what, timeout=DEADLINE_S)
 
 
 @contextlib.asynccontextmanager
@@ -138,15 +137,16 @@ async def running(
             await publisher.stop()
 
 
-async def eventually(fetch: Callable[[], Awaitable[T]], done: Callable[[T], bool], what: str) -> T:
-    deadline = time.monotonic() + DEADLINE_S
-    while True:
+async def until_read(fetch: Callable[[], Awaitable[T]], done: Callable[[T], bool], what: str) -> T:
+    """``fetch()``'s value once ``done`` holds for it: every 0.2 s, as each look reads a
+    whole topic."""
+
+    async def read() -> tuple[T]:
         value = await fetch()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; last seen: {value!r}")
-        await asyncio.sleep(0.2)
+        assert done(value), value
+        return (value,)
+
+    return (await eventually_async(read, what, timeout=DEADLINE_S, poll=0.2))[0]
 
 
 @pytest.fixture
@@ -181,7 +181,7 @@ async def test_records_reach_the_handler_in_log_order_and_its_answers_are_publis
     handler = RecordingHandler(topics=[topic_name], reply=answer)
     async with running(bootstrap, catalog, handler, group) as run:
         await run.until(lambda: len(handler.handled) >= len(sent), "every record")
-        replies = await eventually(
+        replies = await until_read(
             lambda: replies_to(bootstrap, catalog, {env.id for env in sent}),
             lambda found: len(found) >= len(sent),
             "the handler's answers on the events topic",
@@ -217,7 +217,7 @@ async def test_unreadable_records_are_dead_lettered_and_the_consumer_carries_on(
     handler = RecordingHandler(topics=[topic_name])
     async with running(bootstrap, catalog, handler, group) as run:
         await run.until(lambda: len(handler.handled) >= 3, "the readable records")
-        dead = await eventually(
+        dead = await until_read(
             lambda: dead_letters(bootstrap, catalog, topic_name),
             lambda found: len(found) >= 2,
             "two dead letters",
@@ -252,7 +252,7 @@ async def test_a_poison_record_alone_is_dead_lettered_and_the_rest_of_its_batch_
     handler = RecordingHandler(topics=[topic_name], poison=frozenset({poison.id}))
     async with running(bootstrap, catalog, handler, group) as run:
         await run.until(lambda: len(handler.handled) >= 4, "the healthy records")
-        (dead,) = await eventually(
+        (dead,) = await until_read(
             lambda: dead_letters(bootstrap, catalog, topic_name),
             lambda found: len(found) >= 1,
             "the poison record's dead letter",
@@ -296,12 +296,12 @@ async def test_a_dead_lettered_turn_record_is_recorded_for_its_turn_and_leaks_no
     handler = Leaky(topics=[topic_name])
     try:
         async with running(bootstrap, catalog, handler, group):
-            (dead,) = await eventually(
+            (dead,) = await until_read(
                 lambda: dead_letters(bootstrap, catalog, topic_name),
                 lambda found: len(found) >= 1,
                 "the dead letter",
             )
-            (recorded,) = await eventually(
+            (recorded,) = await until_read(
                 lambda: replies_to(bootstrap, catalog, {started.id}),
                 lambda found: len(found) >= 1,
                 "the record of the unprocessable step",
@@ -390,7 +390,7 @@ async def test_a_handler_hears_where_a_batch_ended_past_a_record_it_failed_on(
         await run.until(
             lambda: {(topic_name, 0): 2} in handler.passed_ends, "the end past the poison"
         )
-        await eventually(
+        await until_read(
             lambda: dead_letters(bootstrap, catalog, topic_name),
             lambda found: len(found) == 1,
             "the poison record's dead letter",
@@ -459,7 +459,7 @@ async def test_a_restarted_consumer_resumes_after_the_records_it_handled(
     first = RecordingHandler(topics=[topic_name], types=frozenset({TENANT_CREATED}))
     async with running(bootstrap, catalog, first, group) as run:
         await run.until(lambda: len(first.handled) >= len(before), "the first records")
-        await eventually(
+        await until_read(
             lambda: dead_letters(bootstrap, catalog, topic_name),
             lambda f: len(f) == 1,
             "the dead letter",

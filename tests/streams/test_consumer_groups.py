@@ -7,12 +7,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.eventually import eventually
 from tests.kafka import REPO
 from tests.processes import die_with_parent
 from tests.streams.clients import CLIENTS, ConfluentClient, Sent
@@ -46,15 +47,6 @@ class Member:
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -96,10 +88,12 @@ def test_group_rebalances_on_leave_and_expiry_and_resumes_from_commits(
             return False
         return sorted(p for a in assignments for p in a or []) == list(range(6))
 
-    wait_until(balanced, 60, "three members with two partitions each")
+    eventually(balanced, "three members with two partitions each", timeout=60)
 
     expected = produce(bootstrap, topic_name, 0, 600)
-    wait_until(lambda: set().union(*(m.values() for m in first)) >= expected, 60, "first 600")
+    eventually(
+        lambda: set().union(*(m.values() for m in first)) >= expected, "first 600", timeout=60
+    )
 
     leaver, victim, survivor = first
     leaver.stop()
@@ -107,15 +101,17 @@ def test_group_rebalances_on_leave_and_expiry_and_resumes_from_commits(
     expected |= produce(bootstrap, topic_name, 600, 600)
 
     # The killed member's partitions move only after its session times out.
-    wait_until(lambda: survivor.assignment() == list(range(6)), 60, "survivor owning all")
-    wait_until(lambda: set().union(*(m.values() for m in first)) >= expected, 60, "all 1200")
+    eventually(lambda: survivor.assignment() == list(range(6)), "survivor owning all", timeout=60)
+    eventually(
+        lambda: set().union(*(m.values() for m in first)) >= expected, "all 1200", timeout=60
+    )
     assert set().union(*(m.values() for m in first)) == expected
 
     survivor.stop()
     assert survivor.events()[-1]["event"] == "closed"
     fresh = produce(bootstrap, topic_name, 1200, 300)
     late = start_member("late")
-    wait_until(lambda: late.values() >= fresh, 60, "late member catching up")
-    time.sleep(1)
+    eventually(lambda: late.values() >= fresh, "late member catching up", timeout=60)
+    time.sleep(1)  # the point: a second in which nothing older may come
     # Committed offsets survived the members: nothing before them is read again.
     assert late.values() == fresh

@@ -41,7 +41,7 @@ def test_a_repeated_warning_shows_once_per_interval_then_counts_the_dropped(
         logger.error("Unable connect to node with id %s", 0)
     assert len(kept) == 1
     assert not hasattr(kept[0], "suppressed")
-    time.sleep(0.25)
+    time.sleep(0.25)  # the point: the 0.2 s interval passes
     logger.error("Unable connect to node with id %s", 0)
     assert len(kept) == 2
     assert kept[1].suppressed == 999  # type: ignore[attr-defined]
