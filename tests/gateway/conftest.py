@@ -31,6 +31,7 @@ from streams.catalog import Catalog, ensure_topics
 from streams.handler import Position
 from streams.settings import Settings
 from tests.e2e.conftest import DATABASE_URL
+from tests.eventually import eventually_async
 from tests.services import redis_url
 from tests.topics import read_all
 
@@ -85,12 +86,11 @@ class Api:
         """The first record of ``kind`` on its topic, once the gateway has recorded it
         (a topic has no event to wait on: it is read again until it holds one)."""
         topic = self.catalog.topic_for(kind)
-        async with asyncio.timeout(timeout):
-            while True:
-                found = [env for env in await self.records(topic) if isinstance(env.data, kind)]
-                if found:
-                    return found[0]
-                await asyncio.sleep(0.05)
+
+        async def found() -> list[Envelope[Any]]:
+            return [env for env in await self.records(topic) if isinstance(env.data, kind)]
+
+        return (await eventually_async(found, f"a {kind.__name__} on {topic}", timeout=timeout))[0]
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from schemas import billing, events
 from schemas.billing import PLATFORM, ModelRates, PricePlan
 from schemas.envelope import Envelope, envelope, to_kafka
 from schemas.usage import UsageRecorded
+from tests.eventually import eventually_async
 from tests.gateway.conftest import SOURCE, Api
 from tests.gateway.test_turns import CONFIG, finished
 from tests.topics import read_all
@@ -441,7 +442,11 @@ async def test_a_redrive_claimed_by_a_gateway_that_stopped_may_be_asked_for_once
         assert command.id not in {env.id for env in await api.commands()}
 
         await stopped.redis.pexpire(stopped.redrive_key(ident), 1)  # a minute passes
-        await asyncio.sleep(0.05)
+
+        async def expired() -> bool:
+            return not await stopped.redis.exists(stopped.redrive_key(ident))
+
+        await eventually_async(expired, "the stopped claim to expire")
         done = await api.http.post(url, headers=api.as_operator)
         assert done.status_code == 200, done.text
         assert command.id in {env.id for env in await api.commands()}

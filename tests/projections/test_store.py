@@ -469,7 +469,7 @@ async def test_the_live_store_waits_only_for_a_rebuild_of_its_own_schema(
         async with rebuild.transaction():
             await rebuild.execute("SELECT pg_advisory_xact_lock(%s)", (swap_lock(schema),))
             held_up = asyncio.create_task(store.apply(items[5:]))
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.5)  # the point: still held up half a second on
             assert not held_up.done()
         assert await asyncio.wait_for(held_up, 5) == 10
     finally:

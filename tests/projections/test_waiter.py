@@ -35,7 +35,6 @@ class CountingDatabase(Database):
     def __init__(self, database_url: str, schema: str) -> None:
         super().__init__(database_url, schema)
         self.asked = 0
-        self._answered = asyncio.Condition()
 
     @asynccontextmanager
     async def connection(
@@ -43,14 +42,16 @@ class CountingDatabase(Database):
     ) -> AsyncIterator[AsyncConnection[DictRow]]:
         async with super().connection(tenant_id) as conn:
             yield conn
-        async with self._answered:
-            self.asked += 1
-            self._answered.notify_all()
+        self.asked += 1
 
     async def until_asked(self, times: int) -> None:
         """Return once the waiter has asked ``times`` questions."""
-        async with asyncio.timeout(5), self._answered:
-            await self._answered.wait_for(lambda: self.asked >= times)
+
+        async def asked() -> int:
+            assert self.asked >= times, f"asked {self.asked} times"
+            return self.asked
+
+        await eventually_async(asked, f"the waiter to ask {times} questions", timeout=5)
 
 
 @pytest.fixture
@@ -63,18 +64,17 @@ async def counting(database_url: str, schema: str) -> AsyncIterator[CountingData
 async def wait_until_listening(db: AsyncConnection[Any], channel_name: str) -> None:
     """Return once some session has run ``LISTEN`` on the channel (a notification sent
     before that is lost, by Postgres's design)."""
-    deadline = time.monotonic() + 5
     listen = sql.SQL("LISTEN {}").format(sql.Identifier(channel_name)).as_string(db)
-    while True:
+
+    async def listeners() -> int:
         cursor = await db.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE query = %s AND state = 'idle'",
             (listen,),
         )
         row = await cursor.fetchone()
-        if row is not None and row[0] > 0:
-            return
-        assert time.monotonic() < deadline, f"nobody listens on {channel_name}"
-        await asyncio.sleep(0.01)
+        return 0 if row is None else int(row[0])
+
+    await eventually_async(listeners, f"a listener on {channel_name}", timeout=5)
 
 
 @asynccontextmanager

@@ -60,7 +60,7 @@ def tool_server() -> Iterator[ToolServer]:
             elif self.path == "/echo":
                 answer = json.dumps(dict(self.headers))
             elif self.path == "/slow":
-                time.sleep(tools.slow_s)
+                time.sleep(tools.slow_s)  # the point: a tool that stalls
             self.send_response(status)
             self.end_headers()
             self.wfile.write(answer.encode())

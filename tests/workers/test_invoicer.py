@@ -29,6 +29,7 @@ from streams.catalog import Catalog
 from streams.publisher import Publisher
 from streams.settings import Settings
 from tests.e2e.conftest import DATABASE_URL
+from tests.eventually import eventually_async
 from workers.runner import prepare, run_roles
 
 SOURCE = "/tests/invoicer"
@@ -68,12 +69,14 @@ class Billing:
             tenant_id=tenant_id,
         )
         await self.publish(request)
-        async with asyncio.timeout(30):
-            while True:
-                found = await invoices.draft_request(self.db, "*", request.id)
-                if found is not None and found.status is not DraftStatus.REQUESTED:
-                    return found
-                await asyncio.sleep(0.05)
+
+        async def decided() -> invoices.DraftRequestRow:
+            found = await invoices.draft_request(self.db, "*", request.id)
+            assert found is not None, "not recorded yet"
+            assert found.status is not DraftStatus.REQUESTED, found.status
+            return found
+
+        return await eventually_async(decided, f"a decision on {request.id}", timeout=30)
 
 
 @pytest.fixture

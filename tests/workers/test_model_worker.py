@@ -8,7 +8,6 @@ import asyncio
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -26,6 +25,7 @@ from streams.handler import Position
 from streams.publisher import Publisher
 from streams.settings import Settings
 from streams.subscriber import kafka_broker
+from tests.eventually import eventually
 from tests.kafka import REPO
 from tests.processes import clean_environ, die_with_parent
 from tests.services import database_url, redis_url
@@ -361,16 +361,18 @@ def test_faststream_run_serves_the_model_role(bootstrap: str) -> None:
     )
     try:
         asyncio.run(publish(bootstrap, catalog, request("dev", "via faststream run")))
-        answers: list[str] = []
-        deadline = time.monotonic() + 30
-        while not answers:
-            assert time.monotonic() < deadline, "no answer from the role"
-            assert role.poll() is None, role.stdout.read().decode() if role.stdout else ""
-            time.sleep(0.3)
-            for record in read_all(bootstrap, catalog.events):
-                data = from_kafka(record.key, record.value, list(record.headers)).data
-                if isinstance(data, events.ModelCallCompleted):
-                    answers.append(data.text)
+
+        def answered() -> list[str]:
+            if role.poll() is not None:  # fails at once, not as "not yet"
+                pytest.fail(role.stdout.read().decode() if role.stdout else "")
+            facts = [
+                from_kafka(record.key, record.value, list(record.headers)).data
+                for record in read_all(bootstrap, catalog.events)
+            ]
+            return [fact.text for fact in facts if isinstance(fact, events.ModelCallCompleted)]
+
+        # Every 0.3 s: each look reads the whole events topic.
+        answers = eventually(answered, "an answer from the role", timeout=30, poll=0.3)
         assert answers == ["echo: via faststream run"]
     finally:
         role.send_signal(signal.SIGINT)
