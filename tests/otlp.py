@@ -5,7 +5,6 @@ and keeps the spans with the ``service.name`` of the process that sent them."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,6 +16,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
+
+from tests.eventually import eventually
 
 
 @dataclass(frozen=True)
@@ -120,13 +121,12 @@ class OtlpReceiver:
 
     def wait_for(self, predicate: Callable[[list[Span]], bool], timeout: float = 30) -> list[Span]:
         """The spans received, once ``predicate`` holds for them."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def received() -> tuple[list[Span]]:
             with self._lock:
                 spans = list(self.spans)
-            if predicate(spans):
-                return spans
-            if time.monotonic() > deadline:
-                names = sorted({s.name for s in spans})
-                raise AssertionError(f"spans received ({len(spans)}): {names}")
-            time.sleep(0.05)
+            assert predicate(spans), f"spans ({len(spans)}): {sorted({s.name for s in spans})}"
+            return (spans,)  # truthy even with no span
+
+        (spans,) = eventually(received, "the spans wanted", timeout=timeout)
+        return spans

@@ -24,6 +24,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from projections.secrets import new_key
+from tests.eventually import NotYetError, eventually
 from tests.kafka import REPO
 from tests.processes import die_with_parent
 from tests.services import database_url, redis_url
@@ -140,16 +141,24 @@ def launch_up(
         preexec_fn=die_with_parent,
     )
     printed: dict[str, str] = {}
-    deadline = time.monotonic() + 90
-    assert proc.stdout is not None
-    while "api key" not in printed:
-        line = proc.stdout.readline().decode()
-        if (not line and proc.poll() is not None) or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"agentlog up did not start: {log_path.read_text()[-4000:]}")
+    stdout = proc.stdout
+    assert stdout is not None
+
+    def read_line() -> bool:
+        """Read what it printed next (waiting for a line: no poll needed)."""
+        line = stdout.readline().decode()
+        if not line and proc.poll() is not None:
+            raise EOFError("agentlog up exited")
         name, _, rest = line.strip().partition("  ")
         if rest:
             printed[name.strip()] = rest.strip()
+        return "api key" in printed
+
+    try:
+        eventually(read_line, "agentlog up to print its API key", timeout=90, poll=0)
+    except (NotYetError, EOFError) as exc:
+        proc.kill()
+        raise RuntimeError(f"agentlog up did not start: {log_path.read_text()[-4000:]}") from exc
     return proc, printed
 
 
@@ -199,15 +208,18 @@ def start_gateway(platform: Platform, **env: str) -> tuple[subprocess.Popen[byte
         proc.kill()
         raise AssertionError(f"the gateway did not start: {printed}")
     url = printed[1]
-    deadline = time.monotonic() + 30
-    while True:
+
+    def healthy() -> bool:
         with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return proc, url
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError("the gateway did not start")
-        time.sleep(0.1)
+            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+        return False
+
+    try:
+        eventually(healthy, f"the gateway at {url} to answer /healthz", timeout=30)
+    except NotYetError:
+        proc.kill()
+        raise
+    return proc, url
 
 
 def stop_gateway(proc: subprocess.Popen[bytes]) -> None:
@@ -237,7 +249,7 @@ def tool_server() -> Iterator[ToolServer]:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
             received.append({"path": self.path, "body": body, "headers": dict(self.headers)})
             if self.path == "/slow":
-                time.sleep(3)
+                time.sleep(3)  # the point: a tool that stalls
             if self.path == "/broken":
                 self.send_response(500)
                 self.end_headers()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +26,7 @@ from schemas.values import AgentConfig
 from tests.e2e.conftest import Platform
 from tests.e2e.test_bad_input import turn
 from tests.e2e.test_turns import open_session, read_topic
+from tests.eventually import eventually
 from tests.kafka import REPO
 from workers.providers.protocol_server import ModelServer, Reply
 
@@ -176,11 +176,15 @@ def test_an_operator_watches_turns_opens_a_timeline_and_redrives_a_dead_letter(
     shot(page, out, "dead-letters")
     letter.locator("button[data-redrive]").click()
     expect(letter).to_contain_text("re-driven to")
-    deadline = time.monotonic() + 30
-    while "processed" not in page.locator("#dead-letters").inner_text():
-        assert time.monotonic() < deadline, "the re-driven command was not processed"
-        page.wait_for_timeout(1000)
-        page.reload()
+
+    def processed() -> bool:
+        if "processed" in page.locator("#dead-letters").inner_text():
+            return True
+        page.reload()  # looked at again after the poll
+        return False
+
+    # Every second: each look renders the page again, reading the dead-letter topic.
+    eventually(processed, "the re-driven command to be processed", timeout=30, poll=1)
     with platform.client() as api:
         assert api.get(f"/v1/agents/{agent_id}").status_code == 200
     shot(page, out, "dead-letters-redriven")

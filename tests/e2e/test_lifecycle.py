@@ -4,7 +4,6 @@ sessions whose output lies in different partitions side by side."""
 from __future__ import annotations
 
 import json
-import time
 
 import httpx
 from aiokafka.partitioner import DefaultPartitioner
@@ -12,18 +11,18 @@ from aiokafka.partitioner import DefaultPartitioner
 from tests.e2e.conftest import Platform, ToolServer
 from tests.e2e.test_bad_input import problem
 from tests.e2e.test_turns import SseReader, open_session, setup_agent
+from tests.eventually import eventually
 
 PARTITIONS = 3  # platform_env's AGENTLOG_TOPIC_PARTITIONS
 
 
 def wait_for_status(api: httpx.Client, turn_id: str, statuses: set[str]) -> dict[str, object]:
-    deadline = time.monotonic() + 30
-    while True:
-        turn: dict[str, object] = api.get(f"/v1/turns/{turn_id}").json()
-        if turn["status"] in statuses:
-            return turn
-        assert time.monotonic() < deadline, turn
-        time.sleep(0.05)
+    def turn() -> dict[str, object]:
+        found: dict[str, object] = api.get(f"/v1/turns/{turn_id}").json()
+        assert found["status"] in statuses, found
+        return found
+
+    return eventually(turn, f"turn {turn_id} in {sorted(statuses)}", timeout=30)
 
 
 def test_a_cancelled_turn_ends_and_the_session_goes_on(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from typing import Any
 
 import httpx
@@ -14,6 +13,7 @@ import pytest
 from schemas.envelope import from_kafka, trace_id
 from schemas.export import committed_schemas
 from tests.e2e.conftest import Platform, ToolServer
+from tests.eventually import eventually
 from tests.topics import read_all
 
 WEATHER_SCHEMA = {
@@ -112,10 +112,11 @@ class SseReader:
             event[name] = value.strip()
 
     def wait_for(self, predicate: Any, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate(self.events):
-            assert time.monotonic() < deadline, f"SSE events so far: {self.events}"
-            time.sleep(0.05)
+        def seen() -> bool:
+            assert predicate(self.events), f"SSE events so far: {self.events}"
+            return True
+
+        eventually(seen, "the SSE events wanted", timeout=timeout)
 
 
 def read_topic(platform: Platform, name: str) -> list[Any]:

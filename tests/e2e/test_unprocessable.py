@@ -5,7 +5,6 @@ at its deadline."""
 from __future__ import annotations
 
 import hashlib
-import time
 from typing import Any
 
 import httpx
@@ -17,6 +16,7 @@ from schemas import events
 from schemas.envelope import derived_id, envelope, from_kafka, to_kafka
 from tests.e2e.conftest import DATABASE_URL, Platform, ToolServer
 from tests.e2e.test_turns import open_session, read_topic, setup_agent
+from tests.eventually import eventually
 
 
 def tenant_of(platform: Platform) -> str:
@@ -39,12 +39,13 @@ def record_tool(platform: Platform, api: httpx.Client, tool: events.ToolDefiniti
     """Register ``tool`` by writing ``ToolRegistered`` straight to the log (bypassing
     the gateway's checks, as an older version of it might), and wait until it is listed."""
     publish(platform, events.ToolRegistered(tenant_id=tenant_of(platform), tool=tool))
-    deadline = time.monotonic() + 10
-    while tool.model_dump(mode="json") not in [
-        {k: t[k] for k in events.ToolDefinition.model_fields} for t in api.get("/v1/tools").json()
-    ]:
-        assert time.monotonic() < deadline, "the recorded tool was not projected"
-        time.sleep(0.05)
+    fields = events.ToolDefinition.model_fields
+
+    def listed() -> bool:
+        tools = [{k: t[k] for k in fields} for t in api.get("/v1/tools").json()]
+        return tool.model_dump(mode="json") in tools
+
+    eventually(listed, f"the recorded tool {tool.name} to be projected", timeout=10)
 
 
 def run_turn(api: httpx.Client, session_id: str, message: str) -> dict[str, Any]:
