@@ -10,7 +10,6 @@ import io
 import json
 import subprocess
 import sys
-import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from tests.e2e.conftest import DATABASE_URL, Platform
 from tests.e2e.test_bad_input import problem
 from tests.e2e.test_turns import open_session
 from tests.e2e.test_unprocessable import tenant_of
+from tests.eventually import eventually
 from tests.kafka import REPO
 from workers.providers.protocol_server import ModelServer, Reply
 
@@ -58,26 +58,27 @@ def this_month() -> tuple[str, datetime.datetime]:
 
 def usage_total(api: httpx.Client, events: int, timeout: float = 30) -> list[dict[str, Any]]:
     """The tenant's usage by unit, once ``events`` usage events are in the ledger."""
-    deadline = time.monotonic() + timeout
-    while True:
-        groups = api.get("/v1/usage", params={"group_by": "unit"}).json()["items"]
-        if sum(g["events"] for g in groups if g["unit"] == "output_tokens") >= events:
-            return groups  # type: ignore[no-any-return]
-        assert time.monotonic() < deadline, groups
-        time.sleep(0.2)
+
+    def groups() -> list[dict[str, Any]]:
+        usage = api.get("/v1/usage", params={"group_by": "unit"})
+        found: list[dict[str, Any]] = usage.json()["items"]
+        assert sum(g["events"] for g in found if g["unit"] == "output_tokens") >= events, found
+        return found
+
+    return eventually(groups, f"{events} output-token usage events in the ledger", timeout=timeout)
 
 
 def replay(admin: httpx.Client) -> dict[str, Any]:
     """A billing replay over HTTP, followed until it is done."""
     started = admin.post("/v1/admin/replays", json={"name": "billing"})
     assert started.status_code == 202, started.text
-    deadline = time.monotonic() + 60
-    while True:
-        report = admin.get(started.headers["Location"]).json()
-        if report["status"] != "running":
-            return report  # type: ignore[no-any-return]
-        assert time.monotonic() < deadline, report
-        time.sleep(0.2)
+
+    def done() -> dict[str, Any]:
+        report: dict[str, Any] = admin.get(started.headers["Location"]).json()
+        assert report["status"] != "running", report
+        return report
+
+    return eventually(done, "the billing replay to end", timeout=60)
 
 
 def test_usage_of_real_turns_is_drafted_verified_and_revised(
@@ -208,10 +209,13 @@ def test_usage_of_real_turns_is_drafted_verified_and_revised(
         }
         for _ in range(2):
             assert admin.post("/v1/admin/usage", json=late).status_code == 202
-        deadline = time.monotonic() + 30
-        while sum(g["events"] for g in usage_total(api, 3) if g["unit"] == "calls") < 1:
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+
+        def counted() -> bool:
+            groups = usage_total(api, 3)
+            assert sum(g["events"] for g in groups if g["unit"] == "calls") >= 1, groups
+            return True
+
+        eventually(counted, "the late tool usage in the ledger", timeout=30)
         again = admin.post("/v1/invoices/drafts", json={"tenant_id": tenant_id, "period": period})
         assert again.status_code == 201, again.text
         second = again.json()["revisions"][-1]

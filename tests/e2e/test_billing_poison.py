@@ -7,8 +7,9 @@ CLI succeeds and reports them."""
 from __future__ import annotations
 
 import datetime
-import time
 from typing import Any
+
+import httpx
 
 from schemas.envelope import envelope, to_kafka
 from schemas.usage import MAX_QUANTITY, UsageRecorded
@@ -17,6 +18,7 @@ from tests.e2e.test_bad_input import problem
 from tests.e2e.test_billing import cli, operator_client, replay, this_month
 from tests.e2e.test_turns import read_topic
 from tests.e2e.test_unprocessable import tenant_of
+from tests.eventually import eventually
 
 DRAFTED_WITHIN_S = 30
 
@@ -97,15 +99,18 @@ def test_usage_billing_cannot_count_poisons_no_draft_verification_or_replay(
             platform.produce("agentlog.usage", value, key, headers)
 
         # The invoicer's fence passes the records set aside: the draft is drafted.
-        deadline = time.monotonic() + DRAFTED_WITHIN_S
         requested = admin.post(
             "/v1/invoices/drafts", json={"tenant_id": tenant_id, "period": period}
         )
         assert requested.status_code in (201, 202), requested.text
         invoice_id = requested.json()["invoice_id"]
-        while (found := admin.get(f"/v1/invoices/{invoice_id}")).status_code != 200:
-            assert time.monotonic() < deadline, found.text
-            time.sleep(0.2)
+
+        def drafted() -> httpx.Response:
+            found = admin.get(f"/v1/invoices/{invoice_id}")
+            assert found.status_code == 200, found.text
+            return found
+
+        found = eventually(drafted, f"the draft of {invoice_id}", timeout=DRAFTED_WITHIN_S)
         (revision,) = found.json()["revisions"]
         assert revision["usage_events"] == 2
         assert found.json()["total"] == "3.00"  # 2 events of 3 calls at 0.5

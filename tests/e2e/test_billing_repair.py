@@ -7,7 +7,6 @@ reprices when the operator asks for it."""
 from __future__ import annotations
 
 import datetime
-import time
 from typing import Any
 
 import httpx
@@ -19,6 +18,7 @@ from tests.e2e.test_bad_input import problem
 from tests.e2e.test_billing import cli, operator_client, replay, this_month
 from tests.e2e.test_turns import read_topic
 from tests.e2e.test_unprocessable import tenant_of
+from tests.eventually import eventually
 
 DECIDED_WITHIN_S = 30
 
@@ -31,11 +31,14 @@ def draft(admin: httpx.Client, tenant_id: str, period: str) -> dict[str, Any]:
     assert requested.status_code in (202, 409), requested.text
     if requested.status_code == 409:
         return {"status": "rejected", "code": requested.json()["code"]}
-    deadline = time.monotonic() + DECIDED_WITHIN_S
     location = requested.headers["Location"]
-    while (found := admin.get(location)).status_code != 200:
-        assert time.monotonic() < deadline, found.text
-        time.sleep(0.2)
+
+    def drafted() -> httpx.Response:
+        found = admin.get(location)
+        assert found.status_code == 200, found.text
+        return found
+
+    found = eventually(drafted, f"the draft at {location}", timeout=DECIDED_WITHIN_S)
     return {"status": "drafted", **found.json()}
 
 
@@ -71,10 +74,13 @@ def test_conflicting_assignments_are_repaired_by_withdrawing_one(platform: Platf
             "used_at": (start + datetime.timedelta(hours=2)).isoformat(),
         }
         assert admin.post("/v1/admin/usage", json=used).status_code == 202
-        deadline = time.monotonic() + DECIDED_WITHIN_S
-        while len(admin.get(assign).json()) < 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+
+        def both_recorded() -> bool:
+            assignments = admin.get(assign).json()
+            assert len(assignments) >= 2, assignments
+            return True
+
+        eventually(both_recorded, "both assignments recorded", timeout=DECIDED_WITHIN_S)
 
         # The month cannot be drafted, and a fixing assignment in USD is refused.
         assert draft(admin, tenant_id, period) == {

@@ -10,9 +10,8 @@ import datetime
 import random
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from streams.catalog import Catalog
 from streams.publisher import Publisher
 from streams.settings import Settings
 from tests.e2e.conftest import DATABASE_URL, applied_records, drop_schemas
+from tests.eventually import NotYetError, eventually
 from tests.kafka import REPO
 from tests.services import redis_url
 from workers.runner import prepare
@@ -51,6 +51,15 @@ def role(env: dict[str, str], name: str, log: Path) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=log.open("ab"),
     )
+
+
+def until(probe: Callable[[], object], what: str, log: Path, **wait: float) -> None:
+    """``eventually``, with the end of the roles' log in a failure (read then, once)."""
+    try:
+        eventually(probe, what, **wait)
+    except NotYetError as exc:
+        exc.add_note(log.read_text()[-3000:])
+        raise
 
 
 def history(rng: random.Random, catalog_tenants: list[str]) -> list[Envelope[Any]]:
@@ -163,20 +172,26 @@ def test_replays_after_kills_give_identical_tables_and_hashes(
     try:
         for n in range(KILLS):
             target = (n + rng.uniform(0.2, 0.8)) * stretch
-            deadline = time.monotonic() + 60
-            while applied_records(settings.billing_schema) < target:
-                assert time.monotonic() < deadline, log.read_text()[-3000:]
-                time.sleep(0.005)
+            # Looked at every 5 ms: the kill is aimed at that position in the fold.
+            until(
+                lambda: applied_records(settings.billing_schema) >= target,  # noqa: B023
+                f"{target:.0f} records applied",
+                log,
+                timeout=60,
+                poll=0.005,
+            )
             roles["billing"].kill()
             roles["billing"].wait(10)
             done = applied_records(settings.billing_schema)
             caught_mid_fold += 0 < done < total
             roles["billing"] = role(env, "billing", log)
         roles["invoicer"] = role(env, "invoicer", log)
-        deadline = time.monotonic() + 120
-        while applied_records(settings.billing_schema) < total:
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.2)
+        until(
+            lambda: applied_records(settings.billing_schema) >= total,
+            f"all {total} records applied",
+            log,
+            timeout=120,
+        )
         assert caught_mid_fold >= KILLS // 2, f"only {caught_mid_fold} kills landed mid-fold"
         requests = [
             envelope(
@@ -189,16 +204,16 @@ def test_replays_after_kills_give_identical_tables_and_hashes(
             for t in tenants
         ]
         asyncio.run(publish(requests))
-        deadline = time.monotonic() + 60
-        while True:
+
+        def drafted() -> bool:
             with psycopg.connect(DATABASE_URL) as conn:
-                (drafted,) = conn.execute(  # type: ignore[misc]
+                (count,) = conn.execute(  # type: ignore[misc]
                     f'SELECT count(*) FROM "{settings.billing_schema}".invoice_revisions'
                 ).fetchone()
-            if drafted == TENANTS:
-                break
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.2)
+            assert count == TENANTS, f"{count} drafts"
+            return True
+
+        until(drafted, f"{TENANTS} drafts", log, timeout=60)
 
         # Three replays from offset 0: each matches the live tables (or exits 1) and
         # computes every draft again; the tables each leaves are the same, byte for byte.
