@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ import redis
 from schemas.envelope import from_kafka
 from streams.child_processes import alive
 from tests.e2e.conftest import drop_schemas, launch_up, platform_env
+from tests.eventually import NotYetError, eventually
 from tests.kafka import REPO
 from tests.processes import clean_environ, die_with_parent
 from tests.topics import read_all
@@ -181,20 +181,21 @@ def test_kill_9_of_agentlog_up_loses_no_accepted_turn(
         target=load, args=(printed["gateway"].split()[0], printed["api key"]), daemon=True
     )
     loader.start()
-    deadline = time.monotonic() + 30
-    while len(accepted) < 15:
-        assert time.monotonic() < deadline, "the load did not start"
-        time.sleep(0.01)
+    # Looked at every 10 ms: the kill is aimed at a load under way.
+    eventually(lambda: len(accepted) >= 15, "the load to start", timeout=30, poll=0.01)
     pids = server_pids(home)
     killed_at = datetime.datetime.now(datetime.UTC)
     proc.send_signal(signal.SIGKILL)  # nothing of agentlog up's shutdown runs
     killed.set()
     proc.wait(10)
     loader.join(15)
-    deadline = time.monotonic() + 20
-    while any(alive(pid) for pid in pids.values()):
-        assert time.monotonic() < deadline, "an embedded server outlived agentlog up"
-        time.sleep(0.05)
+
+    def gone() -> bool:
+        living = {name: pid for name, pid in pids.items() if alive(pid)}
+        assert not living, f"still alive: {living}"
+        return True
+
+    eventually(gone, "the embedded servers to die with agentlog up", timeout=20)
 
     key = printed["api key"]
     proc, printed = launch_up(env, tmp_path / "up.log", "--no-broker")
@@ -210,19 +211,22 @@ def test_kill_9_of_agentlog_up_loses_no_accepted_turn(
                 )
                 assert answer.status_code in (200, 201, 202), answer.text
                 accepted[idempotency] = answer.json()["turn_id"]
-            deadline = time.monotonic() + 90
             pending = set(accepted.values())
-            while pending:
-                assert time.monotonic() < deadline, f"turns never completed: {sorted(pending)}"
+
+            def completed() -> bool:
                 for turn_id in list(pending):
                     turn = api.get(f"/v1/turns/{turn_id}")
                     if turn.status_code == 404:
                         continue  # recorded, not yet projected: the projector catches up
                     status = turn.json()["status"]
-                    assert status in ("requested", "accepted", "running", "completed"), status
+                    if status not in ("requested", "accepted", "running", "completed"):
+                        pytest.fail(f"turn {turn_id}: {status}")  # at once, not "not yet"
                     if status == "completed":
                         pending.discard(turn_id)
-                time.sleep(0.1)
+                assert not pending, f"not completed: {sorted(pending)}"
+                return True
+
+            eventually(completed, "every accepted turn to complete", timeout=90)
         completions: dict[str, set[str]] = defaultdict(set)
         completed_at: list[datetime.datetime] = []
         for record in read_all(bootstrap, f"{env['AGENTLOG_TOPIC_PREFIX']}agentlog.events"):
@@ -335,18 +339,21 @@ def up_with_its_broker(
 
 def invoked(api: httpx.Client, agent_id: str, message: str, timeout: float) -> str:
     """The answer to ``message``, asked again (same Idempotency-Key) until it comes."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def answered() -> str:
         answer = api.post(
             f"/v1/agents/{agent_id}/invoke?wait=5",
             json={"message": message},
             headers={"Idempotency-Key": message},
         )
-        if answer.status_code == 200:
-            return str(answer.json()["answer"])
-        assert answer.status_code in (202, 503), answer.text
-        assert time.monotonic() < deadline, answer.text
-        time.sleep(0.5)
+        if answer.status_code not in (200, 202, 503):
+            pytest.fail(answer.text)  # at once, not "not yet"
+        assert answer.status_code == 200, answer.text
+        return str(answer.json()["answer"])
+
+    # Every half second: each try is an invoke, and a 503 comes at once while the broker
+    # restarts.
+    return eventually(answered, f"an answer to {message!r}", timeout=timeout, poll=0.5)
 
 
 def test_agentlog_up_starts_its_broker_again_after_a_kill_9(
@@ -360,10 +367,15 @@ def test_agentlog_up_starts_its_broker_again_after_a_kill_9(
             killed = broker_child(proc)
             assert killed is not None
             os.kill(killed, signal.SIGKILL)
-            deadline = time.monotonic() + 20
-            while broker_child(proc) in (None, killed):
-                assert time.monotonic() < deadline, log_path.read_text()[-3000:]
-                time.sleep(0.1)
+            try:
+                eventually(
+                    lambda: broker_child(proc) not in (None, killed),
+                    "the broker started again",
+                    timeout=20,
+                )
+            except NotYetError as exc:
+                exc.add_note(log_path.read_text()[-3000:])
+                raise
             assert invoked(api, agent_id, "after", 60) == "echo: after"
         assert proc.poll() is None
         code = stop(proc)
@@ -398,14 +410,16 @@ def test_agentlog_up_exits_when_its_broker_keeps_dying(
             killed = broker_child(proc)
             assert killed is not None
             os.kill(killed, signal.SIGKILL)
-            deadline = time.monotonic() + 5
-            while True:  # the port, once the killed broker has let go of it
+
+            def bound() -> bool:  # the port, once the killed broker has let go of it
                 try:
                     squatter.bind(("127.0.0.1", port))
-                    break
-                except OSError:
-                    assert time.monotonic() < deadline
-                    time.sleep(0.01)
+                except OSError as exc:
+                    raise AssertionError(repr(exc)) from exc
+                return True
+
+            # Every 10 ms: the port must be taken before the restart, half a second on.
+            eventually(bound, f"port {port} free to bind", timeout=5, poll=0.01)
             squatter.listen()
             code = proc.wait(90)
         finally:

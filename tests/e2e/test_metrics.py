@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import subprocess
 import sys
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -26,6 +26,7 @@ from schemas.usage import UsageRecorded
 from tests.e2e.conftest import ToolServer, drop_schemas, platform_env
 from tests.e2e.test_bad_input import turn
 from tests.e2e.test_turns import open_session, setup_agent
+from tests.eventually import eventually
 from tests.kafka import REPO
 from tests.processes import die_with_parent
 from tests.topics import read_all
@@ -70,10 +71,7 @@ def cluster(
             assert line[:1] in (["metrics"], ["gateway"]), (role, line)
             urls[role] = line[1].removesuffix("/metrics")
         for role, url in urls.items():
-            deadline = time.monotonic() + 30
-            while not _ready(url):
-                assert time.monotonic() < deadline, f"{role} not ready"
-                time.sleep(0.1)
+            eventually(functools.partial(_ready, url), f"{role} ready", timeout=30)
         yield env, urls
     finally:
         for proc in procs:
@@ -172,17 +170,19 @@ def test_every_role_serves_the_counts_of_a_scripted_load_and_lag_returns_to_0(
         return read_all(bootstrap, f"{prefix}{name}")
 
     # Every consumer has caught up: every partition it owns shows lag 0.
-    deadline = time.monotonic() + 30
-    while True:
+    def caught_up() -> dict[str, Samples]:
         scraped = {role: scrape(url) for role, url in urls.items()}
         behind = {
             role: lag for role in ROLE_ARGS if not (lag := lags(scraped[role])) or any(lag.values())
         }
         handled = value(scraped["commands"], "agentlog_records_dead_lettered_total")
-        if not behind and handled == 1:
-            break
-        assert time.monotonic() < deadline, f"still behind: {behind}"
-        time.sleep(0.5)
+        assert not behind, f"still behind: {behind}"
+        assert handled == 1, f"{handled} dead-lettered"
+        return scraped
+
+    # Every half second: the roles measure their lag once a second, and each look scrapes
+    # every role's metrics.
+    scraped = eventually(caught_up, "every consumer caught up", timeout=30, poll=0.5)
 
     usage = [from_kafka(r.key, r.value, list(r.headers)).data for r in log("agentlog.usage")]
     model_usage = [u for u in usage if isinstance(u, UsageRecorded) and u.kind == "model"]
