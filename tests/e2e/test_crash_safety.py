@@ -67,6 +67,7 @@ from schemas import events
 from schemas.envelope import Envelope, from_kafka
 from streams.catalog import partitions_of
 from tests.e2e.conftest import DATABASE_URL, Platform, drop_schemas, platform_env
+from tests.eventually import NotYetError, eventually
 from tests.kafka import REPO, BrokerProcess
 from tests.topics import read_all
 from workers.providers.base import CALL_ID_HEADER, ModelRequest
@@ -582,7 +583,8 @@ class Client:
 
     def send(self, method: str, path: str, deadline: float, **kwargs: Any) -> httpx.Response:
         self.attempts = 0
-        while True:
+
+        def answered() -> httpx.Response:
             if self.abort.is_set():
                 raise RuntimeError("aborted")
             self.attempts += 1
@@ -601,9 +603,11 @@ class Client:
             finally:
                 if method == "POST":
                     self._posting(-1)
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{method} {path}: no answer: {failure}")
-            time.sleep(0.2)
+            raise AssertionError(f"no answer: {failure}")  # not yet: sent again
+
+        # Sent again every 0.2 s, as before: the resends are the load's, and its figures'.
+        left = max(deadline - time.monotonic(), 0)
+        return eventually(answered, f"{method} {path} answered", timeout=left, poll=0.2)
 
 
 @dataclass
@@ -628,6 +632,9 @@ def scripted_turn(label: str, tool: bool, visit: int | None = None) -> tuple[str
     return f"hello {label}", f"echo: hello {label}"
 
 
+ENDED = ("completed", "failed", "rejected", "cancelled")
+
+
 def run_turn(
     client: Client, session_id: str, key: str, message: str, expected: str, timeout: float
 ) -> Turn:
@@ -645,21 +652,23 @@ def run_turn(
     turn.sends = client.attempts
     assert response.status_code in (200, 202), response.text
     turn.turn_id = turn_id = str(response.json()["turn_id"])
-    while turn.status is None:
+
+    def ended() -> httpx.Response:
+        """The turn's answer once it has ended, or a refusal (raised below at once)."""
         response = client.send("GET", f"/v1/turns/{turn_id}", deadline)
-        if response.status_code == 200 and response.json()["status"] in (
-            "completed",
-            "failed",
-            "rejected",
-            "cancelled",
-        ):
-            turn.status, turn.answer = response.json()["status"], response.json()["answer"]
-        elif response.status_code not in (200, 404):  # 404: not projected yet
-            raise AssertionError(f"turn {turn_id}: {response.status_code} {response.text}")
-        elif time.monotonic() > deadline:
-            raise AssertionError(f"turn {turn_id} ({key}) did not finish in {timeout} s")
+        if response.status_code == 200:
+            assert response.json()["status"] in ENDED, response.json()["status"]
         else:
-            time.sleep(0.1)
+            assert response.status_code != 404, "not projected yet"
+        return response
+
+    # Every 0.1 s, as before: the drivers' looks are part of the load the kills fall on.
+    left = max(deadline - time.monotonic(), 0)
+    what = f"turn {turn_id} ({key}) to finish in {timeout} s"
+    response = eventually(ended, what, timeout=left, poll=0.1)
+    if response.status_code != 200:
+        raise AssertionError(f"turn {turn_id}: {response.status_code} {response.text}")
+    turn.status, turn.answer = response.json()["status"], response.json()["answer"]
     turn.seconds = time.monotonic() - started
     return turn
 
@@ -716,11 +725,12 @@ def session_partitions(bootstrap: str, topic: str) -> dict[str, int]:
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.002)
+    """Whether ``predicate`` came true within ``timeout``: a kill aimed by it goes ahead
+    either way. Looked at every 2 ms, as the calls it aims at last a few hundred."""
+    try:
+        eventually(predicate, "the moment to kill", timeout=timeout, poll=0.002)
+    except NotYetError:
+        return False
     return True
 
 
@@ -739,12 +749,17 @@ def wait_caught_up(bootstrap: str, prefix: str, roles: list[str], timeout: float
                     total += ends[tp] - (await consumer.committed(tp) or 0)
         return total
 
-    deadline = time.monotonic() + timeout
     quiet = 0
-    while quiet < 2:
-        assert time.monotonic() < deadline, f"{roles} did not catch up: lag {asyncio.run(lag())}"
-        quiet = quiet + 1 if asyncio.run(lag()) == 0 else 0
-        time.sleep(1)
+
+    def caught_up() -> bool:
+        nonlocal quiet
+        lagging = asyncio.run(lag())
+        quiet = quiet + 1 if lagging == 0 else 0
+        assert quiet >= 2, f"lag {lagging}, {quiet} of 2 readings at 0"
+        return True
+
+    # Every second: two readings of no lag a second apart.
+    eventually(caught_up, f"{roles} to catch up", timeout=timeout, poll=1)
 
 
 def ledger_tokens(schema: str, usage: list[Any], timeout: float = 60) -> dict[str, dict[str, int]]:
@@ -753,19 +768,21 @@ def ledger_tokens(schema: str, usage: list[Any], timeout: float = 60) -> dict[st
     ends: dict[int, int] = {}
     for record in usage:
         ends[record.partition] = max(ends.get(record.partition, 0), record.offset + 1)
-    deadline = time.monotonic() + timeout
     with psycopg.connect(DATABASE_URL, autocommit=True) as conn:
-        while True:
+
+        def applied() -> bool:
             stored: dict[int, int] = dict(
                 conn.execute(
                     f'SELECT partition, next_offset FROM "{schema}".projection_positions'
                     " WHERE topic LIKE '%%agentlog.usage'"
                 ).fetchall()
             )
-            if all(stored.get(p, 0) >= end for p, end in ends.items()):
-                break
-            assert time.monotonic() < deadline, f"billing lags: {stored} of {ends}"
-            time.sleep(0.2)
+            assert all(stored.get(p, 0) >= end for p, end in ends.items()), (
+                f"billing lags: {stored} of {ends}"
+            )
+            return True
+
+        eventually(applied, "the usage topic billed", timeout=timeout)
         rows = conn.execute(
             "SELECT tenant_id,"
             " sum(coalesce((quantities->>'input_tokens')::bigint, 0)"
@@ -883,7 +900,8 @@ def test_kill_9_every_role_loses_and_repeats_nothing(
                         run_turn(own, session_id, f"s{index}-t{n}", message, expected, 120)
                     )
                     n += 1
-                    time.sleep(random.uniform(0.1, 0.5))  # rng is the kill schedule's
+                    # The point: a driver's pause (not rng's: rng is the kill schedule's).
+                    time.sleep(random.uniform(0.1, 0.5))
             except Exception as exc:  # reported with the rest
                 errors.append(f"driver {index}: {exc!r}")
 
@@ -911,7 +929,7 @@ def test_kill_9_every_role_loses_and_repeats_nothing(
         schedule = [name for name, count in KILLS.items() for _ in range(count)]
         rng.shuffle(schedule)
         for n, name in enumerate(schedule):
-            time.sleep(rng.uniform(0.2, 1.5))
+            time.sleep(rng.uniform(0.2, 1.5))  # the point: a random gap between kills
             # Effect workers and the broker are killed early in a call (if one comes
             # within 5 s), at a random point of it; calls last 0.45-1 s, tools 0.1-0.3 s.
             aimed = True
@@ -927,7 +945,7 @@ def test_kill_9_every_role_loses_and_repeats_nothing(
             elif name == "gateway":  # a turn request is over in milliseconds
                 aimed = wait_until(lambda: Client.posting > 0, 5)
             kills.append(Kill(name, victims[name].kill()))
-            time.sleep(rng.uniform(0, 0.5))
+            time.sleep(rng.uniform(0, 0.5))  # the point: down for a random while
             victims[name].start()
             recoveries.append((name, probe(n)))
             print(f"kill {n}: {name} (aimed: {aimed}), recovered in {recoveries[-1][1]:.1f} s")

@@ -33,6 +33,7 @@ from tests.e2e.conftest import (
 from tests.e2e.test_bad_input import problem
 from tests.e2e.test_billing import cli
 from tests.e2e.test_turns import open_session, setup_agent
+from tests.eventually import NotYetError, eventually
 from tests.kafka import BrokerProcess, closed_port
 from workers.providers.protocol_server import ModelServer
 
@@ -166,17 +167,22 @@ def test_postgres_unreachable_answers_503_fast_and_202_once_recorded(
         assert took < 5 + OUTAGE_ANSWER_S
 
         proxy.start()
-        deadline = time.monotonic() + 30
-        while httpx.get(f"{url}/readyz").status_code != 200:
-            assert time.monotonic() < deadline, "/readyz did not come back"
-            time.sleep(0.2)
+
+        def back() -> int:
+            status = httpx.get(f"{url}/readyz").status_code
+            assert status == 200, status
+            return status
+
+        eventually(back, "/readyz to come back", timeout=30)
         # The turn that was recorded during the outage ran.
         with platform.client() as api:
-            done = api.get(f"/v1/turns/{recorded['turn_id']}")
-            while done.json()["status"] not in ("completed", "failed"):
-                assert time.monotonic() < deadline, done.text
-                time.sleep(0.1)
-                done = api.get(f"/v1/turns/{recorded['turn_id']}")
+
+            def ended() -> httpx.Response:
+                found = api.get(f"/v1/turns/{recorded['turn_id']}")
+                assert found.json()["status"] in ("completed", "failed"), found.text
+                return found
+
+            done = eventually(ended, "the turn recorded in the outage to end", timeout=30)
             assert done.json()["answer"] == "echo: hello"
     finally:
         stop_gateway(proc)
@@ -284,7 +290,7 @@ def _hammer(
             retry_after = response.headers.get("retry-after")
             status = response.status_code
             answers.append(Answer(write, headers, started, took, status, body, retry_after))
-            time.sleep(0.05)
+            time.sleep(0.05)  # the point: a client's pace, some 20 writes a second at most
 
 
 @pytest.mark.broker_internal
@@ -322,7 +328,7 @@ def test_writes_answer_in_time_while_the_broker_is_down_and_succeed_once_it_is_b
             _until(lambda: all(_served(answers, w, 0.0) for w in writes), 60, answers)
             broker.kill()
             killed = time.monotonic()
-            time.sleep(DOWN_S)
+            time.sleep(DOWN_S)  # the point: the outage
             broker.start()
             back = time.monotonic()
             _until(lambda: all(_served(answers, w, back) for w in writes), 90, answers)
@@ -360,10 +366,11 @@ def _served(answers: list[Answer], write: Write, since: float) -> bool:
 
 
 def _until(condition: Callable[[], bool], timeout: float, answers: list[Answer]) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, _report(answers, 0, 0)
-        time.sleep(0.2)
+    try:
+        eventually(condition, "every route served", timeout=timeout)
+    except NotYetError as exc:
+        exc.add_note(_report(answers, 0, 0))  # made once, as it reads every answer
+        raise
 
 
 def _report(answers: list[Answer], killed: float, back: float) -> str:
@@ -395,7 +402,7 @@ def test_logs_stay_quiet_while_the_broker_is_down(
         session_id = open_session(api, agent.json()["agent_id"])
         before = len(platform.log_path.read_bytes().splitlines())
         broker.kill()
-        deadline = time.monotonic() + down_s
+        deadline = time.monotonic() + down_s  # the point: a client writes throughout
         while time.monotonic() < deadline:
             api.post(f"/v1/sessions/{session_id}/turns", json={"message": "hi"})
         lines = platform.log_path.read_bytes().splitlines()[before:]
