@@ -182,7 +182,16 @@ async def drafted_periods(db: Reader, tenant_id: str, since: datetime.datetime) 
         "SELECT DISTINCT period FROM {s}.invoices WHERE tenant_id = %s ORDER BY period",
         tenant_id,
     )
-    return [r.period for r in rows if period_bounds(r.period)[1] > since]
+    return [r.period for r in rows if _ends_after(r.period, since)]
+
+
+def _ends_after(period: str, since: datetime.datetime) -> bool:
+    """Whether ``period`` ends after ``since``; a period no month names (written to the
+    log by another producer) is no month a plan change could price again."""
+    try:
+        return period_bounds(period)[1] > since
+    except ValueError:
+        return False
 
 
 class _PeriodRow(Row):

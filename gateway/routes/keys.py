@@ -10,6 +10,7 @@ from schemas import events
 from schemas.errors import ErrorCode
 
 from ..auth import issue_key
+from ..commands import OutcomeNotProjectedError, recorded
 from ..deps import GatewayDep, TenantDep
 from ..fields import Id
 from ..models import ApiKeyIssued, ApiKeyPublic
@@ -51,12 +52,18 @@ async def list_keys(tenant_id: TenantDep, gw: GatewayDep) -> list[ApiKeyPublic]:
 )
 async def create_key(tenant_id: TenantDep, gw: GatewayDep) -> ApiKeyIssued:
     key, fact = issue_key(tenant_id)
-    await gw.record(tenant_id, fact)
-    row = await gw.waiter.until(
-        f"key:{fact.key_id}", lambda: tenants.api_key(gw.db, tenant_id, fact.key_id), KEY_WAIT_S
-    )
-    if row is None:
-        raise ProblemError(ErrorCode.UNAVAILABLE, "the key was recorded but is not usable yet")
+    env = await gw.record(tenant_id, fact)
+    # Recorded: the key will work once projected, and this answer is the only place it
+    # is ever shown, so a wait that runs out answers 202 with it, never a 503.
+    ids = {"key_id": fact.key_id, "key": key, "key_prefix": fact.key_prefix}
+    async with recorded(env, "/v1/keys", **ids):
+        row = await gw.waiter.until(
+            f"key:{fact.key_id}",
+            lambda: tenants.api_key(gw.db, tenant_id, fact.key_id),
+            KEY_WAIT_S,
+        )
+        if row is None:
+            raise OutcomeNotProjectedError(env.id)
     return ApiKeyIssued(**row.model_dump(), key=key)
 
 
@@ -75,15 +82,14 @@ async def revoke_key(key_id: Id, tenant_id: TenantDep, gw: GatewayDep) -> ApiKey
     if row is None:
         raise ProblemError(ErrorCode.KEY_NOT_FOUND, f"no key {key_id}")
     if row.revoked_at is None:
-        await gw.record(tenant_id, events.ApiKeyRevoked(tenant_id=tenant_id, key_id=key_id))
+        env = await gw.record(tenant_id, events.ApiKeyRevoked(tenant_id=tenant_id, key_id=key_id))
 
         async def revoked() -> ApiKeyRow | None:
             found = await tenants.api_key(gw.db, tenant_id, key_id)
             return found if found is not None and found.revoked_at is not None else None
 
-        row = await gw.waiter.until(f"key:{key_id}", revoked, KEY_WAIT_S)
-        if row is None:
-            raise ProblemError(
-                ErrorCode.UNAVAILABLE, "the revocation was recorded but not yet applied"
-            )
+        async with recorded(env, f"/v1/keys/{key_id}", key_id=key_id):
+            row = await gw.waiter.until(f"key:{key_id}", revoked, KEY_WAIT_S)
+            if row is None:
+                raise OutcomeNotProjectedError(env.id)
     return _public(row)

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
+from gateway.routes import keys
 from projections.tenants import KEY_REVOKED
 from schemas import events
 
@@ -37,6 +40,26 @@ async def test_an_issued_key_works_and_is_listed_without_its_secret(api: Api) ->
     assert all("key" not in k and "key_hash" not in k for k in listed)
     with_new_key = {"Authorization": f"Bearer {key}"}
     assert (await api.http.get("/v1/agents", headers=with_new_key)).status_code == 200
+
+
+async def test_a_key_recorded_but_not_usable_yet_is_still_shown_once(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The answer is the only place a key is shown: when the projection is late it is a
+    202 with the key (which works once projected), never a 503 that loses it."""
+    monkeypatch.setattr(keys, "KEY_WAIT_S", 0.2)
+    issued = await api.http.post("/v1/keys")  # no projector: nothing applies it
+
+    assert issued.status_code == 202, issued.text
+    body = issued.json()
+    assert (body["status"], issued.headers["Location"]) == ("requested", "/v1/keys")
+    assert body["key"].startswith(body["key_prefix"])
+    await api.fold(await api.recorded(events.ApiKeyCreated))
+    with_new_key = {"Authorization": f"Bearer {body['key']}"}
+    assert (await api.http.get("/v1/agents", headers=with_new_key)).status_code == 200
+    revoking = await api.http.delete(f"/v1/keys/{body['key_id']}")
+    assert revoking.status_code == 202, revoking.text
+    assert revoking.json()["key_id"] == body["key_id"]
 
 
 async def test_a_revoked_key_is_refused_once_the_revocation_is_projected(api: Api) -> None:

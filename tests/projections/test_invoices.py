@@ -288,6 +288,8 @@ async def test_drafted_periods_are_those_a_change_from_an_instant_would_price_ag
         recorded(drafted("a", "2027-01"), at(3)),
         recorded(request("a", "2026-12"), at(4)),  # requested, never drafted
         recorded(drafted("b", "2026-12"), at(5)),
+        recorded(drafted("a", "9999-12"), at(6)),  # written by another producer:
+        recorded(drafted("a", "Nov 2026"), at(7)),  # no month a plan change reprices
     )
 
     instants = [
