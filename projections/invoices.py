@@ -17,6 +17,7 @@ from . import plans
 from .ops import Context, Notify, Op, Update, Upsert, folds
 from .pricing import Assignment, Draft, UsageItem, price
 from .rows import Reader, Row, scoped
+from .tenant_plans import TenantPlans
 from .usage import LedgerRow
 
 
@@ -182,16 +183,8 @@ async def drafted_periods(db: Reader, tenant_id: str, since: datetime.datetime) 
         "SELECT DISTINCT period FROM {s}.invoices WHERE tenant_id = %s ORDER BY period",
         tenant_id,
     )
-    return [r.period for r in rows if _ends_after(r.period, since)]
-
-
-def _ends_after(period: str, since: datetime.datetime) -> bool:
-    """Whether ``period`` ends after ``since``; a period no month names (written to the
-    log by another producer) is no month a plan change could price again."""
-    try:
-        return period_bounds(period)[1] > since
-    except ValueError:
-        return False
+    drafted = TenantPlans(tenant_id, drafted=frozenset(r.period for r in rows))
+    return drafted.drafted_since(since)
 
 
 class _PeriodRow(Row):

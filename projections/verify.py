@@ -30,6 +30,7 @@ from .invoices import RevisionRow
 from .pricing import Assignment, Draft, UsageItem, price
 from .rebuild import BILLING_MODELS, OnProgress, RebuildMismatchError, RebuildReport, rebuild
 from .rows import ALL_TENANTS, Reader
+from .tenant_plans import TenantPlans, evolve
 from .usage import LedgerRow
 
 _USAGE_TYPES = (UsageRecorded.ce_type().encode(), UsageRecordedV1.ce_type().encode())
@@ -84,12 +85,12 @@ def _brief(line: billing.InvoiceLine | None) -> str:
 
 
 class _BillingLog:
-    """What the billing topic says: plan versions, assignments and draft requests."""
+    """What the billing topic says: plan versions, each tenant's plans (per partition:
+    offsets order one partition only) and draft requests."""
 
     def __init__(self) -> None:
         self.plans: dict[tuple[str, int], PricePlan] = {}
-        self.assignments: dict[str, dict[Any, tuple[int, int, Assignment]]] = {}
-        self.withdrawals: dict[tuple[str, Any], list[tuple[int, int]]] = {}
+        self.tenants: dict[tuple[str, int], TenantPlans] = {}
         self.requests: dict[str, tuple[int, int]] = {}
         self.seen: set[str] = set()
 
@@ -104,13 +105,10 @@ class _BillingLog:
         data = env.data
         if isinstance(data, billing.PricePlanPublished):
             self.plans.setdefault((data.plan_id, data.version), data.plan)
-        elif isinstance(data, billing.TenantPlanAssigned):
-            a = Assignment(data.effective_from, data.plan_id, data.version)
-            by_time = self.assignments.setdefault(data.tenant_id, {})
-            by_time.setdefault(data.effective_from, (record.partition, record.offset, a))
-        elif isinstance(data, billing.TenantPlanWithdrawn):
-            at = self.withdrawals.setdefault((data.tenant_id, data.effective_from), [])
-            at.append((record.partition, record.offset))
+        elif isinstance(data, billing.TenantPlanAssigned | billing.TenantPlanWithdrawn):
+            key = (data.tenant_id, record.partition)
+            state = self.tenants.get(key) or TenantPlans(data.tenant_id)
+            self.tenants[key] = evolve(state, data, record.offset)
         elif isinstance(data, billing.InvoiceDraftRequested):
             self.requests[env.id] = (record.partition, record.offset)
 
@@ -118,16 +116,8 @@ class _BillingLog:
         """The tenant's assignments as they stood at ``position``: recorded before it,
         and not withdrawn (after they were recorded) before it either."""
         partition, before = position
-        return [
-            a
-            for p, offset, a in self.assignments.get(tenant_id, {}).values()
-            if p == partition
-            and offset < before
-            and not any(
-                in_partition == partition and offset < at < before
-                for in_partition, at in self.withdrawals.get((tenant_id, a.effective_from), [])
-            )
-        ]
+        state = self.tenants.get((tenant_id, partition)) or TenantPlans(tenant_id)
+        return [Assignment(a.effective_from, a.plan_id, a.version) for a in state.in_force(before)]
 
 
 async def _read_topic(reader: LogReader, topic: str, ends: dict[int, int] | None = None) -> Any:
