@@ -47,6 +47,7 @@ from .routes import (
     invoices,
     keys,
     ops,
+    plans,
     sessions,
     tenant,
     tools,
@@ -103,7 +104,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestMetrics)  # outermost: refused requests are counted too
     # Requests are matched against routers in this order, route by route: the most
     # requested first (starting a turn is the intake's hot path).
-    routers = (turns, sessions, agents, tools, keys, tenant, usage, invoices, admin, ops, asyncapi)
+    routers = (
+        *(turns, sessions, agents, tools, keys, tenant, usage, invoices),
+        *(plans, admin, ops, asyncapi),
+    )
     for router in routers:
         app.include_router(router.router)
     dashboard.mount(app)

@@ -7,6 +7,7 @@ them here means that any use of the package projects every read model.
 from . import (
     activity,
     agents,
+    billing_outcomes,
     dead_letters,
     invoices,
     outcomes,
@@ -20,6 +21,7 @@ from . import (
 __all__ = [
     "activity",
     "agents",
+    "billing_outcomes",
     "dead_letters",
     "invoices",
     "outcomes",

@@ -17,6 +17,7 @@ from __future__ import annotations
 # isort: off
 from . import billing as billing
 from . import tenants, agents, sessions, turns, model_calls, tool_calls, output  # noqa: F401
+from . import billing_requests  # noqa: F401
 
 # isort: on
 from .agents import AgentCommandRejected as AgentCommandRejected

@@ -15,7 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from pydantic import Field
 
-from schemas import billing, events, usage
+from schemas import billing, billing_requests, events, usage
 from schemas.base import Fact
 
 from .settings import Settings
@@ -43,7 +43,8 @@ OUTPUT = TopicSpec(
 USAGE = TopicSpec("agentlog.usage", "usage records for billing", {"retention.ms": FOREVER})
 BILLING = TopicSpec(
     "agentlog.billing",
-    "operators, price plans, plan assignments, invoice drafts and dead-letter re-drives",
+    "operators, price plans, plan assignments, invoice drafts and dead-letter re-drives,"
+    " with the requests of the ones the billing decider decides",
     {"retention.ms": FOREVER},
 )
 DEAD_LETTER = TopicSpec(
@@ -114,6 +115,10 @@ TOPICS: Mapping[type[Fact], TopicSpec] = {
             # forever, folded by the billing projector), not because of their module.
             billing.DeadLetterRedriveRequested,
             billing.DeadLetterRedriven,
+            billing_requests.PricePlanPublishRequested,
+            billing_requests.TenantPlanAssignRequested,
+            billing_requests.TenantPlanWithdrawRequested,
+            billing_requests.BillingCommandRejected,
         ),
         BILLING,
     ),

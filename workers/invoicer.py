@@ -28,27 +28,31 @@ from streams.catalog import Catalog
 from streams.handler import Closes, Item, Position, RecordsUnprocessable
 from streams.partitions import LogReader
 
-from . import lazy_role_app
+from . import lazy_role_app, plan_decider
 
 SOURCE = "/workers/invoicer"
 FENCE_WAIT_S = 60.0
 
 
 class Invoicer(RecordsUnprocessable, Closes):
+    """The billing decider: it drafts invoices, and decides plan requests
+    (``plan_decider``). Both are keyed by tenant (plans by plan): one writer per key."""
+
     name = "invoicer"
-    types = frozenset({billing.InvoiceDraftRequested.ce_type()})
+    types = frozenset({billing.InvoiceDraftRequested.ce_type()}) | plan_decider.TYPES
 
     def __init__(self, bootstrap_servers: str, catalog: Catalog, db: Database) -> None:
         self.catalog = catalog
         self.topics = (catalog.billing,)
         self.db = db
         self.waiter = Waiter(db, projection=BILLING)
+        self.plans = plan_decider.PlanDecider(bootstrap_servers, catalog, db)
         self._log = LogReader(bootstrap_servers)
         self._started = False
 
     async def on_assigned(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         self._log.forget_partitions()
-        return {}
+        return await self.plans.on_assigned(partitions)
 
     async def _fence(self) -> dict[int, int]:
         """Wait until the billing projection has applied the usage and billing topics up
@@ -66,10 +70,16 @@ class Invoicer(RecordsUnprocessable, Closes):
         return {tp.partition: end for tp, end in sorted(usage.items())}
 
     async def handle_batch(self, items: list[Item]) -> list[Envelope[Any]]:
-        usage_ends = await self._fence()
+        drafts = any(isinstance(env.data, billing.InvoiceDraftRequested) for env, _ in items)
+        usage_ends = await self._fence() if drafts else {}
         outputs: list[Envelope[Any]] = []
         latest: dict[str, tuple[int, list[InvoiceLine]]] = {}  # drafted in this batch
         for env, position in items:
+            if not isinstance(env.data, billing.InvoiceDraftRequested):
+                outcome = await self.plans.handle((env, position))
+                if outcome is not None:
+                    outputs.append(outcome)
+                continue
             request = await invoices.draft_request(self.db, ALL_TENANTS, env.id)
             if request is not None and request.status != invoices.DraftStatus.REQUESTED:
                 continue  # drafted before a crash or rebalance: the draft is in the log
@@ -87,12 +97,16 @@ class Invoicer(RecordsUnprocessable, Closes):
                 )
             else:
                 latest[req.invoice_id] = (fact.revision, fact.lines)
-            outputs.append(env.follow(fact, step="draft", source=SOURCE))
+            drafted = env.follow(fact, step="draft", source=SOURCE)
+            self.plans.fold_own(drafted, position.offset + 1)  # a drafted month, at once
+            outputs.append(drafted)
         return outputs
 
     def unprocessable(self, env: Envelope[Any], reason: str) -> list[Envelope[Any]]:
         """A request the invoicer kept failing on (it went to the dead-letter topic) is
-        rejected, so that it is not ``requested`` for ever."""
+        rejected, so that it is not ``requested`` for ever; a plan request likewise."""
+        if not isinstance(env.data, billing.InvoiceDraftRequested):
+            return plan_decider.unprocessable(env, reason)
         req: billing.InvoiceDraftRequested = env.data
         fact = billing.InvoiceDraftRejected(
             tenant_id=req.tenant_id,
@@ -141,6 +155,7 @@ class Invoicer(RecordsUnprocessable, Closes):
         )
 
     async def close(self) -> None:
+        await self.plans.close()
         if self._started:
             await self.waiter.close()
             await self._log.stop()

@@ -33,7 +33,7 @@ from ..models import Page
 from ..openapi import documented
 from ..pagination import BY_TIME, Key, page
 from ..problems import ProblemError
-from .admin import tenant_or_404
+from .plans import tenant_or_404
 
 router = APIRouter(prefix="/v1/invoices", tags=["invoices"])
 DRAFT_WAIT_S = 10.0

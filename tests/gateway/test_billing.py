@@ -182,48 +182,21 @@ async def test_negative_or_non_numeric_quantities_are_refused(api: Api) -> None:
     assert await recorded(api) == []
 
 
-async def test_an_assignment_overlapping_the_latest_is_refused(api: Api) -> None:
-    await publish_plan(api)
-    await assign(api, NOV)
-    recorded = len(await api.records(api.catalog.billing))
-    for effective_from in (NOV, NOV - datetime.timedelta(days=3)):
-        response = await api.http.post(
-            f"/v1/admin/tenants/{api.tenant_id}/plan",
-            json={"plan_id": "std", "version": 1, "effective_from": effective_from.isoformat()},
-            headers=api.as_operator,
-        )
-        problem(response, 409, "PLAN_ASSIGNMENT_OVERLAPS")
-    assert len(await api.records(api.catalog.billing)) == recorded
-
-
-async def test_an_assignment_in_another_currency_is_refused(api: Api) -> None:
-    await publish_plan(api)
-    await publish_plan(api, "euro", currency="EUR")
-    await assign(api, NOV)
-    response = await api.http.post(
-        f"/v1/admin/tenants/{api.tenant_id}/plan",
-        json={"plan_id": "euro", "version": 1, "effective_from": "2026-12-01T00:00:00Z"},
-        headers=api.as_operator,
-    )
-    detail = problem(response, 409, "CURRENCY_MISMATCH")["detail"]
-    assert ("billed in USD" in detail, "charges EUR" in detail) == (True, True)
-
-
-async def test_an_unknown_plan_or_tenant_is_refused(api: Api) -> None:
-    at = {"version": 1, "effective_from": "2026-11-01T00:00:00Z"}
-    response = await api.http.post(
-        f"/v1/admin/tenants/{api.tenant_id}/plan",
-        json={"plan_id": "nope", **at},
-        headers=api.as_operator,
-    )
-    assert problem(response, 404, "PLAN_NOT_FOUND")["detail"] == "no plan nope v1"
-    await publish_plan(api)
-    response = await api.http.post(
+async def test_an_assignment_for_an_unknown_tenant_is_refused_before_it_is_recorded(
+    api: Api,
+) -> None:
+    """Whether a plan can be assigned is the billing decider's to decide
+    (tests/workers/test_plan_decisions.py); a tenant that does not exist is refused at
+    the edge, and nothing is recorded."""
+    for path in (
         "/v1/admin/tenants/no-such-tenant/plan",
-        json={"plan_id": "std", **at},
-        headers=api.as_operator,
-    )
-    assert problem(response, 404, "TENANT_NOT_FOUND")["detail"] == "no tenant no-such-tenant"
+        "/v1/admin/tenants/nope/plan/withdrawals",
+    ):
+        body = {"plan_id": "std", "version": 1, "effective_from": "2026-11-01T00:00:00Z"}
+        if path.endswith("withdrawals"):
+            body = {"effective_from": body["effective_from"]}
+        response = await api.http.post(path, json=body, headers=api.as_operator)
+        assert problem(response, 404, "TENANT_NOT_FOUND")["detail"].startswith("no tenant ")
     assert await recorded(api) == []
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from schemas import billing
+from schemas import billing, billing_requests
 from schemas.billing import PLATFORM, ModelRates, PricePlan
 from schemas.envelope import envelope
 
@@ -146,10 +146,19 @@ EFFECTIVE = {
 async def test_a_plan_assignment_outside_the_times_billing_counts_is_refused(api: Api) -> None:
     await _published(api)
 
-    async def projector() -> None:  # the one assignment within bounds is applied
-        await api.fold(await api.recorded(billing.TenantPlanAssigned))
+    async def decider() -> None:  # the one assignment within bounds is decided, applied
+        request = await api.recorded(billing_requests.TenantPlanAssignRequested)
+        data = request.data
+        assigned = billing.TenantPlanAssigned(
+            tenant_id=data.tenant_id,
+            plan_id=data.plan_id,
+            version=data.version,
+            effective_from=data.effective_from,
+            operator_id=data.operator_id,
+        )
+        await api.fold(request.follow(assigned, step="outcome", source=SOURCE))
 
-    projecting = asyncio.create_task(projector())
+    projecting = asyncio.create_task(decider())
     url = f"/v1/admin/tenants/{api.tenant_id}/plan"
     for at, status in EFFECTIVE.items():
         body = {"plan_id": "std", "version": 1, "effective_from": at}

@@ -9,7 +9,7 @@ import string
 from hypothesis import strategies as st
 
 from projections.ops import Context
-from schemas import billing, events, usage
+from schemas import billing, billing_requests, events, usage
 from schemas.base import Fact
 
 ids = st.text(alphabet=string.ascii_letters + string.digits + "-_", min_size=1, max_size=12)
@@ -283,6 +283,13 @@ def fact_strategies(tenant_id: str) -> dict[type[Fact], st.SearchStrategy[Fact]]
             version=counts,
             effective_from=times,
             operator_id=ids,
+        ),
+        billing_requests.BillingCommandRejected: st.builds(
+            billing_requests.BillingCommandRejected,
+            aggregate_id=st.just(tenant_id),
+            command_id=ids,
+            code=st.sampled_from(["PLAN_NOT_FOUND", "CURRENCY_MISMATCH"]),
+            detail=ids,
         ),
         billing.TenantPlanWithdrawn: st.builds(
             billing.TenantPlanWithdrawn,

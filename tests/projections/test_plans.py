@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -18,6 +19,10 @@ from schemas.billing import ModelRates, PricePlan, ToolRates
 
 from .billing_models import BillingModels, billing_models, recorded
 from .fold_context import CTX, T
+
+# Recorded with no request behind it: only the read model of plans keeps it (one a
+# request caused is its outcome too: tests/projections/test_billing_outcomes.py).
+UNCAUSED = replace(CTX, causation_id=CTX.event_id)
 
 PLAN = PricePlan(
     currency="EUR",
@@ -72,7 +77,7 @@ def test_a_plan_version_is_inserted_and_never_overwritten() -> None:
     data = billing.PricePlanPublished(plan_id="plan-1", version=2, plan=PLAN, operator_id="op-1")
 
     # No columns to overwrite: a second publication of the version keeps the first.
-    assert project(data, CTX) == [
+    assert project(data, UNCAUSED) == [
         Upsert(
             "price_plans",
             ("plan_id", "version"),
@@ -113,7 +118,7 @@ def test_an_assignment_records_where_in_the_billing_log_it_was_recorded() -> Non
         repriced_periods=["2026-02"],
     )
 
-    assert project(data, CTX) == [
+    assert project(data, UNCAUSED) == [
         Upsert(
             "plan_assignments",
             ("tenant_id", "effective_from"),
@@ -138,7 +143,7 @@ def test_a_withdrawal_is_kept_beside_the_assignment_never_written_over_it() -> N
     )
 
     # Keyed by its own position too: every withdrawal of an instant is kept.
-    assert project(data, CTX) == [
+    assert project(data, UNCAUSED) == [
         Upsert(
             "plan_withdrawals",
             ("tenant_id", "effective_from", "billing_partition", "billing_offset"),

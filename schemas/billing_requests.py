@@ -1,0 +1,67 @@
+"""Billing's requested commands, on the billing topic, and the fact that one was refused.
+
+An operator's change of a price plan or of a tenant's plans is recorded as the fact that
+it was requested; the billing decider (the invoicer role, single writer per key) decides
+it against the state it keeps from the log and records the outcome: the change itself
+(``PricePlanPublished``, ``TenantPlanAssigned``, ``TenantPlanWithdrawn``, each caused by
+its request) or ``BillingCommandRejected``. Two requests racing for one tenant are
+decided one after the other, so both can never be accepted.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from .base import Fact
+from .billing import PricePlan
+
+
+class PricePlanPublishRequested(Fact):
+    """``agentlog.price_plan.publish_requested.v1``: an operator asked for the next
+    version of a plan (keyed by the plan: its versions are decided in order)."""
+
+    subsystem = "price_plan"
+    name = "publish_requested"
+    subject_field = "plan_id"
+    plan_id: str
+    plan: PricePlan
+    operator_id: str
+
+
+class _TenantPlanRequest(Fact):
+    subsystem = "tenant_plan"
+    subject_field = "tenant_id"
+    tenant_id: str
+    effective_from: datetime.datetime
+    operator_id: str
+    reprice_drafted: bool = False
+
+
+class TenantPlanAssignRequested(_TenantPlanRequest):
+    """``agentlog.tenant_plan.assign_requested.v1``: an operator asked to put the tenant
+    on a plan version from ``effective_from``."""
+
+    name = "assign_requested"
+    plan_id: str
+    version: int
+
+
+class TenantPlanWithdrawRequested(_TenantPlanRequest):
+    """``agentlog.tenant_plan.withdraw_requested.v1``: an operator asked to withdraw the
+    tenant's assignment effective from ``effective_from``."""
+
+    name = "withdraw_requested"
+
+
+class BillingCommandRejected(Fact):
+    """``agentlog.billing_command.rejected.v1``: a billing request was refused, with a
+    registered code and why; keyed like the request (``aggregate_id``: its plan or
+    tenant)."""
+
+    subsystem = "billing_command"
+    name = "rejected"
+    subject_field = "aggregate_id"
+    aggregate_id: str
+    command_id: str
+    code: str
+    detail: str

@@ -1,0 +1,245 @@
+"""The billing decider's plans: the state it decides plan requests on, kept in memory
+and folded from the log, and the decisions it records (``plan_decisions``).
+
+- **Every version of every plan**, which any tenant's assignment may name: a table every
+  instance keeps whole. It starts from the billing read model and follows every
+  partition of the billing topic from the billing projection's positions.
+- **Each tenant's plans** (``TenantPlans``), for the tenants of the partitions this
+  instance owns (billing facts are keyed by tenant, so a tenant is one partition's):
+  on assignment, the read model's rows at the billing projection's position (the
+  snapshot), then the partition's tail folded from there to the log's end; then every
+  record as it comes.
+
+No decision reads Postgres; the snapshot is read once per assignment. Requests are
+decided in log order by the one owner of their partition, so two racing requests for one
+tenant are decided one after the other. A request whose outcome is already in the log
+(a previous owner decided it before a crash) is not decided again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from projections import plans
+from projections.database import Database
+from projections.ops import BILLING
+from projections.tenant_plans import TenantPlans, evolve
+from projections.waiter import next_offset
+from schemas import billing, billing_requests
+from schemas.billing import PricePlan
+from schemas.envelope import Envelope, EnvelopeError, from_kafka
+from schemas.errors import ErrorCode
+from streams.catalog import Catalog
+from streams.dedupe import SeenIds
+from streams.handler import Item
+from streams.partitions import LogReader, is_wanted
+
+from . import plan_decisions as decide
+
+SOURCE = "/workers/billing-decider"
+# How long a decision on a plan it does not know waits for the plans table to reach the
+# log's end (a plan published a moment ago on another partition).
+CATCH_UP_S = 5.0
+
+REQUESTS = (
+    billing_requests.PricePlanPublishRequested,
+    billing_requests.TenantPlanAssignRequested,
+    billing_requests.TenantPlanWithdrawRequested,
+)
+# The facts its state follows, whoever recorded them.
+STATE_FACTS = (
+    billing.PricePlanPublished,
+    billing.TenantPlanAssigned,
+    billing.TenantPlanWithdrawn,
+    billing.InvoiceDrafted,
+    billing_requests.BillingCommandRejected,
+)
+TYPES = frozenset(t.ce_type() for t in (*REQUESTS, *STATE_FACTS))
+_PLAN_TYPE = frozenset({billing.PricePlanPublished.ce_type()})
+
+
+class PlanTable:
+    """Every version of every plan, followed on every partition of the billing topic."""
+
+    def __init__(self, bootstrap_servers: str, topic: str) -> None:
+        self.topic = topic
+        self.versions: dict[tuple[str, int], PricePlan] = {}
+        self._reader = LogReader(bootstrap_servers)
+        self._positions: dict[TopicPartition, int] = {}
+        self._moved = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, db: Database) -> None:
+        """Load the read model's versions, then follow the topic from the positions the
+        billing projection had reached before they were read."""
+        if self._task is not None:
+            return
+        await self._reader.start()
+        tps = await self._reader.partitions(self.topic)
+        self._positions = {tp: await next_offset(db, tp.topic, tp.partition, BILLING) for tp in tps}
+        for key, plan in (await plans.every_version(db)).items():
+            self.add(key[0], key[1], plan)
+        self._task = asyncio.create_task(self._follow(), name="plan-table")
+
+    def add(self, plan_id: str, version: int, plan: PricePlan) -> None:
+        self.versions.setdefault((plan_id, version), plan)  # a version never changes
+
+    def latest(self, plan_id: str) -> int:
+        return max((v for (p, v) in self.versions if p == plan_id), default=0)
+
+    async def caught_up(self, timeout: float = CATCH_UP_S) -> None:
+        """Wait until the table has followed every partition to its end as of now."""
+        ends = await LogReader(self._reader.bootstrap_servers).start()
+        try:
+            targets = await ends.ends(list(self._positions))
+        finally:
+            await ends.stop()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while any(self._positions[tp] < end for tp, end in targets.items()):
+                    self._moved.clear()
+                    await self._moved.wait()
+
+    async def _follow(self) -> None:
+        async for batch in self._reader.batches(dict(self._positions)):
+            for record in batch:
+                if is_wanted(record, _PLAN_TYPE):
+                    with contextlib.suppress(EnvelopeError):
+                        env = from_kafka(record.key, record.value, list(record.headers))
+                        if isinstance(env.data, billing.PricePlanPublished):
+                            self.add(env.data.plan_id, env.data.version, env.data.plan)
+                tp = TopicPartition(record.topic, record.partition)
+                self._positions[tp] = record.offset + 1
+            self._moved.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._reader.stop()
+
+
+class PlanDecider:
+    """Decides plan requests; ``handle`` takes the billing topic's records in log order."""
+
+    def __init__(self, bootstrap_servers: str, catalog: Catalog, db: Database) -> None:
+        self.db = db
+        self.topic = catalog.billing
+        self.table = PlanTable(bootstrap_servers, catalog.billing)
+        self.tenants: dict[str, TenantPlans] = {}
+        self._tail = LogReader(bootstrap_servers)  # reads the tails of new partitions
+        # Request ids whose outcome is in the log, and the ids of facts already folded.
+        self._decided = SeenIds()
+        self._folded = SeenIds()
+
+    async def on_assigned(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """For each new partition: the snapshot of its tenants at the billing
+        projection's position, and its tail to the log's end folded; the consumer
+        starts at that position, so that requests in the tail with no outcome yet are
+        decided now (in order), and the rest are passed over."""
+        await self.table.start(self.db)
+        seeks = {}
+        reader = await self._tail.start()
+        for tp in partitions:
+            if tp.topic != self.topic:
+                continue
+            start = await next_offset(self.db, tp.topic, tp.partition, BILLING)
+            snapshot = await plans.tenants_of_partition(self.db, tp.partition)
+            self.tenants.update(snapshot)
+            (end,) = (await reader.ends([tp])).values()
+            async for batch in reader.batches({tp: start}, {tp: end}):
+                for record in batch:
+                    with contextlib.suppress(EnvelopeError):
+                        env = from_kafka(record.key, record.value, list(record.headers))
+                        self._fold(env, record.offset)
+            seeks[tp] = start
+        return seeks
+
+    async def handle(self, item: Item) -> Envelope[Any] | None:
+        """The outcome to record for a request, if it is one still to decide; a fact
+        is folded into the state."""
+        env, position = item
+        if not isinstance(env.data, REQUESTS):
+            self._fold(env, position.offset)  # once: the tail's facts were on assignment
+            return None
+        if env.id in self._decided:
+            return None  # its outcome is in the log: decided before a crash or rebalance
+        outcome = env.follow(await self._decide(env), step="outcome", source=SOURCE)
+        self._decided.add(env.id)
+        # Later requests see this outcome at once; read back from the log, it is
+        # passed over (its id is folded). Its offset is not known yet: it comes after
+        # everything read so far, which is all the order ``evolve`` needs.
+        self._fold(outcome, position.offset + 1)
+        return outcome
+
+    def fold_own(self, env: Envelope[Any], offset: int) -> None:
+        """A fact another part of the role recorded (a draft): folded at once."""
+        self._fold(env, offset)
+
+    def _fold(self, env: Envelope[Any], offset: int) -> None:
+        if env.id in self._folded:
+            return
+        self._folded.add(env.id)
+        data = env.data
+        if env.causation_id != env.id:
+            self._decided.add(env.causation_id)
+        if isinstance(data, billing.PricePlanPublished):
+            self.table.add(data.plan_id, data.version, data.plan)
+        elif isinstance(
+            data, billing.TenantPlanAssigned | billing.TenantPlanWithdrawn | billing.InvoiceDrafted
+        ):
+            self._evolve(data.tenant_id, data, offset)
+
+    def _evolve(
+        self,
+        tenant_id: str,
+        fact: billing.TenantPlanAssigned | billing.TenantPlanWithdrawn | billing.InvoiceDrafted,
+        offset: int,
+    ) -> None:
+        state = self.tenants.get(tenant_id) or TenantPlans(tenant_id)
+        self.tenants[tenant_id] = evolve(state, fact, offset)
+
+    async def _decide(self, env: Envelope[Any]) -> Any:
+        cmd = env.data
+        if isinstance(cmd, billing_requests.PricePlanPublishRequested):
+            fact = decide.publish_plan(cmd, self.table.latest(cmd.plan_id))
+        elif isinstance(cmd, billing_requests.TenantPlanAssignRequested):
+            if (cmd.plan_id, cmd.version) not in self.table.versions:
+                await self.table.caught_up()  # published a moment ago, elsewhere?
+            tenant = self.tenants.get(cmd.tenant_id) or TenantPlans(cmd.tenant_id)
+            fact = decide.assign_plan(cmd, tenant, self.table.versions)
+        else:
+            tenant = self.tenants.get(cmd.tenant_id) or TenantPlans(cmd.tenant_id)
+            fact = decide.withdraw_plan(cmd, tenant)
+        if isinstance(fact, billing_requests.BillingCommandRejected):
+            fact = fact.model_copy(update={"command_id": env.id})
+        return fact
+
+    async def close(self) -> None:
+        await self.table.stop()
+        await self._tail.stop()
+
+
+def unprocessable(env: Envelope[Any], reason: str) -> list[Envelope[Any]]:
+    """The rejection of a plan request that could not be decided on (it went to the
+    dead-letter topic), so that the operator waiting on it gets an answer; nothing for a
+    fact."""
+    cmd = env.data
+    if not isinstance(cmd, REQUESTS):
+        return []
+    aggregate = (
+        cmd.plan_id
+        if isinstance(cmd, billing_requests.PricePlanPublishRequested)
+        else (cmd.tenant_id)
+    )
+    fact = billing_requests.BillingCommandRejected(
+        aggregate_id=aggregate,
+        command_id=env.id,
+        code=ErrorCode.STEP_UNPROCESSABLE,
+        detail=f"the request could not be processed ({reason})",
+    )
+    return [env.follow(fact, step="outcome", source=SOURCE)]
