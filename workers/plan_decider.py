@@ -142,6 +142,12 @@ class PlanDecider:
         starts at that position, so that requests in the tail with no outcome yet are
         decided now (in order), and the rest are passed over."""
         await self.table.start(self.db)
+        # Partitions are assigned whole (eager rebalancing): the state is built again
+        # for them alone. What this instance folded before may lie past the projection's
+        # position, in the tail it reads again.
+        self.tenants = {}
+        self._decided = SeenIds()
+        self._folded = SeenIds()
         seeks = {}
         reader = await self._tail.start()
         for tp in partitions:
