@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -70,6 +72,19 @@ def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield broker.bootstrap
     finally:
         broker.stop()
+
+
+@pytest.fixture
+def data_home() -> Iterator[Path]:
+    """A directory for the data of embedded servers, outside pytest's temporary root:
+    running as root, the embedded Postgres runs as ``nobody``, which must search every
+    directory above its data, and every pytest session that starts (a second suite
+    beside this one) makes ``/tmp/pytest-of-<user>`` private again."""
+    directory = Path(tempfile.mkdtemp(prefix="agentlog-data-"))
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture

@@ -51,6 +51,11 @@ def local_env(home: Path, bootstrap: str) -> dict[str, str]:
     }
 
 
+@pytest.fixture
+def home(data_home: Path) -> Path:
+    return data_home / ".agentlog"
+
+
 def server_pids(home: Path) -> dict[str, int]:
     return {
         name: int(json.loads((home / name / "server.json").read_text())["pid"])
@@ -76,9 +81,8 @@ def client(printed: dict[str, str]) -> httpx.Client:
 
 
 def test_the_readme_session_runs_on_embedded_postgres_and_redis(
-    tmp_path: Path, bootstrap: str
+    tmp_path: Path, home: Path, bootstrap: str
 ) -> None:
-    home = tmp_path / ".agentlog"
     env = local_env(home, bootstrap)
     proc, printed = launch_up(env, tmp_path / "up.log", "--no-broker")
     try:
@@ -138,9 +142,8 @@ def test_the_readme_session_runs_on_embedded_postgres_and_redis(
 
 @pytest.mark.slow
 def test_kill_9_of_agentlog_up_loses_no_accepted_turn(
-    tmp_path: Path, bootstrap: str, model_server: ModelServer
+    tmp_path: Path, home: Path, bootstrap: str, model_server: ModelServer
 ) -> None:
-    home = tmp_path / ".agentlog"
     env = {
         **local_env(home, bootstrap),
         "AGENTLOG_OPENAI_BASE_URL": f"{model_server.url}/v1",
@@ -243,8 +246,9 @@ def test_kill_9_of_agentlog_up_loses_no_accepted_turn(
     assert "automatic recovery in progress" in log  # Postgres crash recovery ran
 
 
-def test_services_up_serves_role_processes_started_apart(tmp_path: Path, bootstrap: str) -> None:
-    home = tmp_path / ".agentlog"
+def test_services_up_serves_role_processes_started_apart(
+    tmp_path: Path, home: Path, bootstrap: str
+) -> None:
     env = local_env(home, bootstrap)
     services = subprocess.Popen(
         [sys.executable, "-m", "agentlog_cli", "services", "up", "--no-broker"],

@@ -28,8 +28,8 @@ from tests.services import database_url, redis_url
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "agentlog"
+def data_dir(data_home: Path) -> Path:
+    return data_home / "agentlog"
 
 
 @pytest.fixture
