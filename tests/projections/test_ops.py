@@ -92,7 +92,13 @@ def datetimes_in(value: Any) -> list[datetime.date]:
 
 
 # Tables of the platform, not of a tenant: operators and the price plans they publish.
-PLATFORM_TABLES = {"operators", "price_plans", "turn_latency", "model_activity"}
+PLATFORM_TABLES = {
+    "operators",
+    "price_plans",
+    "turn_latency",
+    "model_activity",
+    "dead_letter_redrives",  # operators' acts on records of any tenant
+}
 
 
 def written(op: Op) -> dict[str, Any]:
