@@ -49,8 +49,11 @@ AgentFact = events.AgentCreated | events.AgentUpdated | events.AgentDisabled
 
 
 def evolve(agent: Agent | None, fact: AgentFact) -> Agent | None:
-    """The agent after ``fact`` (None: there is no such agent)."""
+    """The agent after ``fact`` (None: there is no such agent). A creation of an agent
+    that exists changes nothing, as the read model keeps the first."""
     if isinstance(fact, events.AgentCreated):
+        if agent is not None:
+            return agent
         return Agent(
             agent_id=fact.agent_id,
             version=fact.version,
@@ -134,6 +137,11 @@ async def agent(db: Reader, tenant_id: str, agent_id: str) -> AgentRow | None:
         tenant_id,
         agent_id,
     )
+
+
+async def every_agent(db: Reader) -> list[AgentRow]:
+    """Every tenant's agents: the table a command handler folds in full."""
+    return await db.rows(AgentRow, None, "SELECT * FROM {s}.agents")
 
 
 async def agents(

@@ -26,7 +26,41 @@ READER_ROLE = "agentlog_reader"
 OUTAGES: tuple[type[Exception], ...] = (psycopg.OperationalError,)
 
 
-class Database:
+class Queries:
+    """Typed rows from queries on the read models' schema (``{s}`` in a query names it);
+    where the statements run is a subclass's ``_fetch``."""
+
+    schema: str
+    tenant_scoped: bool
+    _statements: dict[str, bytes]
+
+    def statement(self, query: str) -> bytes:
+        """``query`` with ``{s}`` naming this database's schema; composed once, into
+        bytes (a ``sql.Composed`` would be composed again at every execution)."""
+        statement = self._statements.get(query)
+        if statement is None:
+            statement = self._statements[query] = (
+                sql.SQL(query).format(s=sql.Identifier(self.schema)).as_bytes(None)
+            )
+        return statement
+
+    async def _fetch(self, tenant_id: str | None, query: str, params: tuple[Any, ...]) -> Any:
+        raise NotImplementedError
+
+    async def rows(self, row: type[R], tenant_id: str | None, query: str, *params: Any) -> list[R]:
+        return [row.model_validate(r) for r in await self._fetch(tenant_id, query, params)]
+
+    async def row(self, row: type[R], tenant_id: str | None, query: str, *params: Any) -> R | None:
+        found = await self._fetch(tenant_id, query, params)
+        return row.model_validate(found[0]) if found else None
+
+    async def value(self, tenant_id: str | None, query: str, *params: Any) -> Any:
+        """The first column of the first row, or None."""
+        found = await self._fetch(tenant_id, query, params)
+        return next(iter(found[0].values())) if found else None
+
+
+class Database(Queries):
     def __init__(
         self,
         database_url: str,
@@ -63,16 +97,6 @@ class Database:
         if self._opened:
             await self._pool.close()
 
-    def statement(self, query: str) -> bytes:
-        """``query`` with ``{s}`` naming this database's schema; composed once, into
-        bytes (a ``sql.Composed`` would be composed again at every execution)."""
-        statement = self._statements.get(query)
-        if statement is None:
-            statement = self._statements[query] = (
-                sql.SQL(query).format(s=sql.Identifier(self.schema)).as_bytes(None)
-            )
-        return statement
-
     @asynccontextmanager
     async def connection(
         self, tenant_id: str | None = None
@@ -102,14 +126,24 @@ class Database:
         async with self.connection(tenant_id) as conn:
             return await (await conn.execute(self.statement(query), params)).fetchall()
 
-    async def rows(self, row: type[R], tenant_id: str | None, query: str, *params: Any) -> list[R]:
-        return [row.model_validate(r) for r in await self._fetch(tenant_id, query, params)]
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[Snapshot]:
+        """A reader whose queries all see the read models at one moment (a read-only,
+        repeatable-read transaction), so that the positions and the rows it reads
+        agree: what a decider loads before it folds the log from those positions."""
+        async with self.connection() as conn, conn.transaction():
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            yield Snapshot(self, conn)
 
-    async def row(self, row: type[R], tenant_id: str | None, query: str, *params: Any) -> R | None:
-        found = await self._fetch(tenant_id, query, params)
-        return row.model_validate(found[0]) if found else None
 
-    async def value(self, tenant_id: str | None, query: str, *params: Any) -> Any:
-        """The first column of the first row, or None."""
-        found = await self._fetch(tenant_id, query, params)
-        return next(iter(found[0].values())) if found else None
+class Snapshot(Queries):
+    """The reader ``Database.snapshot`` yields: every query on its one transaction."""
+
+    def __init__(self, db: Database, conn: AsyncConnection[DictRow]) -> None:
+        self.schema = db.schema
+        self.tenant_scoped = False
+        self._statements = db._statements
+        self._conn = conn
+
+    async def _fetch(self, tenant_id: str | None, query: str, params: tuple[Any, ...]) -> Any:
+        return await (await self._conn.execute(self.statement(query), params)).fetchall()

@@ -10,18 +10,9 @@ from .ops import Context, Op, Upsert, folds
 from .rows import Reader, Row, created_page
 
 
-class Session(Row):
-    """A session's state: what decisions about its turns need."""
-
+class SessionRow(Row):
     session_id: str
     agent_id: str
-
-    @classmethod
-    def created(cls, fact: events.SessionCreated) -> Session:
-        return cls(session_id=fact.session_id, agent_id=fact.agent_id)
-
-
-class SessionRow(Session):
     tenant_id: str
     metadata: dict[str, str]
     created_at: datetime.datetime
@@ -103,22 +94,6 @@ async def messages(
         after_position,
         limit,
     )
-
-
-async def recent_messages(
-    db: Reader, tenant_id: str, session_id: str, limit: int
-) -> list[MessageRow]:
-    """The session's last ``limit`` messages, oldest first."""
-    rows = await db.rows(
-        MessageRow,
-        tenant_id,
-        "SELECT * FROM {s}.messages WHERE tenant_id = %s AND session_id = %s"
-        " ORDER BY position DESC LIMIT %s",
-        tenant_id,
-        session_id,
-        limit,
-    )
-    return rows[::-1]
 
 
 async def message(db: Reader, tenant_id: str, message_id: str) -> MessageRow | None:

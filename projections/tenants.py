@@ -140,6 +140,11 @@ async def tools(db: Reader, tenant_id: str) -> list[ToolRow]:
     )
 
 
+async def every_tool(db: Reader) -> list[ToolRow]:
+    """Every tenant's tools: the table a command handler folds in full."""
+    return await db.rows(ToolRow, None, "SELECT * FROM {s}.tools")
+
+
 async def tool(db: Reader, tenant_id: str, tool_id: str) -> ToolRow | None:
     return await db.row(
         ToolRow,

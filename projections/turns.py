@@ -51,7 +51,7 @@ _ACTIVE = frozenset({TurnStatus.ACCEPTED, TurnStatus.RUNNING})
 _FINISHED = frozenset(
     {TurnStatus.COMPLETED, TurnStatus.FAILED, TurnStatus.CANCELLED, TurnStatus.REJECTED}
 )
-_ACTIVE_SQL = ", ".join(sorted(f"'{status.value}'" for status in _ACTIVE))
+ACTIVE_SQL = ", ".join(sorted(f"'{status.value}'" for status in _ACTIVE))
 
 
 class TurnRow(Row):
@@ -118,6 +118,13 @@ def _turn(data: Any, ctx: Context, status: TurnStatus, **values: Any) -> list[Op
     return ops
 
 
+# What only a turn's request knows. The request (on the commands topic) and its outcome
+# (on the events topic) are applied in either order, since the projector reads the two
+# topics side by side and the command handler does not wait for it: whichever comes first
+# makes the row, the request sets these columns, and the outcome sets the rest.
+_REQUEST_COLUMNS = ("mode", "request", "requested_at")
+
+
 @folds(events.TurnRequested)
 def _requested(data: events.TurnRequested, ctx: Context) -> list[Op]:
     row = {
@@ -129,14 +136,45 @@ def _requested(data: events.TurnRequested, ctx: Context) -> list[Op]:
         "request": data.message,
         "requested_at": ctx.time,
     }
-    return [Upsert("turns", ("turn_id",), row)]
+    return [Upsert("turns", ("turn_id",), row, overwrite=_REQUEST_COLUMNS)]
+
+
+def _decided(
+    data: events.TurnAccepted | events.TurnRejected,
+    ctx: Context,
+    request: str,
+    requested_at: datetime.datetime,
+    status: TurnStatus,
+    **values: Any,
+) -> list[Op]:
+    """A turn's outcome: its row made if its request is not applied yet (with the
+    request's columns as the outcome knows them, until the request sets them)."""
+    row = {
+        "turn_id": data.turn_id,
+        "tenant_id": ctx.tenant_id,
+        "session_id": data.session_id,
+        "mode": "chat",
+        "request": request,
+        "requested_at": requested_at,
+        "status": status.value,
+        **values,
+    }
+    ops: list[Op] = [
+        Upsert("turns", ("turn_id",), row, overwrite=("status", *values)),
+        _step(data, ctx),
+    ]
+    if status.finished:
+        ops.append(Notify(f"turn:{data.turn_id}"))
+    return ops
 
 
 @folds(events.TurnAccepted)
 def _accepted(data: events.TurnAccepted, ctx: Context) -> list[Op]:
-    return _turn(
+    return _decided(
         data,
         ctx,
+        data.message,
+        data.requested_at or ctx.time,
         TurnStatus.ACCEPTED,
         agent_version=data.agent_version,
         accepted_partition=ctx.partition,
@@ -146,9 +184,11 @@ def _accepted(data: events.TurnAccepted, ctx: Context) -> list[Op]:
 
 @folds(events.TurnRejected)
 def _rejected(data: events.TurnRejected, ctx: Context) -> list[Op]:
-    return _turn(
+    return _decided(
         data,
         ctx,
+        "",
+        ctx.time,
         TurnStatus.REJECTED,
         error_code=data.code,
         error_detail=data.detail,
@@ -274,16 +314,23 @@ async def turn(db: Reader, tenant_id: str, turn_id: str) -> TurnRow | None:
     )
 
 
-async def active_turn(db: Reader, tenant_id: str, session_id: str) -> TurnRow | None:
-    """The session's running turn, if one is."""
-    return await db.row(
-        TurnRow,
-        tenant_id,
-        "SELECT * FROM {s}.turns WHERE tenant_id = %s AND session_id = %s"
-        f" AND status IN ({_ACTIVE_SQL}) LIMIT 1",
-        tenant_id,
-        session_id,
+class _StepIdRow(Row):
+    event_id: str
+
+
+async def recent_step_ids(db: Reader, partition: int, start: int, end: int) -> list[str]:
+    """The event ids of the steps of turns accepted on ``partition`` of the events topic
+    recorded in [start, end): what a writer may still repeat past ``end``."""
+    found = await db.rows(
+        _StepIdRow,
+        None,
+        "SELECT s.event_id FROM {s}.turn_steps s JOIN {s}.turns t ON t.turn_id = s.turn_id"
+        " WHERE t.accepted_partition = %s AND s.position >= %s AND s.position < %s",
+        partition,
+        start,
+        end,
     )
+    return [row.event_id for row in found]
 
 
 async def steps(db: Reader, tenant_id: str, turn_id: str) -> list[StepRow]:
@@ -314,7 +361,7 @@ async def open_turns_from(db: Reader, partition: int, before_offset: int) -> int
     serves the orchestrator, which works for every tenant."""
     start = await db.value(
         None,
-        f"SELECT min(accepted_offset) FROM {{s}}.turns WHERE status IN ({_ACTIVE_SQL})"
+        f"SELECT min(accepted_offset) FROM {{s}}.turns WHERE status IN ({ACTIVE_SQL})"
         " AND accepted_partition = %s AND accepted_offset < %s",
         partition,
         before_offset,

@@ -30,6 +30,7 @@ from streams.backoff import Backoff
 
 from .database import Database
 from .ops import PROJECTION
+from .rows import Reader, Row
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -65,6 +66,25 @@ async def next_offset(
             )
         ).fetchone()
     return 0 if row is None else int(row["next_offset"])
+
+
+class _PositionRow(Row):
+    partition: int
+    next_offset: int
+
+
+async def positions(db: Reader, topic: str, projection: str = PROJECTION) -> dict[int, int]:
+    """The next offset the projection will apply of each partition of ``topic`` it has
+    applied any of (read in a snapshot, they tell where its rows stand)."""
+    found = await db.rows(
+        _PositionRow,
+        None,
+        "SELECT partition, next_offset FROM {s}.projection_positions"
+        " WHERE projection = %s AND topic = %s",
+        projection,
+        topic,
+    )
+    return {row.partition: row.next_offset for row in found}
 
 
 class Waiter:

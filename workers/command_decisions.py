@@ -2,19 +2,18 @@
 to the fact recorded as its outcome (``AgentCreated``, ``TurnAccepted``, ``TurnRejected`` …).
 
 Pure functions of typed state: no Kafka, no database, no clock. ``command_handler``
-reads the state and records what these return.
+keeps the state in memory (``command_state``) and records what these return.
 """
 
 from __future__ import annotations
 
 import datetime
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from projections.agents import Agent, AgentStatus
-from projections.sessions import MessageRow, Session
-from projections.tenants import ToolRow
-from projections.turns import TurnRow
+from projections.conversations import Conversation
 from schemas import events
 from schemas.base import Fact
 from schemas.errors import ErrorCode
@@ -114,26 +113,23 @@ class TurnLimits:
     history_messages: int = 100
 
 
-def history_window(history: list[MessageRow], limit: int) -> list[MessageRow]:
+def history_window(history: Sequence[events.MessageValue], limit: int) -> list[events.MessageValue]:
     """The most recent ``limit`` messages at most, starting at a user message, so that
     no tool answer is cut from the call it answers."""
-    recent = history[-limit:] if limit > 0 else []
+    recent = list(history[-limit:]) if limit > 0 else []
     start = next((i for i, m in enumerate(recent) if m.role == "user"), len(recent))
     return recent[start:]
 
 
 def request_turn(
     cmd: events.TurnRequested,
-    session: Session | None,
+    session: Conversation | None,
     agent: Agent | None,
-    active_turn: str | None,
-    tools: list[ToolRow],
-    history: list[MessageRow],
+    tools: Sequence[events.ToolDefinition],
     limits: TurnLimits,
     requested_at: datetime.datetime | None = None,
 ) -> Fact:
-    """``active_turn``: the id of the session's running turn, if one is;
-    ``requested_at``: the time of the request's event."""
+    """``tools``: the tenant's; ``requested_at``: the time of the request's event."""
 
     def rejected(code: ErrorCode, detail: str) -> Fact:
         return events.TurnRejected(
@@ -154,8 +150,9 @@ def request_turn(
         return rejected(
             ErrorCode.MESSAGE_TOO_LARGE, f"message exceeds {limits.max_message_bytes} bytes"
         )
-    if active_turn is not None and active_turn != cmd.turn_id:
-        return rejected(ErrorCode.TURN_IN_PROGRESS, f"turn {active_turn} is still running")
+    active = session.active_turn
+    if active is not None and active != cmd.turn_id:
+        return rejected(ErrorCode.TURN_IN_PROGRESS, f"turn {active} is still running")
     config = agent.config.model_copy(
         update={
             "max_steps": min(agent.config.max_steps, limits.max_steps),
@@ -169,25 +166,24 @@ def request_turn(
         agent_id=agent.agent_id,
         agent_version=agent.version,
         config=config,
-        tools=[t.definition for t in tools if t.name in allowed],
-        history=[m.value() for m in history_window(history, limits.history_messages)],
+        tools=[t for t in tools if t.name in allowed],
+        history=history_window(session.messages, limits.history_messages),
         message=cmd.message,
         requested_at=requested_at,
     )
 
 
-def cancel_turn(
-    cmd: events.TurnCancelRequested, turn: TurnRow | None, session: Session | None
-) -> Fact:
-    if turn is None or not turn.status.active:
+def cancel_turn(cmd: events.TurnCancelRequested, session: Conversation | None) -> Fact:
+    """Only the session's running turn can be cancelled."""
+    if session is None or session.active_turn != cmd.turn_id:
         return _session_rejected(
             cmd.session_id, ErrorCode.TURN_NOT_ACTIVE, "only a running turn can be cancelled"
         )
     return events.TurnCancelled(
         session_id=cmd.session_id,
         turn_id=cmd.turn_id,
-        agent_id=session.agent_id if session else "",
-        requested_at=turn.requested_at,
+        agent_id=session.agent_id,
+        requested_at=session.active_requested_at,
     )
 
 

@@ -1,53 +1,50 @@
-"""The command handler: decides requested commands against projected state and records
-the outcome (the decisions are ``command_decisions``).
+"""The command handler: decides requested commands on state it keeps in memory
+(``command_state``), folded from the log, and records the outcome (the decisions are
+``command_decisions``). No decision reads Postgres.
 
 It is the single writer of outcomes per key: commands are keyed like their aggregate,
-and one group member owns a partition. Before reading state it waits for the projection
-to have applied the log up to what it is about to decide on (the offset fence).
+and one group member owns a partition. Its outcomes are keyed like the command, so they
+are on the events partition of the command's partition number: the commands and events
+topics must have as many partitions as each other.
+
+On assignment it loads a snapshot (the read models at the core projection's positions)
+and follows every events partition from there, in a task. Before a batch is decided,
+the follow has reached the end the log had then, so a decision sees every fact recorded
+before its command was read; its own outcomes are folded as it records them.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
 
-from projections import agents, outcomes, sessions, tenants, turns
-from projections.agents import Agent
 from projections.database import Database
-from projections.sessions import Session
-from projections.waiter import Waiter
 from schemas import events
 from schemas.base import Fact
 from schemas.envelope import Envelope
 from streams.catalog import Catalog
-from streams.handler import Closes, Item, RecordsUnprocessable, WatchesPublished
+from streams.follow import Follower
+from streams.handler import Ack, Closes, Item, RecordsUnprocessable, WatchesPublished
 from streams.partitions import LogReader
 
 from . import command_decisions as decide
+from . import command_state
 from .command_decisions import TurnLimits
+from .command_state import CommandState
 
 log = logging.getLogger(__name__)
 SOURCE = "/workers/commands"
+# How long a batch waits for the fold to reach the log's end before it is decided on
+# what is folded (a lagging fold can only refuse what it would accept, never the reverse:
+# this handler is the one writer of what it decides).
+CATCH_UP_S = 5.0
 
 
-@dataclass
-class _Decided:
-    """What this batch decided, not projected yet: later commands of the batch see it."""
-
-    agents: dict[str, Agent | None] = field(default_factory=dict)
-    sessions: dict[str, Session] = field(default_factory=dict)
-    active_turns: dict[str, str] = field(default_factory=dict)  # session id -> turn id
-
-    def record(self, fact: Fact, agent_before: Agent | None) -> None:
-        if isinstance(fact, events.AgentCreated | events.AgentUpdated | events.AgentDisabled):
-            self.agents[fact.agent_id] = agents.evolve(agent_before, fact)
-        elif isinstance(fact, events.SessionCreated):
-            self.sessions[fact.session_id] = Session.created(fact)
-        elif isinstance(fact, events.TurnAccepted):
-            self.active_turns[fact.session_id] = fact.turn_id
+class PartitionCountMismatchError(RuntimeError):
+    pass
 
 
 class CommandHandler(WatchesPublished, RecordsUnprocessable, Closes):
@@ -59,67 +56,90 @@ class CommandHandler(WatchesPublished, RecordsUnprocessable, Closes):
     ) -> None:
         self.catalog = catalog
         self.topics = (catalog.commands,)
-        self.db = db
-        self.waiter = Waiter(db)
+        self.db = db  # read once per assignment, for the snapshot
         self.limits = limits
-        self._log = LogReader(bootstrap_servers)
-        self._started = False
-        # The last offset of this handler's outcomes per events partition; None until
-        # the first fence after an assignment has found the topic's end.
-        self._written: dict[tuple[str, int], int] | None = None
+        self.state = CommandState(limits.history_messages)
+        self._follower = Follower(bootstrap_servers, self._fold_records)
+        self._log = LogReader(bootstrap_servers, group_id=catalog.group_id(self.name))
+        self._owned: list[TopicPartition] = []
+        # Outcomes folded that are not known to be in the log yet: if their batch fails
+        # (to be decided again, or set aside), the state is loaded again.
+        self._unwritten = False
+
+    def _fold_records(self, records: list[Any]) -> None:
+        self.state.fold_records(records)
 
     async def on_assigned(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
-        self._log.forget_partitions()  # partitions may have been added: look again
-        self._written = None  # a previous owner's outcomes: the next fence finds them
+        """The state of the assigned partitions (eager rebalancing: all of them), from a
+        snapshot and the log's tail; the consumer starts at the group's commits."""
+        self._owned = [tp for tp in partitions if tp.topic == self.catalog.commands]
+        await self._load()
         return {}
 
-    def published(self, acks: list[tuple[str, int, int]]) -> None:
-        """Where this handler's outcomes were written: the next batch's fence waits until
-        the projection has applied them."""
-        assert self._written is not None
-        for topic, partition, offset in acks:
-            key = (topic, partition)
-            self._written[key] = max(self._written.get(key, -1), offset)
+    async def _load(self) -> None:
+        await self._follower.stop()
+        reader = await self._log.start()
+        reader.forget_partitions()  # partitions may have been added: look again
+        events_tps = await reader.partitions(self.catalog.events)
+        commands_tps = await reader.partitions(self.catalog.commands)
+        if len(events_tps) != len(commands_tps):
+            raise PartitionCountMismatchError(
+                f"{self.catalog.commands} has {len(commands_tps)} partitions and"
+                f" {self.catalog.events} {len(events_tps)}: a command's outcome is written to"
+                " the events partition of its number, so they must have as many"
+            )
+        owned = self._owned
+        numbers = sorted(tp.partition for tp in events_tps)
+        partitioner = DefaultPartitioner()
 
-    async def _fence(self, items: list[Item]) -> None:
-        """Wait until the projection has applied these commands and every outcome
-        recorded for them so far, so decisions never rest on stale state, and an outcome
-        recorded before a crash is seen (and not recorded twice).
+        def partition_of(key: str) -> int:
+            return int(partitioner(key.encode(), numbers, numbers))
 
-        After an assignment, outcomes a previous owner of these partitions recorded (and
-        crashed before committing) are somewhere below the events topic's end: the first
-        fence asks for the end once (ListOffsets). From then on this handler is the only
-        one recording outcomes for its commands, and knows where it wrote them: later
-        fences wait on the projection's notified positions alone, with no round trip."""
-        if not self._started:
-            await self._log.start()
-            self.waiter.start()
-            self._started = True
-        if self._written is None:
-            ends = await self._log.ends(await self._log.partitions(self.catalog.events))
-            self._written = {
-                (tp.topic, tp.partition): end - 1 for tp, end in ends.items() if end > 0
-            }
-        positions = dict(self._written)
-        for _env, position in items:
-            key = (position.topic, position.partition)
-            positions[key] = max(positions.get(key, -1), position.offset)
-        await self.waiter.until_positions(
-            [(topic, partition, offset) for (topic, partition), offset in positions.items()]
+        state, at = await command_state.load(
+            self.db,
+            self.catalog.events,
+            {tp.partition for tp in owned},
+            partition_of,
+            self.limits.history_messages,
+            await self._pending(owned),
         )
+        self.state = state
+        await self._follower.start({tp: at.get(tp.partition, 0) for tp in events_tps})
+        await self._follower.caught_up(timeout=None)
+        self._unwritten = False
+
+    async def _pending(self, owned: list[TopicPartition]) -> list[str]:
+        """The ids of the commands the consumer will be handed again: from the group's
+        commits to the log's ends."""
+        ends = await self._log.ends(owned)
+        found = []
+        for tp in owned:
+            start = await self._log.committed(tp)
+            for env in await self._log.envelopes(tp, start, ends[tp]):
+                found.append(env.id)
+        return found
 
     async def handle_batch(self, items: list[Item]) -> list[Envelope[Any]]:
-        await self._fence(items)
+        if self._unwritten:  # the last batch failed after it was decided: not in the log
+            await self._load()
+        if not await self._follower.caught_up(CATCH_UP_S):
+            log.warning("deciding on state %.0f s behind the log's end", CATCH_UP_S)
         outputs: list[Envelope[Any]] = []
-        decided = _Decided()
         for env, _position in items:
-            if await outcomes.outcome(self.db, env.tenant_id, env.id) is not None:
+            if env.id in self.state.decided:
                 continue  # decided before a crash or rebalance: the outcome is in the log
-            fact = await self._decide(env, decided)
+            fact = self._decide(env)
             if isinstance(fact, events.AgentCommandRejected | events.SessionCommandRejected):
                 fact = fact.model_copy(update={"command_id": env.id})
-            outputs.append(env.follow(fact, step="outcome", source=SOURCE))
+            outcome = env.follow(fact, step="outcome", source=SOURCE)
+            self._unwritten = True
+            self.state.fold(outcome)  # later commands see it; read back, it is passed over
+            outputs.append(outcome)
         return outputs
+
+    def published(self, acks: list[Ack]) -> None:
+        """The batch's outcomes are in the log: what was folded of them stands."""
+        self._unwritten = False
 
     def unprocessable(self, env: Envelope[Any], reason: str) -> list[Envelope[Any]]:
         """A command that could not be decided on is rejected, so that its requester
@@ -127,60 +147,30 @@ class CommandHandler(WatchesPublished, RecordsUnprocessable, Closes):
         fact = decide.unprocessable(env.data, env.id, reason)
         return [] if fact is None else [env.follow(fact, step="outcome", source=SOURCE)]
 
-    async def _agent(self, tenant_id: str, agent_id: str, decided: _Decided) -> Agent | None:
-        if agent_id in decided.agents:
-            return decided.agents[agent_id]
-        return await agents.agent(self.db, tenant_id, agent_id)
-
-    async def _decide(self, env: Envelope[Any], decided: _Decided) -> Fact:
-        cmd, tenant = env.data, env.tenant_id
+    def _decide(self, env: Envelope[Any]) -> Fact:
+        cmd, tenant, state = env.data, env.tenant_id, self.state
         if isinstance(cmd, decide.AgentCommand):
-            agent = await self._agent(tenant, cmd.agent_id, decided)
-            fact: Fact
+            agent = state.agent(tenant, cmd.agent_id)
             if isinstance(cmd, events.AgentDisableRequested):
-                fact = decide.disable_agent(cmd, agent)
-            else:
-                known = {t.name for t in await tenants.tools(self.db, tenant)}
-                if isinstance(cmd, events.AgentCreateRequested):
-                    fact = decide.create_agent(cmd, agent, known)
-                else:
-                    fact = decide.update_agent(cmd, agent, known)
-            decided.record(fact, agent)
-            return fact
+                return decide.disable_agent(cmd, agent)
+            known = {t.name for t in state.tools_of(tenant)}
+            if isinstance(cmd, events.AgentCreateRequested):
+                return decide.create_agent(cmd, agent, known)
+            return decide.update_agent(cmd, agent, known)
         if isinstance(cmd, events.SessionCreateRequested):
-            exists = cmd.session_id in decided.sessions or (
-                await sessions.session(self.db, tenant, cmd.session_id) is not None
-            )
-            agent = await self._agent(tenant, cmd.agent_id, decided)
-            fact = decide.create_session(cmd, exists, agent)
-            decided.record(fact, None)
-            return fact
+            exists = cmd.session_id in state.conversations
+            return decide.create_session(cmd, exists, state.agent(tenant, cmd.agent_id))
         if isinstance(cmd, events.TurnRequested):
-            session: Session | None = decided.sessions.get(cmd.session_id)
-            if session is None:  # not opened in this batch: as projected
-                session = await sessions.session(self.db, tenant, cmd.session_id)
-            agent = await self._agent(tenant, session.agent_id, decided) if session else None
-            active = decided.active_turns.get(cmd.session_id)
-            if active is None:
-                running = await turns.active_turn(self.db, tenant, cmd.session_id)
-                active = None if running is None else running.turn_id
-            history = await sessions.recent_messages(
-                self.db, tenant, cmd.session_id, self.limits.history_messages
+            session = state.conversation(tenant, cmd.session_id)
+            agent = state.agent(tenant, session.agent_id) if session else None
+            return decide.request_turn(
+                cmd, session, agent, state.tools_of(tenant), self.limits, env.time
             )
-            tools = await tenants.tools(self.db, tenant)
-            fact = decide.request_turn(
-                cmd, session, agent, active, tools, history, self.limits, env.time
-            )
-            decided.record(fact, None)
-            return fact
         if isinstance(cmd, events.TurnCancelRequested):
-            turn = await turns.turn(self.db, tenant, cmd.turn_id)
-            opened = await sessions.session(self.db, tenant, cmd.session_id)
-            return decide.cancel_turn(cmd, turn, opened)
+            return decide.cancel_turn(cmd, state.conversation(tenant, cmd.session_id))
         raise TypeError(f"not a command: {type(cmd).__name__}")
 
     async def close(self) -> None:
-        if self._started:
-            await self.waiter.close()
-            await self._log.stop()
+        await self._follower.stop()
+        await self._log.stop()
         await self.db.close()

@@ -25,7 +25,14 @@ from schemas.billing import InvoiceLine
 from schemas.envelope import Envelope
 from schemas.errors import DomainError, ErrorCode
 from streams.catalog import Catalog
-from streams.handler import Closes, Item, Position, RecordsUnprocessable
+from streams.handler import (
+    Ack,
+    Closes,
+    Item,
+    Position,
+    RecordsUnprocessable,
+    WatchesPublished,
+)
 from streams.partitions import LogReader
 
 from . import lazy_role_app, plan_decider
@@ -34,7 +41,7 @@ SOURCE = "/workers/invoicer"
 FENCE_WAIT_S = 60.0
 
 
-class Invoicer(RecordsUnprocessable, Closes):
+class Invoicer(WatchesPublished, RecordsUnprocessable, Closes):
     """The billing decider: it drafts invoices, and decides plan requests
     (``plan_decider``). Both are keyed by tenant (plans by plan): one writer per key."""
 
@@ -49,10 +56,21 @@ class Invoicer(RecordsUnprocessable, Closes):
         self.plans = plan_decider.PlanDecider(bootstrap_servers, catalog, db)
         self._log = LogReader(bootstrap_servers)
         self._started = False
+        self._assigned: list[TopicPartition] = []
+        # Outcomes the plan decider folded that are not known to be in the log yet: if
+        # their batch fails (to be decided again, or set aside), its state is loaded again.
+        self._unwritten = False
 
     async def on_assigned(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         self._log.forget_partitions()
+        self._assigned = partitions
+        self._unwritten = False
         return await self.plans.on_assigned(partitions)
+
+    def published(self, acks: list[Ack]) -> None:
+        """The batch's outcomes are in the log: what the plan decider folded of them
+        stands."""
+        self._unwritten = False
 
     async def _fence(self) -> dict[int, int]:
         """Wait until the billing projection has applied the usage and billing topics up
@@ -70,6 +88,9 @@ class Invoicer(RecordsUnprocessable, Closes):
         return {tp.partition: end for tp, end in sorted(usage.items())}
 
     async def handle_batch(self, items: list[Item]) -> list[Envelope[Any]]:
+        if self._unwritten:  # the last batch failed after it was decided: not in the log
+            await self.plans.on_assigned(self._assigned)
+            self._unwritten = False
         drafts = any(isinstance(env.data, billing.InvoiceDraftRequested) for env, _ in items)
         usage_ends = await self._fence() if drafts else {}
         outputs: list[Envelope[Any]] = []
@@ -78,6 +99,7 @@ class Invoicer(RecordsUnprocessable, Closes):
             if not isinstance(env.data, billing.InvoiceDraftRequested):
                 outcome = await self.plans.handle((env, position))
                 if outcome is not None:
+                    self._unwritten = True
                     outputs.append(outcome)
                 continue
             request = await invoices.draft_request(self.db, ALL_TENANTS, env.id)
@@ -98,6 +120,7 @@ class Invoicer(RecordsUnprocessable, Closes):
             else:
                 latest[req.invoice_id] = (fact.revision, fact.lines)
             drafted = env.follow(fact, step="draft", source=SOURCE)
+            self._unwritten = True
             self.plans.fold_own(drafted, position.offset + 1)  # a drafted month, at once
             outputs.append(drafted)
         return outputs

@@ -7,6 +7,8 @@ from projections.database import Database
 from projections.ops import Notify, Update, Upsert, project
 from projections.store import ProjectionStore
 from schemas import events
+from schemas.base import Fact
+from schemas.envelope import envelope
 
 from .conversation import CONFIG, Ids, Log, conversation
 from .fold_context import CTX, T
@@ -28,6 +30,7 @@ def test_turn_requested_adds_the_turn_and_wakes_nobody() -> None:
                 "request": "hi",
                 "requested_at": T,
             },
+            overwrite=("mode", "request", "requested_at"),
         )
     ]
 
@@ -47,10 +50,23 @@ def test_turn_accepted_records_where_in_the_log_it_was_accepted() -> None:
     # The read models' folds in the order they registered: outcomes, then turns.
     outcome, woken, turn, step = project(data, CTX)
 
-    assert turn == Update(
+    # The row is made if the request is not applied yet (it is on another topic).
+    assert turn == Upsert(
         "turns",
-        {"turn_id": "turn-1", "tenant_id": "tenant-a"},
-        {"status": "accepted", "agent_version": 3, "accepted_partition": 2, "accepted_offset": 41},
+        ("turn_id",),
+        {
+            "turn_id": "turn-1",
+            "tenant_id": "tenant-a",
+            "session_id": "session-1",
+            "mode": "chat",
+            "request": "hi",
+            "requested_at": T,
+            "status": "accepted",
+            "agent_version": 3,
+            "accepted_partition": 2,
+            "accepted_offset": 41,
+        },
+        overwrite=("status", "agent_version", "accepted_partition", "accepted_offset"),
     )
     assert isinstance(step, Upsert)
     assert (step.table, step.row["position"], step.row["type"]) == (
@@ -139,14 +155,69 @@ async def test_the_orchestrator_replays_from_the_oldest_running_turn_of_a_partit
     (accepted_at,) = [pos.offset for env, pos in items if isinstance(env.data, events.TurnAccepted)]
 
     row = await turns.turn(unscoped, running.tenant_id, running.turn_id)
-    active = await turns.active_turn(unscoped, running.tenant_id, running.session_id)
 
     assert row is not None
     assert (row.status, row.status.active, row.status.finished) == ("running", True, False)
     assert (row.accepted_partition, row.accepted_offset) == (0, accepted_at)
-    assert active == row
-    assert await turns.active_turn(unscoped, done.tenant_id, done.session_id) is None
     assert await turns.open_turns_from(unscoped, 0, accepted_at + 100) == accepted_at
     # Only turns accepted before the offset the orchestrator resumes from count.
     assert await turns.open_turns_from(unscoped, 0, accepted_at) is None
     assert await turns.open_turns_from(unscoped, 1, accepted_at + 100) is None
+
+
+async def test_a_turns_row_is_the_same_whether_its_request_or_its_outcome_comes_first(
+    store: ProjectionStore, unscoped: Database
+) -> None:
+    """The projector reads the commands and events topics side by side, and the
+    command handler does not wait for it: a turn's outcome may be applied before its
+    request."""
+    log = Log()
+    rows = {}
+    for outcome in ("accepted", "rejected"):
+        for first in ("request", "outcome"):
+            ids = Ids.new(f"{outcome}-{first}")
+            request = envelope(
+                events.TurnRequested(
+                    session_id=ids.session_id, turn_id=ids.turn_id, message="hi", mode="invoke"
+                ),
+                source="/tests",
+                tenant_id=ids.tenant_id,
+            )
+            if outcome == "accepted":
+                fact: Fact = events.TurnAccepted(
+                    session_id=ids.session_id,
+                    turn_id=ids.turn_id,
+                    agent_id="agent-1",
+                    agent_version=2,
+                    config=CONFIG,
+                    tools=[],
+                    history=[],
+                    message="hi",
+                    requested_at=request.time,
+                )
+            else:
+                fact = events.TurnRejected(
+                    session_id=ids.session_id, turn_id=ids.turn_id, code="X", detail="no"
+                )
+            decided = request.follow(fact, step="decide", source="/tests")
+            pair = [request, decided] if first == "request" else [decided, request]
+            for env in pair:  # one batch each, as two polls would hand them over
+                await store.apply([log.append(env)])
+            row = await turns.turn(unscoped, ids.tenant_id, ids.turn_id)
+            assert row is not None
+            assert row.requested_at == request.time
+            rows[outcome, first] = row.model_dump(
+                exclude={
+                    *("turn_id", "tenant_id", "session_id", "requested_at"),
+                    *("accepted_offset", "finished_at"),
+                }
+            )
+
+    for outcome in ("accepted", "rejected"):
+        assert rows[outcome, "request"] == rows[outcome, "outcome"]
+        assert (rows[outcome, "request"]["mode"], rows[outcome, "request"]["request"]) == (
+            "invoke",
+            "hi",
+        )
+    assert rows["accepted", "outcome"]["status"] == "accepted"
+    assert rows["rejected", "outcome"]["status"] == "rejected"

@@ -1,5 +1,5 @@
-"""The command handler's pure decisions: each command against projected state, to the
-fact recorded as its outcome. State is given as the read models return it."""
+"""The command handler's pure decisions: each command against the state it keeps in
+memory, to the fact recorded as its outcome. State is given as plain values."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ from typing import Any
 import pytest
 
 from projections.agents import Agent, AgentStatus
-from projections.sessions import MessageRow, SessionRow
-from projections.tenants import ToolRow
-from projections.turns import TurnRow, TurnStatus
+from projections.conversations import Conversation
 from schemas import events
 from schemas.base import Fact
 from workers.command_decisions import (
@@ -172,50 +170,39 @@ def test_a_session_needs_a_new_id_and_an_active_agent(
 
 # -- turns -----------------------------------------------------------------------------
 
-SESSION_ROW = SessionRow(
-    session_id="s-1", tenant_id="ten-1", agent_id="a-1", metadata={}, created_at=T0
-)
 WEATHER = events.ToolDefinition(
     tool_id="tool-weather", name="weather", url="http://tools.test/weather", timeout_s=5.0
 )
 CLOCK = events.ToolDefinition(tool_id="tool-clock", name="clock", url="http://tools.test/clock")
-TOOL_ROWS = [
-    ToolRow(
-        tool_id=t.tool_id,
-        tenant_id="ten-1",
-        name=t.name,
-        definition=t,
-        secret_header_names=[],
-        created_at=T0,
-    )
-    for t in (CLOCK, WEATHER)
-]
+TOOLS = [CLOCK, WEATHER]  # the tenant's, by name
 
 
-def message_row(n: int, role: str, content: str | None = None, **fields: Any) -> MessageRow:
-    return MessageRow(
-        message_id=f"m-{n}",
-        session_id="s-1",
-        turn_id="t-1",
-        position=n,
-        role=role,
-        content=content,
-        tool_calls=fields.get("tool_calls", []),
-        tool_call_id=fields.get("tool_call_id"),
-        created_at=T0,
-    )
+def message(role: str, content: str | None = None, **fields: Any) -> events.MessageValue:
+    return events.MessageValue(role=role, content=content, **fields)  # type: ignore[arg-type]
 
 
-HISTORY_ROWS = [
-    message_row(0, "user", "Weather?"),
-    message_row(
-        1,
+HISTORY = (
+    message("user", "Weather?"),
+    message(
         "assistant",
         tool_calls=[events.ToolCallValue(id="c1", name="weather", arguments={"city": "Oslo"})],
     ),
-    message_row(2, "tool", "sunny", tool_call_id="c1"),
-    message_row(3, "assistant", "Sunny in Oslo."),
-]
+    message("tool", "sunny", tool_call_id="c1"),
+    message("assistant", "Sunny in Oslo."),
+)
+
+
+def conversation(
+    active_turn: str | None = None, history: tuple[events.MessageValue, ...] = HISTORY
+) -> Conversation:
+    return Conversation(
+        session_id="s-1",
+        tenant_id="ten-1",
+        agent_id="a-1",
+        active_turn=active_turn,
+        active_requested_at=None if active_turn is None else T0,
+        history=tuple((f"m-{n}", m) for n, m in enumerate(history)),
+    )
 
 
 ACTIVE_AGENT = agent_row()
@@ -228,7 +215,7 @@ def turn(message: str = "And tomorrow?") -> events.TurnRequested:
 def decide_turn(
     cmd: events.TurnRequested | None = None,
     *,
-    session: SessionRow | None = SESSION_ROW,
+    session: Conversation | None = None,
     agent: Agent = ACTIVE_AGENT,
     active_turn: str | None = None,
     max_message_bytes: int = 100,
@@ -236,11 +223,9 @@ def decide_turn(
 ) -> Fact:
     return request_turn(
         cmd or turn(),
-        session,
+        session or conversation(active_turn),
         agent,
-        active_turn,
-        TOOL_ROWS,
-        HISTORY_ROWS,
+        TOOLS,
         limits or TurnLimits(max_message_bytes, max_steps=64, max_tool_calls=256),
         T0,
     )
@@ -303,13 +288,13 @@ def test_tools_keep_the_registry_order_and_skip_those_not_allowlisted() -> None:
 
 
 def test_a_turn_in_a_missing_session_is_rejected() -> None:
-    assert decide_turn(session=None) == turn_rejected(
-        "SESSION_NOT_FOUND", "no session s-1", agent_id=""
-    )
+    outcome = request_turn(turn(), None, ACTIVE_AGENT, TOOLS, LIMITS)
+
+    assert outcome == turn_rejected("SESSION_NOT_FOUND", "no session s-1", agent_id="")
 
 
 def test_a_turn_whose_agent_is_gone_is_rejected() -> None:
-    outcome = request_turn(turn(), SESSION_ROW, None, None, TOOL_ROWS, HISTORY_ROWS, LIMITS)
+    outcome = request_turn(turn(), conversation(), None, TOOLS, LIMITS)
 
     assert outcome == turn_rejected("AGENT_NOT_FOUND", "no agent a-1")
 
@@ -350,13 +335,16 @@ def test_a_too_large_message_is_reported_before_a_running_turn() -> None:
 
 def test_the_history_window_keeps_recent_messages_from_a_user_message_on() -> None:
     roles = ["user", "assistant", "tool", "assistant", "user", "assistant", "tool", "assistant"]
-    history = [message_row(n, role) for n, role in enumerate(roles)]
+    history = [message(role, f"m-{n}") for n, role in enumerate(roles)]
 
-    assert [m.position for m in history_window(history, 100)] == list(range(8))
+    def window(limit: int) -> list[str | None]:
+        return [m.content for m in history_window(history, limit)]
+
+    assert window(100) == [f"m-{n}" for n in range(8)]
     # The last five start at a tool answer and its call's assistant: both are left out.
-    assert [m.position for m in history_window(history, 5)] == [4, 5, 6, 7]
-    assert [m.position for m in history_window(history, 3)] == []
-    assert history_window(history, 0) == []
+    assert window(5) == ["m-4", "m-5", "m-6", "m-7"]
+    assert window(3) == []
+    assert window(0) == []
 
 
 def test_an_accepted_turn_carries_at_most_the_history_window() -> None:
@@ -373,44 +361,22 @@ def test_an_accepted_turn_carries_at_most_the_history_window() -> None:
 CANCEL = events.TurnCancelRequested(session_id="s-1", turn_id="t-1")
 
 
-def turn_row(status: TurnStatus) -> TurnRow:
-    return TurnRow(
-        turn_id="t-1",
-        tenant_id="ten-1",
-        session_id="s-1",
-        status=status,
-        mode="chat",
-        request="hello",
-        agent_version=3,
-        accepted_partition=0,
-        accepted_offset=7,
-        answer_message_id=None,
-        error_code=None,
-        error_detail=None,
-        steps=0,
-        input_tokens=0,
-        output_tokens=0,
-        requested_at=T0,
-        finished_at=None,
-    )
-
-
-@pytest.mark.parametrize("status", [TurnStatus.ACCEPTED, TurnStatus.RUNNING])
-def test_a_running_turn_can_be_cancelled(status: TurnStatus) -> None:
-    assert cancel_turn(CANCEL, turn_row(status), SESSION_ROW) == events.TurnCancelled(
+def test_the_running_turn_can_be_cancelled() -> None:
+    assert cancel_turn(CANCEL, conversation(active_turn="t-1")) == events.TurnCancelled(
         session_id="s-1", turn_id="t-1", agent_id="a-1", requested_at=T0
     )
 
 
 @pytest.mark.parametrize(
-    "turn",
+    "session",
     [
         None,
-        *(turn_row(s) for s in TurnStatus if s not in (TurnStatus.ACCEPTED, TurnStatus.RUNNING)),
+        conversation(active_turn=None),  # finished, rejected or never accepted
+        conversation(active_turn="t-0"),  # another turn of the session is running
     ],
 )
-def test_only_a_running_turn_can_be_cancelled(turn: TurnRow | None) -> None:
-    assert cancel_turn(CANCEL, turn, SESSION_ROW) == events.SessionCommandRejected(
+def test_only_the_sessions_running_turn_can_be_cancelled(session: Conversation | None) -> None:
+    assert cancel_turn(CANCEL, session) == events.SessionCommandRejected(
         session_id="s-1",
         command_id="",
         code="TURN_NOT_ACTIVE",

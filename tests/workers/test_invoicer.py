@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,17 +19,16 @@ from hypothesis import strategies as st
 from projections import invoices
 from projections.database import Database
 from projections.invoices import DraftStatus
-from projections.secrets import new_key
 from schemas import billing
 from schemas.billing import PLATFORM, ModelRates, PricePlan, ToolRates
 from schemas.envelope import Envelope, envelope
 from schemas.usage import UsageRecorded
-from streams.catalog import Catalog
 from streams.publisher import Publisher
 from streams.settings import Settings
 from tests.e2e.conftest import DATABASE_URL
 from tests.eventually import eventually_async
-from workers.runner import prepare, run_roles
+from tests.workers.deployment import deployment
+from workers.runner import run_roles
 
 SOURCE = "/tests/invoicer"
 PERIOD = "2026-11"
@@ -82,32 +80,16 @@ class Billing:
 @pytest.fixture
 async def running_billing(bootstrap: str) -> AsyncIterator[Billing]:
     """The billing projector and the invoicer, on topics and schemas of the test's own."""
-    tag = f"bill_{uuid.uuid4().hex[:10]}"
-    config = Settings(
-        kafka_bootstrap_servers=bootstrap,
-        topic_prefix=f"{tag}.",
-        database_url=DATABASE_URL,
-        database_schema=tag,
-        secrets_key=new_key(),
-    )
-    await prepare(config)
-    stop = asyncio.Event()
-    roles = asyncio.create_task(run_roles(config, ["billing", "invoicer"], stop))
-    publisher = Publisher(bootstrap, Catalog.from_settings(config))
-    await publisher.start()
-    db = Database(DATABASE_URL, config.billing_schema, pool_size=2)
-    try:
-        yield Billing(config, publisher, db)
-    finally:
-        stop.set()
-        await asyncio.gather(roles, return_exceptions=True)
-        await publisher.stop()
-        await db.close()
-        with psycopg.connect(DATABASE_URL, autocommit=True) as conn:
-            for (name,) in conn.execute(
-                "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", (f"{tag}%",)
-            ).fetchall():
-                conn.execute(f'DROP SCHEMA "{name}" CASCADE')
+    async with deployment(bootstrap, "bill") as (config, publisher):
+        stop = asyncio.Event()
+        roles = asyncio.create_task(run_roles(config, ["billing", "invoicer"], stop))
+        db = Database(DATABASE_URL, config.billing_schema, pool_size=2)
+        try:
+            yield Billing(config, publisher, db)
+        finally:
+            stop.set()
+            await asyncio.gather(roles, return_exceptions=True)
+            await db.close()
 
 
 # -- random histories ---------------------------------------------------------------------

@@ -5,15 +5,12 @@ log, and equals what the read models hold once the projector has caught up."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-import psycopg
 import pytest
 from aiokafka import TopicPartition
 from hypothesis import HealthCheck, given, settings
@@ -22,21 +19,17 @@ from hypothesis import strategies as st
 from projections import plans
 from projections.database import Database
 from projections.ops import BILLING
-from projections.secrets import new_key
 from projections.tenant_plans import TenantPlans, evolve
-from projections.waiter import next_offset
 from schemas import billing, billing_requests
 from schemas.billing import PLATFORM, PricePlan, ToolRates
 from schemas.envelope import Envelope, envelope, from_kafka
 from streams.catalog import Catalog
 from streams.handler import Position
 from streams.partitions import LogReader
-from streams.publisher import Publisher
-from streams.settings import Settings
 from tests.e2e.conftest import DATABASE_URL
-from tests.eventually import eventually_async
+from tests.workers.deployment import Deployed, deployment, project
+from workers.invoicer import Invoicer
 from workers.plan_decider import PlanDecider
-from workers.runner import prepare, run_roles
 
 SOURCE = "/tests/plan-decider"
 START = datetime.datetime(2026, 9, 1, tzinfo=datetime.UTC)
@@ -45,34 +38,13 @@ PERIODS = ["2026-09", "2026-10", "2026-11", "2026-12"]
 TENANTS = 4
 
 
-@dataclass
-class Log:
-    settings: Settings
-    catalog: Catalog
-    publisher: Publisher
-    db: Database
-
+class Log(Deployed):
     async def partitions(self) -> list[TopicPartition]:
         async with LogReader(self.settings.kafka_bootstrap_servers) as reader:
             return await reader.partitions(self.catalog.billing)
 
     async def project(self) -> None:
-        """Run the billing projector until it has applied the billing topic to its end."""
-        async with LogReader(self.settings.kafka_bootstrap_servers) as reader:
-            ends = await reader.ends(await reader.partitions(self.catalog.billing))
-        stop = asyncio.Event()
-        role = asyncio.create_task(run_roles(self.settings, ["billing"], stop))
-
-        async def applied() -> bool:
-            for tp, end in ends.items():
-                assert await next_offset(self.db, tp.topic, tp.partition, BILLING) >= end
-            return True
-
-        try:
-            await eventually_async(applied, "the billing projection at the log's end")
-        finally:
-            stop.set()
-            await role
+        await project(self.settings, self.db, self.catalog.billing, BILLING)
 
     async def folded(self) -> dict[str, TenantPlans]:
         """Every tenant's plans, folded from the whole billing topic (each event once)."""
@@ -96,29 +68,12 @@ class Log:
 
 @pytest.fixture
 async def log(bootstrap: str) -> AsyncIterator[Log]:
-    tag = f"pdec_{uuid.uuid4().hex[:10]}"
-    config = Settings(
-        kafka_bootstrap_servers=bootstrap,
-        topic_prefix=f"{tag}.",
-        database_url=DATABASE_URL,
-        database_schema=tag,
-        secrets_key=new_key(),
-    )
-    await prepare(config)
-    catalog = Catalog.from_settings(config)
-    publisher = Publisher(bootstrap, catalog)
-    await publisher.start()
-    db = Database(DATABASE_URL, config.billing_schema, pool_size=2)
-    try:
-        yield Log(config, catalog, publisher, db)
-    finally:
-        await publisher.stop()
-        await db.close()
-        with psycopg.connect(DATABASE_URL, autocommit=True) as conn:
-            for (name,) in conn.execute(
-                "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", (f"{tag}%",)
-            ).fetchall():
-                conn.execute(f'DROP SCHEMA "{name}" CASCADE')
+    async with deployment(bootstrap, "pdec") as (config, publisher):
+        db = Database(DATABASE_URL, config.billing_schema, pool_size=2)
+        try:
+            yield Log(config, Catalog.from_settings(config), publisher, db)
+        finally:
+            await db.close()
 
 
 def drafted(tenant_id: str, period: str) -> list[Envelope[Any]]:
@@ -280,3 +235,31 @@ async def test_a_decider_decides_with_its_database_closed(log: Log) -> None:
     assert (mismatch.code, missing.code) == ("CURRENCY_MISMATCH", "PLAN_ASSIGNMENT_NOT_FOUND")
     assert isinstance(version, billing.PricePlanPublished)
     assert version.version == 2
+
+
+async def test_a_batch_whose_outcomes_were_not_written_is_decided_again(log: Log) -> None:
+    """Publishing the outcomes failed: the runtime hands the requests over again, and
+    they are decided again, not passed over as decided."""
+    tenant_id = f"t-{uuid.uuid4().hex[:8]}"
+    plan = PricePlan(currency="USD", tools={"t": ToolRates(per_call=Decimal(1))})
+    publish = billing.PricePlanPublished(plan_id="usd", version=1, plan=plan, operator_id="op")
+    await log.publisher.publish_all([envelope(publish, source=SOURCE, tenant_id=PLATFORM)])
+    await log.project()
+    db = Database(DATABASE_URL, log.settings.billing_schema, pool_size=1)
+    invoicer = Invoicer(log.settings.kafka_bootstrap_servers, log.catalog, db)
+    request = billing_requests.TenantPlanAssignRequested(
+        tenant_id=tenant_id, plan_id="usd", version=1, effective_from=INSTANTS[0], operator_id="op"
+    )
+    item = (envelope(request, source=SOURCE, tenant_id=tenant_id), Position("b", 0, 10_000))
+    try:
+        await invoicer.on_assigned(await log.partitions())
+        first = await invoicer.handle_batch([item])
+        again = await invoicer.handle_batch([item])
+        invoicer.published(await log.publisher.publish_all(again))
+        after_written = await invoicer.handle_batch([item])
+    finally:
+        await invoicer.close()
+
+    assert [type(o.data) for o in first] == [billing.TenantPlanAssigned]
+    assert [(o.id, o.data) for o in again] == [(o.id, o.data) for o in first]
+    assert after_written == []
