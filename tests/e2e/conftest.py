@@ -97,6 +97,10 @@ def platform_env(bootstrap: str, tag: str, model_server: ModelServer) -> dict[st
         "AGENTLOG_MODEL_MAX_RETRIES": "2",
         "AGENTLOG_MODEL_RETRY_BACKOFF_S": "0.05",
         "AGENTLOG_SECRETS_KEY": new_key(),
+        # Four suite processes run platforms at once on a Postgres that may take 100
+        # connections in all (as this machine's does), beside whatever else runs there
+        # (agentlog up, another suite): a gateway's pools stay small.
+        "AGENTLOG_DATABASE_POOL_SIZE": "3",
     }
 
 
