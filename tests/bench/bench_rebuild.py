@@ -1,8 +1,8 @@
 """Core projection benchmark: 1,000,000 events of model-only turns, folded by a live
 ``agentlog projector`` (the roles' FastStream subscriber) and then rebuilt from offset 0
 by ``agentlog projections rebuild core`` (which verifies every table identical to the
-live one), each timed. The live projector folds the commands first, untimed (the
-platform projects a command before its outcome is recorded), then the events, timed.
+live one), each timed. The live projector folds the commands first, untimed, then
+the events, timed (a turn's row is the same in either order).
 
     python -m tests.bench.bench_rebuild [--events N] [--sessions S]
 
@@ -144,8 +144,7 @@ def main() -> None:
         try:
             subprocess.run([*cli, "migrate"], cwd=REPO, env=env, check=True, capture_output=True)
             catalog = Catalog(f"{tag}.")
-            # The commands first, projected before any outcome is recorded, as the
-            # command handler's fence has it; then the events, folded live and timed.
+            # The commands first, untimed; then the events, folded live and timed.
             produced_s = produce(
                 broker.bootstrap, catalog, args.events, args.sessions, catalog.commands
             )
