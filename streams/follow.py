@@ -6,12 +6,19 @@ when it was asked (so a decision sees every fact recorded before its command was
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 from collections.abc import Callable, Mapping
 
 from aiokafka import TopicPartition
 
 from .partitions import LogReader, Record
+
+log = logging.getLogger(__name__)
+
+
+class FollowerStoppedError(ConnectionError):
+    """The follower is not following (never started, or its reads failed): what it
+    folded may be stale. An outage, to retry once it is started again."""
 
 
 class Follower:
@@ -31,7 +38,9 @@ class Follower:
 
     @property
     def running(self) -> bool:
-        return self._task is not None
+        """Following: started, and not stopped by a failure (its reads end when the
+        broker is gone for good, say)."""
+        return self._task is not None and not self._task.done()
 
     async def start(self, starts: Mapping[TopicPartition, int]) -> None:
         await self.stop()
@@ -58,15 +67,14 @@ class Follower:
     async def caught_up(self, timeout: float | None) -> bool:
         """Wait until every partition is folded up to the end the log has now; False if
         ``timeout`` seconds (None: no limit) passed first."""
-        if self._task is None:
-            raise RuntimeError("Follower.start() was not awaited")
+        if not self.running:
+            raise FollowerStoppedError("the follower is not following")
         targets = await self._ends.ends(list(self.positions))
         try:
             async with asyncio.timeout(timeout):
                 while any(self.positions[tp] < end for tp, end in targets.items()):
-                    if self._task.done():
-                        self._task.result()  # what stopped it
-                        raise RuntimeError("the follower stopped")
+                    if not self.running:
+                        raise FollowerStoppedError("the follower stopped")
                     self._moved.clear()
                     await self._moved.wait()
         except TimeoutError:
@@ -77,7 +85,11 @@ class Follower:
         if self._task is not None:
             task, self._task = self._task, None
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await task
+            except asyncio.CancelledError:
+                pass
+            except Exception as exc:  # what had stopped it: it is started afresh
+                log.warning("the follower had stopped", extra={"error": repr(exc)})
         await self._reader.stop()
         await self._ends.stop()

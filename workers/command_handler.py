@@ -15,6 +15,7 @@ before its command was read; its own outcomes are folded as it records them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -65,6 +66,7 @@ class CommandHandler(WatchesPublished, RecordsUnprocessable, Closes):
         # Outcomes folded that are not known to be in the log yet: if their batch fails
         # (to be decided again, or set aside), the state is loaded again.
         self._unwritten = False
+        self._loading = asyncio.Lock()
 
     def _fold_records(self, records: list[Any]) -> None:
         self.state.fold_records(records)
@@ -73,8 +75,18 @@ class CommandHandler(WatchesPublished, RecordsUnprocessable, Closes):
         """The state of the assigned partitions (eager rebalancing: all of them), from a
         snapshot and the log's tail; the consumer starts at the group's commits."""
         self._owned = [tp for tp in partitions if tp.topic == self.catalog.commands]
-        await self._load()
+        async with self._loading:
+            await self._load()
         return {}
+
+    async def _ready(self) -> None:
+        """Load the state again if it may be wrong or stale: the last batch failed after
+        it was decided (its outcomes are not in the log), or the follower stopped (a
+        load or a read failed while the broker was away). A failure here is the
+        broker's or Postgres's: the runtime retries the batch until they are back."""
+        async with self._loading:
+            if self._unwritten or not self._follower.running:
+                await self._load()
 
     async def _load(self) -> None:
         await self._follower.stop()
@@ -120,8 +132,7 @@ class CommandHandler(WatchesPublished, RecordsUnprocessable, Closes):
         return found
 
     async def handle_batch(self, items: list[Item]) -> list[Envelope[Any]]:
-        if self._unwritten:  # the last batch failed after it was decided: not in the log
-            await self._load()
+        await self._ready()
         if not await self._follower.caught_up(CATCH_UP_S):
             log.warning("deciding on state %.0f s behind the log's end", CATCH_UP_S)
         outputs: list[Envelope[Any]] = []

@@ -245,3 +245,19 @@ async def test_a_batch_whose_outcomes_were_not_written_is_decided_again(
     assert [type(o) for o in first] == [events.SessionCreated, events.TurnAccepted]
     assert alone == first[:1]
     assert again == first[1:]  # the session's creation is in the log now
+
+
+async def test_a_handler_whose_follower_stopped_loads_its_state_again(
+    platform: Platform,
+) -> None:
+    """The follower's reads ended (the broker went away mid-rebalance, say): the next
+    batch loads the state again instead of failing, or deciding on what is stale."""
+    await platform.assign()
+    await platform.decide(events.SessionCreateRequested(session_id="s-1", agent_id="a-1"))
+    await platform.handler._follower.stop()  # what a failed read leaves
+
+    (turn,) = await platform.decide(
+        events.TurnRequested(session_id="s-1", turn_id="t-1", message="hi")
+    )
+
+    assert isinstance(turn, events.TurnAccepted)
