@@ -27,7 +27,7 @@ from schemas import events
 from schemas.base import Fact
 from schemas.envelope import Envelope
 from streams.catalog import Catalog
-from streams.follow import Follower
+from streams.follow import Follower, FollowerStoppedError
 from streams.handler import Ack, Closes, Item, RecordsUnprocessable, WatchesPublished
 from streams.partitions import LogReader
 
@@ -42,6 +42,12 @@ SOURCE = "/workers/commands"
 # what is folded (a lagging fold can only refuse what it would accept, never the reverse:
 # this handler is the one writer of what it decides).
 CATCH_UP_S = 5.0
+# A load's reads of the log and the snapshot take at most this long, and its fold of
+# the tail may not stand still for longer: past either, it is an outage, and it is
+# tried again with clients of its own (a client that lived through a broker's restart
+# has been seen never to recover).
+LOAD_TIMEOUT_S = 30.0
+LOAD_STALL_S = 10.0
 
 
 class PartitionCountMismatchError(RuntimeError):
@@ -61,7 +67,7 @@ class CommandHandler(WatchesPublished, RecordsUnprocessable, Closes):
         self.limits = limits
         self.state = CommandState(limits.history_messages)
         self._follower = Follower(bootstrap_servers, self._fold_records)
-        self._log = LogReader(bootstrap_servers, group_id=catalog.group_id(self.name))
+        self._bootstrap = bootstrap_servers
         self._owned: list[TopicPartition] = []
         # Outcomes folded that are not known to be in the log yet: if their batch fails
         # (to be decided again, or set aside), the state is loaded again.
@@ -72,11 +78,13 @@ class CommandHandler(WatchesPublished, RecordsUnprocessable, Closes):
         self.state.fold_records(records)
 
     async def on_assigned(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
-        """The state of the assigned partitions (eager rebalancing: all of them), from a
-        snapshot and the log's tail; the consumer starts at the group's commits."""
-        self._owned = [tp for tp in partitions if tp.topic == self.catalog.commands]
+        """Take the assigned partitions (eager rebalancing: all of them); their state is
+        loaded before the first batch is decided, not here: the group's rebalance waits
+        on this call, and a load that outlived the session would lose the partitions
+        again. The consumer starts at the group's commits."""
         async with self._loading:
-            await self._load()
+            self._owned = [tp for tp in partitions if tp.topic == self.catalog.commands]
+            await self._follower.stop()
         return {}
 
     async def _ready(self) -> None:
@@ -90,8 +98,21 @@ class CommandHandler(WatchesPublished, RecordsUnprocessable, Closes):
 
     async def _load(self) -> None:
         await self._follower.stop()
-        reader = await self._log.start()
-        reader.forget_partitions()  # partitions may have been added: look again
+        async with asyncio.timeout(LOAD_TIMEOUT_S):
+            reader = LogReader(self._bootstrap, group_id=self.catalog.group_id(self.name))
+            async with reader:
+                at, events_tps = await self._snapshot(reader)
+            await self._follower.start({tp: at.get(tp.partition, 0) for tp in events_tps})
+        moved: dict[TopicPartition, int] = {}
+        while not await self._follower.caught_up(LOAD_STALL_S):
+            if self._follower.positions == moved:
+                await self._follower.stop()  # the next try starts it afresh
+                raise FollowerStoppedError(f"the tail's fold stood still for {LOAD_STALL_S} s")
+            moved = dict(self._follower.positions)
+        self._unwritten = False
+
+    async def _snapshot(self, reader: LogReader) -> tuple[dict[int, int], list[TopicPartition]]:
+        """Load the snapshot into the state; its positions, and the events partitions."""
         events_tps = await reader.partitions(self.catalog.events)
         commands_tps = await reader.partitions(self.catalog.commands)
         if len(events_tps) != len(commands_tps):
@@ -113,21 +134,19 @@ class CommandHandler(WatchesPublished, RecordsUnprocessable, Closes):
             {tp.partition for tp in owned},
             partition_of,
             self.limits.history_messages,
-            await self._pending(owned),
+            await self._pending(reader, owned),
         )
         self.state = state
-        await self._follower.start({tp: at.get(tp.partition, 0) for tp in events_tps})
-        await self._follower.caught_up(timeout=None)
-        self._unwritten = False
+        return at, events_tps
 
-    async def _pending(self, owned: list[TopicPartition]) -> list[str]:
+    async def _pending(self, reader: LogReader, owned: list[TopicPartition]) -> list[str]:
         """The ids of the commands the consumer will be handed again: from the group's
         commits to the log's ends."""
-        ends = await self._log.ends(owned)
+        ends = await reader.ends(owned)
         found = []
         for tp in owned:
-            start = await self._log.committed(tp)
-            for env in await self._log.envelopes(tp, start, ends[tp]):
+            start = await reader.committed(tp)
+            for env in await reader.envelopes(tp, start, ends[tp]):
                 found.append(env.id)
         return found
 
@@ -135,6 +154,7 @@ class CommandHandler(WatchesPublished, RecordsUnprocessable, Closes):
         await self._ready()
         if not await self._follower.caught_up(CATCH_UP_S):
             log.warning("deciding on state %.0f s behind the log's end", CATCH_UP_S)
+            await self._follower.stop()  # the next batch loads the state again
         outputs: list[Envelope[Any]] = []
         for env, _position in items:
             if env.id in self.state.decided:
@@ -183,5 +203,4 @@ class CommandHandler(WatchesPublished, RecordsUnprocessable, Closes):
 
     async def close(self) -> None:
         await self._follower.stop()
-        await self._log.stop()
         await self.db.close()

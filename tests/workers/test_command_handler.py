@@ -47,6 +47,7 @@ class Platform:
 
     async def assign(self) -> None:
         await self.handler.on_assigned([TopicPartition(self.catalog.commands, 0)])
+        await self.handler.handle_batch([])  # its state is loaded before a batch
 
     def commands(self, *data: Fact) -> list[Item]:
         """Commands as the consumer hands them over (not written to the log)."""

@@ -222,6 +222,7 @@ async def test_a_restarted_handler_holds_the_whole_logs_state(
     handler = CommandHandler(log.settings.kafka_bootstrap_servers, log.catalog, db, limits)
     try:
         await handler.on_assigned([TopicPartition(log.catalog.commands, OWNED)])
+        await handler.handle_batch([])  # its state is loaded before a batch
         restarted = kept(handler.state)
     finally:
         await handler.close()
@@ -272,6 +273,7 @@ async def test_a_fact_repeated_past_the_snapshot_is_folded_once(log: Log) -> Non
     handler = CommandHandler(log.settings.kafka_bootstrap_servers, log.catalog, db, limits)
     try:
         await handler.on_assigned([TopicPartition(log.catalog.commands, owned)])
+        await handler.handle_batch([])  # its state is loaded before a batch
         conversation = handler.state.conversations[session]
     finally:
         await handler.close()
