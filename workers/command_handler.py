@@ -7,10 +7,11 @@ and one group member owns a partition. Its outcomes are keyed like the command, 
 are on the events partition of the command's partition number: the commands and events
 topics must have as many partitions as each other.
 
-On assignment it loads a snapshot (the read models at the core projection's positions)
-and follows every events partition from there, in a task. Before a batch is decided,
-the follow has reached the end the log had then, so a decision sees every fact recorded
-before its command was read; its own outcomes are folded as it records them.
+Before its first batch after an assignment it loads a snapshot (the read models at the
+core projection's positions) and follows every events partition from there, in a task.
+Before a batch is decided, the follow has reached the end the log had then, so a
+decision sees every fact recorded before its command was read; its own outcomes are
+folded as it records them.
 """
 
 from __future__ import annotations
@@ -88,10 +89,11 @@ class CommandHandler(WatchesPublished, RecordsUnprocessable, Closes):
         return {}
 
     async def _ready(self) -> None:
-        """Load the state again if it may be wrong or stale: the last batch failed after
-        it was decided (its outcomes are not in the log), or the follower stopped (a
-        load or a read failed while the broker was away). A failure here is the
-        broker's or Postgres's: the runtime retries the batch until they are back."""
+        """Load the state if it is missing, wrong or stale: partitions were assigned,
+        the last batch failed after it was decided (its outcomes are not in the log), or
+        the follower stopped (a load or a read failed while the broker was away). A
+        failure here is the broker's or Postgres's: the runtime retries the batch until
+        they are back."""
         async with self._loading:
             if self._unwritten or not self._follower.running:
                 await self._load()
