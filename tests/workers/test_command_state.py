@@ -72,6 +72,27 @@ async def log(bootstrap: str) -> AsyncIterator[Log]:
             await db.close()
 
 
+def accepted_turn(session: str, turn: str, tenant: str) -> list[Envelope[Any]]:
+    """A turn's request and its acceptance, as the gateway and the handler record them."""
+    request = envelope(
+        events.TurnRequested(session_id=session, turn_id=turn, message="hi"),
+        source=SOURCE,
+        tenant_id=tenant,
+    )
+    accepted = events.TurnAccepted(
+        session_id=session,
+        turn_id=turn,
+        agent_id="a",
+        agent_version=1,
+        config=events.AgentConfig(name="n", model="dev"),
+        tools=[],
+        history=[],
+        message="hi",
+        requested_at=request.time,
+    )
+    return [request, request.follow(accepted, step="outcome", source=SOURCE)]
+
+
 class Histories:
     """Facts of a few tenants' agents, tools and sessions, in the order their writers
     record them: a session runs one turn at a time, as its decider ensures."""
@@ -132,23 +153,7 @@ class Histories:
         draw, running = self.draw, self.active[session]
         if kind == "turn" and running is None:
             turn = self._id("turn")
-            request = envelope(
-                events.TurnRequested(session_id=session, turn_id=turn, message="hi"),
-                source=SOURCE,
-                tenant_id=tenant,
-            )
-            accepted = events.TurnAccepted(
-                session_id=session,
-                turn_id=turn,
-                agent_id="a",
-                agent_version=1,
-                config=events.AgentConfig(name="n", model="dev"),
-                tools=[],
-                history=[],
-                message="hi",
-                requested_at=request.time,
-            )
-            self.out += [request, request.follow(accepted, step="outcome", source=SOURCE)]
+            self.out += accepted_turn(session, turn, tenant)
             self.active[session] = turn
             self.turns.append((session, turn))
         elif kind == "message":
@@ -236,26 +241,7 @@ async def test_a_fact_repeated_past_the_snapshot_is_folded_once(log: Log) -> Non
     """A writer repeated a turn's acceptance after the turn had ended (same id, a later
     offset), and the projection had applied the first one only: the turn stays ended."""
     tenant, session, turn = "t-a", f"s-{uuid.uuid4().hex[:8]}", "turn-1"
-    request = envelope(
-        events.TurnRequested(session_id=session, turn_id=turn, message="hi"),
-        source=SOURCE,
-        tenant_id=tenant,
-    )
-    accepted = request.follow(
-        events.TurnAccepted(
-            session_id=session,
-            turn_id=turn,
-            agent_id="a",
-            agent_version=1,
-            config=events.AgentConfig(name="n", model="dev"),
-            tools=[],
-            history=[],
-            message="hi",
-            requested_at=request.time,
-        ),
-        step="outcome",
-        source=SOURCE,
-    )
+    request, accepted = accepted_turn(session, turn, tenant)
     ended = envelope(
         events.TurnCancelled(session_id=session, turn_id=turn), source=SOURCE, tenant_id=tenant
     )
