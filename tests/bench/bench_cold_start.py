@@ -19,7 +19,6 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -29,10 +28,9 @@ from schemas.envelope import envelope
 from streams.catalog import Catalog
 from streams.handler import Position
 from streams.partitions import LogReader
-from tests.bench.bench_rebuild import _records, fold, produce
+from tests.bench.bench_rebuild import _records, bench_env, fold, produce
 from tests.e2e.conftest import DATABASE_URL, drop_schemas
 from tests.kafka import REPO, BrokerProcess
-from tests.processes import clean_environ
 from workers.command_decisions import TurnLimits
 from workers.command_handler import CommandHandler
 from workers.command_state import CommandState
@@ -99,15 +97,7 @@ def main() -> None:
     tag = f"bench_cold_{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory() as data:
         broker = BrokerProcess(Path(data) / "data").start()
-        env: dict[str, Any] = {
-            **clean_environ(),
-            "AGENTLOG_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
-            "AGENTLOG_TOPIC_PREFIX": f"{tag}.",
-            "AGENTLOG_TOPIC_PARTITIONS": "1",
-            "AGENTLOG_DATABASE_SCHEMA": tag,
-            "AGENTLOG_DATABASE_URL": DATABASE_URL,
-            "AGENTLOG_LOG_LEVEL": "WARNING",
-        }
+        env = bench_env(broker.bootstrap, tag, AGENTLOG_TOPIC_PARTITIONS="1")
         cli = [sys.executable, "-m", "agentlog_cli"]
         catalog = Catalog(f"{tag}.")
         bootstrap = broker.bootstrap

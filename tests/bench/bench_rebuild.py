@@ -132,14 +132,7 @@ def main() -> None:
     tag = f"bench_rebuild_{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory() as data:
         broker = BrokerProcess(Path(data) / "data").start()
-        env: dict[str, Any] = {
-            **clean_environ(),
-            "AGENTLOG_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
-            "AGENTLOG_TOPIC_PREFIX": f"{tag}.",
-            "AGENTLOG_DATABASE_SCHEMA": tag,
-            "AGENTLOG_DATABASE_URL": DATABASE_URL,
-            "AGENTLOG_LOG_LEVEL": "WARNING",
-        }
+        env = bench_env(broker.bootstrap, tag)
         cli = [sys.executable, "-m", "agentlog_cli"]
         try:
             subprocess.run([*cli, "migrate"], cwd=REPO, env=env, check=True, capture_output=True)
@@ -177,6 +170,20 @@ def main() -> None:
         f"  agentlog projections rebuild core {rebuild_s:6.1f} s ({total / rebuild_s:,.0f}"
         " records/s; verified identical; target <= 30 s)"
     )
+
+
+def bench_env(bootstrap: str, tag: str, **settings: str) -> dict[str, Any]:
+    """The environment of a benchmark's ``agentlog`` processes: its broker, and topics
+    and a schema named by ``tag``."""
+    return {
+        **clean_environ(),
+        "AGENTLOG_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "AGENTLOG_TOPIC_PREFIX": f"{tag}.",
+        "AGENTLOG_DATABASE_SCHEMA": tag,
+        "AGENTLOG_DATABASE_URL": DATABASE_URL,
+        "AGENTLOG_LOG_LEVEL": "WARNING",
+        **settings,
+    }
 
 
 def fold(cli: list[str], env: dict[str, Any], schema: str, records: int) -> float:
