@@ -73,11 +73,12 @@ class CommandState:
     def fold_records(self, records: Iterable[Record]) -> None:
         """Records of the events topic, as the follower reads them."""
         for record in records:
-            if not is_wanted(record, _OWNED if record.partition in self.owned else _REFERENCE):
+            owned = record.partition in self.owned
+            if not is_wanted(record, _OWNED if owned else _REFERENCE):
                 continue
             with contextlib.suppress(EnvelopeError):  # dead-lettered by its consumers
                 env = from_kafka(record.key, record.value, list(record.headers))
-                self.fold(env, owned=record.partition in self.owned)
+                self.fold(env, owned=owned)
 
     def fold(self, env: Envelope[Any], *, owned: bool = True) -> None:
         """A fact into the state, once; of a session only if its partition is owned (a
