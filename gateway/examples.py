@@ -18,6 +18,19 @@ TOOL: dict[str, Any] = {
     "timeout_s": 5.0,
     "secret_header_names": ["Authorization"],
 }
+# A tool's registration as a request body: ``PUT /v1/tools/{name}`` takes it as it is,
+# ``POST /v1/tools`` with the name beside it.
+TOOL_BODY: dict[str, Any] = {
+    "description": "Current weather for a city",
+    "url": "https://tools.example.com/weather",
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+    "timeout_s": 5,
+    "secret_headers": {"Authorization": "Bearer …"},
+}
 AGENT: dict[str, Any] = {
     "agent_id": _AGENT_ID,
     "version": 2,

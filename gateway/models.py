@@ -35,8 +35,9 @@ MetadataValue = Annotated[str, Field(max_length=MAX_METADATA_VALUE)]
 HeaderValue = Annotated[str, Field(max_length=MAX_HEADER_VALUE)]
 
 
-class ToolCreate(BaseModel):
-    name: ToolName
+class ToolReplace(BaseModel):
+    """A tool as ``PUT /v1/tools/{name}`` takes it: the name is the path's."""
+
     description: str = Field("", max_length=MAX_TEXT)
     url: HttpUrl
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
@@ -47,24 +48,7 @@ class ToolCreate(BaseModel):
         description="sent with every call; never stored in events",
     )
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "name": "weather",
-                    "description": "Current weather for a city",
-                    "url": "https://tools.example.com/weather",
-                    "parameters": {
-                        "type": "object",
-                        "properties": {"city": {"type": "string"}},
-                        "required": ["city"],
-                    },
-                    "timeout_s": 5,
-                    "secret_headers": {"Authorization": "Bearer …"},
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.TOOL_BODY]})
 
     @field_validator("secret_headers")
     @classmethod
@@ -98,6 +82,14 @@ class ToolCreate(BaseModel):
                     f"not a valid JSON Schema: the reference {ref!r} does not resolve within it"
                 ) from None
         return parameters
+
+
+class ToolCreate(ToolReplace):
+    name: ToolName
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"name": "weather", **examples.TOOL_BODY}]}
+    )
 
 
 def json_references(schema: Any) -> Iterator[str]:

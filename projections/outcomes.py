@@ -56,6 +56,7 @@ def _recorded(
     events.SessionCreated,
     events.TurnAccepted,
     events.TurnCancelled,
+    events.ToolRegistered,
 )
 def _accepted(
     data: events.AgentCreated
@@ -63,15 +64,24 @@ def _accepted(
     | events.AgentDisabled
     | events.SessionCreated
     | events.TurnAccepted
-    | events.TurnCancelled,
+    | events.TurnCancelled
+    | events.ToolRegistered,
     ctx: Context,
 ) -> list[Op]:
     return _recorded(ctx, data.subject, Outcome.ACCEPTED)
 
 
-@folds(events.AgentCommandRejected, events.SessionCommandRejected, events.TurnRejected)
+@folds(
+    events.AgentCommandRejected,
+    events.SessionCommandRejected,
+    events.TenantCommandRejected,
+    events.TurnRejected,
+)
 def _rejected(
-    data: events.AgentCommandRejected | events.SessionCommandRejected | events.TurnRejected,
+    data: events.AgentCommandRejected
+    | events.SessionCommandRejected
+    | events.TenantCommandRejected
+    | events.TurnRejected,
     ctx: Context,
 ) -> list[Op]:
     return _recorded(ctx, data.subject, Outcome.REJECTED, data.code, data.detail)

@@ -150,6 +150,13 @@ class SecretStore:
                 (tenant_id, tool_id, self._seal(headers)),
             )
 
+    async def delete(self, tenant_id: str, tool_id: str) -> None:
+        async with self.db.connection() as conn:
+            await conn.execute(
+                self._query("DELETE FROM {s}.tool_headers WHERE tenant_id = %s AND tool_id = %s"),
+                (tenant_id, tool_id),
+            )
+
     async def get(self, tenant_id: str, tool_id: str) -> dict[str, str]:
         async with self.db.connection() as conn:
             row = await (

@@ -77,11 +77,9 @@ def _tool_registered(data: events.ToolRegistered, ctx: Context) -> list[Op]:
         "secret_header_names": data.secret_header_names,
         "created_at": ctx.time,
     }
-    overwrite = ("definition", "secret_header_names")
-    return [
-        Upsert("tools", ("tool_id",), row, overwrite=overwrite),
-        Notify(f"tool:{data.tool.tool_id}"),
-    ]
+    # A name holds one registration: a replacement brings its own tool id.
+    overwrite = ("tool_id", "definition", "secret_header_names")
+    return [Upsert("tools", ("tenant_id", "name"), row, overwrite=overwrite)]
 
 
 # -- queries --------------------------------------------------------------------------
@@ -145,11 +143,11 @@ async def every_tool(db: Reader) -> list[ToolRow]:
     return await db.rows(ToolRow, None, "SELECT * FROM {s}.tools")
 
 
-async def tool(db: Reader, tenant_id: str, tool_id: str) -> ToolRow | None:
+async def tool(db: Reader, tenant_id: str, name: str) -> ToolRow | None:
     return await db.row(
         ToolRow,
         tenant_id,
-        "SELECT * FROM {s}.tools WHERE tenant_id = %s AND tool_id = %s",
+        "SELECT * FROM {s}.tools WHERE tenant_id = %s AND name = %s",
         tenant_id,
-        tool_id,
+        name,
     )

@@ -37,6 +37,8 @@ class ErrorCode(StrEnum):
     AGENT_EXISTS = "AGENT_EXISTS"
     AGENT_DISABLED = "AGENT_DISABLED"
     TOOL_UNKNOWN = "TOOL_UNKNOWN"
+    TOOL_EXISTS = "TOOL_EXISTS"
+    TOOL_NOT_FOUND = "TOOL_NOT_FOUND"
     TOOL_ADDRESS_REFUSED = "TOOL_ADDRESS_REFUSED"
     SESSION_NOT_FOUND = "SESSION_NOT_FOUND"
     SESSION_EXISTS = "SESSION_EXISTS"
@@ -110,6 +112,8 @@ ERRORS: dict[ErrorCode, ErrorSpec] = {
     ErrorCode.AGENT_EXISTS: ErrorSpec(409, "The agent already exists"),
     ErrorCode.AGENT_DISABLED: ErrorSpec(409, "The agent is disabled"),
     ErrorCode.TOOL_UNKNOWN: ErrorSpec(422, "The agent names a tool that is not registered"),
+    ErrorCode.TOOL_EXISTS: ErrorSpec(409, "The tenant has a tool of that name already"),
+    ErrorCode.TOOL_NOT_FOUND: ErrorSpec(404, "The tenant has no tool of that name"),
     ErrorCode.TOOL_ADDRESS_REFUSED: ErrorSpec(
         422, "The tool's address is on a network tools may not reach"
     ),

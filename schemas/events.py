@@ -37,8 +37,10 @@ from .sessions import SessionCreated as SessionCreated
 from .sessions import SessionCreateRequested as SessionCreateRequested
 from .tenants import ApiKeyCreated as ApiKeyCreated
 from .tenants import ApiKeyRevoked as ApiKeyRevoked
+from .tenants import TenantCommandRejected as TenantCommandRejected
 from .tenants import TenantCreated as TenantCreated
 from .tenants import ToolRegistered as ToolRegistered
+from .tenants import ToolRegisterRequested as ToolRegisterRequested
 from .tool_calls import ToolCallCompleted as ToolCallCompleted
 from .tool_calls import ToolCallFailed as ToolCallFailed
 from .tool_calls import ToolCallRejected as ToolCallRejected

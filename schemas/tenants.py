@@ -39,10 +39,33 @@ class ApiKeyRevoked(_TenantFact):
     key_id: str
 
 
+class ToolRegisterRequested(_TenantFact):
+    """``agentlog.tenant.tool_register_requested.v1``: a client asked to register an HTTP
+    tool under a name that is free (``replace`` false) or whatever the name holds
+    (``replace`` true). Each registration has a tool id of its own, under which the
+    gateway sealed its secret headers; their values are not in it."""
+
+    name = "tool_register_requested"
+    tool: ToolDefinition
+    secret_header_names: list[str] = Field(default_factory=list)
+    replace: bool = False
+
+
 class ToolRegistered(_TenantFact):
-    """``agentlog.tenant.tool_registered.v1``: the tenant registered an HTTP tool, or
-    registered its name again (an update). Secret header values are not in it."""
+    """``agentlog.tenant.tool_registered.v1``: the tenant's tool of this name is this
+    one from now on (a first registration, or a replacement). Secret header values are
+    not in it."""
 
     name = "tool_registered"
     tool: ToolDefinition
     secret_header_names: list[str] = Field(default_factory=list)
+
+
+class TenantCommandRejected(_TenantFact):
+    """``agentlog.tenant.command_rejected.v1``: the command handler refused a tenant's
+    command (``command_id``), with the code and why."""
+
+    name = "command_rejected"
+    command_id: str
+    code: str
+    detail: str

@@ -77,6 +77,23 @@ def disable_agent(cmd: events.AgentDisableRequested, existing: Agent | None) -> 
     return events.AgentDisabled(agent_id=cmd.agent_id, version=existing.version + 1)
 
 
+def register_tool(
+    cmd: events.ToolRegisterRequested, existing: events.ToolDefinition | None
+) -> Fact:
+    """``existing``: the tenant's tool of the requested name, if it has one. A name is
+    taken by one registration; only a replacement may take it from another."""
+    if existing is not None and not cmd.replace:
+        return events.TenantCommandRejected(
+            tenant_id=cmd.tenant_id,
+            command_id="",
+            code=ErrorCode.TOOL_EXISTS,
+            detail=f"a tool named {cmd.tool.name} exists already",
+        )
+    return events.ToolRegistered(
+        tenant_id=cmd.tenant_id, tool=cmd.tool, secret_header_names=cmd.secret_header_names
+    )
+
+
 def _session_rejected(session_id: str, code: ErrorCode, detail: str) -> Fact:
     return events.SessionCommandRejected(
         session_id=session_id, command_id="", code=code, detail=detail
@@ -202,5 +219,9 @@ def unprocessable(cmd: Any, command_id: str, reason: str) -> Fact | None:
     if isinstance(cmd, AgentCommand):
         return events.AgentCommandRejected(
             agent_id=cmd.agent_id, command_id=command_id, code=code, detail=detail
+        )
+    if isinstance(cmd, events.ToolRegisterRequested):
+        return events.TenantCommandRejected(
+            tenant_id=cmd.tenant_id, command_id=command_id, code=code, detail=detail
         )
     return None

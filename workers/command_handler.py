@@ -51,6 +51,13 @@ LOAD_TIMEOUT_S = 30.0
 LOAD_STALL_S = 10.0
 
 
+REJECTIONS = (
+    events.AgentCommandRejected,
+    events.SessionCommandRejected,
+    events.TenantCommandRejected,
+)
+
+
 class PartitionCountMismatchError(RuntimeError):
     pass
 
@@ -162,7 +169,7 @@ class CommandHandler(WatchesPublished, RecordsUnprocessable, Closes):
             if env.id in self.state.decided:
                 continue  # decided before a crash or rebalance: the outcome is in the log
             fact = self._decide(env)
-            if isinstance(fact, events.AgentCommandRejected | events.SessionCommandRejected):
+            if isinstance(fact, REJECTIONS):
                 fact = fact.model_copy(update={"command_id": env.id})
             outcome = env.follow(fact, step="outcome", source=SOURCE)
             self._unwritten = True
@@ -201,6 +208,8 @@ class CommandHandler(WatchesPublished, RecordsUnprocessable, Closes):
             )
         if isinstance(cmd, events.TurnCancelRequested):
             return decide.cancel_turn(cmd, state.conversation(tenant, cmd.session_id))
+        if isinstance(cmd, events.ToolRegisterRequested):
+            return decide.register_tool(cmd, state.tool(cmd.tenant_id, cmd.tool.name))
         raise TypeError(f"not a command: {type(cmd).__name__}")
 
     async def close(self) -> None:

@@ -39,6 +39,8 @@ OUTCOMES: tuple[type[Fact], ...] = (
     events.TurnAccepted,
     events.TurnRejected,
     events.TurnCancelled,
+    events.ToolRegistered,
+    events.TenantCommandRejected,
 )
 # How far back before the snapshot's position a repeated fact is recognised: a writer
 # that crashed repeats what it had in flight, moments after it first wrote it.
@@ -64,6 +66,9 @@ class CommandState:
     def conversation(self, tenant_id: str, session_id: str) -> Conversation | None:
         found = self.conversations.get(session_id)
         return found if found is not None and found.tenant_id == tenant_id else None
+
+    def tool(self, tenant_id: str, name: str) -> events.ToolDefinition | None:
+        return self.tools.get(tenant_id, {}).get(name)
 
     def tools_of(self, tenant_id: str) -> list[events.ToolDefinition]:
         """The tenant's tools in the order of their names."""

@@ -124,6 +124,9 @@ def fact_strategies(tenant_id: str) -> dict[type[Fact], st.SearchStrategy[Fact]]
             tool=tool_definitions,
             secret_header_names=st.lists(ids, max_size=2),
         ),
+        events.TenantCommandRejected: st.builds(
+            events.TenantCommandRejected, tenant_id=st.just(tenant_id), **rejected
+        ),
         events.AgentCreated: st.builds(
             events.AgentCreated, agent_id=ids, version=counts, config=configs
         ),

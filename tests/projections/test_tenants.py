@@ -19,14 +19,15 @@ class KeyOf(Row):
     key_id: str
 
 
-def test_a_registered_tool_overwrites_its_definition_and_wakes_its_waiters() -> None:
+def test_a_registered_tool_takes_its_name_from_the_registration_before_it() -> None:
     tool = events.ToolDefinition(tool_id="tool-1", name="lookup", url="http://tools.test/l")
     data = events.ToolRegistered(tenant_id="tenant-a", tool=tool, secret_header_names=["X-Token"])
 
-    assert project(data, CTX) == [
+    ops = project(data, CTX)
+    assert [op for op in ops if isinstance(op, Upsert) and op.table == "tools"] == [
         Upsert(
             "tools",
-            ("tool_id",),
+            ("tenant_id", "name"),
             {
                 "tool_id": "tool-1",
                 "tenant_id": "tenant-a",
@@ -42,10 +43,10 @@ def test_a_registered_tool_overwrites_its_definition_and_wakes_its_waiters() -> 
                 "secret_header_names": ["X-Token"],
                 "created_at": T,
             },
-            overwrite=("definition", "secret_header_names"),
-        ),
-        Notify("tool:tool-1"),
+            overwrite=("tool_id", "definition", "secret_header_names"),
+        )
     ]
+    assert Notify("command:cmd-1") in ops  # the registration's requester is answered
 
 
 def test_a_revoked_key_wakes_the_gateways_that_cache_the_tenants_keys() -> None:

@@ -19,6 +19,7 @@ from workers.command_decisions import (
     create_session,
     disable_agent,
     history_window,
+    register_tool,
     request_turn,
     unprocessable,
     update_agent,
@@ -137,6 +138,36 @@ def test_only_an_existing_active_agent_can_be_disabled(
     disable = events.AgentDisableRequested(agent_id="a-1")
 
     assert disable_agent(disable, existing) == rejected_agent(code, detail)
+
+
+# -- tools -----------------------------------------------------------------------------
+
+WEATHER = events.ToolDefinition(tool_id="tool-2", name="weather", url="https://tools.test/w")
+HELD = WEATHER.model_copy(update={"tool_id": "tool-1", "url": "https://tools.test/old"})
+
+
+def register(replace: bool = False) -> events.ToolRegisterRequested:
+    return events.ToolRegisterRequested(
+        tenant_id="tenant-a", tool=WEATHER, secret_header_names=["X-Key"], replace=replace
+    )
+
+
+@pytest.mark.parametrize(("replace", "existing"), [(False, None), (True, None), (True, HELD)])
+def test_a_free_name_is_registered_and_a_held_one_replaced_on_request(
+    replace: bool, existing: events.ToolDefinition | None
+) -> None:
+    assert register_tool(register(replace), existing) == events.ToolRegistered(
+        tenant_id="tenant-a", tool=WEATHER, secret_header_names=["X-Key"]
+    )
+
+
+def test_a_name_another_registration_holds_is_not_taken() -> None:
+    assert register_tool(register(), HELD) == events.TenantCommandRejected(
+        tenant_id="tenant-a",
+        command_id="",
+        code="TOOL_EXISTS",
+        detail="a tool named weather exists already",
+    )
 
 
 # -- sessions --------------------------------------------------------------------------
@@ -393,6 +424,7 @@ def test_only_the_sessions_running_turn_can_be_cancelled(session: Conversation |
         (create(), events.AgentCommandRejected),
         (update(max_steps=2), events.AgentCommandRejected),
         (events.AgentDisableRequested(agent_id="a-1"), events.AgentCommandRejected),
+        (register(), events.TenantCommandRejected),
     ],
 )
 def test_a_command_that_could_not_be_processed_is_rejected(

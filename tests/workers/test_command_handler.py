@@ -157,6 +157,37 @@ async def test_what_others_recorded_before_a_command_was_read_is_decided_on(
     assert (second.agent_version, second.config.system_prompt) == (2, "Be brief.")
 
 
+async def test_a_tool_name_is_taken_by_the_first_registration_decided(
+    platform: Platform,
+) -> None:
+    """Registrations of one name in one batch, and after a load: the first takes the
+    name, a second is refused, a replacement takes it over; agents see the tools."""
+    await platform.assign()
+    first = CLOCK.model_copy(update={"tool_id": "tool-2", "name": "weather"})
+    second = first.model_copy(update={"tool_id": "tool-3"})
+
+    def register(tool: events.ToolDefinition, replace: bool = False) -> Fact:
+        return events.ToolRegisterRequested(tenant_id=TENANT, tool=tool, replace=replace)
+
+    outcomes = await platform.decide(register(first), register(second))
+    assert [type(o) for o in outcomes] == [events.ToolRegistered, events.TenantCommandRejected]
+    assert outcomes[1].code == "TOOL_EXISTS"
+
+    await platform.assign()  # loaded again: the registration is folded from the log
+    third = first.model_copy(update={"tool_id": "tool-4"})
+    outcomes = await platform.decide(
+        register(second),
+        register(third, replace=True),
+        events.AgentUpdateRequested(agent_id="a-1", changes={"tools": ["clock", "weather"]}),
+    )
+    assert [type(o) for o in outcomes] == [
+        events.TenantCommandRejected,
+        events.ToolRegistered,
+        events.AgentUpdated,
+    ]
+    assert platform.handler.state.tools_of(TENANT) == [CLOCK, third]
+
+
 async def test_it_decides_every_command_with_its_database_closed(platform: Platform) -> None:
     await platform.assign()
     await platform.db.close()
