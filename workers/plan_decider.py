@@ -35,8 +35,9 @@ from schemas.envelope import Envelope, EnvelopeError, from_kafka
 from schemas.errors import ErrorCode
 from streams.catalog import Catalog
 from streams.dedupe import SeenIds
+from streams.follow import Follower
 from streams.handler import Item
-from streams.partitions import LogReader, is_wanted
+from streams.partitions import LogReader, Record, is_wanted
 
 from . import plan_decisions as decide
 
@@ -44,6 +45,8 @@ SOURCE = "/workers/billing-decider"
 # How long a decision on a plan it does not know waits for the plans table to reach the
 # log's end (a plan published a moment ago on another partition).
 CATCH_UP_S = 5.0
+# A load's reads of the log take at most this long: past it, it is an outage, retried.
+LOAD_TIMEOUT_S = 30.0
 
 REQUESTS = (
     billing_requests.PricePlanPublishRequested,
@@ -68,22 +71,21 @@ class PlanTable:
     def __init__(self, bootstrap_servers: str, topic: str) -> None:
         self.topic = topic
         self.versions: dict[tuple[str, int], PricePlan] = {}
-        self._reader = LogReader(bootstrap_servers)
-        self._positions: dict[TopicPartition, int] = {}
-        self._moved = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._bootstrap = bootstrap_servers
+        self._follower = Follower(bootstrap_servers, self._fold_records)
 
     async def start(self, db: Database) -> None:
         """Load the read model's versions, then follow the topic from the positions the
-        billing projection had reached before they were read."""
-        if self._task is not None:
+        billing projection had reached before they were read; again if the follower
+        stopped (its reads failed while the broker was away)."""
+        if self._follower.running:
             return
-        await self._reader.start()
-        tps = await self._reader.partitions(self.topic)
-        self._positions = {tp: await next_offset(db, tp.topic, tp.partition, BILLING) for tp in tps}
+        async with asyncio.timeout(LOAD_TIMEOUT_S), LogReader(self._bootstrap) as reader:
+            tps = await reader.partitions(self.topic)
+        starts = {tp: await next_offset(db, tp.topic, tp.partition, BILLING) for tp in tps}
         for key, plan in (await plans.every_version(db)).items():
             self.add(key[0], key[1], plan)
-        self._task = asyncio.create_task(self._follow(), name="plan-table")
+        await self._follower.start(starts)
 
     def add(self, plan_id: str, version: int, plan: PricePlan) -> None:
         self.versions.setdefault((plan_id, version), plan)  # a version never changes
@@ -91,36 +93,22 @@ class PlanTable:
     def latest(self, plan_id: str) -> int:
         return max((v for (p, v) in self.versions if p == plan_id), default=0)
 
-    async def caught_up(self, timeout: float = CATCH_UP_S) -> None:
-        """Wait until the table has followed every partition to its end as of now."""
-        ends = await LogReader(self._reader.bootstrap_servers).start()
-        try:
-            targets = await ends.ends(list(self._positions))
-        finally:
-            await ends.stop()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                while any(self._positions[tp] < end for tp, end in targets.items()):
-                    self._moved.clear()
-                    await self._moved.wait()
+    async def caught_up(self, db: Database, timeout: float = CATCH_UP_S) -> None:
+        """Wait (at most ``timeout`` seconds) until the table has followed every
+        partition to its end as of now, starting its follower again if it stopped."""
+        await self.start(db)
+        await self._follower.caught_up(timeout)
 
-    async def _follow(self) -> None:
-        async for batch in self._reader.batches(dict(self._positions)):
-            for record in batch:
-                if is_wanted(record, _PLAN_TYPE):
-                    with contextlib.suppress(EnvelopeError):
-                        env = from_kafka(record.key, record.value, list(record.headers))
-                        if isinstance(env.data, billing.PricePlanPublished):
-                            self.add(env.data.plan_id, env.data.version, env.data.plan)
-                tp = TopicPartition(record.topic, record.partition)
-                self._positions[tp] = record.offset + 1
-            self._moved.set()
+    def _fold_records(self, records: list[Record]) -> None:
+        for record in records:
+            if is_wanted(record, _PLAN_TYPE):
+                with contextlib.suppress(EnvelopeError):
+                    env = from_kafka(record.key, record.value, list(record.headers))
+                    if isinstance(env.data, billing.PricePlanPublished):
+                        self.add(env.data.plan_id, env.data.version, env.data.plan)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        await self._reader.stop()
+        await self._follower.stop()
 
 
 class PlanDecider:
@@ -215,7 +203,7 @@ class PlanDecider:
             fact = decide.publish_plan(cmd, self.table.latest(cmd.plan_id))
         elif isinstance(cmd, billing_requests.TenantPlanAssignRequested):
             if (cmd.plan_id, cmd.version) not in self.table.versions:
-                await self.table.caught_up()  # published a moment ago, elsewhere?
+                await self.table.caught_up(self.db)  # published a moment ago, elsewhere?
             tenant = self.tenants.get(cmd.tenant_id) or TenantPlans(cmd.tenant_id)
             fact = decide.assign_plan(cmd, tenant, self.table.versions)
         else:

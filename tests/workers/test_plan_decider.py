@@ -263,3 +263,28 @@ async def test_a_batch_whose_outcomes_were_not_written_is_decided_again(log: Log
     assert [type(o.data) for o in first] == [billing.TenantPlanAssigned]
     assert [(o.id, o.data) for o in again] == [(o.id, o.data) for o in first]
     assert after_written == []
+
+
+async def test_a_plan_table_whose_follower_stopped_follows_again(log: Log) -> None:
+    """The plans table's follower stopped (its reads failed while the broker was away),
+    and a plan was published meanwhile: an assignment naming it starts the follower
+    again and is accepted, not refused for a plan it has not seen."""
+    tenant_id = f"t-{uuid.uuid4().hex[:8]}"
+    decider = PlanDecider(log.settings.kafka_bootstrap_servers, log.catalog, log.db)
+    try:
+        await decider.on_assigned(await log.partitions())
+        await decider.table.stop()
+        plan = PricePlan(currency="USD", tools={"t": ToolRates(per_call=Decimal(1))})
+        published = billing.PricePlanPublished(
+            plan_id="late", version=1, plan=plan, operator_id="op"
+        )
+        await log.publisher.publish(envelope(published, source=SOURCE, tenant_id=PLATFORM))
+        request = billing_requests.TenantPlanAssignRequested(
+            tenant_id=tenant_id, plan_id="late", version=1, effective_from=START, operator_id="op"
+        )
+        env = envelope(request, source=SOURCE, tenant_id=tenant_id)
+        outcome = await decider.handle((env, Position(log.catalog.billing, 0, 10_000)))
+    finally:
+        await decider.close()
+    assert outcome is not None
+    assert isinstance(outcome.data, billing.TenantPlanAssigned), outcome.data
