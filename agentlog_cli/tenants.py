@@ -1,5 +1,6 @@
-"""Tenants and their API keys, from the command line: recorded on the log, and waited for
-until the projection shows them, so a key printed here works at once."""
+"""Tenants and their API keys, from the command line: a key's issue or revocation is a
+command the command handler decides, waited for until the projection shows its outcome,
+so a key printed here works at once."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import uuid
 from typing import Any
 
 from gateway.auth import issue_key
-from projections import tenants
+from projections import outcomes, tenants
 from projections.database import Database
-from projections.tenants import ApiKeyRow
+from projections.outcomes import Outcome, OutcomeRow
 from schemas import events
 from schemas.envelope import Envelope, envelope
+from schemas.errors import ErrorCode
 from streams.settings import Settings
 
 from .recording import SOURCE, record_and_wait
@@ -30,28 +32,28 @@ async def create_tenant(settings: Settings, name: str) -> str:
 
 
 async def _issue_key(settings: Settings, tenant_id: str, *before: Envelope[Any]) -> str:
-    """Record a new key of the tenant (after the envelopes ``before``) and wait until the
+    """Ask for a new key of the tenant (after the envelopes ``before``) and wait until the
     projection has it: the key works when this returns."""
-    key, fact = issue_key(tenant_id)
-    issued = (
-        before[-1].follow(fact, step="first-key", source=SOURCE)
+    key, command = issue_key(tenant_id)
+    asked = (
+        before[-1].follow(command, step="first-key", source=SOURCE)
         if before
-        else envelope(fact, source=SOURCE, tenant_id=tenant_id)
+        else envelope(command, source=SOURCE, tenant_id=tenant_id)
     )
-    await _record_key_change(settings, [*before, issued], tenant_id, fact.key_id, revoked=False)
+    await _decided(settings, [*before, asked], tenant_id)
     return key
 
 
-async def _record_key_change(
-    settings: Settings, envs: list[Envelope[Any]], tenant_id: str, key_id: str, *, revoked: bool
-) -> ApiKeyRow:
-    """Publish ``envs``, then wait until the projection shows the key (revoked, if so)."""
-
-    async def applied(db: Database) -> ApiKeyRow | None:
-        row = await tenants.api_key(db, tenant_id, key_id)
-        return row if row is not None and (row.revoked_at is not None) == revoked else None
-
-    return await record_and_wait(settings, envs, f"key:{key_id}", applied)
+async def _decided(settings: Settings, envs: list[Envelope[Any]], tenant_id: str) -> OutcomeRow:
+    """Publish ``envs``, the last a command of the tenant's, then wait until the
+    projection shows its outcome (and, in the same transaction, what it changed)."""
+    command_id = envs[-1].id
+    return await record_and_wait(
+        settings,
+        envs,
+        f"command:{command_id}",
+        lambda db: outcomes.outcome(db, tenant_id, command_id),
+    )
 
 
 async def keys_command(settings: Settings, args: argparse.Namespace) -> None:
@@ -59,12 +61,20 @@ async def keys_command(settings: Settings, args: argparse.Namespace) -> None:
         print(await _issue_key(settings, args.tenant))
         return
     if args.keys_action == "revoke":
-        revoked = envelope(
-            events.ApiKeyRevoked(tenant_id=args.tenant, key_id=args.key_id),
+        asked = envelope(
+            events.ApiKeyRevokeRequested(tenant_id=args.tenant, key_id=args.key_id),
             source=SOURCE,
             tenant_id=args.tenant,
         )
-        row = await _record_key_change(settings, [revoked], args.tenant, args.key_id, revoked=True)
+        found = await _decided(settings, [asked], args.tenant)
+        if found.outcome is Outcome.REJECTED and found.code != ErrorCode.KEY_REVOKED:
+            raise SystemExit(f"{found.code}: {found.detail}")
+        db = Database(settings.database_url, settings.database_schema, pool_size=1)
+        try:
+            row = await tenants.api_key(db, args.tenant, args.key_id)
+        finally:
+            await db.close()
+        assert row is not None, "a key revoked is projected with its revocation's outcome"
         print(f"{args.key_id} revoked at {row.revoked_at}")
         return
     db = Database(settings.database_url, settings.database_schema, pool_size=1)

@@ -1,8 +1,9 @@
 """API keys: how a key looks, how it is stored (a hash), and whom it names: a tenant,
 or an operator of the platform (``alop_`` keys, which ``/v1/admin/*`` takes).
 
-Issuing and revoking are facts on the log (``ApiKeyCreated``, ``ApiKeyRevoked``), keyed
-by the tenant. Each gateway caches the tenant of a valid key for a minute; a revocation
+Issuing and revoking are commands the command handler decides (``ApiKeyCreateRequested``
+and ``ApiKeyRevokeRequested``, then ``ApiKeyCreated``, ``ApiKeyRevoked``), keyed by the
+tenant. Each gateway caches the tenant of a valid key for a minute; a revocation
 reaches every gateway process as a Postgres notification from the projector, on which
 each drops the tenant's cached keys, so a revoked key stops working everywhere as soon
 as the projection has applied it.
@@ -37,10 +38,10 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def issue_key(tenant_id: str) -> tuple[str, events.ApiKeyCreated]:
-    """A new key and the fact that records it (with its hash, never the key)."""
+def issue_key(tenant_id: str) -> tuple[str, events.ApiKeyCreateRequested]:
+    """A new key and the command that asks for it (with its hash, never the key)."""
     key = f"{KEY_PREFIX}{secrets.token_urlsafe(32)}"
-    fact = events.ApiKeyCreated(
+    fact = events.ApiKeyCreateRequested(
         tenant_id=tenant_id, key_id=str(uuid.uuid4()), key_prefix=key[:7], key_hash=hash_key(key)
     )
     return key, fact

@@ -41,13 +41,13 @@ async def on_recorded(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(exc.body, status_code=202, headers={"Location": exc.location})
 
 
-async def settle(gw: Gateway, tenant_id: str, env: Envelope[Any]) -> None:
+async def settle(
+    gw: Gateway, tenant_id: str, env: Envelope[Any], timeout: float = OUTCOME_WAIT_S
+) -> None:
     """Wait for the command's outcome; raise its rejection, or, if it is not projected
     in time, ``OutcomeNotProjectedError`` (inside ``recorded``: a 202)."""
     found = await gw.waiter.until(
-        f"command:{env.id}",
-        lambda: outcomes.outcome(gw.db, tenant_id, env.id),
-        OUTCOME_WAIT_S,
+        f"command:{env.id}", lambda: outcomes.outcome(gw.db, tenant_id, env.id), timeout
     )
     if found is None:
         raise OutcomeNotProjectedError(env.id)

@@ -57,6 +57,8 @@ def _recorded(
     events.TurnAccepted,
     events.TurnCancelled,
     events.ToolRegistered,
+    events.ApiKeyCreated,
+    events.ApiKeyRevoked,
 )
 def _accepted(
     data: events.AgentCreated
@@ -65,7 +67,9 @@ def _accepted(
     | events.SessionCreated
     | events.TurnAccepted
     | events.TurnCancelled
-    | events.ToolRegistered,
+    | events.ToolRegistered
+    | events.ApiKeyCreated
+    | events.ApiKeyRevoked,
     ctx: Context,
 ) -> list[Op]:
     return _recorded(ctx, data.subject, Outcome.ACCEPTED)

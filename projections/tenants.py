@@ -20,6 +20,12 @@ class ApiKeyRow(Row):
     revoked_at: datetime.datetime | None
 
 
+class KeyStateRow(Row):
+    tenant_id: str
+    key_id: str
+    revoked_at: datetime.datetime | None
+
+
 class TenantRow(Row):
     tenant_id: str
     display_name: str
@@ -118,6 +124,14 @@ async def api_keys(db: Reader, tenant_id: str) -> list[ApiKeyRow]:
         "SELECT key_id, key_prefix, created_at, revoked_at"
         f" FROM {{s}}.{_keys_of(db)} WHERE tenant_id = %s ORDER BY created_at, key_id",
         tenant_id,
+    )
+
+
+async def every_key(db: Reader) -> list[KeyStateRow]:
+    """Every tenant's keys, whether revoked: what a command handler loads of those its
+    partitions hold."""
+    return await db.rows(
+        KeyStateRow, None, "SELECT tenant_id, key_id, revoked_at FROM {s}.api_keys"
     )
 
 

@@ -34,6 +34,7 @@ class ErrorCode(StrEnum):
     # Resources, and commands the command handler rejects.
     AGENT_NOT_FOUND = "AGENT_NOT_FOUND"
     KEY_NOT_FOUND = "KEY_NOT_FOUND"
+    KEY_REVOKED = "KEY_REVOKED"
     AGENT_EXISTS = "AGENT_EXISTS"
     AGENT_DISABLED = "AGENT_DISABLED"
     TOOL_UNKNOWN = "TOOL_UNKNOWN"
@@ -109,6 +110,7 @@ ERRORS: dict[ErrorCode, ErrorSpec] = {
     ErrorCode.TOO_MANY_STREAMS: ErrorSpec(429, "Too many open streams for this tenant"),
     ErrorCode.AGENT_NOT_FOUND: ErrorSpec(404, "No such agent"),
     ErrorCode.KEY_NOT_FOUND: ErrorSpec(404, "No such API key"),
+    ErrorCode.KEY_REVOKED: ErrorSpec(409, "The API key is revoked already"),
     ErrorCode.AGENT_EXISTS: ErrorSpec(409, "The agent already exists"),
     ErrorCode.AGENT_DISABLED: ErrorSpec(409, "The agent is disabled"),
     ErrorCode.TOOL_UNKNOWN: ErrorSpec(422, "The agent names a tool that is not registered"),

@@ -36,7 +36,9 @@ from .sessions import SessionCommandRejected as SessionCommandRejected
 from .sessions import SessionCreated as SessionCreated
 from .sessions import SessionCreateRequested as SessionCreateRequested
 from .tenants import ApiKeyCreated as ApiKeyCreated
+from .tenants import ApiKeyCreateRequested as ApiKeyCreateRequested
 from .tenants import ApiKeyRevoked as ApiKeyRevoked
+from .tenants import ApiKeyRevokeRequested as ApiKeyRevokeRequested
 from .tenants import TenantCommandRejected as TenantCommandRejected
 from .tenants import TenantCreated as TenantCreated
 from .tenants import ToolRegistered as ToolRegistered

@@ -22,14 +22,31 @@ class TenantCreated(_TenantFact):
     display_name: str
 
 
-class ApiKeyCreated(_TenantFact):
+class _NewKey(_TenantFact):
+    key_id: str
+    key_prefix: str
+    key_hash: str = Field(description="sha256 of the key; the key itself is never stored")
+
+
+class ApiKeyCreateRequested(_NewKey):
+    """``agentlog.tenant.api_key_create_requested.v1``: a new key for the tenant was
+    asked for; only its hash is recorded."""
+
+    name = "api_key_create_requested"
+
+
+class ApiKeyRevokeRequested(_TenantFact):
+    """``agentlog.tenant.api_key_revoke_requested.v1``: the key's revocation was asked for."""
+
+    name = "api_key_revoke_requested"
+    key_id: str
+
+
+class ApiKeyCreated(_NewKey):
     """``agentlog.tenant.api_key_created.v1``: a key was issued to the tenant; only
     its hash is recorded."""
 
     name = "api_key_created"
-    key_id: str
-    key_prefix: str
-    key_hash: str = Field(description="sha256 of the key; the key itself is never stored")
 
 
 class ApiKeyRevoked(_TenantFact):

@@ -67,6 +67,8 @@ TOPICS: Mapping[type[Fact], TopicSpec] = {
             events.TurnRequested,
             events.TurnCancelRequested,
             events.ToolRegisterRequested,
+            events.ApiKeyCreateRequested,
+            events.ApiKeyRevokeRequested,
         ),
         COMMANDS,
     ),

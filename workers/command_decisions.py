@@ -24,6 +24,10 @@ AgentCommand = (
     events.AgentCreateRequested | events.AgentUpdateRequested | events.AgentDisableRequested
 )
 
+TenantCommand = (
+    events.ToolRegisterRequested | events.ApiKeyCreateRequested | events.ApiKeyRevokeRequested
+)
+
 
 def _agent_rejected(cmd: AgentCommand, code: ErrorCode, detail: str) -> Fact:
     return events.AgentCommandRejected(
@@ -83,15 +87,44 @@ def register_tool(
     """``existing``: the tenant's tool of the requested name, if it has one. A name is
     taken by one registration; only a replacement may take it from another."""
     if existing is not None and not cmd.replace:
-        return events.TenantCommandRejected(
-            tenant_id=cmd.tenant_id,
-            command_id="",
-            code=ErrorCode.TOOL_EXISTS,
-            detail=f"a tool named {cmd.tool.name} exists already",
+        return _tenant_rejected(
+            cmd.tenant_id, ErrorCode.TOOL_EXISTS, f"a tool named {cmd.tool.name} exists already"
         )
     return events.ToolRegistered(
         tenant_id=cmd.tenant_id, tool=cmd.tool, secret_header_names=cmd.secret_header_names
     )
+
+
+def _tenant_rejected(tenant_id: str, code: ErrorCode, detail: str) -> Fact:
+    return events.TenantCommandRejected(
+        tenant_id=tenant_id, command_id="", code=code, detail=detail
+    )
+
+
+def create_key(cmd: events.ApiKeyCreateRequested, exists: bool) -> Fact:
+    """``exists``: the tenant has a key of this id (a new key's id is random: only a
+    foreign writer repeats one)."""
+    if exists:
+        return _tenant_rejected(
+            cmd.tenant_id, ErrorCode.VALIDATION_FAILED, f"key id {cmd.key_id} is in use"
+        )
+    return events.ApiKeyCreated(
+        tenant_id=cmd.tenant_id,
+        key_id=cmd.key_id,
+        key_prefix=cmd.key_prefix,
+        key_hash=cmd.key_hash,
+    )
+
+
+def revoke_key(cmd: events.ApiKeyRevokeRequested, revoked: bool | None) -> Fact:
+    """``revoked``: whether the tenant's key of this id is revoked; None: it has none."""
+    if revoked is None:
+        return _tenant_rejected(cmd.tenant_id, ErrorCode.KEY_NOT_FOUND, f"no key {cmd.key_id}")
+    if revoked:
+        return _tenant_rejected(
+            cmd.tenant_id, ErrorCode.KEY_REVOKED, f"key {cmd.key_id} is revoked already"
+        )
+    return events.ApiKeyRevoked(tenant_id=cmd.tenant_id, key_id=cmd.key_id)
 
 
 def _session_rejected(session_id: str, code: ErrorCode, detail: str) -> Fact:
@@ -220,7 +253,7 @@ def unprocessable(cmd: Any, command_id: str, reason: str) -> Fact | None:
         return events.AgentCommandRejected(
             agent_id=cmd.agent_id, command_id=command_id, code=code, detail=detail
         )
-    if isinstance(cmd, events.ToolRegisterRequested):
+    if isinstance(cmd, TenantCommand):
         return events.TenantCommandRejected(
             tenant_id=cmd.tenant_id, command_id=command_id, code=code, detail=detail
         )

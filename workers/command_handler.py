@@ -210,6 +210,10 @@ class CommandHandler(WatchesPublished, RecordsUnprocessable, Closes):
             return decide.cancel_turn(cmd, state.conversation(tenant, cmd.session_id))
         if isinstance(cmd, events.ToolRegisterRequested):
             return decide.register_tool(cmd, state.tool(cmd.tenant_id, cmd.tool.name))
+        if isinstance(cmd, events.ApiKeyCreateRequested):
+            return decide.create_key(cmd, state.key_revoked(cmd.tenant_id, cmd.key_id) is not None)
+        if isinstance(cmd, events.ApiKeyRevokeRequested):
+            return decide.revoke_key(cmd, state.key_revoked(cmd.tenant_id, cmd.key_id))
         raise TypeError(f"not a command: {type(cmd).__name__}")
 
     async def close(self) -> None:

@@ -4,8 +4,9 @@
   partition: each agent (``agents.evolve``) and each tenant's tools by name. An agent's
   facts are keyed by the agent, so a session's turn needs agents from any partition.
 - **Conversations** (``conversations.evolve``) of the sessions on the partitions this
-  instance owns, and which of their commands have an outcome: a command's outcome is
-  keyed like the command, so it is on the events partition of the command's number.
+  instance owns, the API keys of the tenants on them, and which of their commands have
+  an outcome: a command's outcome is keyed like the command, so it is on the events
+  partition of the command's number.
 
 ``load`` reads a snapshot: the read models at the core projection's positions, in one
 transaction. The handler then follows the topic from those positions with ``fold``.
@@ -40,6 +41,8 @@ OUTCOMES: tuple[type[Fact], ...] = (
     events.TurnRejected,
     events.TurnCancelled,
     events.ToolRegistered,
+    events.ApiKeyCreated,
+    events.ApiKeyRevoked,
     events.TenantCommandRejected,
 )
 # How far back before the snapshot's position a repeated fact is recognised: a writer
@@ -56,6 +59,8 @@ class CommandState:
     agents: dict[str, tuple[str, Agent]] = field(default_factory=dict)  # id -> tenant, agent
     tools: dict[str, dict[str, events.ToolDefinition]] = field(default_factory=dict)
     conversations: dict[str, Conversation] = field(default_factory=dict)
+    # The keys of the tenants on the partitions owned: key id -> revoked.
+    keys: dict[str, dict[str, bool]] = field(default_factory=dict)
     decided: SeenIds = field(default_factory=SeenIds)  # commands with an outcome
     folded: SeenIds = field(default_factory=SeenIds)  # facts folded, by event id
 
@@ -66,6 +71,10 @@ class CommandState:
     def conversation(self, tenant_id: str, session_id: str) -> Conversation | None:
         found = self.conversations.get(session_id)
         return found if found is not None and found.tenant_id == tenant_id else None
+
+    def key_revoked(self, tenant_id: str, key_id: str) -> bool | None:
+        """Whether the tenant's key is revoked; None if it has no such key."""
+        return self.keys.get(tenant_id, {}).get(key_id)
 
     def tool(self, tenant_id: str, name: str) -> events.ToolDefinition | None:
         return self.tools.get(tenant_id, {}).get(name)
@@ -104,6 +113,12 @@ class CommandState:
             return
         if isinstance(fact, OUTCOMES):
             self.decided.add(env.causation_id)
+        if isinstance(fact, events.ApiKeyCreated):
+            self.keys.setdefault(fact.tenant_id, {}).setdefault(fact.key_id, False)
+        elif isinstance(fact, events.ApiKeyRevoked) and fact.key_id in self.keys.get(
+            fact.tenant_id, {}
+        ):
+            self.keys[fact.tenant_id][fact.key_id] = True
         if isinstance(fact, conversations.ConversationFact):
             before_conversation = self.conversations.get(fact.session_id)
             if before_conversation is not None and before_conversation.tenant_id != env.tenant_id:
@@ -137,6 +152,10 @@ async def load(
             state.agents[row.agent_id] = (row.tenant_id, Agent.model_validate(row.model_dump()))
         for tool in await tenants.every_tool(snapshot):
             state.tools.setdefault(tool.tenant_id, {})[tool.name] = tool.definition
+        for key in await tenants.every_key(snapshot):
+            if partition_of(key.tenant_id) in state.owned:
+                revoked = key.revoked_at is not None
+                state.keys.setdefault(key.tenant_id, {})[key.key_id] = revoked
         state.conversations = await conversations.of_partitions(
             snapshot, owned, partition_of, history_limit
         )

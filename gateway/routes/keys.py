@@ -7,10 +7,11 @@ from fastapi import APIRouter
 from projections import tenants
 from projections.tenants import ApiKeyRow
 from schemas import events
-from schemas.errors import ErrorCode
+from schemas.errors import DomainError, ErrorCode
 
 from ..auth import issue_key
-from ..commands import OutcomeNotProjectedError, recorded
+from ..commands import recorded, settle
+from ..connections import Gateway
 from ..deps import GatewayDep, TenantDep
 from ..fields import Id
 from ..models import ApiKeyIssued, ApiKeyPublic
@@ -19,11 +20,22 @@ from ..problems import ProblemError
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
 KEY_WAIT_S = 10.0
-_RECORDS = "`{}` on `agentlog.events`, keyed by the tenant"
+_RECORDS = (
+    "`{}` on `agentlog.commands`, keyed by the tenant; the outcome (`{}` or"
+    " `TenantCommandRejected`) follows on `agentlog.events`"
+)
 
 
 def _public(row: ApiKeyRow) -> ApiKeyPublic:
     return ApiKeyPublic.model_validate(row, from_attributes=True)
+
+
+async def _key(gw: Gateway, tenant_id: str, key_id: str) -> ApiKeyRow:
+    """The key as projected with the outcome that changed it (in one transaction)."""
+    row = await tenants.api_key(gw.db, tenant_id, key_id)
+    if row is None:
+        raise ProblemError(ErrorCode.KEY_NOT_FOUND, f"no key {key_id}")
+    return row
 
 
 @router.get(
@@ -47,23 +59,18 @@ async def list_keys(tenant_id: TenantDep, gw: GatewayDep) -> list[ApiKeyPublic]:
         "Issue an API key",
         "A new key for the tenant, usable once this answers. The key itself is in this"
         " answer only: store it.",
-        records=_RECORDS.format("ApiKeyCreated"),
+        records=_RECORDS.format("ApiKeyCreateRequested", "ApiKeyCreated"),
     ),
 )
 async def create_key(tenant_id: TenantDep, gw: GatewayDep) -> ApiKeyIssued:
-    key, fact = issue_key(tenant_id)
-    env = await gw.record(tenant_id, fact)
+    key, command = issue_key(tenant_id)
+    env = await gw.record(tenant_id, command)
     # Recorded: the key will work once projected, and this answer is the only place it
     # is ever shown, so a wait that runs out answers 202 with it, never a 503.
-    ids = {"key_id": fact.key_id, "key": key, "key_prefix": fact.key_prefix}
+    ids = {"key_id": command.key_id, "key": key, "key_prefix": command.key_prefix}
     async with recorded(env, "/v1/keys", **ids):
-        row = await gw.waiter.until(
-            f"key:{fact.key_id}",
-            lambda: tenants.api_key(gw.db, tenant_id, fact.key_id),
-            KEY_WAIT_S,
-        )
-        if row is None:
-            raise OutcomeNotProjectedError(env.id)
+        await settle(gw, tenant_id, env, KEY_WAIT_S)
+        row = await _key(gw, tenant_id, command.key_id)
     return ApiKeyIssued(**row.model_dump(), key=key)
 
 
@@ -73,23 +80,22 @@ async def create_key(tenant_id: TenantDep, gw: GatewayDep) -> ApiKeyIssued:
     **documented(
         "Revoke an API key",
         "Once this answers, no gateway accepts the key. Revoking a revoked key changes nothing.",
-        records=_RECORDS.format("ApiKeyRevoked"),
+        records=_RECORDS.format("ApiKeyRevokeRequested", "ApiKeyRevoked"),
         problems=[ErrorCode.KEY_NOT_FOUND],
     ),
 )
 async def revoke_key(key_id: Id, tenant_id: TenantDep, gw: GatewayDep) -> ApiKeyPublic:
-    row = await tenants.api_key(gw.db, tenant_id, key_id)
-    if row is None:
-        raise ProblemError(ErrorCode.KEY_NOT_FOUND, f"no key {key_id}")
-    if row.revoked_at is None:
-        env = await gw.record(tenant_id, events.ApiKeyRevoked(tenant_id=tenant_id, key_id=key_id))
-
-        async def revoked() -> ApiKeyRow | None:
-            found = await tenants.api_key(gw.db, tenant_id, key_id)
-            return found if found is not None and found.revoked_at is not None else None
-
-        async with recorded(env, f"/v1/keys/{key_id}", key_id=key_id):
-            row = await gw.waiter.until(f"key:{key_id}", revoked, KEY_WAIT_S)
-            if row is None:
-                raise OutcomeNotProjectedError(env.id)
-    return _public(row)
+    row = await _key(gw, tenant_id, key_id)
+    if row.revoked_at is not None:
+        return _public(row)
+    env = await gw.record(
+        tenant_id, events.ApiKeyRevokeRequested(tenant_id=tenant_id, key_id=key_id)
+    )
+    async with recorded(env, f"/v1/keys/{key_id}", key_id=key_id):
+        try:
+            await settle(gw, tenant_id, env, KEY_WAIT_S)
+        except DomainError as exc:
+            # KEY_REVOKED: another request revoked it meanwhile; this one changes nothing.
+            if exc.code is not ErrorCode.KEY_REVOKED:
+                raise
+        return _public(await _key(gw, tenant_id, key_id))

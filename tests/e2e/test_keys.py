@@ -93,3 +93,13 @@ def test_the_cli_lists_creates_and_revokes_keys(platform: Platform) -> None:
         assert "revoked" in cli("revoke", tenant_id, new["key_id"])
         refused = httpx.get(f"{platform.url}/v1/agents", headers={"Authorization": f"Bearer {key}"})
         problem(refused, 401, "UNAUTHENTICATED")
+        assert "revoked" in cli("revoke", tenant_id, new["key_id"])  # again: changes nothing
+        unknown = subprocess.run(
+            [sys.executable, "-m", "agentlog_cli", "tenants", "keys", "revoke", tenant_id, "k-0"],
+            cwd=REPO,
+            env=platform.env,
+            capture_output=True,
+            text=True,
+        )
+        assert unknown.returncode == 1
+        assert "KEY_NOT_FOUND: no key k-0" in unknown.stderr

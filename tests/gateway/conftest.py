@@ -113,7 +113,8 @@ async def api(bootstrap: str) -> AsyncIterator[Api]:
     store = ProjectionStore(DATABASE_URL, tag)
     billing_store = ProjectionStore(DATABASE_URL, settings.billing_schema, BILLING)
     tenant_id = f"tenant-{tag}"
-    key, issued = issue_key(tenant_id)
+    key, asked = issue_key(tenant_id)
+    issued = events.ApiKeyCreated(**asked.model_dump())  # as the command handler decides
     operator_key, operator = issue_operator_key("finance")
     try:
         async with (

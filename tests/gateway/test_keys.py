@@ -4,12 +4,15 @@ revoked key stops working as soon as the projection applies its revocation."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from gateway.routes import keys
 from projections.tenants import KEY_REVOKED
 from schemas import events
+from schemas.base import Fact
 
 from .conftest import Api, problem
 
@@ -25,9 +28,20 @@ async def test_a_request_without_a_valid_key_is_refused(api: Api) -> None:
     assert (await api.http.get("/healthz", headers=bare)).status_code == 200
 
 
+async def decide(api: Api, command: type[Fact], decided: Callable[[Any], Fact]) -> None:
+    """Play the command handler and the projector: the command recorded, and the
+    outcome ``decided`` makes of it."""
+    asked = await api.recorded(command)
+    await api.fold(asked, api.fact(decided(asked.data), cause=asked))
+
+
+def created(asked: events.ApiKeyCreateRequested) -> Fact:
+    return events.ApiKeyCreated(**asked.model_dump())
+
+
 async def test_an_issued_key_works_and_is_listed_without_its_secret(api: Api) -> None:
     async def projector() -> None:
-        await api.fold(await api.recorded(events.ApiKeyCreated))
+        await decide(api, events.ApiKeyCreateRequested, created)
 
     projecting = asyncio.create_task(projector())
     issued = await api.http.post("/v1/keys")
@@ -54,7 +68,7 @@ async def test_a_key_recorded_but_not_usable_yet_is_still_shown_once(
     body = issued.json()
     assert (body["status"], issued.headers["Location"]) == ("requested", "/v1/keys")
     assert body["key"].startswith(body["key_prefix"])
-    await api.fold(await api.recorded(events.ApiKeyCreated))
+    await decide(api, events.ApiKeyCreateRequested, created)
     with_new_key = {"Authorization": f"Bearer {body['key']}"}
     assert (await api.http.get("/v1/agents", headers=with_new_key)).status_code == 200
     revoking = await api.http.delete(f"/v1/keys/{body['key_id']}")
@@ -77,3 +91,28 @@ async def test_a_revoked_key_is_refused_once_the_revocation_is_projected(api: Ap
     await asyncio.wait_for(notified.wait(), 10)
 
     problem(await api.http.get("/v1/agents"), 401, "UNAUTHENTICATED")
+
+
+async def test_a_revocation_that_lost_a_race_answers_with_the_key_revoked(api: Api) -> None:
+    """Another request revoked the key between the route's check and its command's
+    decision: the command is refused (KEY_REVOKED), and the answer is the key, revoked."""
+    (key,) = (await api.http.get("/v1/keys")).json()
+
+    async def decider() -> None:
+        asked = await api.recorded(events.ApiKeyRevokeRequested)
+        other = events.ApiKeyRevoked(tenant_id=api.tenant_id, key_id=key["key_id"])
+        lost = events.TenantCommandRejected(
+            tenant_id=api.tenant_id, command_id=asked.id, code="KEY_REVOKED", detail="revoked"
+        )
+        await api.fold(api.fact(other), asked, api.fact(lost, cause=asked))
+
+    deciding = asyncio.create_task(decider())
+    revoked = await api.http.delete(f"/v1/keys/{key['key_id']}")
+    await deciding
+
+    assert revoked.status_code == 200, revoked.text
+    assert revoked.json()["revoked_at"] is not None
+
+
+async def test_revoking_an_unknown_key_is_not_found(api: Api) -> None:
+    problem(await api.http.delete("/v1/keys/no-such-key"), 404, "KEY_NOT_FOUND")

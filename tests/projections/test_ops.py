@@ -47,7 +47,7 @@ def test_facts_without_a_read_model_project_to_nothing() -> None:
         (events.MessageAppended, ["sessions", "turns"]),
         (events.TurnCompleted, ["activity", "turns"]),
         (events.ModelCallCompleted, ["activity", "turns"]),
-        (events.ApiKeyRevoked, ["tenants"]),
+        (events.ApiKeyRevoked, ["outcomes", "tenants"]),
     ],
 )
 def test_the_root_fold_lists_the_read_models_that_fold_a_type(

@@ -199,6 +199,7 @@ async def test_a_conversation_projects_to_its_rows(
             "outcome": "accepted",
         }
         for command, subject in (
+            ("tenant_created", ids.tenant_id),  # the first key's cause
             ("tool_registered", ids.tenant_id),  # recorded with no command: its own cause
             ("agent_create_requested", ids.agent_id),
             ("session_create_requested", ids.session_id),

@@ -16,11 +16,13 @@ from workers.command_decisions import (
     TurnLimits,
     cancel_turn,
     create_agent,
+    create_key,
     create_session,
     disable_agent,
     history_window,
     register_tool,
     request_turn,
+    revoke_key,
     unprocessable,
     update_agent,
 )
@@ -168,6 +170,41 @@ def test_a_name_another_registration_holds_is_not_taken() -> None:
         code="TOOL_EXISTS",
         detail="a tool named weather exists already",
     )
+
+
+# -- API keys --------------------------------------------------------------------------
+
+ASK_KEY = events.ApiKeyCreateRequested(
+    tenant_id="tenant-a", key_id="k-1", key_prefix="al_abcd", key_hash="h-1"
+)
+REVOKE = events.ApiKeyRevokeRequested(tenant_id="tenant-a", key_id="k-1")
+
+
+def tenant_rejected(code: str, detail: str) -> events.TenantCommandRejected:
+    return events.TenantCommandRejected(
+        tenant_id="tenant-a", command_id="", code=code, detail=detail
+    )
+
+
+def test_a_key_is_created_with_its_hash_and_an_id_in_use_is_refused() -> None:
+    assert create_key(ASK_KEY, exists=False) == events.ApiKeyCreated(
+        tenant_id="tenant-a", key_id="k-1", key_prefix="al_abcd", key_hash="h-1"
+    )
+    assert create_key(ASK_KEY, exists=True) == tenant_rejected(
+        "VALIDATION_FAILED", "key id k-1 is in use"
+    )
+
+
+@pytest.mark.parametrize(
+    ("revoked", "outcome"),
+    [
+        (False, events.ApiKeyRevoked(tenant_id="tenant-a", key_id="k-1")),
+        (True, tenant_rejected("KEY_REVOKED", "key k-1 is revoked already")),
+        (None, tenant_rejected("KEY_NOT_FOUND", "no key k-1")),
+    ],
+)
+def test_a_key_is_revoked_once(revoked: bool | None, outcome: Fact) -> None:
+    assert revoke_key(REVOKE, revoked) == outcome
 
 
 # -- sessions --------------------------------------------------------------------------
@@ -425,6 +462,8 @@ def test_only_the_sessions_running_turn_can_be_cancelled(session: Conversation |
         (update(max_steps=2), events.AgentCommandRejected),
         (events.AgentDisableRequested(agent_id="a-1"), events.AgentCommandRejected),
         (register(), events.TenantCommandRejected),
+        (ASK_KEY, events.TenantCommandRejected),
+        (REVOKE, events.TenantCommandRejected),
     ],
 )
 def test_a_command_that_could_not_be_processed_is_rejected(

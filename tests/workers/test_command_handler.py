@@ -188,6 +188,28 @@ async def test_a_tool_name_is_taken_by_the_first_registration_decided(
     assert platform.handler.state.tools_of(TENANT) == [CLOCK, third]
 
 
+async def test_a_key_is_revoked_once_and_only_if_the_tenant_has_it(platform: Platform) -> None:
+    """A key created, then revoked twice in one batch and once after a load (the state
+    folded from the log): one revocation; a key the tenant has not is not found."""
+    await platform.assign()
+    ask = events.ApiKeyCreateRequested(
+        tenant_id=TENANT, key_id="k-1", key_prefix="al_", key_hash="h"
+    )
+    revoke = events.ApiKeyRevokeRequested(tenant_id=TENANT, key_id="k-1")
+    outcomes = await platform.decide(ask, revoke, revoke)
+    assert [type(o) for o in outcomes] == [
+        events.ApiKeyCreated,
+        events.ApiKeyRevoked,
+        events.TenantCommandRejected,
+    ]
+
+    await platform.assign()
+    outcomes = await platform.decide(
+        revoke, events.ApiKeyRevokeRequested(tenant_id=TENANT, key_id="k-2")
+    )
+    assert [o.code for o in outcomes] == ["KEY_REVOKED", "KEY_NOT_FOUND"]
+
+
 async def test_it_decides_every_command_with_its_database_closed(platform: Platform) -> None:
     await platform.assign()
     await platform.db.close()

@@ -32,6 +32,7 @@ PARTITIONS = 2
 OWNED = 0  # the handler is assigned this partition of the commands topic alone
 HISTORY = 3  # messages kept per session: small, so that the window slides
 TENANTS = ("t-a", "t-b")
+DECIDED = (events.ToolRegistered, events.ApiKeyCreated, events.ApiKeyRevoked)
 
 
 class Log(Deployed):
@@ -116,7 +117,8 @@ class Histories:
         draw = self.draw
         tenant = f"{draw(st.sampled_from(TENANTS))}-{self.tag}"
         agent = f"a-{tenant}-{draw(st.integers(0, 1))}"
-        kinds = ["agent", "update", "disable", "tool", "session", "turn", "message", "end"]
+        kinds = ["agent", "update", "disable", "tool", "key", "revoke", "session", "turn"]
+        kinds += ["message", "end"]
         kind = draw(st.sampled_from([*kinds, "repeat"]))
         if kind == "agent":
             config = events.AgentConfig(name="n", model=draw(st.sampled_from(["dev", "m2"])))
@@ -133,11 +135,22 @@ class Histories:
         elif kind == "tool":
             name = draw(st.sampled_from(["clock", "weather"]))
             tool = events.ToolDefinition(
-                tool_id=f"{tenant}-{name}",
+                tool_id=self._id(f"{tenant}-{name}"),  # a replacement has an id of its own
                 name=name,
                 url=f"http://tools.test/{draw(st.integers(0, 3))}",
             )
             self.record(events.ToolRegistered(tenant_id=tenant, tool=tool), tenant)
+        elif kind in ("key", "revoke"):
+            # Key ids are unique across tenants (random); a revocation may name no key.
+            key_id = f"{tenant}-k-{draw(st.integers(0, 2))}"
+            key_fact: events.ApiKeyCreated | events.ApiKeyRevoked = (
+                events.ApiKeyCreated(
+                    tenant_id=tenant, key_id=key_id, key_prefix="al_", key_hash=key_id
+                )
+                if kind == "key"
+                else events.ApiKeyRevoked(tenant_id=tenant, key_id=key_id)
+            )
+            self.record(key_fact, tenant)
         elif kind == "session":
             session = self._id("s")
             self.sessions[session] = tenant
@@ -147,7 +160,11 @@ class Histories:
             session = draw(st.sampled_from(sorted(self.sessions)))
             self.on_session(kind, session, self.sessions[session])
         elif kind == "repeat" and self.out:
-            self.out.append(draw(st.sampled_from(self.out)))  # delivered twice
+            repeated = draw(st.sampled_from(self.out))
+            # A decider's outcome is repeated only by its own retry, before it decides
+            # the next command of its key: a tenant's tool or key fact, right after itself.
+            if not isinstance(repeated.data, DECIDED) or repeated is self.out[-1]:
+                self.out.append(repeated)  # delivered twice
 
     def on_session(self, kind: str, session: str, tenant: str) -> None:
         draw, running = self.draw, self.active[session]
@@ -204,8 +221,9 @@ def histories(draw: st.DrawFn) -> tuple[list[Envelope[Any]], list[Envelope[Any]]
 
 
 def kept(state: CommandState) -> tuple[Any, ...]:
-    """What decisions are made on: agents, tools and the owned sessions' conversations."""
-    return (state.agents, state.tools, state.conversations)
+    """What decisions are made on: agents, tools, and the owned sessions' conversations
+    and tenants' keys."""
+    return (state.agents, state.tools, state.conversations, state.keys)
 
 
 @settings(
