@@ -223,6 +223,9 @@ async def test_it_decides_every_command_with_its_database_closed(platform: Platf
         events.TurnRequested(session_id="s-2", turn_id="t-2", message="hi"),
         events.AgentDisableRequested(agent_id="a-2"),
         events.SessionCreateRequested(session_id="s-3", agent_id="a-2"),
+        events.ToolRegisterRequested(tenant_id=TENANT, tool=CLOCK, replace=True),
+        events.ApiKeyCreateRequested(tenant_id=TENANT, key_id="k-1", key_prefix="p", key_hash="h"),
+        events.ApiKeyRevokeRequested(tenant_id=TENANT, key_id="k-1"),
     )
 
     assert [type(o) for o in outcomes] == [
@@ -234,9 +237,12 @@ async def test_it_decides_every_command_with_its_database_closed(platform: Platf
         events.TurnAccepted,
         events.AgentDisabled,
         events.SessionCommandRejected,
+        events.ToolRegistered,
+        events.ApiKeyCreated,
+        events.ApiKeyRevoked,
     ]
     assert outcomes[3].config.max_steps == 3
-    assert outcomes[-1].code == "AGENT_DISABLED"
+    assert outcomes[7].code == "AGENT_DISABLED"
 
 
 async def test_a_command_whose_outcome_is_in_the_log_is_not_decided_again(
