@@ -122,8 +122,7 @@ async def register_tool(
     gw: GatewayDep,
     key: IdempotencyKeyDep = None,
 ) -> ToolPublic:
-    spec = ToolReplace.model_validate(body.model_dump(exclude={"name"}))
-    return await _register(request, gw, tenant_id, body.name, spec, key, replace=False)
+    return await _register(request, gw, tenant_id, body.name, body, key, replace=False)
 
 
 @router.put(
