@@ -115,4 +115,7 @@ async def test_a_revocation_that_lost_a_race_answers_with_the_key_revoked(api: A
 
 
 async def test_revoking_an_unknown_key_is_not_found(api: Api) -> None:
-    problem(await api.http.delete("/v1/keys/no-such-key"), 404, "KEY_NOT_FOUND")
+    refused = await api.http.delete("/v1/keys/no-such-key")
+
+    assert problem(refused, 404, "KEY_NOT_FOUND")["detail"] == "no key no-such-key"
+    assert await api.commands() == []  # refused before anything was recorded
