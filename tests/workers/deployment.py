@@ -16,6 +16,8 @@ from projections.database import Database
 from projections.ops import BILLING, PROJECTION
 from projections.secrets import new_key
 from projections.waiter import next_offset
+from schemas import events
+from schemas.envelope import Envelope, envelope
 from streams.catalog import Catalog
 from streams.partitions import LogReader
 from streams.publisher import Publisher
@@ -85,3 +87,35 @@ async def project(
     finally:
         stop.set()
         await running
+
+
+def accepted_turn(
+    session_id: str,
+    turn_id: str,
+    tenant_id: str,
+    *,
+    source: str,
+    message: str = "hi",
+    agent_id: str = "a",
+    config: events.AgentConfig | None = None,
+    tools: list[events.ToolDefinition] | None = None,
+) -> tuple[Envelope[Any], Envelope[Any]]:
+    """A turn's request and its acceptance, as the gateway and the command handler
+    record them."""
+    request = envelope(
+        events.TurnRequested(session_id=session_id, turn_id=turn_id, message=message),
+        source=source,
+        tenant_id=tenant_id,
+    )
+    accepted = events.TurnAccepted(
+        session_id=session_id,
+        turn_id=turn_id,
+        agent_id=agent_id,
+        agent_version=1,
+        config=config or events.AgentConfig(name="n", model="dev"),
+        tools=tools or [],
+        history=[],
+        message=message,
+        requested_at=request.time,
+    )
+    return request, request.follow(accepted, step="outcome", source=source)

@@ -21,7 +21,7 @@ from schemas.envelope import Envelope, envelope
 from streams.catalog import Catalog
 from streams.partitions import LogReader
 from tests.e2e.conftest import DATABASE_URL
-from tests.workers.deployment import Deployed, deployment, project
+from tests.workers.deployment import Deployed, accepted_turn, deployment, project
 from workers import command_state
 from workers.command_decisions import TurnLimits
 from workers.command_handler import CommandHandler
@@ -71,27 +71,6 @@ async def log(bootstrap: str) -> AsyncIterator[Log]:
             yield Log(config, Catalog.from_settings(config), publisher, db)
         finally:
             await db.close()
-
-
-def accepted_turn(session: str, turn: str, tenant: str) -> list[Envelope[Any]]:
-    """A turn's request and its acceptance, as the gateway and the handler record them."""
-    request = envelope(
-        events.TurnRequested(session_id=session, turn_id=turn, message="hi"),
-        source=SOURCE,
-        tenant_id=tenant,
-    )
-    accepted = events.TurnAccepted(
-        session_id=session,
-        turn_id=turn,
-        agent_id="a",
-        agent_version=1,
-        config=events.AgentConfig(name="n", model="dev"),
-        tools=[],
-        history=[],
-        message="hi",
-        requested_at=request.time,
-    )
-    return [request, request.follow(accepted, step="outcome", source=SOURCE)]
 
 
 class Histories:
@@ -170,7 +149,7 @@ class Histories:
         draw, running = self.draw, self.active[session]
         if kind == "turn" and running is None:
             turn = self._id("turn")
-            self.out += accepted_turn(session, turn, tenant)
+            self.out += accepted_turn(session, turn, tenant, source=SOURCE)
             self.active[session] = turn
             self.turns.append((session, turn))
         elif kind == "message":
@@ -259,7 +238,7 @@ async def test_a_fact_repeated_past_the_snapshot_is_folded_once(log: Log) -> Non
     """A writer repeated a turn's acceptance after the turn had ended (same id, a later
     offset), and the projection had applied the first one only: the turn stays ended."""
     tenant, session, turn = "t-a", f"s-{uuid.uuid4().hex[:8]}", "turn-1"
-    request, accepted = accepted_turn(session, turn, tenant)
+    request, accepted = accepted_turn(session, turn, tenant, source=SOURCE)
     ended = envelope(
         events.TurnCancelled(session_id=session, turn_id=turn), source=SOURCE, tenant_id=tenant
     )

@@ -29,7 +29,7 @@ from projections.database import Database
 from projections.secrets import new_key
 from schemas import events
 from schemas.base import Fact
-from schemas.envelope import Envelope, envelope, from_kafka
+from schemas.envelope import Envelope, from_kafka
 from schemas.errors import ErrorCode
 from streams.catalog import Catalog
 from streams.handler import Position
@@ -38,6 +38,7 @@ from streams.publisher import Publisher
 from streams.settings import Settings
 from tests import services
 from tests.eventually import eventually_async
+from tests.workers.deployment import accepted_turn
 from workers.orchestrator import Orchestrator
 from workers.runner import prepare, run_roles
 from workers.turn_decisions import decide
@@ -59,25 +60,16 @@ def usage(tokens: int) -> events.UsageValue:
 
 
 def turn(session_id: str, turn_id: str) -> tuple[Envelope[Any], Envelope[Any]]:
-    """A turn's request and its acceptance, as the gateway and the command handler
-    record them."""
-    request = envelope(
-        events.TurnRequested(session_id=session_id, turn_id=turn_id, message=QUESTION),
+    return accepted_turn(
+        session_id,
+        turn_id,
+        TENANT,
         source=SOURCE,
-        tenant_id=TENANT,
-    )
-    accepted = events.TurnAccepted(
-        session_id=session_id,
-        turn_id=turn_id,
+        message=QUESTION,
         agent_id="agent-1",
-        agent_version=1,
         config=CONFIG,
         tools=[WEATHER],
-        history=[],
-        message=QUESTION,
-        requested_at=request.time,
     )
-    return request, request.follow(accepted, step="decide", source=SOURCE)
 
 
 def first_call(accepted: Envelope[Any]) -> Envelope[Any]:
