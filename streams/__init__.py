@@ -1,5 +1,5 @@
 """The log: the embedded broker, producing and consuming, topics and their catalog."""
 
-from . import kafka_connection
+from . import aiokafka_fixes
 
-kafka_connection.apply()
+aiokafka_fixes.apply()
