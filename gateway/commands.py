@@ -11,7 +11,8 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
-from projections import outcomes
+from projections import billing_outcomes, outcomes
+from projections.billing_outcomes import BillingOutcomeRow
 from projections.outcomes import Outcome
 from schemas.envelope import Envelope
 from schemas.errors import DomainError, ErrorCode
@@ -66,3 +67,21 @@ async def recorded(env: Envelope[Any], location: str, **ids: str) -> AsyncIterat
         raise CommandRecordedError(
             {**ids, "command_id": env.id, "status": "requested"}, location
         ) from exc
+
+
+async def billing_decided(
+    gw: Gateway, env: Envelope[Any], location: str, **ids: str
+) -> BillingOutcomeRow:
+    """Wait for the billing decider's outcome of the request ``env``; raise its
+    rejection. An outcome not projected in time answers 202 with what was recorded."""
+    async with recorded(env, location, **ids):
+        row = await gw.billing_waiter.until(
+            billing_outcomes.notification(env.id),
+            lambda: billing_outcomes.outcome(gw.billing_db, env.id),
+            OUTCOME_WAIT_S,
+        )
+        if row is None:
+            raise OutcomeNotProjectedError(env.id)
+    if not row.accepted:
+        raise DomainError(row.code or ErrorCode.VALIDATION_FAILED, row.detail or "")
+    return row

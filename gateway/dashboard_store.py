@@ -1,19 +1,16 @@
-"""What the operators' dashboard keeps in Redis: its sign-in sessions and its claims on
-dead letters being re-driven, with a client of its own and under keys of this
-deployment alone.
+"""What the operators' dashboard keeps in Redis: its sign-in sessions, with a client of
+its own and under keys of this deployment alone.
 
 A deployment is its topic prefix and database schema: two deployments sharing a Redis
 never read each other's keys, so a session cookie of one opens nothing on the other.
 A session names an operator, and opens the dashboard only while that operator is in
 this deployment's operators read model: checked on every request, the answer cached
 for ``OPERATOR_CHECK_S`` (a session ends at most that long after its operator does).
-Losing these keys loses no data: a lost session signs its operator out, a lost claim
-leaves a concurrent re-drive to the read models' check.
+Losing these keys loses no data: a lost session signs its operator out.
 """
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import secrets
 
@@ -26,11 +23,6 @@ from streams.settings import Settings
 
 SESSION_S = 12 * 3600
 OPERATOR_CHECK_S = 10.0
-# A re-drive not finished by then is taken to have stopped half-way.
-REDRIVE_STALE = datetime.timedelta(minutes=1)
-# A finished re-drive keeps its claim as long as the topic keeps the dead letter (a
-# week), so a billing projector far behind cannot let it be re-driven again.
-REDRIVEN_HOLD = datetime.timedelta(days=7)
 
 
 def deployment_of(settings: Settings) -> str:
@@ -54,8 +46,6 @@ class DashboardStore:
         self.cookie = f"agentlog_dashboard_{_digest(deployment)[:12]}"
         self._operators = operators
         self._known: TTLCache[str, bool] = TTLCache(maxsize=1_000, ttl=OPERATOR_CHECK_S)
-
-    # -- sessions -----------------------------------------------------------------------
 
     def _session(self, token: str) -> str:
         return f"{self.prefix}session:{_digest(token)}"  # the token itself is never stored
@@ -84,26 +74,6 @@ class DashboardStore:
             known = await plans.operator_exists(self._operators, operator_id)
             self._known[operator_id] = known
         return known
-
-    # -- re-drives ----------------------------------------------------------------------
-
-    def redrive_key(self, letter: str) -> str:
-        return f"{self.prefix}redrive:{letter}"
-
-    async def claim_redrive(self, letter: str, operator_id: str) -> bool:
-        """Claim the dead letter for one re-drive (``SET NX``); False if another holds
-        it. The claim lapses after ``REDRIVE_STALE`` unless ``finish_redrive``."""
-        claimed = await self.redis.set(
-            self.redrive_key(letter), operator_id, nx=True, ex=REDRIVE_STALE
-        )
-        return bool(claimed)
-
-    async def finish_redrive(self, letter: str) -> None:
-        await self.redis.expire(self.redrive_key(letter), REDRIVEN_HOLD)
-
-    async def release_redrive(self, letter: str) -> None:
-        """Give the claim up: the re-drive recorded nothing, it may be asked for again."""
-        await self.redis.delete(self.redrive_key(letter))
 
     async def close(self) -> None:
         await self.redis.aclose()

@@ -1,12 +1,11 @@
 """The dead-letter topic as the operators' dashboard shows it: its records, newest first,
-with why each was set aside; and the re-drive of one, back to the topic it came from.
+with why each was set aside; and one read by its place (a re-drive's first check).
 
 Dead letters are read from their topic, which keeps them a week (a read model would
 hold what the topic holds, and a record nobody could read is not a fact to fold).
 A page reads at most its size from each partition, before a cursor of per-partition
-offsets. A re-drive is audited as ``DeadLetterRedriveRequested`` before the record is
-written back, and ``DeadLetterRedriven`` after, both on the billing topic (the
-operators' facts).
+offsets. A re-drive is a request (``DeadLetterRedriveRequested``, on the billing topic)
+that the billing decider decides and carries out (``workers.plan_decider``).
 """
 
 from __future__ import annotations
@@ -16,12 +15,10 @@ import datetime
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import TopicPartition
-
 from streams.catalog import Catalog
-from streams.dead_letters import DEAD_LETTER_HEADERS
+from streams.dead_letters import read_dead_letter
 from streams.partitions import LogReader
-from streams.publisher import Publisher, write_deadline
+from streams.publisher import write_deadline
 
 
 @dataclass(frozen=True)
@@ -64,10 +61,6 @@ def _dead_letter(record: Any) -> DeadLetter:
         key=_text(record.key),
         size=len(record.value or b""),
     )
-
-
-class DeadLetterNotFoundError(LookupError):
-    pass
 
 
 class DeadLetters:
@@ -120,26 +113,7 @@ class DeadLetters:
 
     async def _record(self, partition: int, offset: int) -> Any:
         async with self._lock:
-            reader = await self._ready()
-            tp = TopicPartition(self.topic, partition)
-            if tp not in await reader.partitions(self.topic):
-                raise DeadLetterNotFoundError(f"{partition}:{offset}")
-            first, end = (await reader.beginnings([tp]))[tp], (await reader.ends([tp]))[tp]
-            if not first <= offset < end:
-                raise DeadLetterNotFoundError(f"{partition}:{offset}")
-            async for batch in reader.batches({tp: offset}, {tp: offset + 1}, poll_ms=200):
-                for record in batch:
-                    if record.offset == offset:
-                        return record
-        raise DeadLetterNotFoundError(f"{partition}:{offset}")
-
-    async def redrive(self, publisher: Publisher, record: Any) -> tuple[str, int, int]:
-        """Write ``record`` again to the topic it came from, without the dead-letter
-        headers; where it went."""
-        topic = _text(dict(record.headers).get("dlq.topic"), 1000)
-        headers = [(n, v) for n, v in record.headers if n not in DEAD_LETTER_HEADERS]
-        meta = await publisher.send_raw(topic, record.value, record.key, headers)
-        return topic, meta.partition, meta.offset
+            return await read_dead_letter(await self._ready(), self.topic, partition, offset)
 
     async def close(self) -> None:
         if self._started:

@@ -1,6 +1,7 @@
-"""What became of each billing request: accepted (the change it caused) or rejected
-(with its code). The operator's HTTP request waits on this row, notified by key
-``billing-command:<request id>``, as a core command waits on its outcome."""
+"""What became of each billing request (plans and re-drives): accepted (the change it
+caused) or rejected (with its code). The operator's HTTP request waits on this row,
+notified by key ``billing-command:<request id>``, as a core command waits on its
+outcome."""
 
 from __future__ import annotations
 
@@ -39,11 +40,21 @@ def _outcome(ctx: Context, command_id: str, **values: object) -> list[Op]:
     return [Upsert("billing_outcomes", ("command_id",), row), Notify(notification(command_id))]
 
 
-@folds(billing.PricePlanPublished, billing.TenantPlanAssigned, billing.TenantPlanWithdrawn)
-def _accepted(
-    data: billing.PricePlanPublished | billing.TenantPlanAssigned | billing.TenantPlanWithdrawn,
-    ctx: Context,
-) -> list[Op]:
+Accepted = (
+    billing.PricePlanPublished
+    | billing.TenantPlanAssigned
+    | billing.TenantPlanWithdrawn
+    | billing.DeadLetterRedriven
+)
+
+
+@folds(
+    billing.PricePlanPublished,
+    billing.TenantPlanAssigned,
+    billing.TenantPlanWithdrawn,
+    billing.DeadLetterRedriven,
+)
+def _accepted(data: Accepted, ctx: Context) -> list[Op]:
     if ctx.causation_id == ctx.event_id:
         return []  # recorded with no request behind it (as gateways did before deciders)
     version = data.version if isinstance(data, billing.PricePlanPublished) else None

@@ -1,5 +1,6 @@
-"""The billing decider's plans: the state it decides plan requests on, kept in memory
-and folded from the log, and the decisions it records (``plan_decisions``).
+"""The billing decider's plans and re-drives: the state it decides plan and re-drive
+requests on, kept in memory and folded from the log, and the decisions it records
+(``plan_decisions``).
 
 - **Every version of every plan**, which any tenant's assignment may name: a table every
   instance keeps whole. It starts from the billing read model and follows every
@@ -9,6 +10,11 @@ and folded from the log, and the decisions it records (``plan_decisions``).
   on assignment, the read model's rows at the billing projection's position (the
   snapshot), then the partition's tail folded from there to the log's end; then every
   record as it comes.
+- **The dead letters re-driven** (``DeadLetterRedriven``), loaded and folded the same
+  way. Re-drive requests are the platform's, keyed by ``PLATFORM``: one partition, so
+  one owner decides them all. It writes an accepted one's record back to its topic
+  (at least once: a crash before its outcome is written writes it again when the
+  request is decided again, and consumers drop a record they have seen).
 
 No decision reads Postgres; the snapshot is read once per assignment. Requests are
 decided in log order by the one owner of their partition, so two racing requests for one
@@ -24,7 +30,7 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from projections import plans
+from projections import dead_letters, plans
 from projections.database import Database
 from projections.ops import BILLING
 from projections.tenant_plans import TenantPlans, evolve
@@ -34,10 +40,12 @@ from schemas.billing import PricePlan
 from schemas.envelope import Envelope, EnvelopeError, from_kafka
 from schemas.errors import ErrorCode
 from streams.catalog import Catalog
+from streams.dead_letters import DeadLetterNotFoundError, read_dead_letter, redrive
 from streams.dedupe import SeenIds
 from streams.follow import Follower
 from streams.handler import Item
 from streams.partitions import LogReader, Record, is_wanted
+from streams.publisher import Publisher
 
 from . import plan_decisions as decide
 
@@ -52,6 +60,7 @@ REQUESTS = (
     billing_requests.PricePlanPublishRequested,
     billing_requests.TenantPlanAssignRequested,
     billing_requests.TenantPlanWithdrawRequested,
+    billing.DeadLetterRedriveRequested,
 )
 # The facts its state follows, whoever recorded them.
 STATE_FACTS = (
@@ -59,6 +68,7 @@ STATE_FACTS = (
     billing.TenantPlanAssigned,
     billing.TenantPlanWithdrawn,
     billing.InvoiceDrafted,
+    billing.DeadLetterRedriven,
     billing_requests.BillingCommandRejected,
 )
 TYPES = frozenset(t.ce_type() for t in (*REQUESTS, *STATE_FACTS))
@@ -112,14 +122,21 @@ class PlanTable:
 
 
 class PlanDecider:
-    """Decides plan requests; ``handle`` takes the billing topic's records in log order."""
+    """Decides plan and re-drive requests; ``handle`` takes the billing topic's records in
+    log order."""
 
     def __init__(self, bootstrap_servers: str, catalog: Catalog, db: Database) -> None:
         self.db = db
         self.topic = catalog.billing
+        self.dead_letter_topic = catalog.dead_letter
         self.table = PlanTable(bootstrap_servers, catalog.billing)
         self.tenants: dict[str, TenantPlans] = {}
+        self.redriven: set[str] = set()
         self._tail = LogReader(bootstrap_servers)  # reads the tails of new partitions
+        # Reads a dead letter and writes it back; started by the first re-drive.
+        self._dead_letters = LogReader(bootstrap_servers)
+        self._writer = Publisher(bootstrap_servers, catalog, timeout_s=LOAD_TIMEOUT_S)
+        self._writing = False
         # Request ids whose outcome is in the log, and the ids of facts already folded.
         self._decided = SeenIds()
         self._folded = SeenIds()
@@ -138,10 +155,14 @@ class PlanDecider:
         self._folded = SeenIds()
         seeks = {}
         reader = await self._tail.start()
-        for tp in partitions:
-            if tp.topic != self.topic:
-                continue
-            start = await next_offset(self.db, tp.topic, tp.partition, BILLING)
+        starts = {
+            tp: await next_offset(self.db, tp.topic, tp.partition, BILLING)
+            for tp in partitions
+            if tp.topic == self.topic
+        }
+        # Read after the positions, so at or past them: the tails fold the rest again.
+        self.redriven = await dead_letters.redriven(self.db)
+        for tp, start in starts.items():
             snapshot = await plans.tenants_of_partition(self.db, tp.partition)
             self.tenants.update(snapshot)
             (end,) = (await reader.ends([tp])).values()
@@ -183,6 +204,8 @@ class PlanDecider:
             self._decided.add(env.causation_id)
         if isinstance(data, billing.PricePlanPublished):
             self.table.add(data.plan_id, data.version, data.plan)
+        elif isinstance(data, billing.DeadLetterRedriven):
+            self.redriven.add(data.dead_letter)
         elif isinstance(
             data, billing.TenantPlanAssigned | billing.TenantPlanWithdrawn | billing.InvoiceDrafted
         ):
@@ -199,7 +222,9 @@ class PlanDecider:
 
     async def _decide(self, env: Envelope[Any]) -> Any:
         cmd = env.data
-        if isinstance(cmd, billing_requests.PricePlanPublishRequested):
+        if isinstance(cmd, billing.DeadLetterRedriveRequested):
+            fact = decide.redrive(cmd, self.redriven) or await self._redrive(cmd)
+        elif isinstance(cmd, billing_requests.PricePlanPublishRequested):
             fact = decide.publish_plan(cmd, self.table.latest(cmd.plan_id))
         elif isinstance(cmd, billing_requests.TenantPlanAssignRequested):
             if (cmd.plan_id, cmd.version) not in self.table.versions:
@@ -213,9 +238,36 @@ class PlanDecider:
             fact = fact.model_copy(update={"command_id": env.id})
         return fact
 
+    async def _redrive(self, cmd: billing.DeadLetterRedriveRequested) -> Any:
+        """Write the dead letter back to its topic; where it went, or why it could not."""
+        if not self._writing:
+            await self._dead_letters.start()
+            await self._writer.start()
+            self._writing = True
+        partition, offset = (int(part) for part in cmd.dead_letter.split(":"))
+        try:
+            async with asyncio.timeout(LOAD_TIMEOUT_S):
+                record = await read_dead_letter(
+                    self._dead_letters, self.dead_letter_topic, partition, offset
+                )
+        except DeadLetterNotFoundError:
+            detail = f"no dead letter {cmd.dead_letter}"
+            return decide.rejected(cmd.dead_letter, ErrorCode.DEAD_LETTER_NOT_FOUND, detail)
+        topic, to_partition, to_offset = await redrive(self._writer, record)
+        return billing.DeadLetterRedriven(
+            dead_letter=cmd.dead_letter,
+            operator_id=cmd.operator_id,
+            topic=topic,
+            partition=to_partition,
+            offset=to_offset,
+        )
+
     async def close(self) -> None:
         await self.table.stop()
         await self._tail.stop()
+        if self._writing:
+            await self._writer.stop()
+            await self._dead_letters.stop()
 
 
 def unprocessable(env: Envelope[Any], reason: str) -> list[Envelope[Any]]:
@@ -225,11 +277,12 @@ def unprocessable(env: Envelope[Any], reason: str) -> list[Envelope[Any]]:
     cmd = env.data
     if not isinstance(cmd, REQUESTS):
         return []
-    aggregate = (
-        cmd.plan_id
-        if isinstance(cmd, billing_requests.PricePlanPublishRequested)
-        else (cmd.tenant_id)
-    )
+    if isinstance(cmd, billing_requests.PricePlanPublishRequested):
+        aggregate = cmd.plan_id
+    elif isinstance(cmd, billing.DeadLetterRedriveRequested):
+        aggregate = cmd.dead_letter
+    else:
+        aggregate = cmd.tenant_id
     fact = billing_requests.BillingCommandRejected(
         aggregate_id=aggregate,
         command_id=env.id,

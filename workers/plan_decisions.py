@@ -1,14 +1,14 @@
-"""The billing decider's decisions about plans: each request, against the state it
-concerns, to the fact recorded as its outcome.
+"""The billing decider's decisions about plans and re-drives: each request, against the
+state it concerns, to the fact recorded as its outcome.
 
-Pure functions of typed state (a tenant's ``TenantPlans``, the plan versions): no
-Kafka, no database, no clock. ``plan_decider`` keeps the state from the log and
-records what these return.
+Pure functions of typed state (a tenant's ``TenantPlans``, the plan versions, the dead
+letters re-driven): no Kafka, no database, no clock. ``plan_decider`` keeps the state
+from the log and records what these return.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from projections.tenant_plans import TenantPlans
 from schemas import billing, billing_requests
@@ -19,7 +19,7 @@ from schemas.errors import ErrorCode
 Plans = Mapping[tuple[str, int], PricePlan]
 
 
-def _rejected(aggregate_id: str, code: ErrorCode, detail: str) -> Fact:
+def rejected(aggregate_id: str, code: ErrorCode, detail: str) -> Fact:
     """A rejection; ``command_id`` is the request's event id, which the runtime sets."""
     return billing_requests.BillingCommandRejected(
         aggregate_id=aggregate_id, command_id="", code=code, detail=detail
@@ -41,7 +41,7 @@ def _repriced(
     did not allow that."""
     periods = tenant.drafted_since(cmd.effective_from)
     if periods and not cmd.reprice_drafted:
-        return periods, _rejected(
+        return periods, rejected(
             cmd.tenant_id,
             ErrorCode.PERIOD_DRAFTED,
             f"drafted periods would be priced again: {', '.join(periods)}; send"
@@ -58,18 +58,18 @@ def assign_plan(
     and repricing no drafted period unless asked to."""
     plan = plans.get((cmd.plan_id, cmd.version))
     if plan is None:
-        return _rejected(
+        return rejected(
             cmd.tenant_id, ErrorCode.PLAN_NOT_FOUND, f"no plan {cmd.plan_id} v{cmd.version}"
         )
     in_force = tenant.in_force()
     if in_force and cmd.effective_from <= in_force[-1].effective_from:
-        return _rejected(
+        return rejected(
             cmd.tenant_id,
             ErrorCode.PLAN_ASSIGNMENT_OVERLAPS,
             f"the tenant's latest assignment is effective from {in_force[-1].effective_from}",
         )
     if cmd.effective_from in tenant.assignments:
-        return _rejected(
+        return rejected(
             cmd.tenant_id,
             ErrorCode.PLAN_ASSIGNMENT_OVERLAPS,
             f"an assignment effective from {cmd.effective_from} was withdrawn; an instant"
@@ -78,7 +78,7 @@ def assign_plan(
     if in_force:
         latest = plans.get((in_force[-1].plan_id, in_force[-1].version))
         if latest is not None and latest.currency != plan.currency:
-            return _rejected(
+            return rejected(
                 cmd.tenant_id,
                 ErrorCode.CURRENCY_MISMATCH,
                 f"the tenant is billed in {latest.currency}, the plan charges {plan.currency}",
@@ -100,7 +100,7 @@ def withdraw_plan(cmd: billing_requests.TenantPlanWithdrawRequested, tenant: Ten
     """Withdraw the tenant's assignment in force at ``effective_from``, repricing no
     drafted period unless asked to."""
     if not any(a.effective_from == cmd.effective_from for a in tenant.in_force()):
-        return _rejected(
+        return rejected(
             cmd.tenant_id,
             ErrorCode.PLAN_ASSIGNMENT_NOT_FOUND,
             f"the tenant has no assignment in force effective from {cmd.effective_from}",
@@ -114,3 +114,12 @@ def withdraw_plan(cmd: billing_requests.TenantPlanWithdrawRequested, tenant: Ten
         operator_id=cmd.operator_id,
         repriced_periods=periods,
     )
+
+
+def redrive(cmd: billing.DeadLetterRedriveRequested, redriven: Collection[str]) -> Fact | None:
+    """A dead letter is re-driven once: the rejection of a second request, or None (the
+    decider writes the record back, then records ``DeadLetterRedriven``)."""
+    if cmd.dead_letter in redriven:
+        detail = f"{cmd.dead_letter} was re-driven already"
+        return rejected(cmd.dead_letter, ErrorCode.DEAD_LETTER_REDRIVEN, detail)
+    return None

@@ -10,14 +10,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from projections import billing_outcomes, plans, tenants
-from projections.billing_outcomes import BillingOutcomeRow
+from projections import plans, tenants
 from projections.plans import AssignmentRow, PlanRow
 from schemas import billing_requests
 from schemas.base import Fact
 from schemas.billing import PLATFORM, PricePlan
-from schemas.envelope import Envelope
-from schemas.errors import DomainError, ErrorCode
+from schemas.errors import ErrorCode
 
 from ..billing_models import (
     AssignmentPublic,
@@ -27,7 +25,7 @@ from ..billing_models import (
     PricePlanCreate,
     PricePlanPublic,
 )
-from ..commands import OutcomeNotProjectedError, recorded
+from ..commands import billing_decided
 from ..connections import Gateway
 from ..deps import GatewayDep, OperatorDep
 from ..fields import Id, Version
@@ -63,22 +61,6 @@ async def tenant_or_404(gw: Gateway, tenant_id: str) -> None:
         raise ProblemError(ErrorCode.TENANT_NOT_FOUND, f"no tenant {tenant_id}")
 
 
-async def _decided(gw: Gateway, env: Envelope[Any], location: str, **ids: str) -> BillingOutcomeRow:
-    """Wait for the decider's outcome of the request ``env``; raise its rejection. An
-    outcome not projected in time answers 202 with what was recorded."""
-    async with recorded(env, location, **ids):
-        row = await gw.billing_waiter.until(
-            billing_outcomes.notification(env.id),
-            lambda: billing_outcomes.outcome(gw.billing_db, env.id),
-            OUTCOME_WAIT_S,
-        )
-        if row is None:
-            raise OutcomeNotProjectedError(env.id)
-    if not row.accepted:
-        raise DomainError(row.code or ErrorCode.VALIDATION_FAILED, row.detail or "")
-    return row
-
-
 @router.post(
     "/price-plans",
     status_code=201,
@@ -103,7 +85,7 @@ async def publish_plan(
     )
     env = await gw.record(PLATFORM, request)
     location = f"/v1/admin/price-plans/{body.plan_id}"
-    outcome = await _decided(gw, env, location, plan_id=body.plan_id)
+    outcome = await billing_decided(gw, env, location, plan_id=body.plan_id)
     assert outcome.version is not None
     row = await plans.plan(gw.billing_db, body.plan_id, outcome.version)
     assert row is not None  # applied in the outcome's transaction
@@ -146,7 +128,7 @@ async def _change_plans(
     concerns once decided."""
     env = await gw.record(tenant_id, request)
     location = f"/v1/admin/tenants/{tenant_id}/plan"
-    await _decided(gw, env, location, tenant_id=tenant_id)
+    await billing_decided(gw, env, location, tenant_id=tenant_id)
     rows = await plans.assignments(gw.billing_db, tenant_id, withdrawn=True)
     found = next(r for r in rows if r.effective_from == effective_from)
     return _assignment_public(found)

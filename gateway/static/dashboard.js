@@ -12,7 +12,10 @@ document.addEventListener("click", async (event) => {
     headers: { "X-Agentlog-Dashboard": "1" },
     credentials: "same-origin",
   });
-  if (response.ok) {
+  if (response.status === 202) {
+    // Recorded, not decided yet (the billing decider is down or behind): shown once it is.
+    button.replaceWith("re-drive requested");
+  } else if (response.ok) {
     const done = await response.json();
     button.replaceWith("re-driven to " + done.topic + " " + done.partition + ":" + done.offset);
     setTimeout(() => window.location.reload(), 2000); // then its outcome, once processed

@@ -14,14 +14,14 @@ from typing import Any
 import httpx
 import pytest
 
-from schemas import billing, events
+from schemas import billing, billing_requests, events
 from schemas.billing import PLATFORM, ModelRates, PricePlan
 from schemas.envelope import Envelope, envelope, to_kafka
 from schemas.usage import UsageRecorded
-from tests.eventually import eventually_async
 from tests.gateway.conftest import SOURCE, Api
 from tests.gateway.test_turns import CONFIG, finished
 from tests.topics import read_all
+from workers.runner import run_roles
 
 PAGES = [
     "/dashboard",
@@ -300,6 +300,30 @@ async def _plant_dead_letter(api: Api) -> Envelope[Any]:
     return command
 
 
+@contextlib.asynccontextmanager
+async def deciding(api: Api) -> AsyncIterator[None]:
+    """The gateway's deployment with its billing decider (the invoicer role, which
+    decides re-drives) and its billing projector running, as ``agentlog up`` runs them."""
+    stop = asyncio.Event()
+    roles = asyncio.create_task(
+        run_roles(api.settings, ["invoicer", "billing"], stop, probes=False)
+    )
+    try:
+        yield
+    finally:
+        stop.set()
+        await roles
+
+
+def _audit(records: list[Envelope[Any]]) -> list[type[Any]]:
+    kinds = (
+        billing.DeadLetterRedriveRequested,
+        billing.DeadLetterRedriven,
+        billing_requests.BillingCommandRejected,
+    )
+    return [type(env.data) for env in records if isinstance(env.data, kinds)]
+
+
 async def test_a_dead_letter_is_listed_and_redriven_once_with_an_audit(api: Api) -> None:
     command = await _plant_dead_letter(api)
     listed = (await api.http.get("/dashboard/api/dead-letters", headers=api.as_operator)).json()
@@ -312,148 +336,81 @@ async def test_a_dead_letter_is_listed_and_redriven_once_with_an_audit(api: Api)
     assert letter["redrive"] is None
     url = f"/dashboard/dead-letters/{letter['partition']}/{letter['offset']}/redrive"
 
-    assert (await api.http.post(url)).status_code == 403  # a tenant's key
-    async with _signed_in(api) as client:
-        refused = await client.post(url)  # the cookie alone, as a form of another site
-        assert refused.status_code == 403
-        assert refused.json()["code"] == "DASHBOARD_HEADER_REQUIRED"
-        done = await client.post(url, headers={"X-Agentlog-Dashboard": "1"})
-    assert done.status_code == 200, done.text
+    async with deciding(api):
+        assert (await api.http.post(url)).status_code == 403  # a tenant's key
+        async with _signed_in(api) as client:
+            refused = await client.post(url)  # the cookie alone, as a form of another site
+            assert refused.status_code == 403
+            assert refused.json()["code"] == "DASHBOARD_HEADER_REQUIRED"
+            done = await client.post(url, headers={"X-Agentlog-Dashboard": "1"})
+        assert done.status_code == 200, done.text
 
-    # Back on its topic as it was, without the dead-letter headers.
-    [again] = [env for env in await api.commands() if env.id == command.id]
-    assert again.data == command.data
-    bootstrap = api.settings.kafka_bootstrap_servers
-    raw = await asyncio.to_thread(read_all, bootstrap, api.catalog.commands)
-    assert not any(name.startswith("dlq.") for name, _value in raw[-1].headers)
-    # Audited: who asked, then where it went; folded, it cannot be re-driven again.
-    audit = [
-        env
-        for env in await api.records(api.catalog.billing)
-        if isinstance(env.data, billing.DeadLetterRedriveRequested | billing.DeadLetterRedriven)
-    ]
-    assert [type(env.data) for env in audit] == [
+        # Back on its topic as it was, without the dead-letter headers.
+        [again] = [env for env in await api.commands() if env.id == command.id]
+        assert again.data == command.data
+        bootstrap = api.settings.kafka_bootstrap_servers
+        raw = await asyncio.to_thread(read_all, bootstrap, api.catalog.commands)
+        assert not any(name.startswith("dlq.") for name, _value in raw[-1].headers)
+        # Audited: who asked, then, decided, where it went.
+        audit = [
+            env
+            for env in await api.records(api.catalog.billing)
+            if isinstance(env.data, billing.DeadLetterRedriveRequested | billing.DeadLetterRedriven)
+        ]
+        assert [type(env.data) for env in audit] == [
+            billing.DeadLetterRedriveRequested,
+            billing.DeadLetterRedriven,
+        ]
+        assert audit[0].data.operator_id == audit[1].data.operator_id != ""
+        assert audit[1].causation_id == audit[0].id
+        assert done.json()["offset"] == audit[1].data.offset
+        twice = await api.http.post(url, headers=api.as_operator)
+        assert twice.status_code == 409
+        assert twice.json()["code"] == "DEAD_LETTER_REDRIVEN"
+        shown = (await api.http.get("/dashboard/api/dead-letters", headers=api.as_operator)).json()
+        assert shown["items"][0]["redrive"]["to_offset"] == audit[1].data.offset
+        missing = await api.http.post(
+            "/dashboard/dead-letters/0/999999/redrive", headers=api.as_operator
+        )
+        assert missing.status_code == 404
+        assert missing.json()["code"] == "DEAD_LETTER_NOT_FOUND"
+    assert [env.id for env in await api.commands()].count(command.id) == 1
+    assert _audit(await api.records(api.catalog.billing)) == [
         billing.DeadLetterRedriveRequested,
         billing.DeadLetterRedriven,
+        billing.DeadLetterRedriveRequested,  # the second, refused: the 404 recorded nothing
+        billing_requests.BillingCommandRejected,
     ]
-    assert audit[0].data.operator_id == audit[1].data.operator_id != ""
-    assert audit[1].causation_id == audit[0].id
-    assert done.json()["offset"] == audit[1].data.offset
-    await api.fold(*audit)
-    twice = await api.http.post(url, headers=api.as_operator)
-    assert twice.status_code == 409
-    assert twice.json()["code"] == "DEAD_LETTER_REDRIVEN"
-    shown = (await api.http.get("/dashboard/api/dead-letters", headers=api.as_operator)).json()
-    assert shown["items"][0]["redrive"]["to_offset"] == audit[1].data.offset
-    missing = await api.http.post(
-        "/dashboard/dead-letters/0/999999/redrive", headers=api.as_operator
-    )
-    assert missing.status_code == 404
-    assert missing.json()["code"] == "DEAD_LETTER_NOT_FOUND"
 
 
-async def test_a_redrive_that_stopped_half_way_may_be_asked_for_again_once_stale(
-    api: Api,
-) -> None:
-    """Two re-drives asked for and never recorded as done (their gateway stopped before
-    writing the record): one 5 s ago, under way still; one 2 min ago, stale."""
-    recent, stale = await _plant_dead_letter(api), await _plant_dead_letter(api)
-    listed = (await api.http.get("/dashboard/api/dead-letters", headers=api.as_operator)).json()
-    letters = {letter["record_id"]: letter for letter in listed["items"]}
-    now = datetime.datetime.now(datetime.UTC)
-    urls = {}
-    for command, ago in ((recent, 5), (stale, 120)):
-        letter = letters[command.id]
-        asked = billing.DeadLetterRedriveRequested(
-            dead_letter=f"{letter['partition']}:{letter['offset']}",
-            operator_id="op",
-            topic=api.catalog.commands,
-        )
-        when = now - datetime.timedelta(seconds=ago)
-        await api.fold(envelope(asked, source=SOURCE, tenant_id=PLATFORM).at(when))
-        urls[command.id] = f"/dashboard/dead-letters/{letter['partition']}/{letter['offset']}"
-
-    under_way = await api.http.post(urls[recent.id] + "/redrive", headers=api.as_operator)
-    assert under_way.status_code == 409
-    assert under_way.json()["code"] == "DEAD_LETTER_REDRIVEN"
-    done = await api.http.post(urls[stale.id] + "/redrive", headers=api.as_operator)
-    assert done.status_code == 200, done.text
-    written = {env.id for env in await api.commands()}
-    assert (stale.id in written, recent.id in written) == (True, False)
-
-
-async def _letter_url(api: Api, command: Envelope[Any]) -> tuple[str, str]:
-    """The dead letter holding ``command``: its id and its re-drive's URL."""
+async def _letter_url(api: Api, command: Envelope[Any]) -> str:
+    """The re-drive URL of the dead letter holding ``command``."""
     listed = (await api.http.get("/dashboard/api/dead-letters", headers=api.as_operator)).json()
     [letter] = [d for d in listed["items"] if d["record_id"] == command.id]
-    ident = f"{letter['partition']}:{letter['offset']}"
-    return ident, f"/dashboard/dead-letters/{letter['partition']}/{letter['offset']}/redrive"
+    return f"/dashboard/dead-letters/{letter['partition']}/{letter['offset']}/redrive"
 
 
 @pytest.mark.parametrize("at_once", [2, 6])
 async def test_of_redrives_asked_for_at_once_one_writes_the_record_and_the_rest_get_409(
     api: Api, at_once: int
 ) -> None:
-    """Before either is folded into the read models: at once, and one after the other."""
+    """Asked for at once, through one gateway: the decider takes them one after the other."""
     command = await _plant_dead_letter(api)
-    _ident, url = await _letter_url(api, command)
-    answers = await asyncio.gather(
-        *(api.http.post(url, headers=api.as_operator) for _ in range(at_once))
-    )
+    url = await _letter_url(api, command)
+    async with deciding(api):
+        answers = await asyncio.gather(
+            *(api.http.post(url, headers=api.as_operator) for _ in range(at_once))
+        )
     assert sorted(a.status_code for a in answers) == [200] + [409] * (at_once - 1)
     for refused in (a for a in answers if a.status_code == 409):
         assert refused.headers["content-type"] == "application/problem+json"
         assert refused.json()["code"] == "DEAD_LETTER_REDRIVEN"
-    later = await api.http.post(url, headers=api.as_operator)  # still not folded
-    assert later.status_code == 409
-    assert later.json()["code"] == "DEAD_LETTER_REDRIVEN"
 
     assert [env.id for env in await api.commands()].count(command.id) == 1
-    audit = [
-        type(env.data)
-        for env in await api.records(api.catalog.billing)
-        if isinstance(env.data, billing.DeadLetterRedriveRequested | billing.DeadLetterRedriven)
-    ]
-    assert audit == [billing.DeadLetterRedriveRequested, billing.DeadLetterRedriven]
-
-
-async def test_a_redrive_claimed_by_a_gateway_that_stopped_may_be_asked_for_once_it_lapses(
-    api: Api,
-) -> None:
-    """Another gateway of the deployment claimed the dead letter and stopped before it
-    recorded anything; a claim of another deployment sharing the Redis counts for
-    nothing here."""
-    from gateway.dashboard_store import REDRIVE_STALE, DashboardStore
-
-    command = await _plant_dead_letter(api)
-    ident, url = await _letter_url(api, command)
-    elsewhere = DashboardStore(
-        api.settings.model_copy(update={"database_schema": "another"}), api.gateway.billing_db
-    )
-    stopped = DashboardStore(api.settings, api.gateway.billing_db)
-    try:
-        assert await elsewhere.claim_redrive(ident, "op-elsewhere")
-        assert await stopped.claim_redrive(ident, "op-stopped")
-        ttl = await stopped.redis.ttl(stopped.redrive_key(ident))
-        assert 0 < ttl <= REDRIVE_STALE.total_seconds()
-        under_way = await api.http.post(url, headers=api.as_operator)
-        assert under_way.status_code == 409
-        assert under_way.json()["code"] == "DEAD_LETTER_REDRIVEN"
-        assert command.id not in {env.id for env in await api.commands()}
-
-        await stopped.redis.pexpire(stopped.redrive_key(ident), 1)  # a minute passes
-
-        async def expired() -> bool:
-            return not await stopped.redis.exists(stopped.redrive_key(ident))
-
-        await eventually_async(expired, "the stopped claim to expire")
-        done = await api.http.post(url, headers=api.as_operator)
-        assert done.status_code == 200, done.text
-        assert command.id in {env.id for env in await api.commands()}
-    finally:
-        for store in (elsewhere, stopped):
-            await store.redis.delete(store.redrive_key(ident))
-            await store.close()
+    audit = _audit(await api.records(api.catalog.billing))
+    assert audit.count(billing.DeadLetterRedriveRequested) == at_once
+    assert audit.count(billing.DeadLetterRedriven) == 1
+    assert audit.count(billing_requests.BillingCommandRejected) == at_once - 1
 
 
 @pytest.mark.parametrize(

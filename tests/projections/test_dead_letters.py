@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from projections import dead_letters
+from projections.billing_outcomes import notification
 from projections.dead_letters import RedriveRow
-from projections.ops import Update, Upsert, project
+from projections.ops import Notify, Update, Upsert, project
 from schemas import billing
 
 from .billing_models import BillingModels, billing_models, recorded
@@ -48,12 +49,24 @@ def test_a_redrive_request_records_who_asked_for_which_dead_letter_and_when() ->
 
 
 def test_a_redrive_records_when_and_where_the_record_was_written_again() -> None:
+    """And it is the accepted outcome of its request (the context's cause)."""
+    outcome = {
+        "command_id": CTX.causation_id,
+        "tenant_id": CTX.tenant_id,
+        "event_id": CTX.event_id,
+        "accepted": True,
+        "code": None,
+        "detail": None,
+        "version": None,
+    }
     assert project(redriven("0:17", 2, 99), CTX) == [
+        Upsert("billing_outcomes", ("command_id",), outcome),
+        Notify(notification(CTX.causation_id)),
         Update(
             "dead_letter_redrives",
             {"dead_letter": "0:17"},
             {"redriven_at": T, "to_partition": 2, "to_offset": 99},
-        )
+        ),
     ]
 
 

@@ -1,7 +1,8 @@
 """The billing decider's state after a restart or a rebalance, for random histories
 through the real broker and the real billing projector: a snapshot (the read model at
 the projection's position, which lags) plus the log's tail equals a fold of the whole
-log, and equals what the read models hold once the projector has caught up."""
+log, and equals what the read models hold once the projector has caught up. And its
+re-drives, decided without Postgres."""
 
 from __future__ import annotations
 
@@ -16,13 +17,13 @@ from aiokafka import TopicPartition
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from projections import plans
+from projections import dead_letters, plans
 from projections.database import Database
 from projections.ops import BILLING
 from projections.tenant_plans import TenantPlans, evolve
 from schemas import billing, billing_requests
 from schemas.billing import PLATFORM, PricePlan, ToolRates
-from schemas.envelope import Envelope, envelope, from_kafka
+from schemas.envelope import Envelope, envelope, from_kafka, to_kafka
 from streams.catalog import Catalog
 from streams.handler import Position
 from streams.partitions import LogReader
@@ -65,6 +66,18 @@ class Log(Deployed):
                     tenants[fact.tenant_id] = evolve(state, fact, record.offset)
         return tenants
 
+    async def redriven(self) -> set[str]:
+        """The dead letters re-driven, from the whole billing topic."""
+        async with LogReader(self.settings.kafka_bootstrap_servers) as reader:
+            tps = await reader.partitions(self.catalog.billing)
+            ends = await reader.ends(tps)
+            return {
+                env.data.dead_letter
+                async for batch in reader.batches(dict.fromkeys(tps, 0), ends)
+                for env in (from_kafka(r.key, r.value, list(r.headers)) for r in batch)
+                if isinstance(env.data, billing.DeadLetterRedriven)
+            }
+
 
 @pytest.fixture
 async def log(bootstrap: str) -> AsyncIterator[Log]:
@@ -103,13 +116,27 @@ def drafted(tenant_id: str, period: str) -> list[Envelope[Any]]:
     return [request, request.follow(draft, step="draft", source=SOURCE)]
 
 
+def redriven(dead_letter: str) -> list[Envelope[Any]]:
+    """A re-drive as the decider records it: the request, then where the record went."""
+    request = envelope(
+        billing.DeadLetterRedriveRequested(dead_letter=dead_letter, operator_id="op", topic="t"),
+        source=SOURCE,
+        tenant_id=PLATFORM,
+    )
+    done = billing.DeadLetterRedriven(
+        dead_letter=dead_letter, operator_id="op", topic="t", partition=0, offset=1
+    )
+    return [request, request.follow(done, step="outcome", source=SOURCE)]
+
+
 @st.composite
-def histories(draw: st.DrawFn, tenants: list[str]) -> list[Envelope[Any]]:
-    """Plan facts of a few tenants, in the order they are recorded; some repeated."""
+def histories(draw: st.DrawFn, tenants: list[str], letters: list[str]) -> list[Envelope[Any]]:
+    """Plan facts of a few tenants and re-drives of a few dead letters, in the order
+    they are recorded; some repeated."""
     out: list[Envelope[Any]] = []
     for _ in range(draw(st.integers(0, 24))):
         tenant_id = draw(st.sampled_from(tenants))
-        kind = draw(st.sampled_from(["assign", "withdraw", "draft", "repeat"]))
+        kind = draw(st.sampled_from(["assign", "withdraw", "draft", "redrive", "repeat"]))
         if kind == "assign":
             fact: Any = billing.TenantPlanAssigned(
                 tenant_id=tenant_id,
@@ -126,6 +153,9 @@ def histories(draw: st.DrawFn, tenants: list[str]) -> list[Envelope[Any]]:
             )
         elif kind == "draft":
             out += drafted(tenant_id, draw(st.sampled_from(PERIODS)))
+            continue
+        elif kind == "redrive":
+            out += redriven(draw(st.sampled_from(letters)))
             continue
         else:
             if out:
@@ -145,8 +175,11 @@ async def test_a_restarted_decider_holds_the_whole_logs_state(
     log: Log, data: st.DataObject
 ) -> None:
     tenants = [f"t-{uuid.uuid4().hex[:8]}" for _ in range(TENANTS)]
-    applied = data.draw(histories(tenants), label="applied before the restart")
-    tail = data.draw(histories(tenants), label="recorded after the projector stopped")
+    letters = {f"0:{uuid.uuid4().int % 10**12}" for _ in range(3)}
+    applied = data.draw(histories(tenants, sorted(letters)), label="applied before the restart")
+    tail = data.draw(
+        histories(tenants, sorted(letters)), label="recorded after the projector stopped"
+    )
     plan_id = f"p-{uuid.uuid4().hex[:8]}"
     published = envelope(
         billing.PricePlanPublished(
@@ -172,18 +205,40 @@ async def test_a_restarted_decider_holds_the_whole_logs_state(
             await decider.handle((env, Position(log.catalog.billing, 0, 0)))
         await decider.on_assigned(partitions)
         restarted = {t: decider.tenants.get(t) or TenantPlans(t) for t in tenants}
+        restarted_redriven = decider.redriven & letters
         assert (plan_id, 1) in decider.table.versions
     finally:
         await decider.close()
 
     whole = await log.folded()
     assert restarted == {t: whole.get(t) or TenantPlans(t) for t in tenants}
+    assert restarted_redriven == await log.redriven() & letters
 
     await log.project()
     held: dict[str, TenantPlans] = {}
     for tp in await log.partitions():
         held |= await plans.tenants_of_partition(log.db, tp.partition)
     assert restarted == {t: held.get(t) or TenantPlans(t) for t in tenants}
+    assert restarted_redriven == await dead_letters.redriven(log.db) & letters
+
+
+async def decided_without_postgres(log: Log, tenant_id: str, requests: list[Any]) -> list[Any]:
+    """The outcomes of ``requests`` (of ``tenant_id``), decided one after the other by a
+    decider whose database pool was closed once its partitions were assigned."""
+    db = Database(DATABASE_URL, log.settings.billing_schema, pool_size=1)
+    decider = PlanDecider(log.settings.kafka_bootstrap_servers, log.catalog, db)
+    outcomes = []
+    try:
+        await decider.on_assigned(await log.partitions())
+        await db.close()
+        for offset, request in enumerate(requests, start=10_000):
+            env = envelope(request, source=SOURCE, tenant_id=tenant_id)
+            outcome = await decider.handle((env, Position(log.catalog.billing, 0, offset)))
+            assert outcome is not None
+            outcomes.append(outcome.data)
+    finally:
+        await decider.close()
+    return outcomes
 
 
 async def test_a_decider_decides_with_its_database_closed(log: Log) -> None:
@@ -201,40 +256,64 @@ async def test_a_decider_decides_with_its_database_closed(log: Log) -> None:
     ]
     await log.publisher.publish_all([envelope(f, source=SOURCE, tenant_id=PLATFORM) for f in facts])
     await log.project()
-    db = Database(DATABASE_URL, log.settings.billing_schema, pool_size=1)
-    decider = PlanDecider(log.settings.kafka_bootstrap_servers, log.catalog, db)
-    try:
-        await decider.on_assigned(await log.partitions())
-        await db.close()
-        requests = [
-            billing_requests.TenantPlanAssignRequested(
-                tenant_id=tenant_id,
-                plan_id=plan_id,
-                version=1,
-                effective_from=at,
-                operator_id="op",
-            )
-            for plan_id, at in (("USD-plan", INSTANTS[0]), ("EUR-plan", INSTANTS[1]))
-        ]
-        withdraw = billing_requests.TenantPlanWithdrawRequested(
-            tenant_id=tenant_id, effective_from=INSTANTS[2], operator_id="op"
+    requests = [
+        billing_requests.TenantPlanAssignRequested(
+            tenant_id=tenant_id,
+            plan_id=plan_id,
+            version=1,
+            effective_from=at,
+            operator_id="op",
         )
-        publish = billing_requests.PricePlanPublishRequested(
-            plan_id="USD-plan", plan=facts[0].plan, operator_id="op"
-        )
-        outcomes = []
-        for offset, request in enumerate([*requests, withdraw, publish], start=10_000):
-            env = envelope(request, source=SOURCE, tenant_id=tenant_id)
-            outcome = await decider.handle((env, Position(log.catalog.billing, 0, offset)))
-            assert outcome is not None
-            outcomes.append(outcome.data)
-    finally:
-        await decider.close()
+        for plan_id, at in (("USD-plan", INSTANTS[0]), ("EUR-plan", INSTANTS[1]))
+    ]
+    withdraw = billing_requests.TenantPlanWithdrawRequested(
+        tenant_id=tenant_id, effective_from=INSTANTS[2], operator_id="op"
+    )
+    publish = billing_requests.PricePlanPublishRequested(
+        plan_id="USD-plan", plan=facts[0].plan, operator_id="op"
+    )
+    outcomes = await decided_without_postgres(log, tenant_id, [*requests, withdraw, publish])
     assigned, mismatch, missing, version = outcomes
     assert isinstance(assigned, billing.TenantPlanAssigned)
     assert (mismatch.code, missing.code) == ("CURRENCY_MISMATCH", "PLAN_ASSIGNMENT_NOT_FOUND")
     assert isinstance(version, billing.PricePlanPublished)
     assert version.version == 2
+
+
+async def test_a_dead_letter_is_redriven_once_with_the_database_closed(log: Log) -> None:
+    """The decider writes an accepted re-drive's record back to its topic, without the
+    dead-letter headers, and records where; refuses a second, and one the topic does
+    not hold; and reads no Postgres to do it."""
+    command = envelope(
+        billing.InvoiceDraftRequested(
+            tenant_id="t", invoice_id="inv", period="2026-11", operator_id="op"
+        ),
+        source=SOURCE,
+        tenant_id="t",
+    )
+    key, value, headers = to_kafka(command)
+    why = [("dlq.topic", log.catalog.billing.encode()), ("dlq.reason", b"HANDLER_FAILED: x")]
+    planted = await log.publisher.send_raw(log.catalog.dead_letter, value, key, headers + why)
+    letter = f"{planted.partition}:{planted.offset}"
+    asked = [
+        billing.DeadLetterRedriveRequested(
+            dead_letter=dead_letter, operator_id="op", topic=log.catalog.billing
+        )
+        for dead_letter in (letter, letter, "0:999999")
+    ]
+
+    done, again, missing = await decided_without_postgres(log, PLATFORM, asked)
+    assert isinstance(done, billing.DeadLetterRedriven)
+    assert (again.code, missing.code) == ("DEAD_LETTER_REDRIVEN", "DEAD_LETTER_NOT_FOUND")
+    async with LogReader(log.settings.kafka_bootstrap_servers) as reader:
+        tp = TopicPartition(done.topic, done.partition)
+        [written] = [
+            r
+            async for batch in reader.batches({tp: done.offset}, {tp: done.offset + 1})
+            for r in batch
+        ]
+    assert written.value == value
+    assert [name for name, _ in written.headers] == [name for name, _ in headers]
 
 
 async def test_a_batch_whose_outcomes_were_not_written_is_decided_again(log: Log) -> None:

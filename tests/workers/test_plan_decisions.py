@@ -1,5 +1,5 @@
-"""The billing decider's decisions on plans, as plain values: a request and the state it
-concerns in, the fact recorded out."""
+"""The billing decider's decisions on plans and re-drives, as plain values: a request and
+the state it concerns in, the fact recorded out."""
 
 from __future__ import annotations
 
@@ -141,3 +141,12 @@ def test_a_plan_is_published_as_its_next_version() -> None:
         fact = decide.publish_plan(request, latest)
         assert isinstance(fact, billing.PricePlanPublished)
         assert (fact.plan_id, fact.version, fact.plan) == ("std", latest + 1, request.plan)
+
+
+def test_a_dead_letter_is_redriven_once() -> None:
+    asked = billing.DeadLetterRedriveRequested(dead_letter="0:7", operator_id="op", topic="t")
+
+    assert decide.redrive(asked, {"0:6", "1:7"}) is None  # written back by the decider
+    refused = decide.redrive(asked, {"0:7"})
+    assert isinstance(refused, billing_requests.BillingCommandRejected)
+    assert (refused.aggregate_id, refused.code) == ("0:7", "DEAD_LETTER_REDRIVEN")

@@ -3,26 +3,23 @@ re-drive of one back to the topic it came from."""
 
 from __future__ import annotations
 
-import contextlib
-import datetime
 from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
-from redis.exceptions import RedisError
 
 from projections import dashboard, dead_letters
 from schemas import billing
 from schemas.billing import PLATFORM
 from schemas.errors import ErrorCode
+from streams.dead_letters import DeadLetterNotFoundError, origin
 
+from ...commands import billing_decided
 from ...connections import Gateway
-from ...dashboard_store import REDRIVE_STALE
-from ...dead_letters import DeadLetterNotFoundError
 from ...deps import GatewayDep
 from ...problems import ProblemError
-from .access import DataOperator, PageOperator, StoreDep, require_dashboard_header, unavailable
+from .access import DataOperator, PageOperator, require_dashboard_header
 from .rendering import PAGE_SIZE, render
 
 router = APIRouter()
@@ -79,65 +76,31 @@ async def dead_letters_json(operator: DataOperator, gw: GatewayDep, before: _Cur
     return await dead_letters_data(gw, before)
 
 
-# How long a re-drive that has not recorded where it went is taken to be under way.
-
-
 @router.post("/dead-letters/{partition}/{offset}/redrive")
 async def redrive(
-    partition: int,
-    offset: int,
-    request: Request,
-    operator: DataOperator,
-    gw: GatewayDep,
-    sessions: StoreDep,
+    partition: int, offset: int, request: Request, operator: DataOperator, gw: GatewayDep
 ) -> Any:
-    """Write a dead letter again to its topic: audited (``DeadLetterRedriveRequested``)
-    before, recorded (``DeadLetterRedriven``) after. Once per dead letter: the read
-    models refuse one re-driven or asked for less than ``REDRIVE_STALE`` ago, and a
-    claim in Redis refuses the second of two asked for at once (before either is
-    folded). A re-drive whose gateway stopped half-way leaves its claim to lapse, so
-    it may be asked for again once ``REDRIVE_STALE`` old: consumers drop a record they
-    have seen, so writing it twice does no harm."""
+    """Ask for a dead letter to be written again to its topic
+    (``DeadLetterRedriveRequested``, the audit of who asked); the billing decider, its
+    one writer, writes it back and records where (``DeadLetterRedriven``), or refuses
+    one re-driven already. Answers with where it went, or 202 if the outcome is not
+    projected in time."""
     require_dashboard_header(request)
     letter = f"{partition}:{offset}"
-    earlier = (await dead_letters.redrives(gw.operator_billing_db, [letter])).get(letter)
-    if earlier is not None and (
-        earlier.redriven_at is not None
-        or datetime.datetime.now(datetime.UTC) - earlier.requested_at < REDRIVE_STALE
-    ):
-        raise ProblemError(ErrorCode.DEAD_LETTER_REDRIVEN, f"{letter} was re-driven already")
     try:
         record = await gw.dead_letters.record(partition, offset)
     except DeadLetterNotFoundError:
         raise ProblemError(ErrorCode.DEAD_LETTER_NOT_FOUND, f"no dead letter {letter}") from None
-    try:
-        claimed = await sessions.claim_redrive(letter, operator)
-    except RedisError as exc:
-        raise unavailable(exc) from None
-    if not claimed:
-        raise ProblemError(ErrorCode.DEAD_LETTER_REDRIVEN, f"{letter} is being re-driven, or was")
-    origin = dict(record.headers).get("dlq.topic", b"").decode(errors="replace")
-    try:
-        asked = await gw.record(
-            PLATFORM,
-            billing.DeadLetterRedriveRequested(
-                dead_letter=letter, operator_id=operator, topic=origin
-            ),
-        )
-    except BaseException:
-        # Nothing recorded: it may be asked for again at once.
-        with contextlib.suppress(RedisError):
-            await sessions.release_redrive(letter)
-        raise
-    topic, to_partition, to_offset = await gw.dead_letters.redrive(gw.publisher, record)
-    done = billing.DeadLetterRedriven(
-        dead_letter=letter,
-        operator_id=operator,
-        topic=topic,
-        partition=to_partition,
-        offset=to_offset,
+    asked = billing.DeadLetterRedriveRequested(
+        dead_letter=letter, operator_id=operator, topic=origin(record)
     )
-    await gw.publisher.publish(asked.follow(done, step="redriven", source=asked.source))
-    with contextlib.suppress(RedisError):  # the read models will hold it re-driven too
-        await sessions.finish_redrive(letter)
-    return {"dead_letter": letter, "topic": topic, "partition": to_partition, "offset": to_offset}
+    env = await gw.record(PLATFORM, asked)
+    location = f"/dashboard/api/dead-letters?before={partition}:{offset + 1}"
+    await billing_decided(gw, env, location, dead_letter=letter)
+    done = (await dead_letters.redrives(gw.operator_billing_db, [letter]))[letter]
+    return {
+        "dead_letter": letter,
+        "topic": done.topic,
+        "partition": done.to_partition,
+        "offset": done.to_offset,
+    }
