@@ -10,11 +10,12 @@ requests on, kept in memory and folded from the log, and the decisions it record
   on assignment, the read model's rows at the billing projection's position (the
   snapshot), then the partition's tail folded from there to the log's end; then every
   record as it comes.
-- **The dead letters re-driven** (``DeadLetterRedriven``), loaded and folded the same
-  way. Re-drive requests are the platform's, keyed by ``PLATFORM``: one partition, so
-  one owner decides them all. It writes an accepted one's record back to its topic
-  (at least once: a crash before its outcome is written writes it again when the
-  request is decided again, and consumers drop a record they have seen).
+- **The dead letters re-driven** (``DeadLetterRedriven``): all of them from the read
+  model (a small set), then folded from the tails like the plans. Re-drive requests are
+  keyed by the dead letter's place, so the requests for one dead letter are decided one
+  after another by one owner. It writes an accepted one's record back to its topic (at
+  least once: a crash before its outcome is written writes it again when the request is
+  decided again, and consumers drop a record they have seen).
 
 No decision reads Postgres; the snapshot is read once per assignment. Requests are
 decided in log order by the one owner of their partition, so two racing requests for one
