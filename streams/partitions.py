@@ -112,7 +112,8 @@ class LogReader:
         """The partitions' records from ``starts`` on, a batch per poll (each
         partition's in log order): up to ``ends`` (exclusive), or for ever without it. A
         partition is done when the consumer's position reaches its end, so offsets
-        without a record (transaction markers) are passed over."""
+        without a record (transaction markers) are passed over. Once all are done, the
+        consumer fetches none of them."""
         consumer = self.consumer
         consumer.assign(list(starts))
         for tp, offset in starts.items():
@@ -130,6 +131,9 @@ class LogReader:
                 yield batch
             if ends is not None:
                 pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
+        # Read to their ends: paused, or the consumer would go on fetching them in the
+        # background (ten requests a second, idle) until its next read assigns others.
+        consumer.pause(*starts)
 
     async def envelopes(
         self,

@@ -17,7 +17,7 @@ from dataclasses import MISSING, Field, dataclass, fields
 from functools import cache
 from typing import Any
 
-from kio.index import load_request_schema, load_response_schema
+from kio import index
 from kio.schema.errors import ErrorCode
 from kio.serial import entity_reader, entity_writer
 from kio.serial._introspect import (
@@ -53,6 +53,11 @@ def peek_header(frame: bytes) -> tuple[int, int, int]:
         raise MalformedRequestError("frame shorter than a request header")
     api_key, api_version, correlation_id = _API_HEADER.unpack_from(frame)
     return api_key, api_version, correlation_id
+
+
+# kio finds a schema by importing its module by name on every call: resolved once each.
+load_request_schema = cache(index.load_request_schema)
+load_response_schema = cache(index.load_response_schema)
 
 
 def decode_request(frame: bytes) -> RequestFrame:

@@ -7,8 +7,10 @@
    steady rate, on embedded Postgres and Redis and on this machine's, in alternating
    rounds of one run. The ratio machine / embedded is the share of the machine's speed
    that the embedded servers keep.
+3. Idle: the CPU that ``agentlog up`` (on this machine's Postgres and Redis), the broker
+   and Postgres use with no traffic, as a share of one core.
 
-    python -m tests.bench.bench_local [--turns N] [--rate R] [--rounds K]
+    python -m tests.bench.bench_local [--turns N] [--rate R] [--rounds K] [--idle S]
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 import httpx
 
 from tests.bench.bench_platform import drive_turns, turn_overheads
+from tests.bench.cpu import cpu_by_process
 from tests.e2e.conftest import drop_schemas
 from tests.kafka import REPO, BrokerProcess
 from tests.processes import clean_environ
@@ -116,6 +119,19 @@ class Up:
         return turn_overheads(bootstrap, topic, set(turn_ids))
 
 
+def idle_shares(up: Up, broker: BrokerProcess, seconds: float) -> dict[str, float]:
+    """Each process's share of one core over ``seconds`` with no traffic, once ready and
+    settled."""
+    assert up.proc is not None
+    assert broker.proc is not None
+    named = {"agentlog up": up.proc.pid, "broker": broker.proc.pid}
+    time.sleep(5.0)  # past the start's own work
+    before, started = cpu_by_process(named), time.monotonic()
+    time.sleep(seconds)
+    after, elapsed = cpu_by_process(named), time.monotonic() - started
+    return {name: (after[name] - before[name]) / elapsed for name in after}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--turns", type=int, default=500)
@@ -123,11 +139,24 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of turns")
     parser.add_argument("--starts", type=int, default=5, help="timed starts of each kind")
+    parser.add_argument("--idle", type=float, default=20.0, help="seconds of idle measured")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         broker = BrokerProcess(Path(tmp) / "broker").start()
         try:
+            up = Up(broker.bootstrap, Path(tmp) / "idle", MACHINE_DATABASE_URL, MACHINE_REDIS_URL)
+            up.start()
+            try:
+                shares = idle_shares(up, broker, args.idle)
+            finally:
+                up.stop()
+            print(
+                f"idle over {args.idle:g} s, share of one core: {sum(shares.values()):.1%} ("
+                + ", ".join(f"{name} {share:.1%}" for name, share in shares.items())
+                + ")",
+                flush=True,
+            )
             kinds = {
                 "embedded": ("embedded", "embedded"),
                 "machine": (MACHINE_DATABASE_URL, MACHINE_REDIS_URL),

@@ -77,6 +77,11 @@ async def test_batches_end_at_each_partitions_end_and_edges_are_reported(
 
     assert sorted(seen) == [(0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
     assert [o for p, o in seen if p == 0] == [1, 2], "each partition in log order"
+    # Read to their ends, they are fetched no more (an idle reader costs no requests),
+    # and read again when asked.
+    assert reader.consumer.paused() == set(tps)
+    again = [r.offset async for batch in reader.batches({tps[0]: 3}, {tps[0]: 4}) for r in batch]
+    assert again == [3]
 
 
 async def test_without_an_end_a_partition_is_followed_as_it_grows(
