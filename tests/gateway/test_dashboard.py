@@ -12,12 +12,15 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
+from psycopg import sql
 
 from schemas import billing, billing_requests, events
 from schemas.billing import PLATFORM, ModelRates, PricePlan
 from schemas.envelope import Envelope, envelope, to_kafka
 from schemas.usage import UsageRecorded
+from tests.e2e.conftest import DATABASE_URL
 from tests.gateway.conftest import SOURCE, Api
 from tests.gateway.test_turns import CONFIG, finished
 from tests.topics import read_all
@@ -303,7 +306,12 @@ async def _plant_dead_letter(api: Api) -> Envelope[Any]:
 @contextlib.asynccontextmanager
 async def deciding(api: Api) -> AsyncIterator[None]:
     """The gateway's deployment with its billing decider (the invoicer role, which
-    decides re-drives) and its billing projector running, as ``agentlog up`` runs them."""
+    decides re-drives) and its billing projector running, as ``agentlog up`` runs them.
+    What the fixture folded by hand it folded at made-up offsets of topics that do not
+    hold it: the projector reads the billing topic from its start, not past them."""
+    async with await psycopg.AsyncConnection.connect(DATABASE_URL, autocommit=True) as conn:
+        positions = sql.Identifier(api.settings.billing_schema, "projection_positions")
+        await conn.execute(sql.SQL("DELETE FROM {}").format(positions))
     stop = asyncio.Event()
     roles = asyncio.create_task(
         run_roles(api.settings, ["invoicer", "billing"], stop, probes=False)
