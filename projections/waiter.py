@@ -21,7 +21,7 @@ import hashlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TypeVar
 
 from psycopg import AsyncConnection, sql
@@ -117,6 +117,19 @@ class Waiter:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+            self._task = None
+
+    @contextlib.asynccontextmanager
+    async def listening(self) -> AsyncIterator[Waiter]:
+        """Listen only while the block runs: for a worker that waits now and then (on
+        its partitions' assignment), whose listener kept open would wake at every change
+        the projector makes. A wait begun before the listener is connected is answered
+        by its re-check."""
+        self.start()
+        try:
+            yield self
+        finally:
+            await self.close()
 
     async def _listen(self) -> None:
         """Listen for ever, reconnecting after ``RECONNECT``'s wait; a connection that

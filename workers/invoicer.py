@@ -77,14 +77,14 @@ class Invoicer(WatchesPublished, RecordsUnprocessable, Closes):
         to their ends as of now; return the usage topic's ends (partition → offset)."""
         if not self._started:
             await self._log.start()
-            self.waiter.start()
             self._started = True
         usage = await self._log.ends(await self._log.partitions(self.catalog.usage))
         own = await self._log.ends(await self._log.partitions(self.catalog.billing))
-        await self.waiter.until_positions(
-            [(tp.topic, tp.partition, end - 1) for tp, end in (usage | own).items() if end > 0],
-            timeout=FENCE_WAIT_S,
-        )
+        async with self.waiter.listening():
+            await self.waiter.until_positions(
+                [(tp.topic, tp.partition, end - 1) for tp, end in (usage | own).items() if end > 0],
+                timeout=FENCE_WAIT_S,
+            )
         return {tp.partition: end for tp, end in sorted(usage.items())}
 
     async def handle_batch(self, items: list[Item]) -> list[Envelope[Any]]:
@@ -180,7 +180,6 @@ class Invoicer(WatchesPublished, RecordsUnprocessable, Closes):
     async def close(self) -> None:
         await self.plans.close()
         if self._started:
-            await self.waiter.close()
             await self._log.stop()
         await self.db.close()
 

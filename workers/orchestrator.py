@@ -78,28 +78,34 @@ class Orchestrator(Ticks, Closes):
     async def on_assigned(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         if not self._started:
             await self._log.start()
-            self.waiter.start()
             self._started = True
         # Every rebalance hands out the whole assignment again: what was kept of turns
         # is dropped (another member may have moved them on meanwhile) and rebuilt.
         self.turns, self._seen, self._published = {}, SeenIds(), {}
         self._progress, self._deadline_sent, self._accepted = {}, {}, {}
-        for tp in partitions:
-            committed = await self._log.committed(tp)
-            if committed > 0:
-                await self.waiter.until_position(tp.topic, tp.partition, committed - 1, timeout=60)
-            start = await open_turns_from(self.db, tp.partition, committed)
-            if start is not None:
-                open_turns, seen = dict(self.turns), set[str]()
-                for env in await self._log.envelopes(tp, start, committed, self.types):
-                    self._apply(env, open_turns, seen, live=False)  # outputs are in the log
-                self._commit(open_turns, seen)
-                log.info(
-                    "orchestrator state rebuilt",
-                    extra={"partition": tp.partition, "from": start, "to": committed},
-                )
-            await self._learn_published(tp, committed)
+        async with self.waiter.listening():
+            for tp in partitions:
+                await self._load(tp)
         return {}
+
+    async def _load(self, tp: TopicPartition) -> None:
+        """The open turns of a partition, from the turns read model once the projection
+        has applied it up to the committed offset, then the log from where the oldest
+        open turn began."""
+        committed = await self._log.committed(tp)
+        if committed > 0:
+            await self.waiter.until_position(tp.topic, tp.partition, committed - 1, timeout=60)
+        start = await open_turns_from(self.db, tp.partition, committed)
+        if start is not None:
+            open_turns, seen = dict(self.turns), set[str]()
+            for env in await self._log.envelopes(tp, start, committed, self.types):
+                self._apply(env, open_turns, seen, live=False)  # outputs are in the log
+            self._commit(open_turns, seen)
+            log.info(
+                "orchestrator state rebuilt",
+                extra={"partition": tp.partition, "from": start, "to": committed},
+            )
+        await self._learn_published(tp, committed)
 
     async def _learn_published(self, tp: TopicPartition, committed: int) -> None:
         """Remember which events past the committed offset are in the log already: a
@@ -201,7 +207,6 @@ class Orchestrator(Ticks, Closes):
 
     async def close(self) -> None:
         if self._started:
-            await self.waiter.close()
             await self._log.stop()
         await self.db.close()
 

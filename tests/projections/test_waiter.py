@@ -61,30 +61,43 @@ async def counting(database_url: str, schema: str) -> AsyncIterator[CountingData
     await database.close()
 
 
+async def listeners(db: AsyncConnection[Any], channel_name: str) -> int:
+    """How many sessions listen on the channel."""
+    listen = sql.SQL("LISTEN {}").format(sql.Identifier(channel_name)).as_string(db)
+    cursor = await db.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE query = %s AND state = 'idle'", (listen,)
+    )
+    row = await cursor.fetchone()
+    return 0 if row is None else int(row[0])
+
+
 async def wait_until_listening(db: AsyncConnection[Any], channel_name: str) -> None:
     """Return once some session has run ``LISTEN`` on the channel (a notification sent
     before that is lost, by Postgres's design)."""
-    listen = sql.SQL("LISTEN {}").format(sql.Identifier(channel_name)).as_string(db)
 
-    async def listeners() -> int:
-        cursor = await db.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE query = %s AND state = 'idle'",
-            (listen,),
-        )
-        row = await cursor.fetchone()
-        return 0 if row is None else int(row[0])
+    async def listening() -> int:
+        return await listeners(db, channel_name)
 
-    await eventually_async(listeners, f"a listener on {channel_name}", timeout=5)
+    await eventually_async(listening, f"a listener on {channel_name}", timeout=5)
 
 
 @asynccontextmanager
 async def listening(waiter: Waiter, db: AsyncConnection[Any]) -> AsyncIterator[Waiter]:
-    waiter.start()
-    try:
+    async with waiter.listening():
         await wait_until_listening(db, waiter.channel)
         yield waiter
-    finally:
-        await waiter.close()
+
+
+async def test_a_waiter_listens_only_while_its_block_runs(
+    counting: CountingDatabase, db: AsyncConnection[Any]
+) -> None:
+    """A worker that waits on its assignment alone holds no listener between: it would
+    wake at every change the projector makes."""
+    waiter = Waiter(counting)
+    for _ in range(2):  # and again, as at the next assignment
+        async with listening(waiter, db):
+            assert await listeners(db, waiter.channel) == 1
+        assert await listeners(db, waiter.channel) == 0
 
 
 async def test_a_turn_notification_wakes_a_waiting_reader(
