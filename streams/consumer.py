@@ -35,7 +35,7 @@ from .dedupe import SeenIds
 from .handler import Ends, Handler, Hooks, Item, Position, failure_reason, unprocessable_step
 from .metrics import HANDLER_SECONDS, RECORDS_HANDLED, ConsumerLag
 from .publisher import Publisher
-from .retries import TRANSIENT_ERRORS, retrying_batch, retrying_outages
+from .retries import TRANSIENT_ERRORS, retrying_batch, retrying_outages, uncancelled
 from .subscriber import (
     Polled,
     PromptBatchSubscriber,
@@ -211,7 +211,7 @@ class ConsumerRuntime:
                 with attempt:
                     if self._stopping.is_set():
                         return
-                    seeks = await self.handler.on_assigned(partitions)
+                    seeks = await uncancelled(self.handler.on_assigned(partitions))
         except Exception as exc:
             log.exception("partition assignment failed", extra={"consumer": self.handler.name})
             self.failure = exc
@@ -334,7 +334,7 @@ class ConsumerRuntime:
                     if self._stopping.is_set():
                         return False
                     if outputs is None:
-                        outputs = await self.handler.handle_batch(items)
+                        outputs = await uncancelled(self.handler.handle_batch(items))
                     if outputs:
                         acks = await self.publisher.publish_all(outputs)
                         if self.hooks.published is not None:

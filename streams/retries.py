@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from aiokafka.errors import KafkaError
 from tenacity import AsyncRetrying, RetryCallState
@@ -15,10 +16,36 @@ from .backoff import Backoff, retry_if, sleep_unless
 from .publisher import RECORD_TOO_LARGE
 
 log = logging.getLogger("streams.consumer")
+T = TypeVar("T")
+
+
+class StrayCancelledError(Exception):
+    """A ``CancelledError`` out of a handler in a task nobody cancelled: a library's bug
+    (aiokafka's consumer stop raised one while a fetch backed off, with the broker
+    down), which would otherwise end the consumer's task, and its role's consuming,
+    without a word. Taken for an outage."""
+
+
+async def uncancelled(awaitable: Awaitable[T]) -> T:
+    """``awaitable``'s result; a ``CancelledError`` it raises while the running task is
+    not being cancelled is raised as ``StrayCancelledError``."""
+    try:
+        return await awaitable
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is None or task.cancelling():
+            raise
+        raise StrayCancelledError("cancelled by no one: taken for an outage") from exc
+
 
 # Outages (of Kafka here; a handler's own, such as its database's, are given to the
 # runtime): retried with backoff until they pass, never dead-lettered.
-TRANSIENT_ERRORS: tuple[type[Exception], ...] = (OSError, KafkaError, TimeoutError)
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    KafkaError,
+    TimeoutError,
+    StrayCancelledError,
+)
 OUTAGE_BACKOFF = Backoff(first_s=0.2, max_s=5.0)
 # A handler's own failure: the batch is handled this many times, then record by record.
 MAX_ATTEMPTS = 3

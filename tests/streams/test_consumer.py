@@ -476,3 +476,37 @@ async def test_a_restarted_consumer_resumes_after_the_records_it_handled(
     assert sorted(first.handled_ids()) == sorted(env.id for env in before)
     assert sorted(second.handled_ids()) == sorted(env.id for env in after)
     assert len(await dead_letters(bootstrap, catalog, topic_name)) == 1, "not dead-lettered again"
+
+
+@dataclass
+class CancelledOnce(RecordingHandler):
+    """Raises ``CancelledError`` the first time it is handed a batch, as aiokafka's
+    consumer stop did when a handler reloaded its state with the broker down."""
+
+    raised: bool = False
+
+    async def handle_batch(self, items: list[Item]) -> list[Envelope[Any]]:
+        if not self.raised:
+            self.raised = True
+            raise asyncio.CancelledError
+        return await super().handle_batch(items)
+
+
+async def test_a_cancellation_nobody_asked_for_is_retried_as_an_outage(
+    bootstrap: str, topic_name: str, group: str, catalog: Catalog
+) -> None:
+    """Not the end of the consumer's task, nor a dead letter: the batch is handled
+    again, and the consumer goes on with what comes after it."""
+    await create_topic(bootstrap, topic_name)
+    first = [tenant_created(i) for i in range(3)]
+    handler = CancelledOnce(topics=[topic_name])
+    async with running(bootstrap, catalog, handler, group) as run:
+        await produce(bootstrap, topic_name, [cloud_event(env) for env in first])
+        await run.until(lambda: len(handler.handled) >= len(first), "the batch handled again")
+        later = tenant_created(3)
+        await produce(bootstrap, topic_name, [cloud_event(later)])
+        await run.until(lambda: len(handler.handled) > len(first), "a later record")
+
+    assert handler.raised
+    assert handler.handled_ids() == [env.id for env in [*first, later]]
+    assert await dead_letters(bootstrap, catalog, topic_name) == []

@@ -1,6 +1,7 @@
 """What a consumer retries, with plain values: an outage until it passes, at waits
 doubling to 5 s; a handler's own failure until the batch was attempted ``MAX_ATTEMPTS``
-times; a record too large for Kafka never; and a wait cut short when stopping."""
+times; a record too large for Kafka never; a wait cut short when stopping; and a
+cancellation nobody asked for taken for an outage."""
 
 from __future__ import annotations
 
@@ -12,7 +13,14 @@ import pytest
 from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 from tenacity import AsyncRetrying
 
-from streams.retries import MAX_ATTEMPTS, TRANSIENT_ERRORS, retrying_batch, retrying_outages
+from streams.retries import (
+    MAX_ATTEMPTS,
+    TRANSIENT_ERRORS,
+    StrayCancelledError,
+    retrying_batch,
+    retrying_outages,
+    uncancelled,
+)
 
 
 class DatabaseDown(Exception):
@@ -122,3 +130,18 @@ async def test_a_wait_ends_as_soon_as_the_runtime_is_stopping(
             raise KafkaConnectionError()
     assert attempts == 1
     assert time.monotonic() - started < 10.0
+
+
+async def test_a_cancellation_of_the_task_goes_through_and_a_stray_one_is_an_outage() -> None:
+    async def stray() -> None:
+        raise asyncio.CancelledError  # what aiokafka's stop raised, unasked
+
+    with pytest.raises(StrayCancelledError):
+        await uncancelled(stray())
+    assert issubclass(StrayCancelledError, TRANSIENT_ERRORS)
+
+    task = asyncio.create_task(uncancelled(asyncio.sleep(10)))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
