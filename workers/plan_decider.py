@@ -133,9 +133,9 @@ class PlanDecider:
         self.table = PlanTable(bootstrap_servers, catalog.billing)
         self.tenants: dict[str, TenantPlans] = {}
         self.redriven: set[str] = set()
-        self._tail = LogReader(bootstrap_servers)  # reads the tails of new partitions
-        # Reads a dead letter and writes it back; started by the first re-drive.
-        self._dead_letters = LogReader(bootstrap_servers)
+        # Reads the tails of new partitions, and the dead letters to re-drive.
+        self._reader = LogReader(bootstrap_servers)
+        # Writes a re-driven record back; started by the first re-drive.
         self._writer = Publisher(bootstrap_servers, catalog, timeout_s=LOAD_TIMEOUT_S)
         self._writing = False
         # Request ids whose outcome is in the log, and the ids of facts already folded.
@@ -155,7 +155,7 @@ class PlanDecider:
         self._decided = SeenIds()
         self._folded = SeenIds()
         seeks = {}
-        reader = await self._tail.start()
+        reader = await self._reader.start()
         starts = {
             tp: await next_offset(self.db, tp.topic, tp.partition, BILLING)
             for tp in partitions
@@ -242,15 +242,13 @@ class PlanDecider:
     async def _redrive(self, cmd: billing.DeadLetterRedriveRequested) -> Any:
         """Write the dead letter back to its topic; where it went, or why it could not."""
         if not self._writing:
-            await self._dead_letters.start()
             await self._writer.start()
             self._writing = True
         partition, offset = (int(part) for part in cmd.dead_letter.split(":"))
         try:
             async with asyncio.timeout(LOAD_TIMEOUT_S):
-                record = await read_dead_letter(
-                    self._dead_letters, self.dead_letter_topic, partition, offset
-                )
+                reader = await self._reader.start()
+                record = await read_dead_letter(reader, self.dead_letter_topic, partition, offset)
         except DeadLetterNotFoundError:
             detail = f"no dead letter {cmd.dead_letter}"
             return decide.rejected(cmd.dead_letter, ErrorCode.DEAD_LETTER_NOT_FOUND, detail)
@@ -265,10 +263,9 @@ class PlanDecider:
 
     async def close(self) -> None:
         await self.table.stop()
-        await self._tail.stop()
+        await self._reader.stop()
         if self._writing:
             await self._writer.stop()
-            await self._dead_letters.stop()
 
 
 def unprocessable(env: Envelope[Any], reason: str) -> list[Envelope[Any]]:
