@@ -18,8 +18,11 @@ def test_reconnect_with_last_event_id_resumes_exactly(
     with platform.client() as api:
         agent = api.post("/v1/agents", json={"name": "slow", "model": "openai:paced"}).json()
         session_id = open_session(api, agent["agent_id"])
-        # The model streams 30 chunks over about 1.5 s: the first client leaves mid-turn.
-        model_server.script(Reply(chunks=tuple(WORDS), chunk_delay_s=0.05))
+        # The model streams 30 chunks over about 0.9 s: the first client leaves mid-turn.
+        # Well inside the platform's model timeout (2 s a call): at 1.5 s, a loaded
+        # machine let the call time out after its last chunk, and the retry's deltas
+        # followed.
+        model_server.script(Reply(chunks=tuple(WORDS), chunk_delay_s=0.03))
         first = SseReader(platform, session_id, stop_after=3)
         turn = api.post(f"/v1/sessions/{session_id}/turns", json={"message": "go"}).json()
         first.thread.join(10)
