@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     operator = _command(
         operators_sub, "create", "create an operator and print its key", _create_operator
     )
-    operator.add_argument("name")
+    operator.add_argument("name", help="a name no other operator has")
     billing = sub.add_parser("billing", help="billing: verify drafts")
     billing_sub = billing.add_subparsers(dest="action", required=True)
     verify = _command(

@@ -1,32 +1,40 @@
-"""Operators of the platform, from the command line: recorded on the billing topic and
-waited for until the billing projection shows them, so a key printed here works at once."""
+"""Operators of the platform, from the command line: a new operator is a request the
+billing decider decides (a name names one operator), waited for until the billing
+projection shows its outcome, so a key printed here works at once."""
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 from gateway.auth import issue_operator_key
-from projections import plans
-from projections.database import Database
+from projections import billing_outcomes
 from projections.ops import BILLING
 from schemas.billing import PLATFORM
 from schemas.envelope import envelope
+from schemas.errors import ErrorCode
 from streams.settings import Settings
 
 from .recording import SOURCE, record_and_wait
 
 
 async def create_operator(settings: Settings, name: str) -> str:
-    """Record an operator and its key; return the key (shown once, stored hashed)."""
-    key, fact = issue_operator_key(name)
-
-    async def applied(db: Database) -> str | None:
-        return await plans.operator_for_key_hash(db, fact.key_hash)
-
-    await record_and_wait(
+    """Ask for an operator and its key; return the key (shown once, stored hashed), or
+    exit with the rejection's code and reason."""
+    try:
+        key, request = issue_operator_key(name)
+    except ValidationError as exc:
+        raise SystemExit(
+            f"{ErrorCode.VALIDATION_FAILED}: the name must have 1 to 200 characters"
+        ) from exc
+    env = envelope(request, source=SOURCE, tenant_id=PLATFORM)
+    outcome = await record_and_wait(
         settings,
-        [envelope(fact, source=SOURCE, tenant_id=PLATFORM)],
-        f"operator:{fact.operator_id}",
-        applied,
+        [env],
+        billing_outcomes.notification(env.id),
+        lambda db: billing_outcomes.outcome(db, env.id),
         schema=settings.billing_schema,
         projection=BILLING,
     )
+    if not outcome.accepted:
+        raise SystemExit(f"{outcome.code}: {outcome.detail}")
     return key

@@ -20,7 +20,7 @@ from cachetools import TTLCache
 
 from projections import plans, tenants
 from projections.database import Database
-from schemas import billing, events
+from schemas import billing_requests, events
 
 KEY_PREFIX = "al_"
 OPERATOR_KEY_PREFIX = "alop_"
@@ -47,10 +47,10 @@ def issue_key(tenant_id: str) -> tuple[str, events.ApiKeyCreateRequested]:
     return key, fact
 
 
-def issue_operator_key(name: str) -> tuple[str, billing.OperatorCreated]:
-    """A new operator, its key, and the fact that records them (with the key's hash)."""
+def issue_operator_key(name: str) -> tuple[str, billing_requests.OperatorCreateRequested]:
+    """A new operator's key, and the request for the operator (with the key's hash)."""
     key = f"{OPERATOR_KEY_PREFIX}{secrets.token_urlsafe(32)}"
-    fact = billing.OperatorCreated(
+    fact = billing_requests.OperatorCreateRequested(
         operator_id=str(uuid.uuid4()),
         display_name=name,
         key_id=str(uuid.uuid4()),

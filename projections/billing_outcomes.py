@@ -1,4 +1,4 @@
-"""What became of each billing request (plans and re-drives): accepted (the change it
+"""What became of each billing request (plans, operators and re-drives): accepted (the change it
 caused) or rejected (with its code). The operator's HTTP request waits on this row,
 notified by key ``billing-command:<request id>``, as a core command waits on its
 outcome."""
@@ -45,6 +45,7 @@ Accepted = (
     | billing.TenantPlanAssigned
     | billing.TenantPlanWithdrawn
     | billing.DeadLetterRedriven
+    | billing.OperatorCreated
 )
 
 
@@ -53,6 +54,7 @@ Accepted = (
     billing.TenantPlanAssigned,
     billing.TenantPlanWithdrawn,
     billing.DeadLetterRedriven,
+    billing.OperatorCreated,
 )
 def _accepted(data: Accepted, ctx: Context) -> list[Op]:
     if ctx.causation_id == ctx.event_id:

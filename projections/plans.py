@@ -47,7 +47,7 @@ def _operator_created(data: billing.OperatorCreated, ctx: Context) -> list[Op]:
         "key_hash": data.key_hash,
         "created_at": ctx.time,
     }
-    return [Upsert("operators", ("operator_id",), row), Notify(f"operator:{data.operator_id}")]
+    return [Upsert("operators", ("operator_id",), row)]
 
 
 @folds(billing.PricePlanPublished)
@@ -200,6 +200,23 @@ class _TenantRow(Row):
 
 
 # -- what the billing decider starts from ----------------------------------------------
+
+
+class _NameRow(Row):
+    display_name: str
+    operator_id: str
+
+
+async def operator_names(db: Reader) -> dict[str, str]:
+    """Every operator's name and id (the first operator of a name, for those recorded
+    before names were decided)."""
+    rows = await db.rows(
+        _NameRow,
+        None,
+        "SELECT DISTINCT ON (display_name) display_name, operator_id FROM {s}.operators"
+        " ORDER BY display_name, created_at, operator_id",
+    )
+    return {r.display_name: r.operator_id for r in rows}
 
 
 async def every_version(db: Reader) -> dict[tuple[str, int], PricePlan]:

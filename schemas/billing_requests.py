@@ -1,16 +1,19 @@
 """Billing's requested commands, on the billing topic, and the fact that one was refused.
 
-An operator's change of a price plan or of a tenant's plans is recorded as the fact that
-it was requested; the billing decider (the invoicer role, single writer per key) decides
-it against the state it keeps from the log and records the outcome: the change itself
-(``PricePlanPublished``, ``TenantPlanAssigned``, ``TenantPlanWithdrawn``, each caused by
-its request) or ``BillingCommandRejected``. Two requests racing for one tenant are
+An operator's change of a price plan or of a tenant's plans, and a new operator, is
+recorded as the fact that it was requested; the billing decider (the invoicer role,
+single writer per key) decides it against the state it keeps from the log and records
+the outcome: the change itself (``PricePlanPublished``, ``TenantPlanAssigned``,
+``TenantPlanWithdrawn``, ``OperatorCreated``, each caused by its request) or
+``BillingCommandRejected``. Two requests racing for one tenant are
 decided one after the other, so both can never be accepted.
 """
 
 from __future__ import annotations
 
 import datetime
+
+from pydantic import Field
 
 from .base import Fact
 from .billing import PricePlan
@@ -53,10 +56,26 @@ class TenantPlanWithdrawRequested(_TenantPlanRequest):
     name = "withdraw_requested"
 
 
+class OperatorCreateRequested(Fact):
+    """``agentlog.operator.create_requested.v1``: the platform's command line asked for
+    an operator named ``display_name``, with a key of which only the hash is kept. Keyed
+    by the name: the requests for one name are decided one after the other, and a name
+    names one operator."""
+
+    subsystem = "operator"
+    name = "create_requested"
+    subject_field = "display_name"
+    operator_id: str
+    display_name: str = Field(min_length=1, max_length=200)
+    key_id: str
+    key_prefix: str
+    key_hash: str
+
+
 class BillingCommandRejected(Fact):
     """``agentlog.billing_command.rejected.v1``: a billing request was refused, with a
-    registered code and why; keyed like the request (``aggregate_id``: its plan or
-    tenant)."""
+    registered code and why; keyed like the request (``aggregate_id``: its plan, tenant,
+    operator's name or dead letter)."""
 
     subsystem = "billing_command"
     name = "rejected"

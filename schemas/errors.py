@@ -68,6 +68,7 @@ class ErrorCode(StrEnum):
     REPLAY_RUNNING = "REPLAY_RUNNING"
     DEAD_LETTER_NOT_FOUND = "DEAD_LETTER_NOT_FOUND"
     DEAD_LETTER_REDRIVEN = "DEAD_LETTER_REDRIVEN"
+    OPERATOR_NAME_TAKEN = "OPERATOR_NAME_TAKEN"
     DASHBOARD_HEADER_REQUIRED = "DASHBOARD_HEADER_REQUIRED"
     # Recorded on turns and tool calls by the workers.
     TOOL_NOT_ALLOWED = "TOOL_NOT_ALLOWED"
@@ -151,6 +152,7 @@ ERRORS: dict[ErrorCode, ErrorSpec] = {
     ErrorCode.REPLAY_RUNNING: ErrorSpec(409, "A replay is running already"),
     ErrorCode.DEAD_LETTER_NOT_FOUND: ErrorSpec(404, "No such record on the dead-letter topic"),
     ErrorCode.DEAD_LETTER_REDRIVEN: ErrorSpec(409, "The dead letter was re-driven already"),
+    ErrorCode.OPERATOR_NAME_TAKEN: ErrorSpec(409, "An operator of that name exists"),
     ErrorCode.DASHBOARD_HEADER_REQUIRED: ErrorSpec(
         403, "A change made with the dashboard's cookie needs X-Agentlog-Dashboard: 1"
     ),

@@ -122,6 +122,7 @@ TOPICS: Mapping[type[Fact], TopicSpec] = {
             billing_requests.PricePlanPublishRequested,
             billing_requests.TenantPlanAssignRequested,
             billing_requests.TenantPlanWithdrawRequested,
+            billing_requests.OperatorCreateRequested,
             billing_requests.BillingCommandRejected,
         ),
         BILLING,

@@ -1,9 +1,10 @@
-"""The billing decider's plans and re-drives: the state it decides plan and re-drive
+"""The billing decider's plans, operators and re-drives: the state it decides their
 requests on, kept in memory and folded from the log, and the decisions it records
 (``plan_decisions``).
 
-- **Every version of every plan**, which any tenant's assignment may name: a table every
-  instance keeps whole. It starts from the billing read model and follows every
+- **Every version of every plan**, which any tenant's assignment may name, and **every
+  operator's name** (an operator is keyed by its id, its request by its name): tables
+  every instance keeps whole. They start from the billing read model and follow every
   partition of the billing topic from the billing projection's positions.
 - **Each tenant's plans** (``TenantPlans``), for the tenants of the partitions this
   instance owns (billing facts are keyed by tenant, so a tenant is one partition's):
@@ -37,6 +38,7 @@ from projections.ops import BILLING
 from projections.tenant_plans import TenantPlans, evolve
 from projections.waiter import next_offset
 from schemas import billing, billing_requests
+from schemas.base import Fact
 from schemas.billing import PricePlan
 from schemas.envelope import Envelope, EnvelopeError, from_kafka
 from schemas.errors import ErrorCode
@@ -62,10 +64,12 @@ REQUESTS = (
     billing_requests.TenantPlanAssignRequested,
     billing_requests.TenantPlanWithdrawRequested,
     billing.DeadLetterRedriveRequested,
+    billing_requests.OperatorCreateRequested,
 )
 # The facts its state follows, whoever recorded them.
 STATE_FACTS = (
     billing.PricePlanPublished,
+    billing.OperatorCreated,
     billing.TenantPlanAssigned,
     billing.TenantPlanWithdrawn,
     billing.InvoiceDrafted,
@@ -73,21 +77,25 @@ STATE_FACTS = (
     billing_requests.BillingCommandRejected,
 )
 TYPES = frozenset(t.ce_type() for t in (*REQUESTS, *STATE_FACTS))
-_PLAN_TYPE = frozenset({billing.PricePlanPublished.ce_type()})
+_REFERENCE_TYPES = frozenset(
+    t.ce_type() for t in (billing.PricePlanPublished, billing.OperatorCreated)
+)
 
 
-class PlanTable:
-    """Every version of every plan, followed on every partition of the billing topic."""
+class ReferenceTables:
+    """Every version of every plan and every operator's name, followed on every
+    partition of the billing topic."""
 
     def __init__(self, bootstrap_servers: str, topic: str) -> None:
         self.topic = topic
         self.versions: dict[tuple[str, int], PricePlan] = {}
+        self.operators: dict[str, str] = {}  # name -> operator id
         self._bootstrap = bootstrap_servers
         self._follower = Follower(bootstrap_servers, self._fold_records)
 
     async def start(self, db: Database) -> None:
-        """Load the read model's versions, then follow the topic from the positions the
-        billing projection had reached before they were read; again if the follower
+        """Load the read model's versions and operators, then follow the topic from the
+        positions the billing projection had reached before they were read; again if the follower
         stopped (its reads failed while the broker was away)."""
         if self._follower.running:
             return
@@ -96,41 +104,47 @@ class PlanTable:
         starts = {tp: await next_offset(db, tp.topic, tp.partition, BILLING) for tp in tps}
         for key, plan in (await plans.every_version(db)).items():
             self.add(key[0], key[1], plan)
+        for name, operator_id in (await plans.operator_names(db)).items():
+            self.operators.setdefault(name, operator_id)
         await self._follower.start(starts)
 
     def add(self, plan_id: str, version: int, plan: PricePlan) -> None:
         self.versions.setdefault((plan_id, version), plan)  # a version never changes
 
+    def fold(self, fact: Fact) -> None:
+        if isinstance(fact, billing.PricePlanPublished):
+            self.add(fact.plan_id, fact.version, fact.plan)
+        elif isinstance(fact, billing.OperatorCreated):
+            self.operators.setdefault(fact.display_name, fact.operator_id)  # the first
+
     def latest(self, plan_id: str) -> int:
         return max((v for (p, v) in self.versions if p == plan_id), default=0)
 
     async def caught_up(self, db: Database, timeout: float = CATCH_UP_S) -> None:
-        """Wait (at most ``timeout`` seconds) until the table has followed every
+        """Wait (at most ``timeout`` seconds) until the tables have followed every
         partition to its end as of now, starting its follower again if it stopped."""
         await self.start(db)
         await self._follower.caught_up(timeout)
 
     def _fold_records(self, records: list[Record]) -> None:
         for record in records:
-            if is_wanted(record, _PLAN_TYPE):
+            if is_wanted(record, _REFERENCE_TYPES):
                 with contextlib.suppress(EnvelopeError):
-                    env = from_kafka(record.key, record.value, list(record.headers))
-                    if isinstance(env.data, billing.PricePlanPublished):
-                        self.add(env.data.plan_id, env.data.version, env.data.plan)
+                    self.fold(from_kafka(record.key, record.value, list(record.headers)).data)
 
     async def stop(self) -> None:
         await self._follower.stop()
 
 
 class PlanDecider:
-    """Decides plan and re-drive requests; ``handle`` takes the billing topic's records in
+    """Decides plan, operator and re-drive requests; ``handle`` takes the billing topic's records in
     log order."""
 
     def __init__(self, bootstrap_servers: str, catalog: Catalog, db: Database) -> None:
         self.db = db
         self.topic = catalog.billing
         self.dead_letter_topic = catalog.dead_letter
-        self.table = PlanTable(bootstrap_servers, catalog.billing)
+        self.table = ReferenceTables(bootstrap_servers, catalog.billing)
         self.tenants: dict[str, TenantPlans] = {}
         self.redriven: set[str] = set()
         # Reads the tails of new partitions, and the dead letters to re-drive.
@@ -203,8 +217,8 @@ class PlanDecider:
         data = env.data
         if env.causation_id != env.id:
             self._decided.add(env.causation_id)
-        if isinstance(data, billing.PricePlanPublished):
-            self.table.add(data.plan_id, data.version, data.plan)
+        if isinstance(data, billing.PricePlanPublished | billing.OperatorCreated):
+            self.table.fold(data)
         elif isinstance(data, billing.DeadLetterRedriven):
             self.redriven.add(data.dead_letter)
         elif isinstance(
@@ -225,6 +239,10 @@ class PlanDecider:
         cmd = env.data
         if isinstance(cmd, billing.DeadLetterRedriveRequested):
             fact = decide.redrive(cmd, self.redriven) or await self._redrive(cmd)
+        elif isinstance(cmd, billing_requests.OperatorCreateRequested):
+            if cmd.display_name not in self.table.operators:
+                await self.table.caught_up(self.db)  # created before this owner had it?
+            fact = decide.create_operator(cmd, self.table.operators)
         elif isinstance(cmd, billing_requests.PricePlanPublishRequested):
             fact = decide.publish_plan(cmd, self.table.latest(cmd.plan_id))
         elif isinstance(cmd, billing_requests.TenantPlanAssignRequested):
@@ -279,6 +297,8 @@ def unprocessable(env: Envelope[Any], reason: str) -> list[Envelope[Any]]:
         aggregate = cmd.plan_id
     elif isinstance(cmd, billing.DeadLetterRedriveRequested):
         aggregate = cmd.dead_letter
+    elif isinstance(cmd, billing_requests.OperatorCreateRequested):
+        aggregate = cmd.display_name
     else:
         aggregate = cmd.tenant_id
     fact = billing_requests.BillingCommandRejected(

@@ -1,9 +1,9 @@
-"""The billing decider's decisions about plans and re-drives: each request, against the
-state it concerns, to the fact recorded as its outcome.
+"""The billing decider's decisions about plans, operators and re-drives: each request,
+against the state it concerns, to the fact recorded as its outcome.
 
-Pure functions of typed state (a tenant's ``TenantPlans``, the plan versions, the dead
-letters re-driven): no Kafka, no database, no clock. ``plan_decider`` keeps the state
-from the log and records what these return.
+Pure functions of typed state (a tenant's ``TenantPlans``, the plan versions, the
+operators' names, the dead letters re-driven): no Kafka, no database, no clock.
+``plan_decider`` keeps the state from the log and records what these return.
 """
 
 from __future__ import annotations
@@ -114,6 +114,23 @@ def withdraw_plan(cmd: billing_requests.TenantPlanWithdrawRequested, tenant: Ten
         operator_id=cmd.operator_id,
         repriced_periods=periods,
     )
+
+
+def create_operator(
+    cmd: billing_requests.OperatorCreateRequested, operators: Mapping[str, str]
+) -> Fact:
+    """A new operator, under a name no other operator has (``operators``: name -> id).
+    The request's outcome is keyed by the operator, on another partition than the
+    request, so its owner after a restart may not know it was decided: decided again,
+    it is accepted again, the same fact under the same id."""
+    taken = operators.get(cmd.display_name)
+    if taken is not None and taken != cmd.operator_id:
+        return rejected(
+            cmd.display_name,
+            ErrorCode.OPERATOR_NAME_TAKEN,
+            f"operator {taken} is named {cmd.display_name!r}: choose another name",
+        )
+    return billing.OperatorCreated(**cmd.model_dump())  # the same fields
 
 
 def redrive(cmd: billing.DeadLetterRedriveRequested, redriven: Collection[str]) -> Fact | None:

@@ -31,7 +31,7 @@ from projections.migrate import BILLING_SCRIPTS, upgrade
 from projections.ops import BILLING
 from projections.secrets import new_key
 from projections.store import ProjectionStore
-from schemas.billing import PLATFORM
+from schemas.billing import PLATFORM, OperatorCreated
 from schemas.envelope import envelope
 from streams.catalog import Catalog, ensure_topics
 from streams.handler import Position
@@ -93,7 +93,8 @@ async def measure(bootstrap: str, schema: str, turns: int, renders: int) -> None
         fill = FILL.replace("{s}", f'"{schema}"').replace("%(turns)s", str(int(turns)))
         conn.execute(fill.encode())
         print(f"{turns:,} turns written in {time.perf_counter() - started:.1f} s", flush=True)
-    key, operator = issue_operator_key("bench")
+    key, requested = issue_operator_key("bench")
+    operator = OperatorCreated(**requested.model_dump())  # as the billing decider decides
     store = ProjectionStore(DATABASE_URL, f"{schema}_billing", BILLING)
     await store.apply(
         [(envelope(operator, source="/bench", tenant_id=PLATFORM), Position("b", 0, 0))]

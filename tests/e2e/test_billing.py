@@ -87,6 +87,10 @@ def test_usage_of_real_turns_is_drafted_verified_and_revised(
     period, start = this_month()
     tenant_id = tenant_of(platform)
     with platform.client() as api, operator_client(platform) as admin:
+        # The billing decider created the operator; a name names one.
+        taken = cli(platform, "operators", "create", "finance", check=False)
+        assert taken.returncode == 1, taken
+        assert taken.stderr.startswith("OPERATOR_NAME_TAKEN: "), taken.stderr
         plan = admin.post(
             "/v1/admin/price-plans",
             json={"plan_id": "std", "currency": "usd", "models": {MODEL: RATES}},

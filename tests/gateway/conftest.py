@@ -23,7 +23,7 @@ from projections.migrate import BILLING_SCRIPTS, upgrade
 from projections.ops import BILLING
 from projections.secrets import new_key
 from projections.store import ProjectionStore
-from schemas import events
+from schemas import billing, events
 from schemas.base import Fact
 from schemas.billing import PLATFORM
 from schemas.envelope import Envelope, envelope, from_kafka
@@ -115,7 +115,8 @@ async def api(bootstrap: str) -> AsyncIterator[Api]:
     tenant_id = f"tenant-{tag}"
     key, asked = issue_key(tenant_id)
     issued = events.ApiKeyCreated(**asked.model_dump())  # as the command handler decides
-    operator_key, operator = issue_operator_key("finance")
+    operator_key, requested = issue_operator_key("finance")
+    operator = billing.OperatorCreated(**requested.model_dump())  # as the billing decider decides
     try:
         async with (
             app.router.lifespan_context(app),

@@ -67,7 +67,8 @@ async def _deployment(
 
 async def _operator(api: Api) -> tuple[str, OperatorCreated]:
     """A new operator of ``api``'s deployment: its key and the fact that made it."""
-    key, fact = issue_operator_key("on-call")
+    key, requested = issue_operator_key("on-call")
+    fact = OperatorCreated(**requested.model_dump())  # as the billing decider decides
     await api.fold(envelope(fact, source=SOURCE, tenant_id=PLATFORM))
     return key, fact
 

@@ -45,6 +45,10 @@ def test_a_change_a_request_caused_is_that_requests_accepted_outcome() -> None:
         plan_id="p", version=3, plan=billing.PricePlan(currency="USD"), operator_id="op"
     )
     assert project(published, CTX)[:2] == _outcome(True, version=3)
+    operator = billing.OperatorCreated(
+        operator_id="op-1", display_name="on-call", key_id="k", key_prefix="alop_1", key_hash="h"
+    )
+    assert project(operator, CTX)[:2] == _outcome(True)
 
 
 def test_a_rejection_is_its_requests_outcome_with_the_code_and_why() -> None:

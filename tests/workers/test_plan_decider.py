@@ -2,13 +2,13 @@
 through the real broker and the real billing projector: a snapshot (the read model at
 the projection's position, which lags) plus the log's tail equals a fold of the whole
 log, and equals what the read models hold once the projector has caught up. And its
-re-drives, decided without Postgres."""
+re-drives and operators, decided without Postgres."""
 
 from __future__ import annotations
 
 import datetime
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -222,15 +222,21 @@ async def test_a_restarted_decider_holds_the_whole_logs_state(
     assert restarted_redriven == await dead_letters.redriven(log.db) & letters
 
 
-async def decided_without_postgres(log: Log, tenant_id: str, requests: list[Any]) -> list[Any]:
+async def decided(
+    log: Log,
+    tenant_id: str,
+    requests: list[Any],
+    meanwhile: Callable[[PlanDecider], Awaitable[None]] | None = None,
+) -> list[Any]:
     """The outcomes of ``requests`` (of ``tenant_id``), decided one after the other by a
-    decider whose database pool was closed once its partitions were assigned."""
+    decider once its partitions were assigned and ``meanwhile`` ran (by default: its
+    database pool is closed)."""
     db = Database(DATABASE_URL, log.settings.billing_schema, pool_size=1)
     decider = PlanDecider(log.settings.kafka_bootstrap_servers, log.catalog, db)
     outcomes = []
     try:
         await decider.on_assigned(await log.partitions())
-        await db.close()
+        await (meanwhile(decider) if meanwhile is not None else db.close())
         for offset, request in enumerate(requests, start=10_000):
             env = envelope(request, source=SOURCE, tenant_id=tenant_id)
             outcome = await decider.handle((env, Position(log.catalog.billing, 0, offset)))
@@ -238,6 +244,7 @@ async def decided_without_postgres(log: Log, tenant_id: str, requests: list[Any]
             outcomes.append(outcome.data)
     finally:
         await decider.close()
+        await db.close()
     return outcomes
 
 
@@ -272,7 +279,7 @@ async def test_a_decider_decides_with_its_database_closed(log: Log) -> None:
     publish = billing_requests.PricePlanPublishRequested(
         plan_id="USD-plan", plan=facts[0].plan, operator_id="op"
     )
-    outcomes = await decided_without_postgres(log, tenant_id, [*requests, withdraw, publish])
+    outcomes = await decided(log, tenant_id, [*requests, withdraw, publish])
     assigned, mismatch, missing, version = outcomes
     assert isinstance(assigned, billing.TenantPlanAssigned)
     assert (mismatch.code, missing.code) == ("CURRENCY_MISMATCH", "PLAN_ASSIGNMENT_NOT_FOUND")
@@ -302,7 +309,7 @@ async def test_a_dead_letter_is_redriven_once_with_the_database_closed(log: Log)
         for dead_letter in (letter, letter, "0:999999")
     ]
 
-    done, again, missing = await decided_without_postgres(log, PLATFORM, asked)
+    done, again, missing = await decided(log, PLATFORM, asked)
     assert isinstance(done, billing.DeadLetterRedriven)
     assert (again.code, missing.code) == ("DEAD_LETTER_REDRIVEN", "DEAD_LETTER_NOT_FOUND")
     async with LogReader(log.settings.kafka_bootstrap_servers) as reader:
@@ -367,3 +374,32 @@ async def test_a_plan_table_whose_follower_stopped_follows_again(log: Log) -> No
         await decider.close()
     assert outcome is not None
     assert isinstance(outcome.data, billing.TenantPlanAssigned), outcome.data
+
+
+async def test_an_operators_name_is_taken_once_whoever_decided_it(log: Log) -> None:
+    """An operator is keyed by its id, its request by its name: a decider that has not
+    seen the first operator of a name (the partition's previous owner decided it, and
+    wrote it on its id's partition) refuses a second one of that name, and accepts the
+    first request, handed to it again, with the same fact."""
+    name = f"on-call-{uuid.uuid4().hex[:8]}"
+    first, second = (
+        billing_requests.OperatorCreateRequested(
+            operator_id=f"op-{n}",
+            display_name=name,
+            key_id=f"k-{n}",
+            key_prefix="alop_x",
+            key_hash=f"h-{uuid.uuid4().hex}",
+        )
+        for n in (1, 2)
+    )
+    created = billing.OperatorCreated(**first.model_dump())
+
+    async def previous_owner_decided(decider: PlanDecider) -> None:
+        await decider.table.stop()  # it follows no partition until a decision asks
+        await log.publisher.publish(envelope(created, source=SOURCE, tenant_id=PLATFORM))
+
+    outcomes = await decided(log, PLATFORM, [second, first], previous_owner_decided)
+    refused, again = outcomes
+    assert isinstance(refused, billing_requests.BillingCommandRejected)
+    assert refused.code == "OPERATOR_NAME_TAKEN"
+    assert again == created

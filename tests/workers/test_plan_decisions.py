@@ -150,3 +150,17 @@ def test_a_dead_letter_is_redriven_once() -> None:
     refused = decide.redrive(asked, {"0:7"})
     assert isinstance(refused, billing_requests.BillingCommandRejected)
     assert (refused.aggregate_id, refused.code) == ("0:7", "DEAD_LETTER_REDRIVEN")
+
+
+def test_a_name_names_one_operator() -> None:
+    asked = billing_requests.OperatorCreateRequested(
+        operator_id="op-2", display_name="on-call", key_id="k", key_prefix="alop_x", key_hash="h"
+    )
+
+    created = decide.create_operator(asked, {"finance": "op-1"})
+    assert created == billing.OperatorCreated(**asked.model_dump())
+    refused = decide.create_operator(asked, {"on-call": "op-1"})
+    assert isinstance(refused, billing_requests.BillingCommandRejected)
+    assert (refused.aggregate_id, refused.code) == ("on-call", "OPERATOR_NAME_TAKEN")
+    # Decided again (its outcome is on another partition than the request): the same fact.
+    assert decide.create_operator(asked, {"on-call": "op-2"}) == created
