@@ -13,7 +13,7 @@ from referencing import Registry, Resource
 from referencing.exceptions import Unresolvable
 from referencing.jsonschema import DRAFT202012
 
-from projections.agents import AgentStatus
+from projections.agent_state import AgentStatus
 from projections.turns import ToolCallStatus, TurnStatus
 from schemas.errors import ErrorCode
 from schemas.headers import header_problem

@@ -1,34 +1,16 @@
-"""The agents read model: each agent's state, and every version of it (the audit trail).
-
-``evolve`` is the one definition of how an agent's state follows from its facts: the
-fold stores what it gives, and the command handler applies its own decisions with it
-before they are projected, so the two can never disagree.
-"""
+"""The agents read model: each agent's state (``agent_state.evolve`` gives it), and
+every version of it (the audit trail)."""
 
 from __future__ import annotations
 
 import datetime
-from enum import StrEnum
 from typing import Any
 
 from schemas import events
 
+from .agent_state import Agent, AgentFact, AgentStatus, changes, evolve
 from .ops import Context, Op, Update, Upsert, folds
 from .rows import Reader, Row, created_page
-
-
-class AgentStatus(StrEnum):
-    ACTIVE = "active"
-    DISABLED = "disabled"
-
-
-class Agent(Row):
-    """An agent's state: what decisions about it need."""
-
-    agent_id: str
-    version: int
-    config: events.AgentConfig
-    status: AgentStatus
 
 
 class AgentRow(Agent):
@@ -43,31 +25,6 @@ class AgentVersionRow(Row):
     changed: list[str]
     config: dict[str, Any]
     recorded_at: datetime.datetime
-
-
-AgentFact = events.AgentCreated | events.AgentUpdated | events.AgentDisabled
-
-
-def evolve(agent: Agent | None, fact: AgentFact) -> Agent | None:
-    """The agent after ``fact`` (None: there is no such agent). A creation of an agent
-    that exists changes nothing, as the read model keeps the first."""
-    if isinstance(fact, events.AgentCreated):
-        if agent is not None:
-            return agent
-        return Agent(
-            agent_id=fact.agent_id,
-            version=fact.version,
-            config=fact.config,
-            status=AgentStatus.ACTIVE,
-        )
-    return None if agent is None else agent.model_copy(update=_changes(fact))
-
-
-def _changes(fact: events.AgentUpdated | events.AgentDisabled) -> dict[str, Any]:
-    """What a fact about an existing agent changes of its state."""
-    if isinstance(fact, events.AgentUpdated):
-        return {"version": fact.version, "config": fact.config}
-    return {"version": fact.version, "status": AgentStatus.DISABLED}
 
 
 def _columns(state: dict[str, Any]) -> dict[str, Any]:
@@ -103,7 +60,7 @@ def _created(data: events.AgentCreated, ctx: Context) -> list[Op]:
 @folds(events.AgentUpdated, events.AgentDisabled)
 def _changed(data: events.AgentUpdated | events.AgentDisabled, ctx: Context) -> list[Op]:
     key = {"agent_id": data.agent_id, "tenant_id": ctx.tenant_id}
-    values = {**_columns(_changes(data)), "updated_at": ctx.time}
+    values = {**_columns(changes(data)), "updated_at": ctx.time}
     if isinstance(data, events.AgentUpdated):
         version = _version(data, ctx, "updated", data.changed)
     else:
@@ -137,11 +94,6 @@ async def agent(db: Reader, tenant_id: str, agent_id: str) -> AgentRow | None:
         tenant_id,
         agent_id,
     )
-
-
-async def every_agent(db: Reader) -> list[AgentRow]:
-    """Every tenant's agents: the table a command handler folds in full."""
-    return await db.rows(AgentRow, None, "SELECT * FROM {s}.agents")
 
 
 async def agents(

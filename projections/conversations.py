@@ -2,22 +2,18 @@
 its running turn, and its last messages (the history window, never the transcript).
 
 ``evolve`` is the one definition of how it follows from the session's facts; the command
-handler folds the log with it, and ``of_partitions`` reads the same state from the read
-models (sessions, turns, messages), which a property test holds equal to the fold.
+handler folds the log with it, and ``snapshots.conversations`` reads the same state from
+the read models (sessions, turns, messages), which a property test holds equal to the
+fold.
 """
 
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 
 from schemas import events
 from schemas.base import Fact
-
-from .rows import Reader, Row
-from .sessions import MessageRow
-from .turns import ACTIVE_SQL
 
 ConversationFact = (
     events.SessionCreated
@@ -73,65 +69,3 @@ def evolve(
     if fact.turn_id == state.active_turn:  # the running turn has finished
         return replace(state, active_turn=None, active_requested_at=None)
     return state
-
-
-# -- queries --------------------------------------------------------------------------
-
-
-class _SessionRow(Row):
-    session_id: str
-    tenant_id: str
-    agent_id: str
-
-
-class _ActiveRow(Row):
-    session_id: str
-    turn_id: str
-    requested_at: datetime.datetime
-
-
-async def of_partitions(
-    db: Reader,
-    partitions: Collection[int],
-    partition_of: Callable[[str], int],
-    history_limit: int,
-) -> dict[str, Conversation]:
-    """The conversations of every session whose facts are on ``partitions`` of the
-    events topic (``partition_of`` a session id), as the read models hold them: read
-    in a snapshot, with the projection's positions, it is where a command handler's
-    fold of the log starts."""
-    found = {
-        row.session_id: Conversation(row.session_id, row.tenant_id, row.agent_id)
-        for row in await db.rows(
-            _SessionRow, None, "SELECT session_id, tenant_id, agent_id FROM {s}.sessions"
-        )
-        if partition_of(row.session_id) in partitions
-    }
-    ids = list(found)
-    for active in await db.rows(
-        _ActiveRow,
-        None,
-        "SELECT session_id, turn_id, requested_at FROM {s}.turns"
-        f" WHERE session_id = ANY(%s) AND status IN ({ACTIVE_SQL})",
-        ids,
-    ):
-        found[active.session_id] = replace(
-            found[active.session_id],
-            active_turn=active.turn_id,
-            active_requested_at=active.requested_at,
-        )
-    history: dict[str, list[tuple[str, events.MessageValue]]] = {}
-    for m in await db.rows(
-        MessageRow,
-        None,
-        "SELECT * FROM (SELECT *, row_number() OVER"
-        " (PARTITION BY session_id ORDER BY position DESC) AS latest"
-        " FROM {s}.messages WHERE session_id = ANY(%s)) m"
-        " WHERE latest <= %s ORDER BY session_id, position",
-        ids,
-        history_limit,
-    ):
-        history.setdefault(m.session_id, []).append((m.message_id, m.value()))
-    for session_id, messages in history.items():
-        found[session_id] = replace(found[session_id], history=tuple(messages))
-    return found

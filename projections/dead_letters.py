@@ -49,13 +49,3 @@ async def redrives(billing_db: Reader, dead_letters: list[str]) -> dict[str, Red
         dead_letters,
     )
     return {r.dead_letter: r for r in rows}
-
-
-async def redriven(billing_db: Reader) -> set[str]:
-    """Every dead letter re-driven (the billing decider's snapshot)."""
-    rows = await billing_db.rows(
-        RedriveRow,
-        ALL_TENANTS,
-        "SELECT * FROM {s}.dead_letter_redrives WHERE redriven_at IS NOT NULL",
-    )
-    return {r.dead_letter for r in rows}

@@ -30,10 +30,6 @@ class OutcomeRow(Row):
     recorded_at: datetime.datetime
 
 
-class _DecidedRow(Row):
-    command_id: str
-
-
 def _recorded(
     ctx: Context, subject: str, outcome: Outcome, code: str | None = None, detail: str | None = None
 ) -> list[Op]:
@@ -99,14 +95,3 @@ async def outcome(db: Reader, tenant_id: str, command_id: str) -> OutcomeRow | N
         tenant_id,
         command_id,
     )
-
-
-async def decided(db: Reader, command_ids: list[str]) -> set[str]:
-    """Which of these commands have an outcome."""
-    found = await db.rows(
-        _DecidedRow,
-        None,
-        "SELECT command_id FROM {s}.command_outcomes WHERE command_id = ANY(%s)",
-        command_ids,
-    )
-    return {row.command_id for row in found}

@@ -4,7 +4,6 @@ and the tenants' plan assignments."""
 from __future__ import annotations
 
 import datetime
-from dataclasses import replace
 from typing import Any
 
 from schemas import billing
@@ -12,7 +11,6 @@ from schemas.billing import PricePlan
 
 from .ops import Context, Notify, Op, Upsert, folds
 from .rows import Reader, Row
-from .tenant_plans import Assigned, TenantPlans
 
 
 class PlanRow(Row):
@@ -197,77 +195,3 @@ async def tenants_on_plans(db: Reader, before: datetime.datetime) -> list[str]:
 
 class _TenantRow(Row):
     tenant_id: str
-
-
-# -- what the billing decider starts from ----------------------------------------------
-
-
-class _NameRow(Row):
-    display_name: str
-    operator_id: str
-
-
-async def operator_names(db: Reader) -> dict[str, str]:
-    """Every operator's name and id (the first operator of a name, for those recorded
-    before names were decided)."""
-    rows = await db.rows(
-        _NameRow,
-        None,
-        "SELECT DISTINCT ON (display_name) display_name, operator_id FROM {s}.operators"
-        " ORDER BY display_name, created_at, operator_id",
-    )
-    return {r.display_name: r.operator_id for r in rows}
-
-
-async def every_version(db: Reader) -> dict[tuple[str, int], PricePlan]:
-    """Every version of every plan: the table each billing decider keeps whole."""
-    rows = await db.rows(PlanRow, None, "SELECT * FROM {s}.price_plans")
-    return {(r.plan_id, r.version): r.plan for r in rows}
-
-
-class _AssignedRow(Row):
-    tenant_id: str
-    effective_from: datetime.datetime
-    plan_id: str
-    version: int
-    billing_offset: int
-    withdrawn_offset: int | None
-
-
-class _DraftedRow(Row):
-    tenant_id: str
-    period: str
-
-
-async def tenants_of_partition(db: Reader, partition: int) -> dict[str, TenantPlans]:
-    """The plans of every tenant whose billing facts are on ``partition``, as the read
-    models hold them: a billing decider's snapshot, to which it folds the log's tail
-    from the billing projection's position."""
-    assigned = await db.rows(
-        _AssignedRow,
-        None,
-        "SELECT a.tenant_id, a.effective_from, a.plan_id, a.version, a.billing_offset,"
-        f" (SELECT min(w.billing_offset) FROM {{s}}.plan_withdrawals w WHERE {WITHDRAWN})"
-        " AS withdrawn_offset FROM {s}.plan_assignments a WHERE a.billing_partition = %s",
-        partition,
-    )
-    drafted = await db.rows(
-        _DraftedRow,
-        None,
-        "SELECT DISTINCT tenant_id, period FROM {s}.draft_requests"
-        " WHERE billing_partition = %s AND status = 'drafted'",
-        partition,
-    )
-    tenants: dict[str, TenantPlans] = {}
-    for row in assigned:
-        state = tenants.get(row.tenant_id) or TenantPlans(row.tenant_id)
-        found = Assigned(
-            row.effective_from, row.plan_id, row.version, row.billing_offset, row.withdrawn_offset
-        )
-        tenants[row.tenant_id] = replace(
-            state, assignments={**state.assignments, row.effective_from: found}
-        )
-    for draft in drafted:
-        state = tenants.get(draft.tenant_id) or TenantPlans(draft.tenant_id)
-        tenants[draft.tenant_id] = replace(state, drafted=state.drafted | {draft.period})
-    return tenants

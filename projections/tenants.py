@@ -20,12 +20,6 @@ class ApiKeyRow(Row):
     revoked_at: datetime.datetime | None
 
 
-class KeyStateRow(Row):
-    tenant_id: str
-    key_id: str
-    revoked_at: datetime.datetime | None
-
-
 class TenantRow(Row):
     tenant_id: str
     display_name: str
@@ -127,14 +121,6 @@ async def api_keys(db: Reader, tenant_id: str) -> list[ApiKeyRow]:
     )
 
 
-async def every_key(db: Reader) -> list[KeyStateRow]:
-    """Every tenant's keys, whether revoked: what a command handler loads of those its
-    partitions hold."""
-    return await db.rows(
-        KeyStateRow, None, "SELECT tenant_id, key_id, revoked_at FROM {s}.api_keys"
-    )
-
-
 async def api_key(db: Reader, tenant_id: str, key_id: str) -> ApiKeyRow | None:
     return await db.row(
         ApiKeyRow,
@@ -150,11 +136,6 @@ async def tools(db: Reader, tenant_id: str) -> list[ToolRow]:
     return await db.rows(
         ToolRow, tenant_id, "SELECT * FROM {s}.tools WHERE tenant_id = %s ORDER BY name", tenant_id
     )
-
-
-async def every_tool(db: Reader) -> list[ToolRow]:
-    """Every tenant's tools: the table a command handler folds in full."""
-    return await db.rows(ToolRow, None, "SELECT * FROM {s}.tools")
 
 
 async def tool(db: Reader, tenant_id: str, name: str) -> ToolRow | None:

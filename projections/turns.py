@@ -314,25 +314,6 @@ async def turn(db: Reader, tenant_id: str, turn_id: str) -> TurnRow | None:
     )
 
 
-class _StepIdRow(Row):
-    event_id: str
-
-
-async def recent_step_ids(db: Reader, partition: int, start: int, end: int) -> list[str]:
-    """The event ids of the steps of turns accepted on ``partition`` of the events topic
-    recorded in [start, end): what a writer may still repeat past ``end``."""
-    found = await db.rows(
-        _StepIdRow,
-        None,
-        "SELECT s.event_id FROM {s}.turn_steps s JOIN {s}.turns t ON t.turn_id = s.turn_id"
-        " WHERE t.accepted_partition = %s AND s.position >= %s AND s.position < %s",
-        partition,
-        start,
-        end,
-    )
-    return [row.event_id for row in found]
-
-
 async def steps(db: Reader, tenant_id: str, turn_id: str) -> list[StepRow]:
     return await db.rows(
         StepRow,
@@ -353,17 +334,3 @@ async def tool_calls(db: Reader, tenant_id: str, turn_id: str) -> list[ToolCallR
         tenant_id,
         turn_id,
     )
-
-
-async def open_turns_from(db: Reader, partition: int, before_offset: int) -> int | None:
-    """Offset of the oldest TurnAccepted of a still-running turn in one events partition
-    (the orchestrator replays from there to rebuild its state). Not tenant-scoped: it
-    serves the orchestrator, which works for every tenant."""
-    start = await db.value(
-        None,
-        f"SELECT min(accepted_offset) FROM {{s}}.turns WHERE status IN ({ACTIVE_SQL})"
-        " AND accepted_partition = %s AND accepted_offset < %s",
-        partition,
-        before_offset,
-    )
-    return None if start is None else int(start)

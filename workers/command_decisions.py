@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from projections.agents import Agent, AgentStatus
+from projections.agent_state import Agent, AgentStatus
 from projections.conversations import Conversation
 from schemas import events
 from schemas.base import Fact

@@ -1,15 +1,16 @@
 """What the command handler decides on, in memory, folded from the events topic.
 
 - **Reference tables, every tenant's, folded in full** by every instance from every
-  partition: each agent (``agents.evolve``) and each tenant's tools by name. An agent's
+  partition: each agent (``agent_state.evolve``) and each tenant's tools by name. An agent's
   facts are keyed by the agent, so a session's turn needs agents from any partition.
 - **Conversations** (``conversations.evolve``) of the sessions on the partitions this
   instance owns, the API keys of the tenants on them, and which of their commands have
   an outcome: a command's outcome is keyed like the command, so it is on the events
   partition of the command's number.
 
-``load`` reads a snapshot: the read models at the core projection's positions, in one
-transaction. The handler then follows the topic from those positions with ``fold``.
+``load`` reads a snapshot (``projections.snapshots``): the read models at the core
+projection's positions, in one transaction. The handler then follows the topic from
+those positions with ``fold``.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from projections import agents, conversations, outcomes, tenants, turns
-from projections.agents import Agent
+from projections import agent_state, conversations, snapshots
+from projections.agent_state import Agent
 from projections.conversations import Conversation
 from projections.database import Database
 from projections.waiter import positions
@@ -104,7 +105,7 @@ class CommandState:
         if isinstance(fact, AGENT_FACTS):
             before = self.agent(env.tenant_id, fact.agent_id)
             if before is not None or fact.agent_id not in self.agents:
-                after = agents.evolve(before, fact)
+                after = agent_state.evolve(before, fact)
                 if after is not None:
                     self.agents[fact.agent_id] = (env.tenant_id, after)
         elif isinstance(fact, events.ToolRegistered):
@@ -148,22 +149,19 @@ async def load(
     state = CommandState(history_limit, frozenset(owned))
     async with db.snapshot() as snapshot:
         at = await positions(snapshot, events_topic)
-        for row in await agents.every_agent(snapshot):
-            state.agents[row.agent_id] = (row.tenant_id, Agent.model_validate(row.model_dump()))
-        for tool in await tenants.every_tool(snapshot):
-            state.tools.setdefault(tool.tenant_id, {})[tool.name] = tool.definition
-        for key in await tenants.every_key(snapshot):
-            if partition_of(key.tenant_id) in state.owned:
-                revoked = key.revoked_at is not None
-                state.keys.setdefault(key.tenant_id, {})[key.key_id] = revoked
-        state.conversations = await conversations.of_partitions(
+        state.agents = await snapshots.agents(snapshot)
+        state.tools = await snapshots.tools(snapshot)
+        state.keys = await snapshots.keys(
+            snapshot, lambda tenant_id: partition_of(tenant_id) in state.owned
+        )
+        state.conversations = await snapshots.conversations(
             snapshot, owned, partition_of, history_limit
         )
-        for command_id in await outcomes.decided(snapshot, pending):
+        for command_id in await snapshots.decided(snapshot, pending):
             state.decided.add(command_id)
         for partition in owned:
             end = at.get(partition, 0)
-            for event_id in await turns.recent_step_ids(
+            for event_id in await snapshots.recent_step_ids(
                 snapshot, partition, end - REPEATS_WITHIN, end
             ):
                 state.folded.add(event_id)

@@ -11,12 +11,12 @@ from __future__ import annotations
 import datetime
 import logging
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 from aiokafka import TopicPartition
 
 from projections.database import Database
-from projections.turns import TurnStatus, open_turns_from
+from projections.snapshots import open_turns_from
 from projections.waiter import Waiter
 from schemas import events
 from schemas.base import Fact
@@ -148,7 +148,7 @@ class Orchestrator(Ticks, Closes):
             outcome = _outcome(env.data if before is not None else None, facts)
             accepted = self._accepted.pop(turn_id, None)
             if live and outcome is not None:
-                TURNS.labels(outcome.value).inc()
+                TURNS.labels(outcome).inc()
                 if accepted is not None:
                     _end_turn_span(accepted, outcome, facts)
         else:
@@ -211,15 +211,18 @@ class Orchestrator(Ticks, Closes):
         await self.db.close()
 
 
-def _outcome(event: Fact | None, decided: list[tuple[str, Fact]]) -> TurnStatus | None:
+TurnEnd = Literal["completed", "failed", "cancelled"]
+
+
+def _outcome(event: Fact | None, decided: list[tuple[str, Fact]]) -> TurnEnd | None:
     """How a turn ended, if ``event`` (on an open turn) and what was decided on it ended
     it: completed, failed or cancelled."""
     for _step, fact in decided:
         if isinstance(fact, events.TurnCompleted):
-            return TurnStatus.COMPLETED
+            return "completed"
         if isinstance(fact, events.TurnFailed):
-            return TurnStatus.FAILED
-    return TurnStatus.CANCELLED if isinstance(event, events.TurnCancelled) else None
+            return "failed"
+    return "cancelled" if isinstance(event, events.TurnCancelled) else None
 
 
 def turn_span_id(turn_id: str) -> int:
@@ -229,7 +232,7 @@ def turn_span_id(turn_id: str) -> int:
 
 
 def _end_turn_span(
-    accepted: Envelope[Any], outcome: TurnStatus, decided: list[tuple[str, Fact]]
+    accepted: Envelope[Any], outcome: TurnEnd, decided: list[tuple[str, Fact]]
 ) -> None:
     """The turn's ``invoke_agent`` span, from its acceptance to now, as a child of the
     span that processed ``TurnAccepted``."""
@@ -245,7 +248,7 @@ def _end_turn_span(
             "gen_ai.conversation.id": data.session_id,
             "gen_ai.request.model": data.config.model,
             "agentlog.turn.id": data.turn_id,
-            "agentlog.turn.outcome": outcome.value,
+            "agentlog.turn.outcome": outcome,
         },
         start_time=int(accepted.time.timestamp() * 1e9),
         span_id=turn_span_id(data.turn_id),

@@ -32,7 +32,7 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from projections import dead_letters, plans
+from projections import snapshots
 from projections.database import Database
 from projections.ops import BILLING
 from projections.tenant_plans import TenantPlans, evolve
@@ -102,9 +102,9 @@ class ReferenceTables:
         async with asyncio.timeout(LOAD_TIMEOUT_S), LogReader(self._bootstrap) as reader:
             tps = await reader.partitions(self.topic)
         starts = {tp: await next_offset(db, tp.topic, tp.partition, BILLING) for tp in tps}
-        for key, plan in (await plans.every_version(db)).items():
+        for key, plan in (await snapshots.plan_versions(db)).items():
             self.add(key[0], key[1], plan)
-        for name, operator_id in (await plans.operator_names(db)).items():
+        for name, operator_id in (await snapshots.operator_names(db)).items():
             self.operators.setdefault(name, operator_id)
         await self._follower.start(starts)
 
@@ -176,9 +176,9 @@ class PlanDecider:
             if tp.topic == self.topic
         }
         # Read after the positions, so at or past them: the tails fold the rest again.
-        self.redriven = await dead_letters.redriven(self.db)
+        self.redriven = await snapshots.redriven(self.db)
         for tp, start in starts.items():
-            snapshot = await plans.tenants_of_partition(self.db, tp.partition)
+            snapshot = await snapshots.tenant_plans(self.db, tp.partition)
             self.tenants.update(snapshot)
             (end,) = (await reader.ends([tp])).values()
             async for batch in reader.batches({tp: start}, {tp: end}):

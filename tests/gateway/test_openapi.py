@@ -11,7 +11,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.billing_models import ReplayStatus
-from projections.agents import AgentStatus
+from projections.agent_state import AgentStatus
 from projections.invoices import DraftStatus
 from projections.turns import ToolCallStatus, TurnStatus
 from schemas.errors import ErrorCode

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from projections import agents
-from projections.agents import Agent, AgentFact, AgentStatus, evolve
+from projections.agent_state import Agent, AgentFact, AgentStatus, evolve
 from projections.database import Database
 from projections.ops import Notify, Upsert, project
 from projections.store import ProjectionStore, storable

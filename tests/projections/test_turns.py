@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from projections import turns
+from projections import snapshots, turns
 from projections.database import Database
 from projections.ops import Notify, Update, Upsert, project
 from projections.store import ProjectionStore
@@ -159,10 +159,10 @@ async def test_the_orchestrator_replays_from_the_oldest_running_turn_of_a_partit
     assert row is not None
     assert (row.status, row.status.active, row.status.finished) == ("running", True, False)
     assert (row.accepted_partition, row.accepted_offset) == (0, accepted_at)
-    assert await turns.open_turns_from(unscoped, 0, accepted_at + 100) == accepted_at
+    assert await snapshots.open_turns_from(unscoped, 0, accepted_at + 100) == accepted_at
     # Only turns accepted before the offset the orchestrator resumes from count.
-    assert await turns.open_turns_from(unscoped, 0, accepted_at) is None
-    assert await turns.open_turns_from(unscoped, 1, accepted_at + 100) is None
+    assert await snapshots.open_turns_from(unscoped, 0, accepted_at) is None
+    assert await snapshots.open_turns_from(unscoped, 1, accepted_at + 100) is None
 
 
 async def test_a_turns_row_is_the_same_whether_its_request_or_its_outcome_comes_first(

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from projections.agents import Agent, AgentStatus
+from projections.agent_state import Agent, AgentStatus
 from projections.conversations import Conversation
 from schemas import events
 from schemas.base import Fact

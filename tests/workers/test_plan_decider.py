@@ -17,7 +17,7 @@ from aiokafka import TopicPartition
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from projections import dead_letters, plans
+from projections import snapshots
 from projections.database import Database
 from projections.ops import BILLING
 from projections.tenant_plans import TenantPlans, evolve
@@ -217,9 +217,9 @@ async def test_a_restarted_decider_holds_the_whole_logs_state(
     await log.project()
     held: dict[str, TenantPlans] = {}
     for tp in await log.partitions():
-        held |= await plans.tenants_of_partition(log.db, tp.partition)
+        held |= await snapshots.tenant_plans(log.db, tp.partition)
     assert restarted == {t: held.get(t) or TenantPlans(t) for t in tenants}
-    assert restarted_redriven == await dead_letters.redriven(log.db) & letters
+    assert restarted_redriven == await snapshots.redriven(log.db) & letters
 
 
 async def decided(
