@@ -27,7 +27,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.bench.bench_platform import drive_turns, turn_overheads
+from tests.bench.bench_platform import drive_turns, overheads, turn_times
 from tests.bench.cpu import cpu_by_process
 from tests.e2e.conftest import drop_schemas
 from tests.kafka import REPO, BrokerProcess
@@ -113,10 +113,9 @@ class Up:
         api = self.client()
         ids = self.sessions(api, sessions)
         drive_turns(api, ids[:2], 20, 10)  # warm-up
-        turn_ids, _ = drive_turns(api, ids, turns, rate)
+        turn_ids, _, _ = drive_turns(api, ids, turns, rate)
         time.sleep(1.0)
-        topic = f"{self.env['AGENTLOG_TOPIC_PREFIX']}agentlog.events"
-        return turn_overheads(bootstrap, topic, set(turn_ids))
+        return overheads(turn_times(bootstrap, self.env["AGENTLOG_TOPIC_PREFIX"], set(turn_ids)))
 
 
 def idle_shares(up: Up, broker: BrokerProcess, seconds: float) -> dict[str, float]:
@@ -189,15 +188,13 @@ def main() -> None:
                     up = Up(broker.bootstrap, Path(tmp) / f"{kind}-{n}", database, redis)
                     up.start()
                     try:
-                        overheads = sorted(
+                        spans = sorted(
                             up.overheads(broker.bootstrap, args.turns, args.rate, args.sessions)
                         )
                     finally:
                         up.stop()
-                    p50s[kind].append(statistics.median(overheads))
-                    p99s[kind].append(
-                        overheads[min(len(overheads) - 1, int(0.99 * len(overheads)))]
-                    )
+                    p50s[kind].append(statistics.median(spans))
+                    p99s[kind].append(spans[min(len(spans) - 1, int(0.99 * len(spans)))])
             embedded, machine = (statistics.median(p50s[kind]) for kind in kinds)
             print(
                 f"turn overhead at {args.rate:g} turns/s, median of {args.rounds} rounds of"

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shutil
 import signal
@@ -31,6 +32,7 @@ from pathlib import Path
 import httpx
 
 from schemas import events
+from schemas.base import Fact
 from schemas.envelope import from_kafka
 from tests.bench.cpu import cpu_by_process
 from tests.kafka import REPO, BrokerProcess
@@ -121,11 +123,13 @@ def start_platform(bootstrap: str, tag: str) -> tuple[list[subprocess.Popen[byte
 
 def drive_turns(
     api: httpx.Client, sessions: list[str], turns: int, rate: float
-) -> tuple[list[str], list[float]]:
+) -> tuple[list[str], list[float], dict[str, tuple[float, float]]]:
     """Submit turns at a steady rate, each session one turn at a time; the turns' ids,
-    and each ``POST …/turns?wait=`` answer's latency in ms."""
+    each ``POST …/turns?wait=`` answer's latency in ms, and by turn id the wall-clock
+    times (s) it was sent and answered."""
     ids: list[str] = []
     waits: list[float] = []
+    walls: dict[str, tuple[float, float]] = {}
     lock = threading.Lock()
     per_session = turns // len(sessions)
     interval = len(sessions) / rate
@@ -133,14 +137,16 @@ def drive_turns(
     def run(session_id: str, offset: float) -> None:
         time.sleep(offset)
         for n in range(per_session):
-            started = time.monotonic()
+            started, sent = time.monotonic(), time.time()
             response = api.post(
                 f"/v1/sessions/{session_id}/turns?wait=10", json={"message": f"bench turn {n}"}
             )
+            answered = time.time()
             assert response.status_code == 200, response.text
             with lock:
                 ids.append(response.json()["turn_id"])
                 waits.append((time.monotonic() - started) * 1000)
+                walls[ids[-1]] = (sent, answered)
             time.sleep(max(0.0, interval - (time.monotonic() - started)))
 
     threads = [threading.Thread(target=run, args=(s, i / rate)) for i, s in enumerate(sessions)]
@@ -148,20 +154,49 @@ def drive_turns(
         t.start()
     for t in threads:
         t.join()
-    return ids, waits
+    return ids, waits, walls
 
 
-def turn_overheads(bootstrap: str, topic: str, turn_ids: set[str]) -> list[float]:
-    """accepted -> completed per turn, from the events' CloudEvents times, in ms."""
-    accepted: dict[str, float] = {}
-    completed: dict[str, float] = {}
-    for record in read_all(bootstrap, topic):
-        env = from_kafka(record.key, record.value, list(record.headers))
-        if isinstance(env.data, events.TurnAccepted) and env.data.turn_id in turn_ids:
-            accepted[env.data.turn_id] = env.time.timestamp()
-        elif isinstance(env.data, events.TurnCompleted) and env.data.turn_id in turn_ids:
-            completed[env.data.turn_id] = env.time.timestamp()
-    return [(completed[t] - accepted[t]) * 1000 for t in turn_ids if t in completed]
+def turn_times(bootstrap: str, prefix: str, turn_ids: set[str]) -> dict[str, dict[str, float]]:
+    """By turn: the CloudEvents times (s) of its request, acceptance and completion."""
+    stages: dict[type[Fact], str] = {
+        events.TurnRequested: "requested",
+        events.TurnAccepted: "accepted",
+        events.TurnCompleted: "completed",
+    }
+    times: dict[str, dict[str, float]] = {t: {} for t in turn_ids}
+    for topic in ("agentlog.commands", "agentlog.events"):
+        for record in read_all(bootstrap, f"{prefix}{topic}"):
+            env = from_kafka(record.key, record.value, list(record.headers))
+            stage = stages.get(type(env.data))
+            if stage is not None and env.data.turn_id in times:
+                times[env.data.turn_id].setdefault(stage, env.time.timestamp())
+    return times
+
+
+def overheads(times: dict[str, dict[str, float]]) -> list[float]:
+    """accepted -> completed of each turn that completed, in ms, in order."""
+    return sorted(
+        (t["completed"] - t["accepted"]) * 1000
+        for t in times.values()
+        if "accepted" in t and "completed" in t
+    )
+
+
+def wait_stages(times: dict[str, dict[str, float]], walls: dict[str, tuple[float, float]]) -> str:
+    """The median of each stage of a ``?wait=`` answer, in ms: sent -> requested (the
+    gateway records the command), -> accepted (the command handler), -> completed (the
+    turn), -> answered (projected, notified, read and sent back)."""
+    marks = ("sent", "requested", "accepted", "completed", "answered")
+    spans: dict[str, list[float]] = {f"{a} -> {b}": [] for a, b in itertools.pairwise(marks)}
+    for turn_id, (sent, answered) in walls.items():
+        at = {**times.get(turn_id, {}), "sent": sent, "answered": answered}
+        if all(m in at for m in marks):
+            for a, b in itertools.pairwise(marks):
+                spans[f"{a} -> {b}"].append((at[b] - at[a]) * 1000)
+    return ", ".join(
+        f"{name} {statistics.median(values):.1f}" for name, values in spans.items() if values
+    )
 
 
 def wrk(url: str, body: str, headers: dict[str, str], seconds: int) -> float:
@@ -248,24 +283,24 @@ def main() -> None:
                 sessions = new_sessions()  # each rate starts from short conversations
                 before = cpu_by_process(named)
                 started = time.monotonic()
-                turn_ids, waits = drive_turns(api, sessions, args.turns, rate)
+                turn_ids, waits, walls = drive_turns(api, sessions, args.turns, rate)
                 elapsed = time.monotonic() - started
                 time.sleep(1.0)  # the projections of the last turns
                 after = cpu_by_process(named)
-                overheads = sorted(
-                    turn_overheads(broker.bootstrap, f"{tag}.agentlog.events", set(turn_ids))
-                )
-                p50 = statistics.median(overheads)
-                p99 = overheads[min(len(overheads) - 1, int(0.99 * len(overheads)))]
+                times = turn_times(broker.bootstrap, f"{tag}.", set(turn_ids))
+                spans = overheads(times)
+                p50 = statistics.median(spans)
+                p99 = spans[min(len(spans) - 1, int(0.99 * len(spans)))]
                 waits.sort()
                 print(
-                    f"turn overhead (dev model, accepted -> completed) over {len(overheads)} "
+                    f"turn overhead (dev model, accepted -> completed) over {len(spans)} "
                     f"turns at {len(turn_ids) / elapsed:.0f} turns/s: p50 {p50:.1f} ms, "
                     f"p99 {p99:.1f} ms; POST turns?wait= answered: p50 "
                     f"{statistics.median(waits):.1f} ms, "
                     f"p99 {waits[min(len(waits) - 1, int(0.99 * len(waits)))]:.1f} ms",
                     flush=True,
                 )
+                print(f"  ?wait= by stage, p50 ms: {wait_stages(times, walls)}", flush=True)
                 per_turn = {
                     name: (after[name] - before[name]) * 1000 / len(turn_ids) for name in after
                 }
