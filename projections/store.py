@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from psycopg import AsyncConnection, sql
+from psycopg.errors import UniqueViolation
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
@@ -121,6 +122,11 @@ class ProjectionStore:
         # would otherwise compose a ``sql.Composed`` again on every execution (a third
         # of a replay's time), while bytes hit its cache of parsed queries.
         self._queries: dict[tuple[Any, ...], bytes] = {}
+        self._record_applied = (
+            sql.SQL("INSERT INTO {} (event_id) SELECT unnest(%s::text[])")
+            .format(self._table("applied_events"))
+            .as_bytes(None)
+        )
         self._save_position = (
             sql.SQL(
                 "INSERT INTO {} (projection, topic, partition, next_offset)"
@@ -158,55 +164,98 @@ class ProjectionStore:
         return {(str(r["topic"]), int(r["partition"])): int(r["next_offset"]) for r in rows}
 
     async def apply(self, items: list[tuple[Envelope[Any], Position]]) -> int:
-        """Apply the events whose ids were never applied, and move the stored positions
-        past every item; return how many events were applied. One transaction, pipelined:
-        three round trips to Postgres whatever the batch size. Each saved position is
-        notified, which is what read-your-writes waits on (``waiter.Waiter``)."""
+        """Apply the events whose ids were never applied (first occurrences only), and
+        move the stored positions past every item; return how many events were applied.
+        One transaction, pipelined. Each saved position is notified, which is what
+        read-your-writes waits on (``waiter.Waiter``).
+
+        An event applied before a crash or rebalance is skipped, and so is a
+        re-published one (same id, later offset): live tables and a rebuild agree however
+        often a crash made a reader or a writer repeat itself. That is rare, so a batch is
+        first applied as if none of its events had been: one round trip to Postgres, the
+        commit included (three when the ids were checked first). An id applied before
+        aborts it (``applied_events``' key), and it is applied again, its ids checked."""
         if not items:
             return 0
         ends: dict[tuple[str, int], int] = {}
-        for _env, pos in items:
+        first: dict[str, tuple[Envelope[Any], Position]] = {}
+        for env, pos in items:
             key = (pos.topic, pos.partition)
             ends[key] = max(ends.get(key, 0), pos.offset + 1)
-        async with self.db.connection() as conn, conn.transaction(), conn.pipeline():
-            if self.live:
-                await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (self._lock,))
-            first = await self._first_occurrences(conn, items)
-            counters: dict[tuple[Any, ...], Add] = {}
-            run: _Run | None = None
-            for env, pos in first:
-                ctx = Context(
-                    env.id, env.tenant_id, env.causation_id, env.time, pos.partition, pos.offset
-                )
-                for op in project(env.data, ctx):
-                    if isinstance(op, Add):
-                        _merge(counters, op)
-                    elif isinstance(op, Upsert):
-                        if run is None or not run.takes(op):
-                            await self._insert(conn, run)
-                            run = _Run(op)
-                        run.add(op)
-                    else:
+            first.setdefault(env.id, (env, pos))
+        try:
+            return await self._apply(list(first.values()), ends, checked=False)
+        except UniqueViolation as exc:
+            if exc.diag.table_name != "applied_events":
+                raise
+        return await self._apply(list(first.values()), ends, checked=True)
+
+    async def _apply(
+        self,
+        items: list[tuple[Envelope[Any], Position]],
+        ends: dict[tuple[str, int], int],
+        *,
+        checked: bool,
+    ) -> int:
+        async with self.db.connection() as conn:
+            if checked:  # the ids are fetched midway: an explicit transaction
+                async with conn.transaction(), conn.pipeline():
+                    return await self._write(conn, items, ends, checked=True)
+            # The statements are the pipeline's implicit transaction: Postgres commits
+            # them at its one sync, or rolls them all back (the connection is in
+            # autocommit, and nothing is fetched before the end).
+            async with conn.pipeline():
+                return await self._write(conn, items, ends, checked=False)
+
+    async def _write(
+        self,
+        conn: AsyncConnection[DictRow],
+        items: list[tuple[Envelope[Any], Position]],
+        ends: dict[tuple[str, int], int],
+        *,
+        checked: bool,
+    ) -> int:
+        if self.live:
+            await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (self._lock,))
+        if checked:
+            items = await self._never_applied(conn, items)
+        else:
+            await conn.execute(self._record_applied, ([env.id for env, _pos in items],))
+        counters: dict[tuple[Any, ...], Add] = {}
+        run: _Run | None = None
+        for env, pos in items:
+            ctx = Context(
+                env.id, env.tenant_id, env.causation_id, env.time, pos.partition, pos.offset
+            )
+            for op in project(env.data, ctx):
+                if isinstance(op, Add):
+                    _merge(counters, op)
+                elif isinstance(op, Upsert):
+                    if run is None or not run.takes(op):
                         await self._insert(conn, run)
-                        run = None
-                        await self._execute(conn, op)
-            await self._insert(conn, run)
-            run = None
-            for op in counters.values():  # one row each: runs of one shape
-                if run is None or not run.takes(op):
+                        run = _Run(op)
+                    run.add(op)
+                else:
                     await self._insert(conn, run)
-                    run = _Run(op)
-                run.add(op)
-            await self._insert(conn, run)
-            await self._save_positions(conn, ends)
-        return len(first)
+                    run = None
+                    await self._execute(conn, op)
+        await self._insert(conn, run)
+        run = None
+        for op in counters.values():  # one row each: runs of one shape
+            if run is None or not run.takes(op):
+                await self._insert(conn, run)
+                run = _Run(op)
+            run.add(op)
+        await self._insert(conn, run)
+        await self._save_positions(conn, ends)
+        return len(items)
 
     async def advance(self, ends: dict[tuple[str, int], int]) -> None:
         """Move the stored positions to ``ends`` (topic, partition → next offset): past
         records the consumer passed without handing them over (a repeated event, one
         dead-lettered), so that a reader waiting for the partition's end is not kept
         waiting by a record that changes nothing."""
-        async with self.db.connection() as conn, conn.transaction(), conn.pipeline():
+        async with self.db.connection() as conn, conn.pipeline():  # one implicit transaction
             if self.live:
                 await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (self._lock,))
             await self._save_positions(conn, ends)
@@ -221,29 +270,18 @@ class ProjectionStore:
                 saved = f"{position_key(topic, partition, self.projection)}@{offset}"
                 await conn.execute("SELECT pg_notify(%s, %s)", (self._channel, saved))
 
-    async def _first_occurrences(
+    async def _never_applied(
         self, conn: AsyncConnection[DictRow], items: list[tuple[Envelope[Any], Position]]
     ) -> list[tuple[Envelope[Any], Position]]:
-        """The items whose event id was never applied, first occurrences only. An event
-        applied before a crash or rebalance is skipped, and so is a re-published one (same
-        id, later offset): live tables and a rebuild agree however often a crash made a
-        reader or a writer repeat itself."""
-        first: dict[str, tuple[Envelope[Any], Position]] = {}
-        for env, pos in items:
-            first.setdefault(env.id, (env, pos))
-        if not first:
-            return []
+        """The items whose event id was never applied, recorded as applied now."""
         rows = await (
             await conn.execute(
-                sql.SQL(
-                    "INSERT INTO {} (event_id) SELECT unnest(%s::text[])"
-                    " ON CONFLICT DO NOTHING RETURNING event_id"
-                ).format(self._table("applied_events")),
-                (list(first),),
+                self._record_applied + b" ON CONFLICT DO NOTHING RETURNING event_id",
+                ([env.id for env, _pos in items],),
             )
         ).fetchall()
         new = {str(r["event_id"]) for r in rows}
-        return [item for event_id, item in first.items() if event_id in new]
+        return [item for item in items if item[0].id in new]
 
     async def _insert(self, conn: AsyncConnection[DictRow], run: _Run | None) -> None:
         """Write a run of inserts as one statement over its rows as one JSON array,
