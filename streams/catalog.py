@@ -50,8 +50,22 @@ BILLING = TopicSpec(
 DEAD_LETTER = TopicSpec(
     "agentlog.deadletter", "records no consumer could read", {"retention.ms": WEEK_MS}
 )
+# An effect worker's work: copies of the requests it performs, keyed like them (so with
+# as many partitions as the events topic, a session's requests and results share a
+# partition number). The events topic keeps the record; these copies spare each worker
+# reading every fact of every turn for its few requests.
+MODEL_CALLS = TopicSpec(
+    "agentlog.model-calls",
+    "copies of model call requests, for the model workers",
+    {"retention.ms": WEEK_MS},
+)
+TOOL_CALLS = TopicSpec(
+    "agentlog.tool-calls",
+    "copies of tool call requests, for the tool workers",
+    {"retention.ms": WEEK_MS},
+)
 
-SPECS = (COMMANDS, EVENTS, OUTPUT, USAGE, BILLING, DEAD_LETTER)
+SPECS = (COMMANDS, EVENTS, OUTPUT, USAGE, BILLING, DEAD_LETTER, MODEL_CALLS, TOOL_CALLS)
 
 # Which topic each fact class is recorded on: a class is routed by this table alone,
 # never by the module it is defined in, so moving a class moves nothing on the log.
@@ -130,6 +144,13 @@ TOPICS: Mapping[type[Fact], TopicSpec] = {
 }
 
 
+# The facts also written, the same record, to a work topic.
+COPIES: Mapping[type[Fact], TopicSpec] = {
+    events.ModelCallRequested: MODEL_CALLS,
+    events.ToolCallRequested: TOOL_CALLS,
+}
+
+
 class UnroutableFactError(LookupError):
     pass
 
@@ -144,12 +165,12 @@ def spec_for(fact: type[Fact]) -> TopicSpec:
 
 
 def facts_on(topic: str) -> list[type[Fact]]:
-    """The fact classes recorded on a topic, named with or without a deployment's prefix,
-    in the order they were defined."""
+    """The fact classes recorded on a topic (or copied to it), named with or without a
+    deployment's prefix, in the order they were defined."""
     return [
         fact
         for fact in Fact.registry.values()
-        if fact in TOPICS and topic.endswith(TOPICS[fact].name)
+        if any(fact in specs and topic.endswith(specs[fact].name) for specs in (TOPICS, COPIES))
     ]
 
 
@@ -175,6 +196,8 @@ class Catalog:
         self.usage = self.name(USAGE)
         self.billing = self.name(BILLING)
         self.dead_letter = self.name(DEAD_LETTER)
+        self.model_calls = self.name(MODEL_CALLS)
+        self.tool_calls = self.name(TOOL_CALLS)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Catalog:
@@ -185,6 +208,16 @@ class Catalog:
 
     def topic_for(self, fact: type[Fact]) -> str:
         return self.name(spec_for(fact))
+
+    def topics_for(self, fact: type[Fact]) -> tuple[str, ...]:
+        """Where a fact is written: its topic, then the work topic of its copy if any."""
+        copy = COPIES.get(fact)
+        home = self.topic_for(fact)
+        return (home,) if copy is None else (home, self.name(copy))
+
+    def work_topic(self, request: type[Fact]) -> str:
+        """The work topic a request's copy is written to."""
+        return self.name(COPIES[request])
 
     def group_id(self, role: str) -> str:
         """The consumer group of a role."""

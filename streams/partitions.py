@@ -30,6 +30,23 @@ def is_wanted(record: Record, types: frozenset[str]) -> bool:
     return True
 
 
+class PartitionCountMismatchError(RuntimeError):
+    pass
+
+
+async def paired(reader: LogReader, topic: str, other: str, why: str) -> list[TopicPartition]:
+    """``other``'s partitions, which must be as many as ``topic``'s: a record keyed like
+    one of ``topic``'s partition *n* is on ``other``'s partition *n* (``why``)."""
+    others = await reader.partitions(other)
+    count = len(await reader.partitions(topic))
+    if len(others) != count:
+        raise PartitionCountMismatchError(
+            f"{topic} has {count} partitions and {other} {len(others)}: {why}, so they"
+            " must have as many"
+        )
+    return others
+
+
 class LogReader:
     """One consumer, assigned partitions by hand. ``group_id`` only lets ``committed``
     answer for that group: the reader never joins it, so it takes nothing from the
@@ -96,6 +113,12 @@ class LogReader:
     async def beginnings(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
         """The offset of each partition's oldest record kept."""
         return dict(await self.consumer.beginning_offsets(tps)) if tps else {}
+
+    async def offset_at(self, tp: TopicPartition, time_ms: int) -> int:
+        """The first offset of the partition whose record's timestamp is at or after
+        ``time_ms`` (ms since the epoch), or its end if none is."""
+        found = (await self.consumer.offsets_for_times({tp: time_ms}))[tp]
+        return found.offset if found is not None else (await self.ends([tp]))[tp]
 
     async def committed(self, tp: TopicPartition) -> int:
         """The group's committed offset of the partition (0 if it committed none)."""

@@ -110,8 +110,9 @@ class Publisher:
         """Hand an envelope to the producer without waiting for its acknowledgement;
         await the returned future (or flush) before relying on it being written. With
         tracing on, the record carries the context of a ``send`` span, ended when the
-        record is acknowledged."""
-        topic = self.catalog.topic_for(type(env.data))
+        record is acknowledged. A fact with a copy on a work topic is written to both,
+        and acknowledged once both are (with where its own topic has it)."""
+        topic, *copies = self.catalog.topics_for(type(env.data))
         span = None
         if self._traced and tracing.enabled() and tracing.sampled(env.traceparent):
             span = tracing.start(
@@ -125,6 +126,11 @@ class Publisher:
         sent: asyncio.Future[Any] = await self._producer.send(
             topic, value, key=key, headers=headers
         )
+        if copies:
+            sent = _all_of(
+                [sent]
+                + [await self._producer.send(t, value, key=key, headers=headers) for t in copies]
+            )
         if span is not None:
             sent.add_done_callback(lambda done: _sent(span, done))
         return sent
@@ -161,6 +167,28 @@ async def write_deadline(
         if not deadline.expired():
             raise
         raise WriteTimeoutError(timeout_s or 0.0, pending=bool(sent)) from None
+
+
+def _all_of(sent: list[asyncio.Future[Any]]) -> asyncio.Future[Any]:
+    """A future done when all of ``sent`` are, with the first one's result or the first
+    failure. Not ``gather``: cancelling it must not cancel what the producer holds."""
+    done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    def settle(_: asyncio.Future[Any]) -> None:
+        if done.done() or not all(f.done() for f in sent):
+            return
+        for future in sent:
+            if future.cancelled():
+                done.cancel()
+                return
+            if (exc := future.exception()) is not None:
+                done.set_exception(exc)
+                return
+        done.set_result(sent[0].result())
+
+    for future in sent:
+        future.add_done_callback(settle)
+    return done
 
 
 def _sent(span: Span, done: asyncio.Future[Any]) -> None:

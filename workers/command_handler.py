@@ -30,7 +30,7 @@ from schemas.envelope import Envelope
 from streams.catalog import Catalog
 from streams.follow import Follower, FollowerStoppedError
 from streams.handler import Ack, Closes, Item, RecordsUnprocessable, WatchesPublished
-from streams.partitions import LogReader
+from streams.partitions import LogReader, paired
 
 from . import command_decisions as decide
 from . import command_state
@@ -56,10 +56,6 @@ REJECTIONS = (
     events.SessionCommandRejected,
     events.TenantCommandRejected,
 )
-
-
-class PartitionCountMismatchError(RuntimeError):
-    pass
 
 
 class CommandHandler(WatchesPublished, RecordsUnprocessable, Closes):
@@ -122,14 +118,12 @@ class CommandHandler(WatchesPublished, RecordsUnprocessable, Closes):
 
     async def _snapshot(self, reader: LogReader) -> tuple[dict[int, int], list[TopicPartition]]:
         """Load the snapshot into the state; its positions, and the events partitions."""
-        events_tps = await reader.partitions(self.catalog.events)
-        commands_tps = await reader.partitions(self.catalog.commands)
-        if len(events_tps) != len(commands_tps):
-            raise PartitionCountMismatchError(
-                f"{self.catalog.commands} has {len(commands_tps)} partitions and"
-                f" {self.catalog.events} {len(events_tps)}: a command's outcome is written to"
-                " the events partition of its number, so they must have as many"
-            )
+        events_tps = await paired(
+            reader,
+            self.catalog.commands,
+            self.catalog.events,
+            "a command's outcome is written to the events partition of its number",
+        )
         owned = self._owned
         numbers = sorted(tp.partition for tp in events_tps)
         partitioner = DefaultPartitioner()

@@ -1,11 +1,15 @@
 """Effect workers: the only places that do slow I/O (model calls, HTTP tools). This is
 their common part; ``model_worker`` and ``tool_worker`` are the two.
 
-Each reads the events topic for its requests and records results as facts keyed like
-the request. Exactly-once effect rests on one rule: never perform a request whose
-result is already in the log. On partition assignment the worker reads ahead from the
-committed offset to the log end to learn which requests already have results, and it
-keeps learning from the results it sees (its own included) as it goes.
+Each reads its work topic, the copies of the requests it performs (the events topic
+has every fact of every turn, and a worker wants one or two of them), and records
+results on the events topic, keyed like the request. Exactly-once effect rests on one
+rule: never perform a request whose result is already in the log. On partition
+assignment the worker reads its work partition from the committed offset to its end:
+the requests it may be handed again. Their results, if any, are on the events partition
+of the same number (same key, as many partitions), written after the requests: it reads
+that partition from the oldest of those requests' times (less ``CLOCK_SKEW_S``, for
+writers on other hosts) to its end. Then it learns from what it performs.
 """
 
 from __future__ import annotations
@@ -22,8 +26,11 @@ from schemas.usage import Unit, UsageRecorded
 from streams.catalog import Catalog
 from streams.dedupe import SeenIds
 from streams.handler import Closes, Item
-from streams.partitions import LogReader
+from streams.partitions import LogReader, paired
 
+# How far a result's timestamp (its writer's clock) may lag its request's (another
+# host's): the read-ahead for results starts this much before the oldest request.
+CLOCK_SKEW_S = 30.0
 # A test-only fault: with it, requests whose result is in the log are performed again
 # (tests/e2e/test_crash_safety.py shows that its checks catch such a double-perform).
 _PERFORM_TWICE = os.environ.get("AGENTLOG_TEST_FAULT") == "perform-twice"
@@ -38,15 +45,14 @@ class EffectWorker(Closes):
     source: ClassVar[str]
 
     def __init__(self, bootstrap_servers: str, catalog: Catalog) -> None:
-        self.topics = (catalog.events,)
+        self.topics = (catalog.work_topic(self.request_type),)
+        self.events = catalog.events
+        self.types = frozenset({self.request_type.ce_type()})
+        self._results = frozenset(t.ce_type() for t in self.result_types)
         self.done = SeenIds()  # ids of requests whose result is in the log
         self._performed: dict[str, list[Envelope[Any]]] = {}
         self._log = LogReader(bootstrap_servers, group_id=catalog.group_id(self.name))
         self._started = False
-
-    @property
-    def types(self) -> frozenset[str]:
-        return frozenset(t.ce_type() for t in (self.request_type, *self.result_types))
 
     async def perform(self, env: Envelope[Any]) -> list[Envelope[Any]]:
         raise NotImplementedError
@@ -87,10 +93,23 @@ class EffectWorker(Closes):
         if not self._started:
             await self._log.start()
             self._started = True
+            await paired(
+                self._log,
+                self.topics[0],
+                self.events,
+                "a request's result is on the events partition of its number",
+            )
         ends = await self._log.ends(partitions)
         for tp in partitions:
             start = await self._log.committed(tp)
-            for env in await self._log.envelopes(tp, start, ends[tp], self.types):
+            requests = await self._log.envelopes(tp, start, ends[tp], self.types)
+            if not requests:
+                continue
+            since = min(env.time for env in requests).timestamp() - CLOCK_SKEW_S
+            results = TopicPartition(self.events, tp.partition)
+            first = await self._log.offset_at(results, int(since * 1000))
+            (end,) = (await self._log.ends([results])).values()
+            for env in await self._log.envelopes(results, first, end, self._results):
                 self._learn(env)
         return {}
 

@@ -118,7 +118,7 @@ def handlers_of(cls: type[Fact]) -> set[str]:
         type_ = cls.ce_type()
         found |= {"orchestrator"} if type_ in Orchestrator.types else set()
         for worker in (ModelWorker, ToolWorker):
-            if cls in (worker.request_type, *worker.result_types):
+            if cls is worker.request_type:  # from its copy, on the worker's work topic
                 found.add(worker.name)
     if topic == OUTPUT:
         found.add("gateway")  # server-sent events

@@ -65,7 +65,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from projections.rebuild import table_hashes
 from schemas import events
 from schemas.envelope import Envelope, from_kafka
-from streams.catalog import partitions_of
+from streams.catalog import Catalog, partitions_of
 from tests.e2e.conftest import DATABASE_URL, Platform, drop_schemas, platform_env
 from tests.eventually import NotYetError, eventually
 from tests.kafka import REPO, BrokerProcess
@@ -734,15 +734,22 @@ def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
     return True
 
 
+def read_by(prefix: str, role: str) -> str:
+    """The topic a role's consumer group reads."""
+    catalog = Catalog(prefix)
+    topics = {"orchestrator": catalog.events, "model": catalog.model_calls}
+    return {**topics, "tool": catalog.tool_calls}[role]
+
+
 def wait_caught_up(bootstrap: str, prefix: str, roles: list[str], timeout: float = 60) -> None:
-    """Wait until the roles' consumer groups have committed the end of the events topic
-    (twice in a row, a second apart): their work is done and recorded."""
-    topic = f"{prefix}agentlog.events"
+    """Wait until the roles' consumer groups have committed the end of the topic each
+    reads (twice in a row, a second apart): their work is done and recorded."""
 
     async def lag() -> int:
-        tps = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
         total = 0
         for role in roles:
+            topic = read_by(prefix, role)
+            tps = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
             async with group_consumer(bootstrap, prefix, role) as consumer:
                 ends = await consumer.end_offsets(tps)
                 for tp in tps:
@@ -1105,10 +1112,10 @@ def test_injected_double_perform_is_caught(
 
 
 async def _rewind(bootstrap: str, prefix: str, roles: list[str]) -> None:
-    """Commit offset 0 of the events topic for the (stopped) roles' groups."""
-    topic = f"{prefix}agentlog.events"
-    tps = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
+    """Commit offset 0 of the topic each of the (stopped) roles' groups reads."""
     for role in roles:
+        topic = read_by(prefix, role)
+        tps = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
         async with group_consumer(bootstrap, prefix, role) as consumer:
             consumer.assign(tps)
             await consumer.commit({tp: 0 for tp in tps})

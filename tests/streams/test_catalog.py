@@ -80,3 +80,15 @@ def test_facts_on_a_topic_are_its_table_entries_in_order_of_definition() -> None
     assert set(on_billing) == {fact for fact, spec in TOPICS.items() if spec is BILLING}
     registry_order = list(Fact.registry.values())
     assert on_billing == sorted(on_billing, key=registry_order.index)
+
+
+def test_a_request_for_an_effect_worker_is_written_on_its_topic_and_its_work_topic() -> None:
+    catalog = Catalog("deployment-a.")
+    for request, work in (
+        (events.ModelCallRequested, "deployment-a.agentlog.model-calls"),
+        (events.ToolCallRequested, "deployment-a.agentlog.tool-calls"),
+    ):
+        assert catalog.topics_for(request) == (catalog.events, work)
+        assert catalog.work_topic(request) == work
+        assert facts_on(work) == [request]
+    assert catalog.topics_for(events.ModelCallCompleted) == (catalog.events,)

@@ -113,3 +113,21 @@ async def test_a_range_that_cannot_be_reached_times_out(
 
     with pytest.raises(TimeoutError):
         await reader.envelopes(TopicPartition(topic_name, 0), 0, 5, timeout=0.5)
+
+
+async def test_the_offset_at_a_time_is_the_first_record_written_then_or_later(
+    bootstrap: str, topic_name: str, reader: LogReader
+) -> None:
+    await create_topic(bootstrap, topic_name)
+    for n in range(3):
+        await produce(bootstrap, topic_name, [cloud_event(tenant_created(n))])
+        await asyncio.sleep(0.02)
+    tp = TopicPartition(topic_name, 0)
+    times = [r.timestamp async for batch in reader.batches({tp: 0}, {tp: 3}) for r in batch]
+    assert times[0] < times[1] < times[2]
+
+    assert await reader.offset_at(tp, 0) == 0
+    assert await reader.offset_at(tp, times[0] + 1) == 1
+    assert await reader.offset_at(tp, times[1]) == 1
+    assert await reader.offset_at(tp, times[2]) == 2
+    assert await reader.offset_at(tp, times[2] + 60_000) == 3  # none: the end

@@ -281,12 +281,15 @@ async def test_a_request_whose_result_is_in_the_log_is_not_performed_again(
     publisher = Publisher(bootstrap, catalog)
     await publisher.start()
     try:
+        # c-a is on the work topic (a copy) and the events topic, then its result on
+        # the events topic alone.
         await publisher.publish_all([answered, result])
     finally:
         await publisher.stop()
-    # Assigned the partition, the worker reads it to its end: c-a has its result.
-    await worker.on_assigned([TopicPartition(catalog.events, 0)])
-    items = [(env, Position(catalog.events, 0, 2 + n)) for n, env in enumerate([answered, fresh])]
+    # Assigned its work partition, the worker reads it to its end, and the events
+    # partition of its number from the oldest request's time: c-a has its result.
+    await worker.on_assigned([TopicPartition(catalog.model_calls, 0)])
+    items = [(env, Position(catalog.model_calls, 0, n)) for n, env in enumerate([answered, fresh])]
 
     outputs = await worker.handle_batch(items)
 
@@ -300,7 +303,7 @@ async def test_the_role_handles_a_request_under_faststreams_test_broker(
     worker: ModelWorker, bootstrap: str, catalog: Catalog
 ) -> None:
     """The model role's FastStream subscriber, driven by ``TestKafkaBroker``: a request
-    published to the events topic reaches the handler typed by the role's facts, and its
+    published to its work topic reaches the handler typed by the role's facts, and its
     result and usage are recorded (on the real broker, through the role's publisher)."""
     publisher = Publisher(bootstrap, catalog)
     await publisher.start()
@@ -312,7 +315,7 @@ async def test_the_role_handles_a_request_under_faststreams_test_broker(
         async with TestKafkaBroker(broker) as test_broker:
             await test_broker.publish(
                 value,
-                topic=catalog.events,
+                topic=catalog.model_calls,
                 key=key,
                 headers={name: raw.decode() for name, raw in headers},
             )
