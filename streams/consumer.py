@@ -120,9 +120,10 @@ class ConsumerRuntime:
             auto_offset_reset="earliest",
             max_records=self._max_records,
             # Both return as soon as records come; idle, they bound how often each
-            # consumer asks and wakes (Kafka's default wait).
-            batch_timeout_ms=500,
-            fetch_max_wait_ms=500,
+            # consumer asks and wakes (twice Kafka's default wait: an idle platform's
+            # CPU is mostly these polls, a dozen consumers' worth).
+            batch_timeout_ms=1000,
+            fetch_max_wait_ms=1000,
             session_timeout_ms=self._session_timeout_ms,
             heartbeat_interval_ms=max(self._session_timeout_ms // 6, 100),
             parser=parse_poll,

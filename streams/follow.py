@@ -30,7 +30,7 @@ class Follower:
         self._fold = fold
         # A long poll: the broker answers as soon as a record arrives, so waiting longer
         # for one costs no latency, and an idle follower fewer round trips.
-        self._reader = LogReader(bootstrap_servers, fetch_max_wait_ms=500)
+        self._reader = LogReader(bootstrap_servers, fetch_max_wait_ms=1000)
         self._ends = LogReader(bootstrap_servers)  # asks for ends while the reader follows
         self.positions: dict[TopicPartition, int] = {}
         self._moved = asyncio.Event()
@@ -56,7 +56,7 @@ class Follower:
         for tp, offset in self.positions.items():
             consumer.seek(tp, offset)
         while True:
-            polled = await consumer.getmany(timeout_ms=500)
+            polled = await consumer.getmany(timeout_ms=1000)
             records = [record for batch in polled.values() for record in batch]
             if records:
                 self._fold(records)
