@@ -3,14 +3,18 @@ transaction, so a crash at any instruction neither loses nor double-applies an e
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
+import psycopg
 from psycopg import AsyncConnection, sql
 from psycopg.errors import UniqueViolation
+from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
@@ -106,6 +110,29 @@ def _merge(counters: dict[tuple[Any, ...], Add], op: Add) -> None:
     counters[key] = Add(op.table, op.key, {**found.row, **summed}, op.sums)
 
 
+T = TypeVar("T")
+
+
+async def _one_round_trip(
+    conn: AsyncConnection[DictRow], statements: Callable[[], Awaitable[T]]
+) -> T:
+    """Run ``statements()`` (which fetch nothing) as one transaction, pipelined with its
+    BEGIN and COMMIT: one round trip to Postgres. If a statement fails, Postgres skips
+    the rest, the COMMIT too; if the code sending them fails, no COMMIT is sent. Either
+    way the transaction is rolled back."""
+    try:
+        async with conn.pipeline():
+            await conn.execute(b"BEGIN")
+            done = await statements()
+            await conn.execute(b"COMMIT")
+    except BaseException:
+        if conn.info.transaction_status != TransactionStatus.IDLE:
+            with contextlib.suppress(psycopg.Error):  # a broken connection is discarded
+                await conn.execute(b"ROLLBACK")
+        raise
+    return done
+
+
 class ProjectionStore:
     def __init__(
         self, database_url: str, schema: str, projection: str = PROJECTION, *, live: bool = True
@@ -198,14 +225,12 @@ class ProjectionStore:
         checked: bool,
     ) -> int:
         async with self.db.connection() as conn:
-            if checked:  # the ids are fetched midway: an explicit transaction
+            if checked:  # the ids are fetched midway
                 async with conn.transaction(), conn.pipeline():
                     return await self._write(conn, items, ends, checked=True)
-            # The statements are the pipeline's implicit transaction: Postgres commits
-            # them at its one sync, or rolls them all back (the connection is in
-            # autocommit, and nothing is fetched before the end).
-            async with conn.pipeline():
-                return await self._write(conn, items, ends, checked=False)
+            return await _one_round_trip(
+                conn, lambda: self._write(conn, items, ends, checked=False)
+            )
 
     async def _write(
         self,
@@ -255,10 +280,15 @@ class ProjectionStore:
         records the consumer passed without handing them over (a repeated event, one
         dead-lettered), so that a reader waiting for the partition's end is not kept
         waiting by a record that changes nothing."""
-        async with self.db.connection() as conn, conn.pipeline():  # one implicit transaction
-            if self.live:
-                await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (self._lock,))
-            await self._save_positions(conn, ends)
+        async with self.db.connection() as conn:
+            await _one_round_trip(conn, lambda: self._advance(conn, ends))
+
+    async def _advance(
+        self, conn: AsyncConnection[DictRow], ends: dict[tuple[str, int], int]
+    ) -> None:
+        if self.live:
+            await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (self._lock,))
+        await self._save_positions(conn, ends)
 
     async def _save_positions(
         self, conn: AsyncConnection[DictRow], ends: dict[tuple[str, int], int]

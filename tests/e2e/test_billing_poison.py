@@ -7,6 +7,7 @@ CLI succeeds and reports them."""
 from __future__ import annotations
 
 import datetime
+import json
 from typing import Any
 
 import httpx
@@ -123,7 +124,7 @@ def test_usage_billing_cannot_count_poisons_no_draft_verification_or_replay(
         assert sum("tenant_id is not the record's tenantid" in line for line in not_counted) == 1
 
         over_http = replay(admin)
-        assert over_http["status"] == "succeeded", over_http
+        assert over_http["status"] == "succeeded", json.dumps(over_http)
         assert len(over_http["set_aside"]) == 4, over_http
         from_cli = cli(platform, "replay", "billing", check=False)
         assert from_cli.returncode == 0, from_cli.stdout + from_cli.stderr

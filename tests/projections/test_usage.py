@@ -248,6 +248,23 @@ async def test_a_usage_event_recorded_again_counts_once(billing_db: BillingModel
     assert (summed.unit, summed.quantity, summed.events) == ("input_tokens", 105, 2)
 
 
+async def test_a_batch_whose_fold_fails_midway_leaves_nothing_applied(
+    billing_db: BillingModels,
+) -> None:
+    """The fold of the batch's last record refuses it, after the batch's first
+    statements were sent: nothing is committed, so the others, applied again without
+    it (as a rebuild does), count."""
+    good = [recorded(used("a", n, 10), DAY) for n in (1, 2)]
+    bad = recorded(used("a", 3, MAX_QUANTITY + 1), DAY)
+    with pytest.raises(DomainError):
+        await billing_db.apply(*good, bad)
+    assert await usage_model.ledger_event(billing_db.db, "a", good[0].id) is None
+
+    assert await billing_db.store.apply(billing_db.log.extend(good, 0)) == 2
+    (summed,) = await usage_model.usage_summary(billing_db.db, "a", D1, D2, ["unit"], 10, None)
+    assert (summed.quantity, summed.events) == (20, 2)
+
+
 def groups(found: list[usage_model.UsageGroup], *columns: str) -> list[tuple[Any, ...]]:
     return [(*(getattr(g, c) for c in columns), g.quantity) for g in found]
 
