@@ -53,6 +53,7 @@ class EffectWorker(Closes):
         self._performed: dict[str, list[Envelope[Any]]] = {}
         self._log = LogReader(bootstrap_servers, group_id=catalog.group_id(self.name))
         self._started = False
+        self._paired = False
 
     async def perform(self, env: Envelope[Any]) -> list[Envelope[Any]]:
         raise NotImplementedError
@@ -93,12 +94,14 @@ class EffectWorker(Closes):
         if not self._started:
             await self._log.start()
             self._started = True
+        if not self._paired:  # checked until it passes: an outage retries the assignment
             await paired(
                 self._log,
                 self.topics[0],
                 self.events,
                 "a request's result is on the events partition of its number",
             )
+            self._paired = True
         ends = await self._log.ends(partitions)
         for tp in partitions:
             start = await self._log.committed(tp)
@@ -121,7 +124,6 @@ class EffectWorker(Closes):
     async def handle_batch(self, items: list[Item]) -> list[Envelope[Any]]:
         work: dict[str, Envelope[Any]] = {}  # by request event id: a repeated one runs once
         for env, _position in items:
-            self._learn(env)
             done = env.id in self.done and not _PERFORM_TWICE  # the test-only fault
             if isinstance(env.data, self.request_type) and not done:
                 work.setdefault(env.id, env)
