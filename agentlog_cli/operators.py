@@ -23,9 +23,8 @@ async def create_operator(settings: Settings, name: str) -> str:
     try:
         key, request = issue_operator_key(name)
     except ValidationError as exc:
-        raise SystemExit(
-            f"{ErrorCode.VALIDATION_FAILED}: the name must have 1 to 200 characters"
-        ) from exc
+        why = exc.errors()[0]["msg"]  # the schema's own limits
+        raise SystemExit(f"{ErrorCode.VALIDATION_FAILED}: the name: {why}") from exc
     env = envelope(request, source=SOURCE, tenant_id=PLATFORM)
     outcome = await record_and_wait(
         settings,

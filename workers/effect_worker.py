@@ -113,13 +113,8 @@ class EffectWorker(Closes):
             first = await self._log.offset_at(results, int(since * 1000))
             (end,) = (await self._log.ends([results])).values()
             for env in await self._log.envelopes(results, first, end, self._results):
-                self._learn(env)
+                self.done.add(env.causation_id)  # a result names its request as its cause
         return {}
-
-    def _learn(self, env: Envelope[Any]) -> None:
-        """A result names its request as its cause: that request is done."""
-        if isinstance(env.data, self.result_types):
-            self.done.add(env.causation_id)
 
     async def handle_batch(self, items: list[Item]) -> list[Envelope[Any]]:
         work: dict[str, Envelope[Any]] = {}  # by request event id: a repeated one runs once

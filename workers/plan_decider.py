@@ -77,9 +77,9 @@ STATE_FACTS = (
     billing_requests.BillingCommandRejected,
 )
 TYPES = frozenset(t.ce_type() for t in (*REQUESTS, *STATE_FACTS))
-_REFERENCE_TYPES = frozenset(
-    t.ce_type() for t in (billing.PricePlanPublished, billing.OperatorCreated)
-)
+# The facts of the tables every instance keeps whole.
+REFERENCE_FACTS = (billing.PricePlanPublished, billing.OperatorCreated)
+_REFERENCE_TYPES = frozenset(t.ce_type() for t in REFERENCE_FACTS)
 
 
 class ReferenceTables:
@@ -217,7 +217,7 @@ class PlanDecider:
         data = env.data
         if env.causation_id != env.id:
             self._decided.add(env.causation_id)
-        if isinstance(data, billing.PricePlanPublished | billing.OperatorCreated):
+        if isinstance(data, REFERENCE_FACTS):
             self.table.fold(data)
         elif isinstance(data, billing.DeadLetterRedriven):
             self.redriven.add(data.dead_letter)
