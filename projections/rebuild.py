@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from aiokafka import TopicPartition
 from psycopg import AsyncConnection, sql
 from psycopg.rows import tuple_row
@@ -31,8 +32,11 @@ from streams.handler import Item, Position, failure_reason
 from streams.logs import redact
 from streams.partitions import LogReader
 from streams.publisher import Publisher
+from streams.scan import Range
 from streams.settings import Settings
 
+from . import bulk
+from .bulk import NotFoldableInMemory
 from .database import OUTAGES
 from .migrate import BILLING_SCRIPTS, CORE_SCRIPTS, LogSource, bind_to_log, upgrade
 from .ops import BILLING, PROJECTION
@@ -167,7 +171,7 @@ class LogFold:
                     try:
                         env = from_kafka(record.key, record.value, list(record.headers))
                     except EnvelopeError as exc:
-                        await self._put_aside(record, None, str(exc))
+                        await self.put_aside(record, None, str(exc))
                         continue
                     position = Position(record.topic, record.partition, record.offset)
                     items.append(((env, position), record))
@@ -186,7 +190,7 @@ class LogFold:
             raise
         except Exception as exc:
             if len(items) == 1:
-                await self._put_aside(items[0][1], items[0][0][0].id, failure_reason(exc))
+                await self.put_aside(items[0][1], items[0][0][0].id, failure_reason(exc))
                 return 0
         applied = 0
         for item, record in items:
@@ -195,10 +199,14 @@ class LogFold:
             except OUTAGES:
                 raise
             except Exception as exc:
-                await self._put_aside(record, item[0].id, failure_reason(exc))
+                await self.put_aside(record, item[0].id, failure_reason(exc))
         return applied
 
-    async def _put_aside(self, record: Any, event_id: str | None, reason: str) -> None:
+    async def put_aside(
+        self, record: Any, event_id: str | None, reason: str, *, advance: bool = True
+    ) -> None:
+        """Write ``record`` to the dead-letter topic with ``reason``, and move the
+        stored position past it (unless the caller stores positions itself)."""
         if self._publisher is None:
             self._publisher = Publisher(self._bootstrap_servers, self._catalog, traced=False)
             await self._publisher.start()
@@ -207,10 +215,63 @@ class LogFold:
         await self._publisher.send_raw(
             self._publisher.catalog.dead_letter, record.value, record.key, headers
         )
-        await self.store.advance({(record.topic, record.partition): record.offset + 1})
+        if advance:
+            await self.store.advance({(record.topic, record.partition): record.offset + 1})
         self.set_aside.append(
             SetAside(record.topic, record.partition, record.offset, event_id, reason)
         )
+
+
+async def _fresh(
+    settings: Settings, admin: AsyncConnection[Any], target: str, models: ReadModels
+) -> None:
+    """``target`` made anew: the read models' empty tables, bound to the log."""
+    await admin.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(target)))
+    await asyncio.to_thread(upgrade, settings.database_url, target, models.scripts)
+    source = LogSource(await cluster_id(settings.kafka_bootstrap_servers), settings.topic_prefix)
+    await bind_to_log(settings.database_url, target, source, scripts=models.scripts)
+
+
+async def _bulk(
+    settings: Settings,
+    target: str,
+    models: ReadModels,
+    fold: LogFold,
+    ends: dict[TopicPartition, int],
+    progress: Callable[[int], None],
+    out: Callable[[str], None],
+) -> int:
+    """The first pass in bulk (``bulk``): the ranges folded in memory and copied into
+    ``target``, in a thread of its own; the records it set aside dead-lettered after.
+    NotFoldableInMemory when the operations or the rows need the record-by-record pass."""
+    loop = asyncio.get_running_loop()
+    ranges = [Range(tp.topic, tp.partition, 0, end) for tp, end in ends.items()]
+
+    def heard(records: int) -> None:
+        loop.call_soon_threadsafe(progress, records)
+
+    def fold_and_load() -> bulk.BulkFold:
+        with psycopg.connect(settings.database_url) as conn:
+            columns = bulk.json_columns(conn, target)
+        done = bulk.fold(
+            settings.kafka_bootstrap_servers,
+            ranges,
+            columns,
+            heard,
+        )
+        try:
+            bulk.load(settings.database_url, target, models.projection, done)
+        except OUTAGES:
+            raise
+        except psycopg.Error as exc:
+            raise NotFoldableInMemory(f"the load was refused: {failure_reason(exc)}") from exc
+        return done
+
+    done = await asyncio.to_thread(fold_and_load)
+    out(f"rebuild: {len(done.applied)} events folded in memory and copied into {target}")
+    for record, event_id, reason in done.set_aside:
+        await fold.put_aside(record, event_id, reason, advance=False)
+    return len(done.applied)
 
 
 async def rebuild(
@@ -233,10 +294,7 @@ async def rebuild(
     target = f"{live}_rebuild"
     started = time.monotonic()
     admin = await AsyncConnection.connect(settings.database_url, autocommit=True)
-    await admin.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(target)))
-    await asyncio.to_thread(upgrade, settings.database_url, target, models.scripts)
-    source = LogSource(await cluster_id(settings.kafka_bootstrap_servers), settings.topic_prefix)
-    await bind_to_log(settings.database_url, target, source, scripts=models.scripts)
+    await _fresh(settings, admin, target, models)
     store = ProjectionStore(settings.database_url, target, models.projection, live=False)
     catalog = Catalog.from_settings(settings)
     reader = await LogReader(settings.kafka_bootstrap_servers).start()
@@ -249,11 +307,21 @@ async def rebuild(
             on_progress(*read)
 
     try:
-        tps = [tp for topic in models.topics(catalog) for tp in await reader.partitions(topic)]
+        tps = [
+            tp
+            for topic in models.topics(catalog)
+            for tp in sorted(await reader.partitions(topic), key=lambda tp: tp.partition)
+        ]
         ends = await reader.ends(tps)
         read[1] = sum(ends.values())
         out(f"rebuild: folding {read[1]} records from offset 0 into {target}")
-        applied = await fold.until(ends, progress)
+        try:
+            applied = await _bulk(settings, target, models, fold, ends, progress, out)
+        except NotFoldableInMemory as exc:
+            out(f"rebuild: folding record by record, not in bulk: {exc}")
+            await _fresh(settings, admin, target, models)
+            read[0] = 0
+            applied = await fold.until(ends, progress)
         lock = await AsyncConnection.connect(settings.database_url)
         try:
             async with lock.transaction():
