@@ -212,7 +212,7 @@ REPLAY: dict[str, Any] = {
     "seconds": 61.4,
     "swapped_to": None,
     "differences": None,
-    "lines": ["rebuild: 11 tables verified identical at the live position"],
+    "lines": ["rebuild: 11 tables verified identical at the live position in 0.4 s"],
     "started_by": "5d4c3b2a-1f0e-4d9c-8b7a-6f5e4d3c2b1a",
     "started_at": _AT,
     "finished_at": _AT,

@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
-
-import psycopg
-from psycopg import sql
+from typing import Any, TypeVar
 
 from schemas.envelope import EnvelopeError, from_kafka
 from streams.handler import failure_reason
@@ -36,56 +34,74 @@ from streams.scan import Range, ScannedRecord, headers, scan
 from .ops import Add, Context, Notify, Op, Update, Upsert, project
 from .store import _json_scalar, storable
 
+_SPECIAL = re.compile("[\\\\\n\r\t\x00]")  # what text needs escaped or made storable
 _ESCAPED = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
-_KEPT = ("alembic_version", "log_source")  # bookkeeping a migration writes: not reloaded
 
 
 class NotFoldableInMemory(RuntimeError):
     """The operations cannot be carried out in memory exactly as SQL would."""
 
 
-def copy_text(value: Any, as_json: bool) -> str:
+def copy_text(value: Any, as_json: bool = False) -> str:
     """``value`` as a field of ``COPY``'s text format, read by its column as the live
     store's JSON rows are (``store.ProjectionStore._insert``)."""
     if value is None:
         return "\\N"
+    kind = type(value)
     if as_json:
         text = json.dumps(storable(value), default=_json_scalar, ensure_ascii=False)
-    elif isinstance(value, str):
-        text = storable(value)
-    elif isinstance(value, bool):
-        text = "true" if value else "false"
-    elif isinstance(value, int | Decimal | float):
+    elif kind is str:
+        text = value if value.isascii() and "\x00" not in value else storable(value)
+    elif kind is bool:
+        return "true" if value else "false"
+    elif kind is int or kind is Decimal or kind is float:
         return str(value)
     elif isinstance(value, datetime.date | datetime.time):
         return value.isoformat()
     else:
-        raise TypeError(f"not storable: {type(value).__name__}")
+        raise TypeError(f"not storable: {kind.__name__}")
     if "\\" in text or "\n" in text or "\t" in text or "\r" in text:
         return text.translate(_ESCAPED)
     return text
 
 
-def _key_value(value: Any) -> Any:
-    return storable(value) if isinstance(value, str) else value
+def _key(values: list[Any]) -> tuple[Any, ...]:
+    """A row's key as Postgres compares it: text as it is stored (``storable``)."""
+    for n, value in enumerate(values):
+        if type(value) is str and (not value.isascii() or "\x00" in value):
+            values[n] = storable(value)
+    return tuple(values)
 
 
 class _Table:
-    """One table's rows by key, each as its columns and its ``COPY`` line."""
+    """One table's rows by key, each as its columns and its ``COPY`` line: the shape
+    of the rows ``Upsert`` inserts and ``Update`` changes."""
 
     def __init__(self, name: str, json_columns: frozenset[str]) -> None:
         self.name = name
         self.json_columns = json_columns
         self.key: tuple[str, ...] | None = None
         self.rows: dict[tuple[Any, ...], tuple[tuple[str, ...], bytes]] = {}
+        self.missed: list[Update] = []  # updates that found no row (see ``merge``)
         self._columns: dict[tuple[str, ...], tuple[str, ...]] = {}  # one tuple per shape
 
-    def _encode(self, row: dict[str, Any]) -> tuple[tuple[str, ...], bytes]:
+    def encode(self, row: dict[str, Any]) -> tuple[tuple[str, ...], bytes]:
         columns = tuple(row)
         columns = self._columns.setdefault(columns, columns)
         json_columns = self.json_columns
-        line = "\t".join([copy_text(v, c in json_columns) for c, v in row.items()])
+        special = _SPECIAL.search
+        line = "\t".join(
+            [
+                v  # most are plain text, written as they are
+                if type(v) is str and v.isascii() and special(v) is None and c not in json_columns
+                else copy_text(v, c in json_columns)
+                for c, v in row.items()
+            ]
+        )
         return columns, line.encode()
+
+    def lines(self) -> Iterable[tuple[tuple[str, ...], bytes]]:
+        return self.rows.values()
 
     def _fields(self, found: tuple[tuple[str, ...], bytes]) -> dict[str, bytes]:
         columns, line = found
@@ -95,45 +111,48 @@ class _Table:
         columns = tuple(fields)
         self.rows[key] = (self._columns.setdefault(columns, columns), b"\t".join(fields.values()))
 
-    def _key_of(self, columns: tuple[str, ...]) -> tuple[str, ...]:
+    def key_of(self, columns: tuple[str, ...]) -> tuple[str, ...]:
         if self.key is None:
             self.key = columns
         elif self.key != columns:
             raise NotFoldableInMemory(f"{self.name} is written under keys {self.key} and {columns}")
         return columns
 
-    def upsert(self, op: Upsert | Add) -> None:
-        key = tuple([_key_value(op.row[c]) for c in self._key_of(op.key)])
+    def upsert(self, op: Upsert) -> None:
+        row = op.row
+        key = _key([row[c] for c in self.key_of(op.key)])
         found = self.rows.get(key)
         if found is None:
-            self.rows[key] = self._encode(op.row)
-            return
-        if isinstance(op, Add):
-            fields = self._fields(found)
-            for c in op.sums:
-                fields[c] = str(_number(fields[c]) + op.row[c]).encode()
-            self._store(key, fields)
+            self.rows[key] = self.encode(row)
         elif op.overwrite:
-            self._patch(key, found, {c: op.row[c] for c in op.overwrite})
+            self._patch(key, found, {c: row[c] for c in op.overwrite})
 
     def update(self, op: Update) -> None:
-        if self.key is None:
-            return  # no row yet: an UPDATE finds none
-        if not set(self.key) <= op.key.keys():
-            raise NotFoldableInMemory(f"{self.name} is updated by {tuple(op.key)}, not its key")
-        key = tuple([_key_value(op.key[c]) for c in self.key])
-        found = self.rows.get(key)
-        if found is None:
+        key_columns = self.key or ()
+        hit = self.find(op)
+        if hit is None:
+            self.missed.append(op)  # no row: an UPDATE finds none
             return
+        key, found = hit
         fields = self._fields(found)
         for c, v in op.key.items():
-            if c in self.key:
+            if c in key_columns:
                 continue
             if c not in fields:
                 raise NotFoldableInMemory(f"{self.name}.{c} is matched before it is written")
             if fields[c] != copy_text(v, c in self.json_columns).encode():
                 return  # the row's other key columns differ: no row matches
         self._patch(key, found, op.values)
+
+    def find(self, op: Update) -> tuple[tuple[Any, ...], tuple[tuple[str, ...], bytes]] | None:
+        """The row ``op``'s key finds (its key and its columns and line), or None."""
+        if self.key is None:
+            return None
+        if not set(self.key) <= op.key.keys():
+            raise NotFoldableInMemory(f"{self.name} is updated by {tuple(op.key)}, not its key")
+        key = _key([op.key[c] for c in self.key])
+        found = self.rows.get(key)
+        return None if found is None else (key, found)
 
     def _patch(
         self, key: tuple[Any, ...], found: tuple[tuple[str, ...], bytes], values: dict[str, Any]
@@ -146,11 +165,31 @@ class _Table:
         self._store(key, fields)
 
 
-def _number(text: bytes) -> int | Decimal:
-    try:
-        return int(text)
-    except ValueError:
-        return Decimal(text.decode())
+class _Counters(_Table):
+    """A table ``Add`` writes (and nothing else): few rows, each summed many times, so
+    held as values and encoded once, when loaded."""
+
+    def __init__(self, name: str, json_columns: frozenset[str]) -> None:
+        super().__init__(name, json_columns)
+        self.counters: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self.sums: tuple[str, ...] = ()
+
+    def add(self, op: Add) -> None:
+        row = op.row
+        key = _key([row[c] for c in self.key_of(op.key)])
+        found = self.counters.get(key)
+        if found is None:
+            self.counters[key] = dict(row)
+            self.sums = op.sums
+            return
+        for c in op.sums:
+            found[c] += row[c]
+
+    def lines(self) -> Iterable[tuple[tuple[str, ...], bytes]]:
+        return (self.encode(row) for row in self.counters.values())
+
+
+T = TypeVar("T", bound=_Table)
 
 
 class MemoryTables:
@@ -160,18 +199,52 @@ class MemoryTables:
         self._json_columns = json_columns
         self.tables: dict[str, _Table] = {}
 
+    def _table(self, name: str, kind: type[T]) -> T:
+        table = self.tables.get(name)
+        if table is None:
+            table = self.tables[name] = kind(name, self._json_columns.get(name, frozenset()))
+        if type(table) is not kind:
+            raise NotFoldableInMemory(f"{name} is written by Add and by other operations")
+        return table
+
     def apply(self, ops: Iterable[Op]) -> None:
         for op in ops:
-            if isinstance(op, Notify):
+            if type(op) is Notify:
                 continue
-            table = self.tables.get(op.table)
-            if table is None:
-                columns = self._json_columns.get(op.table, frozenset())
-                table = self.tables[op.table] = _Table(op.table, columns)
-            if isinstance(op, Update):
-                table.update(op)
-            else:
-                table.upsert(op)
+            if type(op) is Add:
+                self._table(op.table, _Counters).add(op)
+            elif type(op) is Upsert:
+                self._table(op.table, _Table).upsert(op)
+            elif type(op) is Update:
+                self._table(op.table, _Table).update(op)
+
+
+def _merge_into(mine: _Table, theirs: _Table) -> None:
+    """``theirs`` (folded from later partitions) into ``mine``. Rows of one key in both
+    are summed if they are counters; otherwise their order would matter, and the
+    partitions must be folded one after the other (NotFoldableInMemory)."""
+    if type(mine) is not type(theirs) or (
+        None not in (mine.key, theirs.key) and mine.key != theirs.key
+    ):
+        raise NotFoldableInMemory(f"{mine.name} is written differently in two partitions")
+    mine.key = mine.key or theirs.key
+    mine.missed += theirs.missed
+    if isinstance(mine, _Counters) and isinstance(theirs, _Counters):
+        for key, row in theirs.counters.items():
+            found = mine.counters.get(key)
+            if found is None:
+                mine.counters[key] = row
+                continue
+            sums = set(mine.sums) | set(theirs.sums)
+            if any(found[c] != row[c] for c in found.keys() - sums) or found.keys() != row.keys():
+                raise NotFoldableInMemory(f"{mine.name} counts one key differently")
+            for c in sums:
+                found[c] += row[c]
+        mine.sums = mine.sums or theirs.sums
+        return
+    if not mine.rows.keys().isdisjoint(theirs.rows.keys()):
+        raise NotFoldableInMemory(f"{mine.name} has rows of one key in two partitions")
+    mine.rows.update(theirs.rows)
 
 
 @dataclass
@@ -184,6 +257,34 @@ class BulkFold:
     positions: dict[tuple[str, int], int] = field(default_factory=dict)
     set_aside: list[tuple[ScannedRecord, str | None, str]] = field(default_factory=list)
     read: int = 0
+
+    @classmethod
+    def merged(cls, parts: list[BulkFold]) -> BulkFold:
+        """What folding the parts' partitions one after the other gives, from their
+        folds apart: the same as long as no row is written from two parts but a
+        counter's, no event is in two parts, and no part's update missed a row another
+        part holds (else NotFoldableInMemory, and they are folded one after the other)."""
+        done = cls(MemoryTables({}))
+        for n, part in enumerate(parts):
+            for name, table in part.tables.tables.items():
+                for update in table.missed:
+                    for other in parts[:n] + parts[n + 1 :]:
+                        theirs = other.tables.tables.get(name)
+                        if isinstance(theirs, _Table) and theirs.find(update) is not None:
+                            raise NotFoldableInMemory(f"{name} is updated from two partitions")
+            if not done.applied.isdisjoint(part.applied):
+                raise NotFoldableInMemory("an event is in two partitions")
+            done.applied |= part.applied
+            for name, table in part.tables.tables.items():
+                mine = done.tables.tables.get(name)
+                if mine is None:
+                    done.tables.tables[name] = table
+                else:
+                    _merge_into(mine, table)
+            done.positions.update(part.positions)
+            done.set_aside += part.set_aside
+            done.read += part.read
+        return done
 
 
 def fold(
@@ -222,125 +323,3 @@ def fold(
         done.read += len(batch)
         progress(len(batch))
     return done
-
-
-def json_columns(conn: psycopg.Connection[Any], schema: str) -> dict[str, frozenset[str]]:
-    """Per table of ``schema``, its json and jsonb columns."""
-    rows = conn.execute(
-        "SELECT table_name, column_name FROM information_schema.columns"
-        " WHERE table_schema = %s AND data_type IN ('json', 'jsonb')",
-        (schema,),
-    ).fetchall()
-    found: dict[str, set[str]] = {}
-    for table, column in rows:
-        found.setdefault(table, set()).add(column)
-    return {table: frozenset(columns) for table, columns in found.items()}
-
-
-@dataclass(frozen=True)
-class _Deferred:
-    """The indexes and constraints of a schema's tables, dropped for a load and made
-    again after it: building an index once over a million rows is several times
-    cheaper than keeping it up to date row by row."""
-
-    foreign_keys: list[tuple[str, str, str]]
-    constraints: list[tuple[str, str, str]]
-    indexes: list[tuple[str, str]]
-
-
-def _defer(conn: psycopg.Connection[Any], schema: str) -> _Deferred:
-    kept = list(_KEPT)
-    constraints = conn.execute(
-        "SELECT c.conrelid::regclass::text, c.conname, pg_get_constraintdef(c.oid), c.contype"
-        " FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid"
-        " JOIN pg_namespace n ON n.oid = t.relnamespace"
-        " WHERE n.nspname = %s AND c.contype IN ('p', 'u', 'f', 'x')"
-        " AND NOT t.relname = ANY(%s) ORDER BY 1, 2",
-        (schema, kept),
-    ).fetchall()
-    indexes = conn.execute(
-        "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid)"
-        " FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid"
-        " JOIN pg_namespace n ON n.oid = t.relnamespace"
-        " WHERE n.nspname = %s AND NOT t.relname = ANY(%s)"
-        " AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)"
-        " ORDER BY 1",
-        (schema, kept),
-    ).fetchall()
-    deferred = _Deferred(
-        [(t, n, d) for t, n, d, kind in constraints if kind == "f"],
-        [(t, n, d) for t, n, d, kind in constraints if kind != "f"],
-        [(name, definition) for name, definition in indexes],
-    )
-    for table, name, _definition in deferred.foreign_keys + deferred.constraints:
-        conn.execute(
-            sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
-                sql.SQL(table), sql.Identifier(name)
-            )
-        )
-    for name, _definition in deferred.indexes:
-        conn.execute(sql.SQL("DROP INDEX {}").format(sql.SQL(name)))
-    return deferred
-
-
-def _restore(conn: psycopg.Connection[Any], deferred: _Deferred) -> None:
-    for table, name, definition in deferred.constraints:
-        conn.execute(
-            sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
-                sql.SQL(table), sql.Identifier(name), sql.SQL(definition)
-            )
-        )
-    for _name, definition in deferred.indexes:
-        conn.execute(sql.SQL(definition))
-    for table, name, definition in deferred.foreign_keys:
-        conn.execute(
-            sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
-                sql.SQL(table), sql.Identifier(name), sql.SQL(definition)
-            )
-        )
-
-
-def _copy(
-    conn: psycopg.Connection[Any],
-    schema: str,
-    table: str,
-    columns: tuple[str, ...],
-    lines: list[bytes],
-) -> None:
-    statement = sql.SQL("COPY {}.{} ({}) FROM STDIN").format(
-        sql.Identifier(schema),
-        sql.Identifier(table),
-        sql.SQL(", ").join(map(sql.Identifier, columns)),
-    )
-    with conn.cursor().copy(statement) as copy:
-        for start in range(0, len(lines), 10_000):
-            copy.write(b"\n".join(lines[start : start + 10_000]) + b"\n")
-
-
-def load(database_url: str, schema: str, projection: str, done: BulkFold) -> None:
-    """Write what ``done`` folded into ``schema``'s empty tables, in one transaction:
-    indexes and constraints dropped, every row copied, its applied event ids and
-    positions with them, indexes and constraints made again (a row that breaks one
-    fails the load: psycopg.IntegrityError)."""
-    with psycopg.connect(database_url) as conn:
-        deferred = _defer(conn, schema)
-        for name, table in sorted(done.tables.tables.items()):
-            shapes: dict[tuple[str, ...], list[bytes]] = {}
-            for columns, line in table.rows.values():
-                shapes.setdefault(columns, []).append(line)
-            for columns, lines in sorted(shapes.items()):
-                _copy(conn, schema, name, columns, lines)
-        ids = [copy_text(event_id, False).encode() for event_id in done.applied]
-        _copy(conn, schema, "applied_events", ("event_id",), ids)
-        positions = [
-            "\t".join(copy_text(v, False) for v in (projection, topic, partition, offset)).encode()
-            for (topic, partition), offset in sorted(done.positions.items())
-        ]
-        _copy(
-            conn,
-            schema,
-            "projection_positions",
-            ("projection", "topic", "partition", "next_offset"),
-            positions,
-        )
-        _restore(conn, deferred)

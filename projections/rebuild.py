@@ -35,8 +35,9 @@ from streams.publisher import Publisher
 from streams.scan import Range
 from streams.settings import Settings
 
-from . import bulk
-from .bulk import NotFoldableInMemory
+from . import bulk, bulk_load, bulk_workers
+from .bulk import BulkFold, NotFoldableInMemory
+from .bulk_workers import PartsOverlapError
 from .database import OUTAGES
 from .migrate import BILLING_SCRIPTS, CORE_SCRIPTS, LogSource, bind_to_log, upgrade
 from .ops import BILLING, PROJECTION
@@ -240,6 +241,7 @@ async def _bulk(
     ends: dict[TopicPartition, int],
     progress: Callable[[int], None],
     out: Callable[[str], None],
+    restart: Callable[[str], None],
 ) -> int:
     """The first pass in bulk (``bulk``): the ranges folded in memory and copied into
     ``target``, in a thread of its own; the records it set aside dead-lettered after.
@@ -250,25 +252,33 @@ async def _bulk(
     def heard(records: int) -> None:
         loop.call_soon_threadsafe(progress, records)
 
-    def fold_and_load() -> bulk.BulkFold:
+    took: dict[str, float] = {}
+
+    def fold_and_load() -> BulkFold:
+        started = time.monotonic()
         with psycopg.connect(settings.database_url) as conn:
-            columns = bulk.json_columns(conn, target)
-        done = bulk.fold(
-            settings.kafka_bootstrap_servers,
-            ranges,
-            columns,
-            heard,
-        )
+            columns = bulk_load.json_columns(conn, target)
         try:
-            bulk.load(settings.database_url, target, models.projection, done)
+            done = bulk_workers.fold(settings.kafka_bootstrap_servers, ranges, columns, heard)
+        except PartsOverlapError as exc:
+            loop.call_soon_threadsafe(restart, f"folding the partitions in one process: {exc}")
+            done = bulk.fold(settings.kafka_bootstrap_servers, ranges, columns, heard)
+        folded = time.monotonic()
+        took["fold"] = folded - started
+        try:
+            bulk_load.load(settings.database_url, target, models.projection, done)
         except OUTAGES:
             raise
         except psycopg.Error as exc:
             raise NotFoldableInMemory(f"the load was refused: {failure_reason(exc)}") from exc
+        took["load"] = time.monotonic() - folded
         return done
 
     done = await asyncio.to_thread(fold_and_load)
-    out(f"rebuild: {len(done.applied)} events folded in memory and copied into {target}")
+    out(
+        f"rebuild: {len(done.applied)} events folded in memory in {took['fold']:.1f} s,"
+        f" copied into {target} in {took['load']:.1f} s"
+    )
     for record, event_id, reason in done.set_aside:
         await fold.put_aside(record, event_id, reason, advance=False)
     return len(done.applied)
@@ -306,6 +316,11 @@ async def rebuild(
         if on_progress is not None:
             on_progress(*read)
 
+    def restart(reason: str) -> None:
+        """The pass starts again from offset 0, for ``reason``."""
+        out(f"rebuild: {reason}")
+        read[0] = 0
+
     try:
         tps = [
             tp
@@ -316,11 +331,10 @@ async def rebuild(
         read[1] = sum(ends.values())
         out(f"rebuild: folding {read[1]} records from offset 0 into {target}")
         try:
-            applied = await _bulk(settings, target, models, fold, ends, progress, out)
+            applied = await _bulk(settings, target, models, fold, ends, progress, out, restart)
         except NotFoldableInMemory as exc:
-            out(f"rebuild: folding record by record, not in bulk: {exc}")
+            restart(f"folding record by record, not in bulk: {exc}")
             await _fresh(settings, admin, target, models)
-            read[0] = 0
             applied = await fold.until(ends, progress)
         lock = await AsyncConnection.connect(settings.database_url)
         try:
@@ -331,6 +345,7 @@ async def rebuild(
                 ).positions_all()
                 targets = {tp: live_positions.get((tp.topic, tp.partition), 0) for tp in tps}
                 applied += await fold.until(targets, progress)
+                verifying = time.monotonic()
                 live_hashes = await table_hashes(lock, live)
                 rebuilt_hashes = await table_hashes(lock, target)
                 differing = sorted(
@@ -344,7 +359,11 @@ async def rebuild(
                         f"tables differ: {', '.join(differing)}\n" + "\n".join(details)
                     )
                 kept = len(live_hashes.keys() - changed)
-                out(f"rebuild: {kept} tables verified identical at the live position")
+                took = time.monotonic() - verifying
+                out(
+                    f"rebuild: {kept} tables verified identical at the live position"
+                    f" in {took:.1f} s"
+                )
                 if fold.set_aside:
                     out(
                         f"rebuild: {len(fold.set_aside)} records set aside, as the live"

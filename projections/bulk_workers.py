@@ -1,0 +1,106 @@
+"""A bulk pass over the machine's cores: the partitions folded in processes of their
+own, their folds merged in a fixed order.
+
+Decoding and folding a record is Python work, one core's worth per process. Each
+process takes every partition whose number is its own modulo the processes' count (the
+same number on every topic, so a turn's command and its events, keyed alike, are in one
+process), folds its partitions one after the other as ``bulk.fold`` does, and sends its
+fold back. ``BulkFold.merged`` joins them; where a row's outcome would depend on the
+order of two processes' records, it refuses (``PartsOverlapError``) and the caller
+folds every partition in one place instead.
+"""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import os
+from collections.abc import Callable
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from streams.scan import Range
+
+from . import bulk
+from .bulk import BulkFold, NotFoldableInMemory
+
+# Below this many records a process's start (imports, a second of it) costs more than
+# the second core saves.
+PARALLEL_FROM = 50_000
+
+
+class PartsOverlapError(NotFoldableInMemory):
+    """The processes' folds cannot be merged; folding in one place can."""
+
+
+def _work(conn: Connection, bootstrap_servers: str, ranges: list[Range], json_columns: Any) -> None:
+    """A process's fold of its ranges, sent back over ``conn`` with its progress."""
+    gc.disable()  # it keeps what it makes until it ends: collecting finds nothing
+    try:
+        done = bulk.fold(bootstrap_servers, ranges, json_columns, lambda n: conn.send(n))
+        conn.send(done)
+    except Exception as exc:
+        conn.send(RuntimeError(f"{type(exc).__name__}: {exc}"))
+    finally:
+        conn.close()
+
+
+def fold(
+    bootstrap_servers: str,
+    ranges: list[Range],
+    json_columns: dict[str, frozenset[str]],
+    progress: Callable[[int], None],
+    processes: int | None = None,
+    at_least: int = PARALLEL_FROM,
+) -> BulkFold:
+    """``bulk.fold`` of ``ranges``, in ``processes`` processes (the cores, by default)
+    when there are ``at_least`` records and partitions to share."""
+    processes = processes or os.cpu_count() or 1
+    partitions = sorted({r.partition for r in ranges if r.start < r.end})
+    records = sum(r.end - r.start for r in ranges)
+    processes = min(processes, len(partitions))
+    if processes < 2 or records < at_least:
+        return bulk.fold(bootstrap_servers, ranges, json_columns, progress)
+    shares = [[r for r in ranges if r.partition % processes == n] for n in range(processes)]
+    context = multiprocessing.get_context("spawn")
+    workers = []
+    for share in shares:
+        theirs, mine = context.Pipe(duplex=False)
+        process = context.Process(
+            target=_work,
+            args=(mine, bootstrap_servers, share, json_columns),
+            name="agentlog-bulk-fold",
+            daemon=True,
+        )
+        process.start()
+        mine.close()
+        workers.append((process, theirs))
+    parts: dict[Connection, BulkFold] = {}
+    try:
+        waiting = [conn for _process, conn in workers]
+        while waiting:
+            for ready in wait(waiting):
+                assert isinstance(ready, Connection)
+                message = ready.recv()  # EOFError: the process died
+                if isinstance(message, int):
+                    progress(message)
+                elif isinstance(message, BulkFold):
+                    parts[ready] = message
+                    waiting.remove(ready)
+                else:
+                    raise message
+    finally:
+        for process, conn in workers:
+            conn.close()
+            if process.is_alive():
+                process.terminate()
+            process.join()
+    try:
+        done = BulkFold.merged([parts[conn] for _process, conn in workers])
+    except NotFoldableInMemory as exc:
+        raise PartsOverlapError(str(exc)) from exc
+    order = {(r.topic, r.partition): n for n, r in enumerate(ranges)}
+    done.set_aside.sort(
+        key=lambda aside: (order[aside[0].topic, aside[0].partition], aside[0].offset)
+    )
+    return done
