@@ -263,6 +263,12 @@ class ReplayPublic(BaseModel):
     status: ReplayStatus
     records_read: int
     records_total: int | None
+    records_per_second: float | None = Field(
+        None, description="records read per second so far, as the CLI's progress bar shows"
+    )
+    seconds_left: float | None = Field(
+        None, description="seconds left to read the rest at that rate"
+    )
     events_applied: int | None
     seconds: float | None
     swapped_to: str | None

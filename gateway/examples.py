@@ -208,6 +208,8 @@ REPLAY: dict[str, Any] = {
     "status": "succeeded",
     "records_read": 1000250,
     "records_total": 1000250,
+    "records_per_second": 21436.2,
+    "seconds_left": 0.0,
     "events_applied": 1000000,
     "seconds": 61.4,
     "swapped_to": None,

@@ -15,7 +15,7 @@ from typing import Any
 
 import redis.asyncio as redis
 
-from projections.rebuild import RebuildMismatchError
+from projections.rebuild import Pace, RebuildMismatchError
 from projections.verify import replay_billing
 from schemas.errors import ErrorCode
 from streams.settings import Settings
@@ -49,6 +49,8 @@ class Replays:
             "status": ReplayStatus.RUNNING,
             "records_read": 0,
             "records_total": None,
+            "records_per_second": None,
+            "seconds_left": None,
             "events_applied": None,
             "seconds": None,
             "swapped_to": None,
@@ -84,9 +86,16 @@ class Replays:
         last = [0.0]
         pending: set[asyncio.Task[None]] = set()
 
+        started = time.monotonic()
+
         def on_progress(read: int, total: int) -> None:
             report["records_read"], report["records_total"] = read, total
             now = time.monotonic()
+            pace = Pace.of(read, total, now - started)
+            report["records_per_second"] = round(pace.per_second, 1)
+            report["seconds_left"] = (
+                None if pace.seconds_left is None else round(pace.seconds_left, 1)
+            )
             if now - last[0] >= PROGRESS_EVERY_S:
                 last[0] = now
                 saving = asyncio.create_task(self._save(dict(report)))

@@ -50,6 +50,23 @@ _SKIPPED_TABLES = {"alembic_version", "log_source"}  # bookkeeping, not folded
 OnProgress = Callable[[int, int], None]
 
 
+@dataclass(frozen=True)
+class Pace:
+    """How fast a pass reads, as every display of one shows it (the CLI's bar and a
+    replay's report over HTTP): records per second so far, and the seconds left at that
+    rate (None until there is a rate, or without a total)."""
+
+    per_second: float
+    seconds_left: float | None
+
+    @classmethod
+    def of(cls, read: int, total: int | None, seconds: float) -> Pace:
+        per_second = read / seconds if seconds > 0 else 0.0
+        if not per_second or total is None:
+            return cls(per_second, None)
+        return cls(per_second, max(total - read, 0) / per_second)
+
+
 class RebuildMismatchError(RuntimeError):
     pass
 

@@ -44,6 +44,8 @@ def test_the_progress_display_prints_lines_as_they_are_and_records_read(
     assert printed.getvalue().splitlines()[0] == "a [bold]line[/bold]"
     assert "working" in printed.getvalue()
     assert "7/7" in printed.getvalue()
+    assert "records/s" in printed.getvalue()
+    assert "0 s left" in printed.getvalue()
 
 
 async def test_a_rebuild_is_shown_by_the_progress_display(

@@ -232,7 +232,11 @@ def test_usage_of_real_turns_is_drafted_verified_and_revised(
         assert [(line["resource"], line["amount"]) for line in unpriced] == [("search", "0.000000")]
         assert second["content_hash"] != first["content_hash"]
 
-        assert replay(admin)["status"] == "succeeded"
+        replayed = replay(admin)
+        assert replayed["status"] == "succeeded", replayed
+        # The figures the CLI's bar shows: records read of how many, their rate, time left.
+        assert replayed["records_read"] == replayed["records_total"] > 0, replayed
+        assert (replayed["records_per_second"] > 0, replayed["seconds_left"]) == (True, 0)
 
         # A ledger row changed in Postgres behind the log's back is caught.
         with psycopg.connect(DATABASE_URL, autocommit=True) as conn:

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from projections.rebuild import RebuildReport, rebuild, table_hashes
+from projections.rebuild import Pace, RebuildReport, rebuild, table_hashes
 from schemas import events
 from schemas.envelope import envelope
 from streams.catalog import Catalog, ensure_topics
@@ -23,6 +23,13 @@ from .conftest import DATABASE_URL
 
 RECORDS = 5
 GARBAGE = b"\x00 not a CloudEvent"
+
+
+def test_the_pace_is_the_rate_so_far_and_the_time_left_at_it() -> None:
+    assert Pace.of(500, 2000, 2.0) == Pace(250.0, 6.0)
+    assert Pace.of(2000, 2000, 4.0) == Pace(500.0, 0.0)
+    assert Pace.of(0, 2000, 1.0) == Pace(0.0, None)  # no rate yet
+    assert Pace.of(10, None, 0.0) == Pace(0.0, None)
 
 
 def _settings(bootstrap: str, schema: str) -> Settings:
