@@ -49,7 +49,9 @@ def copy_text(value: Any, as_json: bool = False) -> str:
         return "\\N"
     kind = type(value)
     if as_json:
-        text = json.dumps(storable(value), default=_json_scalar, ensure_ascii=False)
+        text = json.dumps(value, default=_json_scalar, ensure_ascii=False)
+        if not text.isascii() or "\\u0000" in text:  # what jsonb cannot hold: made storable
+            text = json.dumps(storable(value), default=_json_scalar, ensure_ascii=False)
     elif kind is str:
         text = value if value.isascii() and "\x00" not in value else storable(value)
     elif kind is bool:

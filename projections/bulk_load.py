@@ -4,7 +4,12 @@ after, in one transaction."""
 
 from __future__ import annotations
 
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -12,6 +17,7 @@ from psycopg import sql
 
 from .bulk import BulkFold, copy_text
 
+INDEX_MEMORY = "256MB"  # each loader's memory for sorting an index it builds
 _KEPT = ("alembic_version", "log_source")  # bookkeeping a migration writes: not reloaded
 
 
@@ -36,7 +42,8 @@ class _Deferred:
 
     foreign_keys: list[tuple[str, str, str]]
     constraints: list[tuple[str, str, str]]
-    indexes: list[tuple[str, str]]
+    indexes: list[tuple[str, str]]  # the table's, and the statement that makes it
+    index_names: list[str]
 
 
 def _defer(conn: psycopg.Connection[Any], schema: str) -> _Deferred:
@@ -50,7 +57,8 @@ def _defer(conn: psycopg.Connection[Any], schema: str) -> _Deferred:
         (schema, kept),
     ).fetchall()
     indexes = conn.execute(
-        "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid)"
+        "SELECT i.indrelid::regclass::text, i.indexrelid::regclass::text,"
+        " pg_get_indexdef(i.indexrelid)"
         " FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid"
         " JOIN pg_namespace n ON n.oid = t.relnamespace"
         " WHERE n.nspname = %s AND NOT t.relname = ANY(%s)"
@@ -61,7 +69,8 @@ def _defer(conn: psycopg.Connection[Any], schema: str) -> _Deferred:
     deferred = _Deferred(
         [(t, n, d) for t, n, d, kind in constraints if kind == "f"],
         [(t, n, d) for t, n, d, kind in constraints if kind != "f"],
-        [(name, definition) for name, definition in indexes],
+        [(table, definition) for table, _name, definition in indexes],
+        [name for _table, name, _definition in indexes],
     )
     for table, name, _definition in deferred.foreign_keys + deferred.constraints:
         conn.execute(
@@ -69,20 +78,26 @@ def _defer(conn: psycopg.Connection[Any], schema: str) -> _Deferred:
                 sql.SQL(table), sql.Identifier(name)
             )
         )
-    for name, _definition in deferred.indexes:
+    for name in deferred.index_names:
         conn.execute(sql.SQL("DROP INDEX {}").format(sql.SQL(name)))
     return deferred
 
 
-def _restore(conn: psycopg.Connection[Any], deferred: _Deferred) -> None:
-    for table, name, definition in deferred.constraints:
-        conn.execute(
-            sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
-                sql.SQL(table), sql.Identifier(name), sql.SQL(definition)
+def _restore(table: str, deferred: _Deferred, conn: psycopg.Connection[Any]) -> None:
+    """``table``'s constraints (but its foreign keys) and indexes, made again."""
+    for owner, name, definition in deferred.constraints:
+        if owner == table:
+            conn.execute(
+                sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                    sql.SQL(owner), sql.Identifier(name), sql.SQL(definition)
+                )
             )
-        )
-    for _name, definition in deferred.indexes:
-        conn.execute(sql.SQL(definition))
+    for owner, definition in deferred.indexes:
+        if owner == table:
+            conn.execute(sql.SQL(definition))
+
+
+def _foreign_keys(conn: psycopg.Connection[Any], deferred: _Deferred) -> None:
     for table, name, definition in deferred.foreign_keys:
         conn.execute(
             sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
@@ -91,12 +106,38 @@ def _restore(conn: psycopg.Connection[Any], deferred: _Deferred) -> None:
         )
 
 
+Job = Callable[[psycopg.Connection[Any]], None]
+
+
+def _in_parallel(database_url: str, jobs: list[tuple[int, Job]]) -> None:
+    """Run ``jobs`` (each with its size) on as many connections as the machine has
+    cores, the largest first, each connection taking the next job as it is free: a
+    server process per connection, so copies and index builds use every core."""
+    pending = [job for _size, job in sorted(jobs, key=lambda j: -j[0])]
+    lock = threading.Lock()
+
+    def work() -> None:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(f"SET maintenance_work_mem = '{INDEX_MEMORY}'")
+            while True:
+                with lock:
+                    if not pending:
+                        return
+                    job = pending.pop(0)
+                job(conn)
+
+    workers = min(os.cpu_count() or 1, len(pending))
+    with ThreadPoolExecutor(workers) as pool:
+        for done in [pool.submit(work) for _ in range(workers)]:
+            done.result()
+
+
 def _copy(
-    conn: psycopg.Connection[Any],
     schema: str,
     table: str,
     columns: tuple[str, ...],
     lines: list[bytes],
+    conn: psycopg.Connection[Any],
 ) -> None:
     statement = sql.SQL("COPY {}.{} ({}) FROM STDIN").format(
         sql.Identifier(schema),
@@ -109,29 +150,39 @@ def _copy(
 
 
 def load(database_url: str, schema: str, projection: str, done: BulkFold) -> None:
-    """Write what ``done`` folded into ``schema``'s empty tables, in one transaction:
-    indexes and constraints dropped, every row copied, its applied event ids and
-    positions with them, indexes and constraints made again (a row that breaks one
-    fails the load: psycopg.IntegrityError)."""
-    with psycopg.connect(database_url) as conn:
+    """Write what ``done`` folded into ``schema``'s empty tables: indexes and
+    constraints dropped, every row copied (with the applied event ids and positions),
+    indexes and constraints made again, tables side by side on the cores. A row that
+    breaks a constraint fails the load (psycopg.IntegrityError). The schema is the
+    rebuild's own until it is swapped in: a load cut short is dropped with it."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
         deferred = _defer(conn, schema)
-        for name, table in sorted(done.tables.tables.items()):
-            shapes: dict[tuple[str, ...], list[bytes]] = {}
-            for columns, line in table.lines():
-                shapes.setdefault(columns, []).append(line)
-            for columns, lines in sorted(shapes.items()):
-                _copy(conn, schema, name, columns, lines)
-        ids = [copy_text(event_id, False).encode() for event_id in done.applied]
-        _copy(conn, schema, "applied_events", ("event_id",), ids)
-        positions = [
-            "\t".join(copy_text(v, False) for v in (projection, topic, partition, offset)).encode()
-            for (topic, partition), offset in sorted(done.positions.items())
-        ]
-        _copy(
-            conn,
-            schema,
-            "projection_positions",
-            ("projection", "topic", "partition", "next_offset"),
-            positions,
-        )
-        _restore(conn, deferred)
+    copies: list[tuple[int, Job]] = []
+    rows: dict[str, int] = {}  # per table: the index builds are scheduled by size
+    for name, table in sorted(done.tables.tables.items()):
+        shapes: dict[tuple[str, ...], list[bytes]] = {}
+        for columns, line in table.lines():
+            shapes.setdefault(columns, []).append(line)
+        for columns, lines in sorted(shapes.items()):
+            copies.append((len(lines), partial(_copy, schema, name, columns, lines)))
+            rows[name] = rows.get(name, 0) + len(lines)
+    ids = [copy_text(event_id).encode() for event_id in done.applied]
+    rows["applied_events"] = len(ids)
+    copies.append((len(ids), partial(_copy, schema, "applied_events", ("event_id",), ids)))
+    positions = [
+        "\t".join(copy_text(v) for v in (projection, topic, partition, offset)).encode()
+        for (topic, partition), offset in sorted(done.positions.items())
+    ]
+    columns = ("projection", "topic", "partition", "next_offset")
+    positioned = partial(_copy, schema, "projection_positions", columns, positions)
+    copies.append((len(positions), positioned))
+    _in_parallel(database_url, copies)
+    owners = {owner for owner, _name, _definition in deferred.constraints}
+    owners |= {owner for owner, _definition in deferred.indexes}
+    restores: list[tuple[int, Job]] = [
+        (rows.get(owner.rpartition(".")[2].strip('"'), 0), partial(_restore, owner, deferred))
+        for owner in sorted(owners)
+    ]
+    _in_parallel(database_url, restores)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        _foreign_keys(conn, deferred)

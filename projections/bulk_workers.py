@@ -2,12 +2,12 @@
 own, their folds merged in a fixed order.
 
 Decoding and folding a record is Python work, one core's worth per process. Each
-process takes every partition whose number is its own modulo the processes' count (the
-same number on every topic, so a turn's command and its events, keyed alike, are in one
-process), folds its partitions one after the other as ``bulk.fold`` does, and sends its
-fold back. ``BulkFold.merged`` joins them; where a row's outcome would depend on the
-order of two processes' records, it refuses (``PartsOverlapError``) and the caller
-folds every partition in one place instead.
+process takes partition numbers (a number on every topic, so a turn's command and its
+events, keyed alike, are in one process), the largest first to the least loaded, folds
+its partitions one after the other as ``bulk.fold`` does, and sends its fold back.
+``BulkFold.merged`` joins them; where a row's outcome would depend on the order of two
+processes' records, it refuses (``PartsOverlapError``) and the caller folds every
+partition in one place instead.
 """
 
 from __future__ import annotations
@@ -55,16 +55,26 @@ def fold(
 ) -> BulkFold:
     """``bulk.fold`` of ``ranges``, in ``processes`` processes (the cores, by default)
     when there are ``at_least`` records and partitions to share."""
-    processes = processes or os.cpu_count() or 1
-    partitions = sorted({r.partition for r in ranges if r.start < r.end})
-    records = sum(r.end - r.start for r in ranges)
-    processes = min(processes, len(partitions))
-    if processes < 2 or records < at_least:
+    cores = os.cpu_count() or 1
+    sizes: dict[int, int] = {}  # records per partition number, over the topics
+    for r in ranges:
+        if r.start < r.end:
+            sizes[r.partition] = sizes.get(r.partition, 0) + r.end - r.start
+    # Up to two processes a core: three partitions on two cores are three processes the
+    # system shares out evenly, where two processes would take two partitions and one.
+    processes = min(processes or 2 * cores, len(sizes))
+    if processes < 2 or sum(sizes.values()) < at_least:
         return bulk.fold(bootstrap_servers, ranges, json_columns, progress)
-    shares = [[r for r in ranges if r.partition % processes == n] for n in range(processes)]
+    shares: list[list[int]] = [[] for _ in range(processes)]
+    loads = [0] * processes
+    for partition in sorted(sizes, key=lambda p: (-sizes[p], p)):  # largest first
+        least = loads.index(min(loads))
+        shares[least].append(partition)
+        loads[least] += sizes[partition]
+    parts = [[r for r in ranges if r.partition in share] for share in shares]
     context = multiprocessing.get_context("spawn")
     workers = []
-    for share in shares:
+    for share in parts:
         theirs, mine = context.Pipe(duplex=False)
         process = context.Process(
             target=_work,
@@ -75,7 +85,7 @@ def fold(
         process.start()
         mine.close()
         workers.append((process, theirs))
-    parts: dict[Connection, BulkFold] = {}
+    folds: dict[Connection, BulkFold] = {}
     try:
         waiting = [conn for _process, conn in workers]
         while waiting:
@@ -85,7 +95,7 @@ def fold(
                 if isinstance(message, int):
                     progress(message)
                 elif isinstance(message, BulkFold):
-                    parts[ready] = message
+                    folds[ready] = message
                     waiting.remove(ready)
                 else:
                     raise message
@@ -96,7 +106,7 @@ def fold(
                 process.terminate()
             process.join()
     try:
-        done = BulkFold.merged([parts[conn] for _process, conn in workers])
+        done = BulkFold.merged([folds[conn] for _process, conn in workers])
     except NotFoldableInMemory as exc:
         raise PartsOverlapError(str(exc)) from exc
     order = {(r.topic, r.partition): n for n, r in enumerate(ranges)}

@@ -363,8 +363,12 @@ async def rebuild(
                 targets = {tp: live_positions.get((tp.topic, tp.partition), 0) for tp in tps}
                 applied += await fold.until(targets, progress)
                 verifying = time.monotonic()
-                live_hashes = await table_hashes(lock, live)
-                rebuilt_hashes = await table_hashes(lock, target)
+                # Side by side, a server process each: the live tables under the lock,
+                # the rebuilt ones (which nothing else writes) on a connection of their own.
+                async with await AsyncConnection.connect(settings.database_url) as beside:
+                    live_hashes, rebuilt_hashes = await asyncio.gather(
+                        table_hashes(lock, live), table_hashes(beside, target)
+                    )
                 differing = sorted(
                     t
                     for t in live_hashes

@@ -228,13 +228,17 @@ def from_kafka(
     answers."""
     attrs: dict[str, str] = {}
     for name, raw in headers or ():
-        lower = name.lower()
-        if lower.startswith("ce_") or lower == "content-type":
-            try:
-                text = bytes(raw).decode()
-            except UnicodeDecodeError:
-                raise EnvelopeError("unreadable CloudEvent: UnicodeDecodeError") from None
-            attrs[lower[3:] if lower.startswith("ce_") else "datacontenttype"] = text
+        lower = name if name.islower() else name.lower()
+        if lower.startswith("ce_"):
+            attribute = lower[3:]
+        elif lower == "content-type":
+            attribute = "datacontenttype"
+        else:
+            continue
+        try:
+            attrs[attribute] = (raw if type(raw) is bytes else bytes(raw)).decode()
+        except UnicodeDecodeError:
+            raise EnvelopeError("unreadable CloudEvent: UnicodeDecodeError") from None
     if "type" not in attrs:
         raise EnvelopeError("not a CloudEvent in binary mode (no ce_type header)")
     if attrs.get("specversion") != "1.0":
