@@ -215,6 +215,8 @@ async def test_a_bulk_rebuild_equals_the_live_tables_and_one_event_at_a_time(
     bootstrap: str, billing: bool, data: st.DataObject
 ) -> None:
     envs = data.draw(histories(BILLING_FACTS if billing else CORE_FACTS, billing))
-    rng = data.draw(st.randoms(use_true_random=False))
+    # A seed, not st.randoms(): how the batches are cut depends on which partition the
+    # broker put each record on, which Hypothesis does not know to replay.
+    rng = random.Random(data.draw(st.integers(0, 2**32), label="seed"))
     processes = data.draw(st.sampled_from([1, 2]), label="processes")
     await _bulk_equals_live(bootstrap, envs, rng, billing, processes)
