@@ -12,6 +12,7 @@ from typing import Any
 from schemas import billing
 from schemas.billing import InvoiceLine, LineChange, PlanWindow, PricePlan, period_bounds
 from schemas.errors import DomainError, ErrorCode
+from schemas.usage import UsageKind
 
 from . import plans
 from .ops import Context, Notify, Op, Update, Upsert, folds
@@ -260,7 +261,10 @@ async def price_draft(
     so far. ``replacing`` prices the windows of that plan id with another plan
     (what-if)."""
     start, end = period_bounds(period)
-    rows = await drafted_usage(db, tenant_id, start, end, offsets)
+    query, params = _drafted_query(
+        "event_id, kind, resource, quantities, used_at", tenant_id, start, end, offsets
+    )
+    rows = await db.rows(_DraftedUsage, tenant_id, query, *params)
     assigned = await plans.assignments(db, tenant_id, before=request)
     versions: dict[tuple[str, int], PricePlan] = {}
     for a in assigned:
@@ -273,11 +277,44 @@ async def price_draft(
         tenant_id,
         invoice_id,
         period,
-        (UsageItem(r.event_id, r.kind, r.resource, r.quantities, r.used_at) for r in rows),  # type: ignore[arg-type]
+        (UsageItem(r.event_id, r.kind, r.resource, r.quantities, r.used_at) for r in rows),
         [Assignment(a.effective_from, a.plan_id, a.version) for a in assigned],
         versions,
         offsets or {},
     )
+
+
+class _DraftedUsage(Row):
+    """What pricing reads of a ledger row (``pricing.UsageItem``), and no more: a draft
+    prices a month of a tenant's usage, and every column more is read, sent and parsed
+    for every event of it."""
+
+    event_id: str
+    kind: UsageKind
+    resource: str
+    quantities: dict[str, int]
+    used_at: datetime.datetime
+
+
+def _drafted_query(
+    columns: str,
+    tenant_id: str,
+    start: datetime.datetime,
+    end: datetime.datetime,
+    offsets: dict[int, int] | None,
+) -> tuple[str, tuple[Any, ...]]:
+    """The query of the tenant's usage events of [start, end) within ``offsets`` (None:
+    all), as ``columns``: what a draft counts."""
+    within = (
+        ""
+        if offsets is None
+        else " AND usage_offset < coalesce((%s::jsonb ->> usage_partition::text)::bigint, 0)"
+    )
+    query = (
+        f"SELECT {columns} FROM {{s}}.usage_ledger WHERE tenant_id = %s AND used_at >= %s"
+        f" AND used_at < %s{within} ORDER BY used_at, event_id"
+    )
+    return query, (tenant_id, start, end, *(() if offsets is None else (_offsets(offsets),)))
 
 
 async def drafted_usage(
@@ -287,20 +324,6 @@ async def drafted_usage(
     end: datetime.datetime,
     offsets: dict[int, int] | None,
 ) -> list[LedgerRow]:
-    """The tenant's usage events of [start, end) within ``offsets`` (None: all): what a
-    draft counts."""
-    within = (
-        ""
-        if offsets is None
-        else " AND usage_offset < coalesce((%s::jsonb ->> usage_partition::text)::bigint, 0)"
-    )
-    return await db.rows(
-        LedgerRow,
-        tenant_id,
-        "SELECT * FROM {s}.usage_ledger WHERE tenant_id = %s AND used_at >= %s"
-        f" AND used_at < %s{within} ORDER BY used_at, event_id",
-        tenant_id,
-        start,
-        end,
-        *(() if offsets is None else (_offsets(offsets),)),
-    )
+    """The ledger rows a draft counts (``_drafted_query``)."""
+    query, params = _drafted_query("*", tenant_id, start, end, offsets)
+    return await db.rows(LedgerRow, tenant_id, query, *params)
