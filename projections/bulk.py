@@ -4,8 +4,9 @@ The live projector writes each batch as statements. A rebuild from offset 0 into
 tables need not: it reads the ranges with a C client (``streams.scan``), decodes each
 record once, keeps the first occurrence of each event id, runs the same folds
 (``ops.project``) and carries out their operations on rows held in memory
-(``MemoryTables``), then writes every table with ``COPY`` into tables whose indexes and
-constraints are built after the load (``load``).
+(``MemoryTables``); ``bulk_load`` then writes every table with ``COPY`` into tables
+whose indexes and constraints are built after the load, and ``bulk_workers`` shares the
+partitions out over the cores.
 
 Rows are held as the ``COPY`` text they will be written as, a few hundred bytes each,
 so a million ledger rows fit in well under a gigabyte. The operations mean in memory what
@@ -32,7 +33,7 @@ from streams.handler import failure_reason
 from streams.scan import Range, ScannedRecord, headers, scan
 
 from .ops import Add, Context, Notify, Op, Update, Upsert, project
-from .store import _json_scalar, storable
+from .store import json_scalar, storable
 
 _SPECIAL = re.compile("[\\\\\n\r\t\x00]")  # what text needs escaped or made storable
 _ESCAPED = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
@@ -49,9 +50,9 @@ def copy_text(value: Any, as_json: bool = False) -> str:
         return "\\N"
     kind = type(value)
     if as_json:
-        text = json.dumps(value, default=_json_scalar, ensure_ascii=False)
+        text = json.dumps(value, default=json_scalar, ensure_ascii=False)
         if not text.isascii() or "\\u0000" in text:  # what jsonb cannot hold: made storable
-            text = json.dumps(storable(value), default=_json_scalar, ensure_ascii=False)
+            text = json.dumps(storable(value), default=json_scalar, ensure_ascii=False)
     elif kind is str:
         text = value if value.isascii() and "\x00" not in value else storable(value)
     elif kind is bool:
@@ -84,7 +85,7 @@ class _Table:
         self.json_columns = json_columns
         self.key: tuple[str, ...] | None = None
         self.rows: dict[tuple[Any, ...], tuple[tuple[str, ...], bytes]] = {}
-        self.missed: list[Update] = []  # updates that found no row (see ``merge``)
+        self.missed: list[Update] = []  # updates that found no row (``BulkFold.merged``)
         self._columns: dict[tuple[str, ...], tuple[str, ...]] = {}  # one tuple per shape
 
     def encode(self, row: dict[str, Any]) -> tuple[tuple[str, ...], bytes]:

@@ -83,27 +83,22 @@ def _defer(conn: psycopg.Connection[Any], schema: str) -> _Deferred:
     return deferred
 
 
+def _add_constraint(conn: psycopg.Connection[Any], table: str, name: str, definition: str) -> None:
+    conn.execute(
+        sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+            sql.SQL(table), sql.Identifier(name), sql.SQL(definition)
+        )
+    )
+
+
 def _restore(table: str, deferred: _Deferred, conn: psycopg.Connection[Any]) -> None:
     """``table``'s constraints (but its foreign keys) and indexes, made again."""
     for owner, name, definition in deferred.constraints:
         if owner == table:
-            conn.execute(
-                sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
-                    sql.SQL(owner), sql.Identifier(name), sql.SQL(definition)
-                )
-            )
+            _add_constraint(conn, owner, name, definition)
     for owner, definition in deferred.indexes:
         if owner == table:
             conn.execute(sql.SQL(definition))
-
-
-def _foreign_keys(conn: psycopg.Connection[Any], deferred: _Deferred) -> None:
-    for table, name, definition in deferred.foreign_keys:
-        conn.execute(
-            sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
-                sql.SQL(table), sql.Identifier(name), sql.SQL(definition)
-            )
-        )
 
 
 Job = Callable[[psycopg.Connection[Any]], None]
@@ -127,6 +122,8 @@ def _in_parallel(database_url: str, jobs: list[tuple[int, Job]]) -> None:
                 job(conn)
 
     workers = min(os.cpu_count() or 1, len(pending))
+    if not workers:
+        return
     with ThreadPoolExecutor(workers) as pool:
         for done in [pool.submit(work) for _ in range(workers)]:
             done.result()
@@ -185,4 +182,5 @@ def load(database_url: str, schema: str, projection: str, done: BulkFold) -> Non
     ]
     _in_parallel(database_url, restores)
     with psycopg.connect(database_url, autocommit=True) as conn:
-        _foreign_keys(conn, deferred)
+        for owner, name, definition in deferred.foreign_keys:
+            _add_constraint(conn, owner, name, definition)

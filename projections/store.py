@@ -41,7 +41,7 @@ def _adapt(value: Any) -> Any:
     return Jsonb(storable(value)) if isinstance(value, dict | list) else value
 
 
-def _json_scalar(value: Any) -> str:
+def json_scalar(value: Any) -> str:
     """Times, days and decimals in JSON, as Postgres reads them into their columns."""
     if isinstance(value, datetime.date | datetime.time):
         return value.isoformat()
@@ -327,7 +327,7 @@ class ProjectionStore:
             )
         rows = json.dumps(
             [{c: storable(row[c]) for c in run.columns} for row in run.rows],
-            default=_json_scalar,
+            default=json_scalar,
             ensure_ascii=False,
         )
         await conn.execute(query, (rows,))

@@ -170,6 +170,10 @@ def main() -> None:
         f"  agentlog projections rebuild core {rebuild_s:6.1f} s ({total / rebuild_s:,.0f}"
         " records/s; verified identical; target <= 30 s)"
     )
+    print("  the rebuild said:")
+    for line in rebuilt.stdout.splitlines():
+        if line.startswith("rebuild:"):
+            print(f"    {line}")
 
 
 def bench_env(bootstrap: str, tag: str, **settings: str) -> dict[str, Any]:
