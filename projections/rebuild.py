@@ -1,6 +1,8 @@
 """Rebuilding a projection from offset 0 beside the live one, verifying it, swapping it in.
 
-1. Migrate a fresh schema ``<live>_rebuild`` and fold every event from offset 0 into it.
+1. Migrate a fresh schema ``<live>_rebuild`` and fold every event from offset 0 into it:
+   in bulk (``bulk``, ``bulk_load``, ``bulk_workers``), or record by record
+   (``log_fold``) where the bulk pass cannot give exactly what the live projector gives.
 2. Take the swap lock (the live projector takes it shared per transaction), so the live
    tables stop moving; catch the rebuild up to the live positions.
 3. Compare a hash of every table in both schemas; on a match rename the live schema to
@@ -25,13 +27,9 @@ from aiokafka import TopicPartition
 from psycopg import AsyncConnection, sql
 from psycopg.rows import tuple_row
 
-from schemas.envelope import EnvelopeError, from_kafka
 from streams.catalog import Catalog, cluster_id
-from streams.dead_letters import dead_letter_headers
-from streams.handler import Item, Position, failure_reason
-from streams.logs import redact
+from streams.handler import failure_reason
 from streams.partitions import LogReader
-from streams.publisher import Publisher
 from streams.scan import Range
 from streams.settings import Settings
 
@@ -39,6 +37,7 @@ from . import bulk, bulk_load, bulk_workers
 from .bulk import BulkFold, NotFoldableInMemory
 from .bulk_workers import PartsOverlapError
 from .database import OUTAGES
+from .log_fold import LogFold, SetAside
 from .migrate import BILLING_SCRIPTS, CORE_SCRIPTS, LogSource, bind_to_log, upgrade
 from .ops import BILLING, PROJECTION
 from .store import ProjectionStore, swap_lock
@@ -132,112 +131,6 @@ async def _row_diff(conn: AsyncConnection[Any], live: str, rebuilt: str, table: 
         for (row,) in await (await conn.execute(query)).fetchall():
             lines.append(f"  {name}: {row}")
     return "\n".join(lines)
-
-
-@dataclass(frozen=True)
-class SetAside:
-    """A record a rebuild could not fold, and why: it was set aside as the live
-    projector sets it aside (to the dead-letter topic), and the rebuild went on."""
-
-    topic: str
-    partition: int
-    offset: int
-    event_id: str | None
-    reason: str
-
-    def __str__(self) -> str:
-        event = "" if self.event_id is None else f" (event {self.event_id})"
-        return f"{self.topic}[{self.partition}]@{self.offset}{event}: {self.reason}"
-
-
-class LogFold:
-    """Folds ranges of the log into a store's tables the way the live projector does:
-    unreadable records and records whose fold fails alone are set aside (written to
-    ``catalog``'s dead-letter topic, counted and reported) and the stored positions
-    pass them."""
-
-    def __init__(
-        self, store: ProjectionStore, reader: LogReader, bootstrap_servers: str, catalog: Catalog
-    ) -> None:
-        self.store = store
-        self.reader = reader
-        self.set_aside: list[SetAside] = []
-        self._bootstrap_servers = bootstrap_servers
-        self._catalog = catalog
-        self._publisher: Publisher | None = None
-
-    async def close(self) -> None:
-        if self._publisher is not None:
-            await self._publisher.stop()
-
-    async def until(
-        self, targets: dict[TopicPartition, int], progress: Callable[[int], None]
-    ) -> int:
-        """Apply events until every partition's next offset reaches its target, one
-        topic after the other in the order of ``targets``: commands first, since a
-        command is always applied before the outcome it caused (the command handler
-        fences on it), so this is the order the live projector saw. ``progress`` hears
-        of every batch read."""
-        applied = 0
-        for topic in dict.fromkeys(tp.topic for tp in targets):
-            stored = await self.store.positions(topic)
-            ends = {tp: end for tp, end in targets.items() if tp.topic == topic}
-            starts = {tp: stored.get(tp.partition, 0) for tp in ends}
-            async for batch in self.reader.batches(starts, ends, max_records=2000):
-                items: list[tuple[Item, Any]] = []
-                for record in batch:
-                    try:
-                        env = from_kafka(record.key, record.value, list(record.headers))
-                    except EnvelopeError as exc:
-                        await self.put_aside(record, None, str(exc))
-                        continue
-                    position = Position(record.topic, record.partition, record.offset)
-                    items.append(((env, position), record))
-                applied += await self._apply(items)
-                progress(len(batch))
-        return applied
-
-    async def _apply(self, items: list[tuple[Item, Any]]) -> int:
-        """Apply a batch; if it fails, apply it record by record and set aside the
-        records that fail alone (an outage of Postgres is not theirs: it is raised)."""
-        if not items:
-            return 0
-        try:
-            return await self.store.apply([item for item, _record in items])
-        except OUTAGES:
-            raise
-        except Exception as exc:
-            if len(items) == 1:
-                await self.put_aside(items[0][1], items[0][0][0].id, failure_reason(exc))
-                return 0
-        applied = 0
-        for item, record in items:
-            try:
-                applied += await self.store.apply([item])
-            except OUTAGES:
-                raise
-            except Exception as exc:
-                await self.put_aside(record, item[0].id, failure_reason(exc))
-        return applied
-
-    async def put_aside(
-        self, record: Any, event_id: str | None, reason: str, *, advance: bool = True
-    ) -> None:
-        """Write ``record`` to the dead-letter topic with ``reason``, and move the
-        stored position past it (unless the caller stores positions itself)."""
-        if self._publisher is None:
-            self._publisher = Publisher(self._bootstrap_servers, self._catalog, traced=False)
-            await self._publisher.start()
-        reason = redact(reason)
-        headers = dead_letter_headers(record, reason, f"rebuild-{self.store.projection}")
-        await self._publisher.send_raw(
-            self._publisher.catalog.dead_letter, record.value, record.key, headers
-        )
-        if advance:
-            await self.store.advance({(record.topic, record.partition): record.offset + 1})
-        self.set_aside.append(
-            SetAside(record.topic, record.partition, record.offset, event_id, reason)
-        )
 
 
 async def _fresh(
