@@ -83,6 +83,10 @@ def scan(
         }
     )
     try:
+        # The topics' metadata first: a topic the client meets at an assignment is
+        # looked up by its once-a-second scan of unknown topics, a second's stall.
+        for topic in dict.fromkeys(r.topic for r in ranges):
+            consumer.list_topics(topic, timeout=STALLED_S)
         for r in ranges:
             if r.start < r.end:
                 yield from _scan_one(consumer, r, batch)
