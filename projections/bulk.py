@@ -37,6 +37,9 @@ from .store import json_scalar, storable
 
 _SPECIAL = re.compile("[\\\\\n\r\t\x00]")  # what text needs escaped or made storable
 _ESCAPED = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+_JSON = json.JSONEncoder(
+    default=json_scalar, ensure_ascii=False
+).encode  # ``json.dumps``'s, made once
 
 
 class NotFoldableInMemory(RuntimeError):
@@ -50,9 +53,9 @@ def copy_text(value: Any, as_json: bool = False) -> str:
         return "\\N"
     kind = type(value)
     if as_json:
-        text = json.dumps(value, default=json_scalar, ensure_ascii=False)
+        text = _JSON(value)
         if not text.isascii() or "\\u0000" in text:  # what jsonb cannot hold: made storable
-            text = json.dumps(storable(value), default=json_scalar, ensure_ascii=False)
+            text = _JSON(storable(value))
     elif kind is str:
         text = value if value.isascii() and "\x00" not in value else storable(value)
     elif kind is bool:
@@ -95,8 +98,13 @@ class _Table:
         special = _SPECIAL.search
         line = "\t".join(
             [
-                v  # most are plain text, written as they are
-                if type(v) is str and v.isascii() and special(v) is None and c not in json_columns
+                v  # most are plain text or whole numbers, written as they are
+                if (kind := type(v)) is str
+                and v.isascii()
+                and special(v) is None
+                and c not in json_columns
+                else str(v)
+                if kind is int  # as JSON too
                 else copy_text(v, c in json_columns)
                 for c, v in row.items()
             ]

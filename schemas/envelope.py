@@ -204,6 +204,21 @@ _REQUIRED = (
 )
 
 
+def _attribute(header: str) -> str | None:
+    """The CloudEvents attribute a Kafka header carries, or None: ``ce_`` headers (the
+    binding's names are case-insensitive) and ``content-type``."""
+    lower = header.lower()
+    if lower.startswith("ce_"):
+        return lower[3:]
+    return "datacontenttype" if lower == "content-type" else None
+
+
+# The headers ``to_kafka`` writes, looked up rather than worked out on the hot path.
+_ATTRIBUTES: dict[str, str] = {
+    f"ce_{name}": name for name in (*_REQUIRED, "specversion", "dataschema", "partitionkey")
+} | {"content-type": "datacontenttype"}
+
+
 def _safe_reason(exc: Exception) -> str:
     """Why a record is invalid, without quoting its values (they may be secrets)."""
     if isinstance(exc, ValidationError):
@@ -228,12 +243,8 @@ def from_kafka(
     answers."""
     attrs: dict[str, str] = {}
     for name, raw in headers or ():
-        lower = name if name.islower() else name.lower()
-        if lower.startswith("ce_"):
-            attribute = lower[3:]
-        elif lower == "content-type":
-            attribute = "datacontenttype"
-        else:
+        attribute = _ATTRIBUTES.get(name) or _attribute(name)
+        if attribute is None:
             continue
         try:
             attrs[attribute] = (raw if type(raw) is bytes else bytes(raw)).decode()

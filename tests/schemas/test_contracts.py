@@ -202,6 +202,23 @@ def test_reading_a_record_agrees_with_the_cloudevents_sdk(example: tuple[Fact, A
     assert (ours.time, ours.sequence) == (attrs["time"], int(attrs["sequence"]))
 
 
+@pytest.mark.parametrize("rename", [str.upper, str.title])
+def test_header_names_are_read_whatever_their_case(rename: Callable[[str], str]) -> None:
+    """Another producer may write ``CE_ID`` or ``Content-Type``: the binding's header
+    names are case-insensitive, as the SDK's reader has them; other headers are not
+    attributes."""
+    env = envelope(
+        events.TenantCreated(tenant_id="tenant-a", display_name="A"),
+        source="/t",
+        tenant_id="tenant-a",
+    )
+    key, value, headers = to_kafka(env)
+    renamed = [(rename(name), raw) for name, raw in headers] + [("x-other", b"not ours")]
+    assert from_kafka(key, value, renamed) == from_kafka(key, value, headers)
+    sdk = ce_kafka.from_binary_event(ce_kafka.KafkaMessage(dict(renamed), key, value))
+    assert from_kafka(key, value, renamed).id == sdk.get_attributes()["id"]
+
+
 @settings(max_examples=200, deadline=None)
 @given(facts_in_context(), st.booleans())
 def test_writing_a_record_agrees_with_the_cloudevents_sdk(
