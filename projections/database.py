@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 from psycopg import AsyncConnection, sql
-from psycopg.rows import DictRow, dict_row
+from psycopg.rows import DictRow, RowFactory, dict_row, tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from .rows import R
@@ -44,7 +44,13 @@ class Queries:
             )
         return statement
 
-    async def _fetch(self, tenant_id: str | None, query: str, params: tuple[Any, ...]) -> Any:
+    async def _fetch(
+        self,
+        tenant_id: str | None,
+        query: str,
+        params: tuple[Any, ...],
+        factory: RowFactory[Any] = dict_row,
+    ) -> Any:
         raise NotImplementedError
 
     async def rows(self, row: type[R], tenant_id: str | None, query: str, *params: Any) -> list[R]:
@@ -58,6 +64,11 @@ class Queries:
         """The first column of the first row, or None."""
         found = await self._fetch(tenant_id, query, params)
         return next(iter(found[0].values())) if found else None
+
+    async def tuples(
+        self, tenant_id: str | None, query: str, *params: Any
+    ) -> list[tuple[Any, ...]]:
+        return await self._fetch(tenant_id, query, params, tuple_row)  # type: ignore[no-any-return]
 
 
 class Database(Queries):
@@ -122,9 +133,16 @@ class Database(Queries):
         async with self.connection() as conn:
             await conn.execute("SELECT 1")
 
-    async def _fetch(self, tenant_id: str | None, query: str, params: tuple[Any, ...]) -> Any:
+    async def _fetch(
+        self,
+        tenant_id: str | None,
+        query: str,
+        params: tuple[Any, ...],
+        factory: RowFactory[Any] = dict_row,
+    ) -> Any:
         async with self.connection(tenant_id) as conn:
-            return await (await conn.execute(self.statement(query), params)).fetchall()
+            cursor = conn.cursor(row_factory=factory)
+            return await (await cursor.execute(self.statement(query), params)).fetchall()
 
     @asynccontextmanager
     async def snapshot(self) -> AsyncIterator[Snapshot]:
@@ -145,5 +163,12 @@ class Snapshot(Queries):
         self._statements = db._statements
         self._conn = conn
 
-    async def _fetch(self, tenant_id: str | None, query: str, params: tuple[Any, ...]) -> Any:
-        return await (await self._conn.execute(self.statement(query), params)).fetchall()
+    async def _fetch(
+        self,
+        tenant_id: str | None,
+        query: str,
+        params: tuple[Any, ...],
+        factory: RowFactory[Any] = dict_row,
+    ) -> Any:
+        cursor = self._conn.cursor(row_factory=factory)
+        return await (await cursor.execute(self.statement(query), params)).fetchall()

@@ -12,7 +12,6 @@ from typing import Any
 from schemas import billing
 from schemas.billing import InvoiceLine, LineChange, PlanWindow, PricePlan, period_bounds
 from schemas.errors import DomainError, ErrorCode
-from schemas.usage import UsageKind
 
 from . import plans
 from .ops import Context, Notify, Op, Update, Upsert, folds
@@ -261,10 +260,13 @@ async def price_draft(
     so far. ``replacing`` prices the windows of that plan id with another plan
     (what-if)."""
     start, end = period_bounds(period)
+    # What pricing reads of a ledger row (``pricing.UsageItem``, in its order), and no
+    # more, as tuples: a draft prices a month of a tenant's usage, and every column or
+    # check more is paid for every event of it.
     query, params = _drafted_query(
         "event_id, kind, resource, quantities, used_at", tenant_id, start, end, offsets
     )
-    rows = await db.rows(_DraftedUsage, tenant_id, query, *params)
+    rows = await db.tuples(tenant_id, query, *params)
     assigned = await plans.assignments(db, tenant_id, before=request)
     versions: dict[tuple[str, int], PricePlan] = {}
     for a in assigned:
@@ -277,23 +279,11 @@ async def price_draft(
         tenant_id,
         invoice_id,
         period,
-        (UsageItem(r.event_id, r.kind, r.resource, r.quantities, r.used_at) for r in rows),
+        (UsageItem(*r) for r in rows),
         [Assignment(a.effective_from, a.plan_id, a.version) for a in assigned],
         versions,
         offsets or {},
     )
-
-
-class _DraftedUsage(Row):
-    """What pricing reads of a ledger row (``pricing.UsageItem``), and no more: a draft
-    prices a month of a tenant's usage, and every column more is read, sent and parsed
-    for every event of it."""
-
-    event_id: str
-    kind: UsageKind
-    resource: str
-    quantities: dict[str, int]
-    used_at: datetime.datetime
 
 
 def _drafted_query(

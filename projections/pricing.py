@@ -9,6 +9,7 @@ canonical form of ``content_hash`` so that anyone can write their own verifier.
 
 from __future__ import annotations
 
+import bisect
 import datetime
 import decimal
 import hashlib
@@ -185,6 +186,7 @@ def _currency(planned: list[_Window], period: str) -> str:
 
 # A line before pricing: its window (an index into the windows), kind, resource and unit.
 _LineKey = tuple[int, UsageKind, str, Unit]
+_UNITS = frozenset(UNITS)
 
 
 @dataclass(slots=True)
@@ -204,15 +206,18 @@ def _count(
     repeated event id counts once."""
     counts: dict[_LineKey, _Count] = {}
     counted: set[str] = set()
+    ends = [w.end for w in windows]  # the windows tile [start, end) in order
     for item in usage:
-        if item.event_id in counted or not start <= item.used_at < end:
+        used_at = item.used_at
+        if item.event_id in counted or not start <= used_at < end:
             continue
         counted.add(item.event_id)
-        w = next(i for i, w in enumerate(windows) if item.used_at < w.end)
-        for unit in UNITS:
-            quantity = item.quantities.get(unit, 0)
-            if quantity:
-                count = counts.setdefault((w, item.kind, item.resource, unit), _Count())
+        w = bisect.bisect_right(ends, used_at)  # the window the event was used in
+        for unit, quantity in item.quantities.items():
+            if quantity and unit in _UNITS:
+                count = counts.get((w, item.kind, item.resource, unit))
+                if count is None:
+                    count = counts[(w, item.kind, item.resource, unit)] = _Count()
                 count.quantity += quantity
                 count.events += 1
     return counts, counted

@@ -70,6 +70,12 @@ def test_lines_are_quantity_times_rate_and_the_total_rounds_half_even() -> None:
     assert d.usage_event_ids == ["e1", "e2", "e3"]
 
 
+def test_a_quantity_in_a_unit_billing_does_not_know_is_left_out() -> None:
+    d = draft([model("e1", at(2), input_tokens=10, pages=3, output_tokens=0)])
+
+    assert [(line.unit, line.quantity) for line in d.lines] == [("input_tokens", 10)]
+
+
 def test_a_line_amount_rounds_to_a_millionth_half_even() -> None:
     plan = PricePlan(
         currency="USD", models={"dev": ModelRates(input=Decimal("0.0000005"), output=Decimal(0))}
