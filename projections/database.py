@@ -10,7 +10,7 @@ which serve every tenant, use pools that are not bound by it.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import psycopg
@@ -28,7 +28,7 @@ OUTAGES: tuple[type[Exception], ...] = (psycopg.OperationalError,)
 
 class Queries:
     """Typed rows from queries on the read models' schema (``{s}`` in a query names it);
-    where the statements run is a subclass's ``_fetch``."""
+    where the statements run is a subclass's ``connection``."""
 
     schema: str
     tenant_scoped: bool
@@ -44,6 +44,11 @@ class Queries:
             )
         return statement
 
+    def connection(
+        self, tenant_id: str | None = None
+    ) -> AbstractAsyncContextManager[AsyncConnection[DictRow]]:
+        raise NotImplementedError
+
     async def _fetch(
         self,
         tenant_id: str | None,
@@ -51,7 +56,9 @@ class Queries:
         params: tuple[Any, ...],
         factory: RowFactory[Any] = dict_row,
     ) -> Any:
-        raise NotImplementedError
+        async with self.connection(tenant_id) as conn:
+            cursor = conn.cursor(row_factory=factory)
+            return await (await cursor.execute(self.statement(query), params)).fetchall()
 
     async def rows(self, row: type[R], tenant_id: str | None, query: str, *params: Any) -> list[R]:
         return [row.model_validate(r) for r in await self._fetch(tenant_id, query, params)]
@@ -68,7 +75,8 @@ class Queries:
     async def tuples(
         self, tenant_id: str | None, query: str, *params: Any
     ) -> list[tuple[Any, ...]]:
-        return await self._fetch(tenant_id, query, params, tuple_row)  # type: ignore[no-any-return]
+        found: list[tuple[Any, ...]] = await self._fetch(tenant_id, query, params, tuple_row)
+        return found
 
 
 class Database(Queries):
@@ -133,17 +141,6 @@ class Database(Queries):
         async with self.connection() as conn:
             await conn.execute("SELECT 1")
 
-    async def _fetch(
-        self,
-        tenant_id: str | None,
-        query: str,
-        params: tuple[Any, ...],
-        factory: RowFactory[Any] = dict_row,
-    ) -> Any:
-        async with self.connection(tenant_id) as conn:
-            cursor = conn.cursor(row_factory=factory)
-            return await (await cursor.execute(self.statement(query), params)).fetchall()
-
     @asynccontextmanager
     async def snapshot(self) -> AsyncIterator[Snapshot]:
         """A reader whose queries all see the read models at one moment (a read-only,
@@ -163,12 +160,9 @@ class Snapshot(Queries):
         self._statements = db._statements
         self._conn = conn
 
-    async def _fetch(
-        self,
-        tenant_id: str | None,
-        query: str,
-        params: tuple[Any, ...],
-        factory: RowFactory[Any] = dict_row,
-    ) -> Any:
-        cursor = self._conn.cursor(row_factory=factory)
-        return await (await cursor.execute(self.statement(query), params)).fetchall()
+    @asynccontextmanager
+    async def connection(
+        self, tenant_id: str | None = None
+    ) -> AsyncIterator[AsyncConnection[DictRow]]:
+        """The snapshot's one connection, whatever the tenant (it is bound to none)."""
+        yield self._conn
