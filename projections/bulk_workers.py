@@ -15,8 +15,10 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
+from multiprocessing.context import ForkServerContext
 from typing import Any
 
 from streams.scan import Range
@@ -24,9 +26,20 @@ from streams.scan import Range
 from . import bulk
 from .bulk import BulkFold, NotFoldableInMemory
 
-# Below this many records a process's start (imports, a second of it) costs more than
-# the second core saves.
+# Below this many records starting the processes (the first time, a second of imports)
+# costs more than the second core saves.
 PARALLEL_FROM = 50_000
+
+
+def _processes() -> ForkServerContext:
+    """Processes forked from a server that imported, once per parent, what a fold needs
+    and what started the parent: a spawned process imports all of it again, a second or
+    two each, and a fork of the parent would copy its threads' locks (the gateway's)."""
+    context = multiprocessing.get_context("forkserver")
+    main = getattr(sys.modules["__main__"], "__spec__", None)
+    named = [main.name] if main and not main.name.endswith("__main__") else []  # ``-m``
+    context.set_forkserver_preload(["__main__", __name__, *named])
+    return context
 
 
 class PartsOverlapError(NotFoldableInMemory):
@@ -72,7 +85,7 @@ def fold(
         shares[least].append(partition)
         loads[least] += sizes[partition]
     parts = [[r for r in ranges if r.partition in share] for share in shares]
-    context = multiprocessing.get_context("spawn")
+    context = _processes()
     workers = []
     for share in parts:
         theirs, mine = context.Pipe(duplex=False)

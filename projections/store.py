@@ -137,7 +137,7 @@ class ProjectionStore:
     def __init__(
         self, database_url: str, schema: str, projection: str = PROJECTION, *, live: bool = True
     ) -> None:
-        self.db = Database(database_url, schema, pool_size=1)
+        self.db = Database(database_url, schema, pool_size=1, prepared=False)
         self.schema = schema
         self.projection = projection
         # The live store takes a shared advisory lock per transaction, before touching any

@@ -114,9 +114,9 @@ async def _read(bootstrap: str, topics: tuple[str, ...]) -> tuple[list[list[Item
     return list(per.values()), ranges
 
 
-async def _apply(store: ProjectionStore, batch: list[Item]) -> None:
+async def _apply(store: ProjectionStore, batch: list[Item], set_aside: list[str]) -> None:
     """A batch as the live projector applies one: a record whose fold fails alone is
-    set aside and passed."""
+    set aside (why, in ``set_aside``) and passed."""
     try:
         await store.apply(batch)
         return
@@ -129,7 +129,8 @@ async def _apply(store: ProjectionStore, batch: list[Item]) -> None:
             await store.apply([item])
         except psycopg.OperationalError:
             raise
-        except Exception:
+        except Exception as exc:
+            set_aside.append(f"{item[0].type} {item[0].id}: {type(exc).__name__}: {exc}")
             await store.advance({(item[1].topic, item[1].partition): item[1].offset + 1})
 
 
@@ -181,11 +182,12 @@ async def _bulk_equals_live(
     try:
         live = ProjectionStore(DATABASE_URL, live_schema, projection)
         single = ProjectionStore(DATABASE_URL, single_schema, projection, live=False)
+        set_aside: tuple[list[str], list[str]] = ([], [])
         try:
             for batch in _interleaved(partitions, topics, rng):
-                await _apply(live, batch)
+                await _apply(live, batch, set_aside[0])
             for item in (item for p in partitions for item in p):
-                await _apply(single, [item])
+                await _apply(single, [item], set_aside[1])
         finally:
             await live.close()
             await single.close()
@@ -202,8 +204,8 @@ async def _bulk_equals_live(
         async with await AsyncConnection.connect(DATABASE_URL, autocommit=True) as conn:
             hashes = [await table_hashes(conn, s) for s in schemas]
         assert folded.read == sum(len(p) for p in partitions)
-        assert hashes[2] == hashes[0], "the bulk pass differs from the live store"
-        assert hashes[1] == hashes[0], "one event at a time differs from the live store"
+        assert hashes[2] == hashes[0], f"the bulk pass differs from live: {set_aside[0]}"
+        assert hashes[1] == hashes[0], f"one event at a time differs from live: {set_aside}"
     finally:
         await _drop(schemas)
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from psycopg import AsyncConnection, sql
 
 from projections.rebuild import table_hashes
-from projections.store import ProjectionStore, swap_lock
+from projections.store import ProjectionStore, _one_round_trip, swap_lock
 from projections.waiter import Waiter, channel
 from schemas import events
 from schemas.envelope import Envelope, envelope
@@ -256,6 +256,35 @@ async def test_a_republished_event_is_applied_once_at_its_first_offset(
         envs["turn_accepted"].id,
     ) == [{"position": offset["turn_accepted"]}]
     assert await store.positions(EVENTS) == {0: 13}
+
+
+async def test_a_transaction_aborted_midway_spoils_no_later_one(
+    store: ProjectionStore, schema: str
+) -> None:
+    """A batch with an event applied before is first sent as if it were new, and
+    Postgres aborts the pipeline at the applied id. A statement the driver prepared in
+    that pipeline was never prepared on the server; every later batch using it failed
+    ("prepared statement does not exist") and the projector set its events aside."""
+    table = sql.Identifier(schema, "applied_events")
+    insert = sql.SQL("INSERT INTO {} (event_id) VALUES (%s)").format(table).as_bytes(None)
+    select = sql.SQL("SELECT count(*) FROM {} WHERE event_id = %s").format(table).as_bytes(None)
+    async with store.db.connection() as conn:
+        failures = []
+        for n in range(12):
+            event_id = "applied" if n % 3 == 2 else f"new-{n}"  # every third: applied before
+
+            async def statements(event_id: str = event_id) -> None:
+                await conn.execute(insert, (event_id,))
+                await conn.execute(select, (event_id,))  # aborted with it, every third time
+
+            try:
+                await _one_round_trip(conn, statements)
+            except psycopg.errors.UniqueViolation:
+                failures.append(n)
+            if n == 0:
+                await conn.execute(insert, ("applied",))
+
+    assert failures == [2, 5, 8, 11]
 
 
 async def test_positions_move_past_every_item_and_never_back(store: ProjectionStore) -> None:
