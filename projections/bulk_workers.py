@@ -15,7 +15,6 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
-import sys
 from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import ForkServerContext
@@ -33,12 +32,11 @@ PARALLEL_FROM = 50_000
 
 def _processes() -> ForkServerContext:
     """Processes forked from a server that imported, once per parent, what a fold needs
-    and what started the parent: a spawned process imports all of it again, a second or
-    two each, and a fork of the parent would copy its threads' locks (the gateway's)."""
+    and the parent's script: a spawned process imports all of it again, a second or two
+    each, and a fork of the parent would copy its threads' locks (the gateway's). (A
+    parent started with ``python -m`` has each process import its module again.)"""
     context = multiprocessing.get_context("forkserver")
-    main = getattr(sys.modules["__main__"], "__spec__", None)
-    named = [main.name] if main and not main.name.endswith("__main__") else []  # ``-m``
-    context.set_forkserver_preload(["__main__", __name__, *named])
+    context.set_forkserver_preload(["__main__", __name__])
     return context
 
 
