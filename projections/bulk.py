@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime
 import json
 import re
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -44,6 +45,10 @@ _JSON = json.JSONEncoder(
 
 class NotFoldableInMemory(RuntimeError):
     """The operations cannot be carried out in memory exactly as SQL would."""
+
+
+class FoldStopped(Exception):
+    """The caller stopped the bulk pass (its rebuild was cancelled: Ctrl-C, a shutdown)."""
 
 
 def copy_text(value: Any, as_json: bool = False) -> str:
@@ -303,10 +308,12 @@ def fold(
     ranges: list[Range],
     json_columns: dict[str, frozenset[str]],
     progress: Callable[[int], None],
+    stop: threading.Event | None = None,
 ) -> BulkFold:
     """Fold ``ranges`` (read in their order) into memory. A record that cannot be read,
     or whose fold raises, is set aside (the caller dead-letters it, as the live
-    projector would) and its position passed; ``progress`` hears of every batch."""
+    projector would) and its position passed; ``progress`` hears of every batch.
+    FoldStopped at the first batch after ``stop`` is set."""
     done = BulkFold(MemoryTables(json_columns))
     applied = done.applied
     apply = done.tables.apply
@@ -333,4 +340,6 @@ def fold(
         done.positions[(str(last.topic()), last.partition() or 0)] = (last.offset() or 0) + 1
         done.read += len(batch)
         progress(len(batch))
+        if stop is not None and stop.is_set():
+            raise FoldStopped(f"stopped after {done.read} records")
     return done

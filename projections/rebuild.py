@@ -16,6 +16,7 @@ records read), which the CLI and the gateway's replays render each their own way
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -163,16 +164,19 @@ async def _bulk(
         loop.call_soon_threadsafe(progress, records)
 
     took: dict[str, float] = {}
+    stop = threading.Event()
 
     def fold_and_load() -> BulkFold:
         started = time.monotonic()
         with psycopg.connect(settings.database_url) as conn:
             columns = bulk_load.json_columns(conn, target)
         try:
-            done = bulk_workers.fold(settings.kafka_bootstrap_servers, ranges, columns, heard)
+            done = bulk_workers.fold(
+                settings.kafka_bootstrap_servers, ranges, columns, heard, stop=stop
+            )
         except PartsOverlapError as exc:
             loop.call_soon_threadsafe(restart, f"folding the partitions in one process: {exc}")
-            done = bulk.fold(settings.kafka_bootstrap_servers, ranges, columns, heard)
+            done = bulk.fold(settings.kafka_bootstrap_servers, ranges, columns, heard, stop)
         folded = time.monotonic()
         took["fold"] = folded - started
         try:
@@ -184,7 +188,13 @@ async def _bulk(
         took["load"] = time.monotonic() - folded
         return done
 
-    done = await asyncio.to_thread(fold_and_load)
+    try:
+        done = await asyncio.to_thread(fold_and_load)
+    except asyncio.CancelledError:
+        # The thread cannot be cancelled, only asked: it stops at its next batch, its
+        # processes with it, so that Ctrl-C or a shutdown does not wait out the fold.
+        stop.set()
+        raise
     out(
         f"rebuild: {len(done.applied)} events folded in memory in {took['fold']:.1f} s,"
         f" copied into {target} in {took['load']:.1f} s"

@@ -11,9 +11,12 @@ one after the other, in one process or in two whose folds are merged."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime
+import multiprocessing
 import random
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,7 @@ from streams.handler import Item, Position
 from streams.partitions import LogReader
 from streams.publisher import Publisher
 from streams.scan import Range
+from tests.bench.bench_billing import produce_usage
 
 from .conftest import DATABASE_URL
 from .conversation import Ids, conversation, model_answers
@@ -222,3 +226,41 @@ async def test_a_bulk_rebuild_equals_the_live_tables_and_one_event_at_a_time(
     rng = random.Random(data.draw(st.integers(0, 2**32), label="seed"))
     processes = data.draw(st.sampled_from([1, 2]), label="processes")
     await _bulk_equals_live(bootstrap, envs, rng, billing, processes)
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+async def test_a_bulk_pass_told_to_stop_ends_at_its_next_batch(
+    bootstrap: str, processes: int
+) -> None:
+    """A rebuild cancelled (Ctrl-C, a shutdown) sets ``stop``: the fold ends long before
+    the log's end rather than holding the process until it gets there."""
+    catalog = Catalog(f"bulk_{uuid.uuid4().hex[:10]}.")
+    await ensure_topics(bootstrap, catalog, PARTITIONS)
+    records = 90_000
+    produce_usage(bootstrap, catalog.usage, [f"tenant-{n}" for n in range(30)], records)
+    reader = await LogReader(bootstrap).start()
+    try:
+        ends = await reader.ends(await reader.partitions(catalog.usage))
+    finally:
+        await reader.stop()
+    ranges = [Range(tp.topic, tp.partition, 0, end) for tp, end in ends.items()]
+    stop = threading.Event()
+    heard: list[int] = []
+
+    def progress(read: int) -> None:
+        heard.append(read)
+        stop.set()
+
+    with pytest.raises(bulk.FoldStopped):
+        await asyncio.to_thread(
+            bulk_workers.fold,
+            bootstrap,
+            ranges,
+            {"usage_ledger": frozenset({"quantities"})},
+            progress,
+            processes=processes,
+            at_least=0,
+            stop=stop,
+        )
+    assert 0 < sum(heard) < records
+    assert multiprocessing.active_children() == []
