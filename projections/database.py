@@ -88,13 +88,9 @@ class Database(Queries):
         tenant_scoped: bool = False,
         pool_size: int = 4,
         timeout: float = 30.0,
-        prepared: bool = True,
     ) -> None:
         """``timeout``: the longest wait for a connection (PoolTimeout after it): the
-        gateway's is short, so an outage answers 503 at once rather than queueing.
-        ``prepared=False``: no statement is prepared on the server. A pipeline that
-        Postgres aborts midway (the projector's, at an event applied before) drops the
-        statements the driver prepared in it, and the driver would go on naming them."""
+        gateway's is short, so an outage answers 503 at once rather than queueing."""
         self.database_url = database_url
         self.schema = schema
         self.tenant_scoped = tenant_scoped
@@ -102,8 +98,7 @@ class Database(Queries):
             database_url,
             min_size=1,
             max_size=pool_size,
-            kwargs={"row_factory": dict_row, "autocommit": True}
-            | ({} if prepared else {"prepare_threshold": None}),
+            kwargs={"row_factory": dict_row, "autocommit": True},
             configure=self._configure if tenant_scoped else None,
             timeout=timeout,
             open=False,

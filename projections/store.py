@@ -3,7 +3,6 @@ transaction, so a crash at any instruction neither loses nor double-applies an e
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import hashlib
 import json
@@ -11,10 +10,8 @@ from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any, TypeVar
 
-import psycopg
 from psycopg import AsyncConnection, sql
 from psycopg.errors import UniqueViolation
-from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
@@ -119,16 +116,18 @@ async def _one_round_trip(
     """Run ``statements()`` (which fetch nothing) as one transaction, pipelined with its
     BEGIN and COMMIT: one round trip to Postgres. If a statement fails, Postgres skips
     the rest, the COMMIT too; if the code sending them fails, no COMMIT is sent. Either
-    way the transaction is rolled back."""
+    way the connection is closed, which rolls the transaction back, and the pool opens
+    another: a statement the driver prepared in a pipeline Postgres aborted was never
+    prepared on the server, and on this connection the driver would name it in every
+    later batch ("prepared statement does not exist"). A failed batch is rare (an event
+    applied before, a fold that raises); the next connection costs milliseconds."""
     try:
         async with conn.pipeline():
             await conn.execute(b"BEGIN")
             done = await statements()
             await conn.execute(b"COMMIT")
     except BaseException:
-        if conn.info.transaction_status != TransactionStatus.IDLE:
-            with contextlib.suppress(psycopg.Error):  # a broken connection is discarded
-                await conn.execute(b"ROLLBACK")
+        await conn.close()
         raise
     return done
 
@@ -137,7 +136,7 @@ class ProjectionStore:
     def __init__(
         self, database_url: str, schema: str, projection: str = PROJECTION, *, live: bool = True
     ) -> None:
-        self.db = Database(database_url, schema, pool_size=1, prepared=False)
+        self.db = Database(database_url, schema, pool_size=1)
         self.schema = schema
         self.projection = projection
         # The live store takes a shared advisory lock per transaction, before touching any

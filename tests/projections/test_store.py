@@ -268,12 +268,12 @@ async def test_a_transaction_aborted_midway_spoils_no_later_one(
     table = sql.Identifier(schema, "applied_events")
     insert = sql.SQL("INSERT INTO {} (event_id) VALUES (%s)").format(table).as_bytes(None)
     select = sql.SQL("SELECT count(*) FROM {} WHERE event_id = %s").format(table).as_bytes(None)
-    async with store.db.connection() as conn:
-        failures = []
-        for n in range(12):
-            event_id = "applied" if n % 3 == 2 else f"new-{n}"  # every third: applied before
+    failures = []
+    for n in range(12):
+        event_id = "applied" if n % 3 == 2 else f"new-{n}"  # every third: applied before
+        async with store.db.connection() as conn:  # as the store takes one: from its pool
 
-            async def statements(event_id: str = event_id) -> None:
+            async def statements(conn: Any = conn, event_id: str = event_id) -> None:
                 await conn.execute(insert, (event_id,))
                 await conn.execute(select, (event_id,))  # aborted with it, every third time
 
