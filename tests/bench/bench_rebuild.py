@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from schemas.envelope import envelope, to_kafka
 from schemas.values import MessageValue, UsageValue
 from streams.catalog import Catalog, spec_for
 from streams.partitions import LogReader
+from tests.bench.cpu import cpu_by_process
 from tests.e2e.conftest import DATABASE_URL, applied_records, drop_schemas
 from tests.kafka import REPO, BrokerProcess
 from tests.processes import clean_environ
@@ -147,7 +149,7 @@ def main() -> None:
                 broker.bootstrap, catalog, args.events, args.sessions, catalog.events
             )
             total = asyncio.run(_records(broker.bootstrap, catalog))
-            live_s = fold(cli, env, tag, total)
+            live = fold(cli, env, tag, total)
             started = time.perf_counter()
             rebuilt = subprocess.run(
                 [*cli, "projections", "rebuild", "core", "--no-swap"],
@@ -164,8 +166,13 @@ def main() -> None:
             drop_schemas(tag)
     print(f"core projection: {total:,} records ({args.sessions:,} sessions, model-only turns)")
     print(f"  produced in                      {produced_s:6.1f} s (not measured)")
-    rate = (total - commands) / live_s
-    print(f"  live projector, the events       {live_s:6.1f} s ({rate:,.0f} records/s)")
+    rate = (total - commands) / live.seconds
+    print(f"  live projector, the events       {live.seconds:6.1f} s ({rate:,.0f} records/s)")
+    print(
+        f"    CPU per record: projector {live.cpu_s / live.records * 1e6:,.0f} µs,"
+        f" Postgres {live.postgres_s / live.records * 1e6:,.0f} µs"
+        f" (over {live.records:,} records, once started)"
+    )
     print(
         f"  agentlog projections rebuild core {rebuild_s:6.1f} s ({total / rebuild_s:,.0f}"
         " records/s; verified identical; target <= 30 s)"
@@ -190,14 +197,35 @@ def bench_env(bootstrap: str, tag: str, **settings: str) -> dict[str, Any]:
     }
 
 
-def fold(cli: list[str], env: dict[str, Any], schema: str, records: int) -> float:
-    """Run ``agentlog projector`` until it has applied ``records``; the seconds it took."""
+@dataclass
+class Fold:
+    """A live projector's run: its seconds, and its CPU seconds (and Postgres's) over
+    the records it applied once it had started, with how many those were."""
+
+    seconds: float
+    cpu_s: float = 0.0
+    postgres_s: float = 0.0
+    records: int = 0
+
+
+def fold(cli: list[str], env: dict[str, Any], schema: str, records: int) -> Fold:
+    """Run ``agentlog projector`` until it has applied ``records``."""
     started = time.perf_counter()
     projector = subprocess.Popen([*cli, "projector"], cwd=REPO, env=env)
     try:
-        while applied_records(schema) < records:
+        first = applied_records(schema)
+        while (applied := applied_records(schema)) == first < records:  # starting
+            time.sleep(0.05)
+        before = cpu_by_process({"projector": projector.pid})
+        while (done := applied_records(schema)) < records:
             time.sleep(0.5)
-        return time.perf_counter() - started
+        after = cpu_by_process({"projector": projector.pid})
+        return Fold(
+            time.perf_counter() - started,
+            after["projector"] - before["projector"],
+            after["postgres"] - before["postgres"],
+            max(done - applied, 1),
+        )
     finally:
         projector.terminate()
         projector.wait(60)
