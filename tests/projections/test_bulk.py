@@ -236,7 +236,7 @@ async def test_a_bulk_pass_told_to_stop_ends_at_its_next_batch(
     the log's end rather than holding the process until it gets there."""
     catalog = Catalog(f"bulk_{uuid.uuid4().hex[:10]}.")
     await ensure_topics(bootstrap, catalog, PARTITIONS)
-    records = 90_000
+    records = 25_000  # about 8,000 a partition: a batch each, three batches in all
     produce_usage(bootstrap, catalog.usage, [f"tenant-{n}" for n in range(30)], records)
     reader = await LogReader(bootstrap).start()
     try:
