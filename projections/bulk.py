@@ -38,9 +38,8 @@ from .store import json_scalar, storable
 
 _SPECIAL = re.compile("[\\\\\n\r\t\x00]")  # what text needs escaped or made storable
 _ESCAPED = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
-_JSON = json.JSONEncoder(
-    default=json_scalar, ensure_ascii=False
-).encode  # ``json.dumps``'s, made once
+# ``json.dumps``'s encoder, made once rather than for every value.
+_JSON = json.JSONEncoder(default=json_scalar, ensure_ascii=False).encode
 
 
 class NotFoldableInMemory(RuntimeError):
