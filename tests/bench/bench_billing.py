@@ -43,6 +43,7 @@ from schemas.usage import UsageRecorded
 from streams.catalog import Catalog, ensure_topics
 from streams.publisher import Publisher
 from streams.settings import Settings
+from tests.bench.memory import PeakRss
 from tests.e2e.conftest import drop_schemas
 from tests.kafka import BrokerProcess
 from tests.topics import produce_patiently
@@ -195,12 +196,13 @@ def main() -> None:
             )
             asyncio.run(prepare(settings))
             profiler = cProfile.Profile() if args.profile else None
-            runs = [asyncio.run(replay(settings, tenants, first=True))]
-            if profiler:
-                profiler.enable()
-            runs.append(asyncio.run(replay(settings, tenants, first=False)))
-            if profiler:
-                profiler.disable()
+            with PeakRss() as peak:
+                runs = [asyncio.run(replay(settings, tenants, first=True))]
+                if profiler:
+                    profiler.enable()
+                runs.append(asyncio.run(replay(settings, tenants, first=False)))
+                if profiler:
+                    profiler.disable()
             copy_s = copy_ceiling(schema)
         finally:
             broker.stop()
@@ -219,6 +221,7 @@ def main() -> None:
     print(f"  COPY of the same rows  {copy_s:6.1f} s  (ceiling)")
     print(f"  replay / COPY rate     {copy_s / wall:6.1%}  (target >= 30%)")
     print("  tables and every tenant's draft hash identical in both replays")
+    print(f"  peak RSS of one process {peak.kb / 1024:6.0f} MB  (target <= 1024 MB): {peak.name}")
     print("  the second replay said:")
     for line in second["lines"]:
         print(f"    {line}")
