@@ -90,6 +90,10 @@ class ConsumerRuntime:
         self._subscriber: PromptBatchSubscriber | None = None
         self._busy = asyncio.Lock()  # held while a batch is handled or partitions prepared
         self._uncommitted: dict[TopicPartition, int] = {}
+        # Where each partition assigned now starts: a poll fetched before it was
+        # prepared may hold records of before its seek, or of partitions not ours.
+        # None until a first assignment (FastStream's test broker assigns nothing).
+        self._starts: dict[tuple[str, int], int] | None = None
         self._last_commit = time.monotonic()
         self._last_tick = time.monotonic()
         self._maintenance: asyncio.Task[None] | None = None
@@ -106,6 +110,7 @@ class ConsumerRuntime:
                 # member may own its partition: one writer per key, even in a rebalance.
                 async with runtime._busy:
                     await runtime._commit()
+                    runtime._starts = {}  # a poll of theirs handled now is not ours
 
             async def on_partitions_assigned(self, assigned: Any) -> None:
                 async with runtime._busy:
@@ -223,6 +228,7 @@ class ConsumerRuntime:
         assert consumer is not None, "partitions are assigned to a started consumer"
         for tp, offset in seeks.items():
             consumer.seek(tp, offset)
+        self._starts = {(tp.topic, tp.partition): seeks.get(tp, 0) for tp in partitions}
 
     async def _decode(self, message: StreamMessage[Any]) -> Polled:
         return decode_poll(message, self.handler.types, self.seen)
@@ -232,6 +238,8 @@ class ConsumerRuntime:
         each), so a handler pays its per-batch costs once per poll."""
         if self._stopping.is_set():
             return  # the records are redelivered to whoever owns them next
+        if self._starts is not None:
+            polled = polled.starting_at(self._starts)
         for record, reason in polled.unreadable:
             await self._dead_letter(record, reason, kind="unreadable")
         set_aside: set[Position] = set()

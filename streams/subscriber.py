@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Mapping
 from itertools import chain
 from typing import Any
 
@@ -64,6 +65,23 @@ class Polled(list[Fact]):
         self.records = records
         self.items = items
         self.unreadable = unreadable
+
+    def starting_at(self, starts: Mapping[tuple[str, int], int]) -> Polled:
+        """The poll without the records of partitions not in ``starts``, or before
+        their start: fetched before the partitions were assigned and prepared, from
+        where the consumer stood then (the commits, or another member's assignment)."""
+
+        def kept(topic: str, partition: int, offset: int) -> bool:
+            start = starts.get((topic, partition))
+            return start is not None and offset >= start
+
+        if all(kept(r.topic, r.partition, r.offset) for r in self.records):
+            return self
+        return Polled(
+            tuple(r for r in self.records if kept(r.topic, r.partition, r.offset)),
+            [(env, p) for env, p in self.items if kept(p.topic, p.partition, p.offset)],
+            [(r, why) for r, why in self.unreadable if kept(r.topic, r.partition, r.offset)],
+        )
 
 
 async def parse_poll(records: tuple[ConsumerRecord[Any, Any], ...]) -> StreamMessage[Any]:

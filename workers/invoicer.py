@@ -18,7 +18,6 @@ from projections import invoices
 from projections.database import Database
 from projections.ops import BILLING
 from projections.pricing import changes
-from projections.rows import ALL_TENANTS
 from projections.waiter import Waiter
 from schemas import billing
 from schemas.billing import InvoiceLine
@@ -53,7 +52,9 @@ class Invoicer(WatchesPublished, RecordsUnprocessable, Closes):
         self.topics = (catalog.billing,)
         self.db = db
         self.waiter = Waiter(db, projection=BILLING)
-        self.plans = plan_decider.PlanDecider(bootstrap_servers, catalog, db)
+        self.plans = plan_decider.PlanDecider(
+            bootstrap_servers, catalog, db, group_id=catalog.group_id(self.name)
+        )
         self._log = LogReader(bootstrap_servers)
         self._started = False
         self._assigned: list[TopicPartition] = []
@@ -102,8 +103,7 @@ class Invoicer(WatchesPublished, RecordsUnprocessable, Closes):
                     self._unwritten = True
                     outputs.append(outcome)
                 continue
-            request = await invoices.draft_request(self.db, ALL_TENANTS, env.id)
-            if request is not None and request.status != invoices.DraftStatus.REQUESTED:
+            if self.plans.decided(env.id):
                 continue  # drafted before a crash or rebalance: the draft is in the log
             req: billing.InvoiceDraftRequested = env.data
             fact: billing.InvoiceDrafted | billing.InvoiceDraftRejected

@@ -140,15 +140,19 @@ class PlanDecider:
     """Decides plan, operator and re-drive requests; ``handle`` takes the billing topic's records in
     log order."""
 
-    def __init__(self, bootstrap_servers: str, catalog: Catalog, db: Database) -> None:
+    def __init__(
+        self, bootstrap_servers: str, catalog: Catalog, db: Database, *, group_id: str
+    ) -> None:
+        """``group_id``: the consumer group whose commits say where its consumer starts."""
         self.db = db
         self.topic = catalog.billing
         self.dead_letter_topic = catalog.dead_letter
         self.table = ReferenceTables(bootstrap_servers, catalog.billing)
         self.tenants: dict[str, TenantPlans] = {}
         self.redriven: set[str] = set()
-        # Reads the tails of new partitions, and the dead letters to re-drive.
-        self._reader = LogReader(bootstrap_servers)
+        # Reads the group's commits and the tails of new partitions, and the dead
+        # letters to re-drive.
+        self._reader = LogReader(bootstrap_servers, group_id=group_id)
         # Writes a re-driven record back; started by the first re-drive.
         self._writer = Publisher(bootstrap_servers, catalog, timeout_s=LOAD_TIMEOUT_S)
         self._writing = False
@@ -158,9 +162,12 @@ class PlanDecider:
 
     async def on_assigned(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         """For each new partition: the snapshot of its tenants at the billing
-        projection's position, and its tail to the log's end folded; the consumer
-        starts at that position, so that requests in the tail with no outcome yet are
-        decided now (in order), and the rest are passed over."""
+        projection's position, and its tail to the log's end folded. The consumer
+        starts at the group's commits, or at that position if it is before them, so
+        that requests with no outcome yet are decided now (in order), and the rest are
+        passed over. The projection may be past requests never decided (it ran while
+        the decider was down): the ids of what lies between the commits and the
+        snapshot are read, not folded again, to tell which."""
         await self.table.start(self.db)
         # Partitions are assigned whole (eager rebalancing): the state is built again
         # for them alone. What this instance folded before may lie past the projection's
@@ -180,13 +187,17 @@ class PlanDecider:
         for tp, start in starts.items():
             snapshot = await snapshots.tenant_plans(self.db, tp.partition)
             self.tenants.update(snapshot)
+            begin = min(start, await reader.committed(tp))
             (end,) = (await reader.ends([tp])).values()
-            async for batch in reader.batches({tp: start}, {tp: end}):
+            async for batch in reader.batches({tp: begin}, {tp: end}):
                 for record in batch:
                     with contextlib.suppress(EnvelopeError):
                         env = from_kafka(record.key, record.value, list(record.headers))
-                        self._fold(env, record.offset)
-            seeks[tp] = start
+                        if record.offset < start:
+                            self._known(env)  # in the snapshot
+                        else:
+                            self._fold(env, record.offset)
+            seeks[tp] = begin
         return seeks
 
     async def handle(self, item: Item) -> Envelope[Any] | None:
@@ -210,13 +221,24 @@ class PlanDecider:
         """A fact another part of the role recorded (a draft): folded at once."""
         self._fold(env, offset)
 
-    def _fold(self, env: Envelope[Any], offset: int) -> None:
+    def _known(self, env: Envelope[Any]) -> bool:
+        """Note ``env`` as folded, and the request it decides as decided; False if it
+        was noted before."""
         if env.id in self._folded:
-            return
+            return False
         self._folded.add(env.id)
-        data = env.data
         if env.causation_id != env.id:
             self._decided.add(env.causation_id)
+        return True
+
+    def decided(self, request_id: str) -> bool:
+        """Whether the request's outcome is in the log (or decided by this instance)."""
+        return request_id in self._decided
+
+    def _fold(self, env: Envelope[Any], offset: int) -> None:
+        if not self._known(env):
+            return
+        data = env.data
         if isinstance(data, REFERENCE_FACTS):
             self.table.fold(data)
         elif isinstance(data, billing.DeadLetterRedriven):

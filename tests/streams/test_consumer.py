@@ -510,3 +510,32 @@ async def test_a_cancellation_nobody_asked_for_is_retried_as_an_outage(
     assert handler.raised
     assert handler.handled_ids() == [env.id for env in [*first, later]]
     assert await dead_letters(bootstrap, catalog, topic_name) == []
+
+
+@dataclass
+class SlowToStartAt(RecordingHandler):
+    """Takes a while to prepare its partitions (as a decider reading its tail does), and
+    starts each at ``start``, past the group's commits."""
+
+    start: int = 0
+
+    async def on_assigned(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        await asyncio.sleep(1.0)  # the consumer fetches from the commits meanwhile
+        return dict.fromkeys(partitions, self.start)
+
+
+async def test_a_partition_starts_where_its_handler_said_though_records_came_before(
+    bootstrap: str, topic_name: str, group: str, catalog: Catalog
+) -> None:
+    """What the consumer fetched while the handler prepared its partitions, from before
+    the offset the handler started them at, is never handed to it."""
+    await create_topic(bootstrap, topic_name)
+    envs = [tenant_created(i) for i in range(5)]
+    await produce(bootstrap, topic_name, [cloud_event(env) for env in envs])
+    handler = SlowToStartAt(topics=[topic_name], start=3)
+    async with running(bootstrap, catalog, handler, group) as run:
+        await run.until(lambda: len(handler.handled) >= 2, "the records from the start")
+        await produce(bootstrap, topic_name, [cloud_event(tenant_created(5))])
+        await run.until(lambda: len(handler.handled) >= 3, "a later record")
+
+    assert [position.offset for _env, position in handler.handled] == [3, 4, 5]

@@ -195,7 +195,9 @@ async def test_a_restarted_decider_holds_the_whole_logs_state(
     await log.project()
     await log.publisher.publish_all(tail)  # the snapshot lags these
 
-    decider = PlanDecider(log.settings.kafka_bootstrap_servers, log.catalog, log.db)
+    decider = PlanDecider(
+        log.settings.kafka_bootstrap_servers, log.catalog, log.db, group_id="pdec"
+    )
     try:
         partitions = await log.partitions()
         await decider.on_assigned(partitions)
@@ -232,7 +234,12 @@ async def decided(
     decider once its partitions were assigned and ``meanwhile`` ran (by default: its
     database pool is closed)."""
     db = Database(DATABASE_URL, log.settings.billing_schema, pool_size=1)
-    decider = PlanDecider(log.settings.kafka_bootstrap_servers, log.catalog, db)
+    decider = PlanDecider(
+        log.settings.kafka_bootstrap_servers,
+        log.catalog,
+        db,
+        group_id=log.catalog.group_id("invoicer"),
+    )
     outcomes = []
     try:
         await decider.on_assigned(await log.partitions())
@@ -356,7 +363,9 @@ async def test_a_plan_table_whose_follower_stopped_follows_again(log: Log) -> No
     and a plan was published meanwhile: an assignment naming it starts the follower
     again and is accepted, not refused for a plan it has not seen."""
     tenant_id = f"t-{uuid.uuid4().hex[:8]}"
-    decider = PlanDecider(log.settings.kafka_bootstrap_servers, log.catalog, log.db)
+    decider = PlanDecider(
+        log.settings.kafka_bootstrap_servers, log.catalog, log.db, group_id="pdec"
+    )
     try:
         await decider.on_assigned(await log.partitions())
         await decider.table.stop()
