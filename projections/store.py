@@ -13,13 +13,13 @@ from typing import Any, TypeVar
 from psycopg import AsyncConnection, sql
 from psycopg.errors import UniqueViolation
 from psycopg.rows import DictRow
-from psycopg.types.json import Jsonb
 
 from schemas.envelope import Envelope
 from streams.handler import Position
 
 from .database import Database
-from .ops import PROJECTION, Add, Context, Notify, Op, Upsert, project
+from .ops import PROJECTION, Add, Context, Notify, Update, Upsert, project
+from .rounds import Group, Rounds, shape
 from .waiter import channel, position_key
 
 
@@ -30,12 +30,6 @@ def swap_lock(schema: str) -> int:
     return int.from_bytes(
         hashlib.sha256(f"agentlog/{schema}".encode()).digest()[:8], "big", signed=True
     )
-
-
-def _adapt(value: Any) -> Any:
-    if isinstance(value, str):
-        return storable(value)
-    return Jsonb(storable(value)) if isinstance(value, dict | list) else value
 
 
 def json_scalar(value: Any) -> str:
@@ -65,33 +59,6 @@ def storable(value: Any) -> Any:
     if isinstance(value, list):
         return [storable(v) for v in value]
     return value
-
-
-class _Run:
-    """Inserts of one shape (table, columns, key, what a conflict does), to be written
-    in one statement. A row whose key the run holds already starts a new run: one
-    statement may not touch a row twice, and in order the later one sees the first."""
-
-    def __init__(self, op: Upsert | Add) -> None:
-        self.op = op
-        self.columns = tuple(op.row)
-        updated = op.sums if isinstance(op, Add) else op.overwrite
-        self.shape: tuple[Any, ...] = (type(op), op.table, self.columns, op.key, updated)
-        self.rows: list[dict[str, Any]] = []
-        self._keys: set[tuple[Any, ...]] = set()
-
-    def takes(self, op: Upsert | Add) -> bool:
-        updated = op.sums if isinstance(op, Add) else op.overwrite
-        shape = (type(op), op.table, tuple(op.row), op.key, updated)
-        return shape == self.shape and self._key(op) not in self._keys
-
-    def add(self, op: Upsert | Add) -> None:
-        self.rows.append(op.row)
-        self._keys.add(self._key(op))
-
-    @staticmethod
-    def _key(op: Upsert | Add) -> tuple[Any, ...]:
-        return tuple(repr(op.row[c]) for c in op.key)
 
 
 def _merge(counters: dict[tuple[Any, ...], Add], op: Add) -> None:
@@ -132,6 +99,22 @@ async def _one_round_trip(
     return done
 
 
+async def _primary_keys(conn: AsyncConnection[DictRow], schema: str) -> dict[str, tuple[str, ...]]:
+    """Each table's primary key's columns, from the catalog."""
+    query = b"""
+    SELECT c.relname, array_agg(a.attname::text ORDER BY k.n) AS columns
+    FROM pg_index i
+    JOIN pg_class c ON c.oid = i.indrelid
+    JOIN pg_namespace s ON s.oid = c.relnamespace
+    CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n)
+    JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+    WHERE i.indisprimary AND s.nspname = %s
+    GROUP BY c.relname
+"""
+    rows = await (await conn.execute(query, (schema,))).fetchall()
+    return {str(r["relname"]): tuple(r["columns"]) for r in rows}
+
+
 class ProjectionStore:
     def __init__(
         self, database_url: str, schema: str, projection: str = PROJECTION, *, live: bool = True
@@ -148,6 +131,8 @@ class ProjectionStore:
         # would otherwise compose a ``sql.Composed`` again on every execution (a third
         # of a replay's time), while bytes hit its cache of parsed queries.
         self._queries: dict[tuple[Any, ...], bytes] = {}
+        self._keys: dict[str, tuple[str, ...]] | None = None  # tables' primary keys
+        self._notify_all = b"SELECT pg_notify(%s, k) FROM unnest(%s::text[]) AS k"
         self._record_applied = (
             sql.SQL("INSERT INTO {} (event_id) SELECT unnest(%s::text[])")
             .format(self._table("applied_events"))
@@ -224,6 +209,8 @@ class ProjectionStore:
         checked: bool,
     ) -> int:
         async with self.db.connection() as conn:
+            if self._keys is None:
+                self._keys = await _primary_keys(conn, self.schema)
             if checked:  # the ids are fetched midway
                 async with conn.transaction(), conn.pipeline():
                     return await self._write(conn, items, ends, checked=True)
@@ -246,7 +233,8 @@ class ProjectionStore:
         else:
             await conn.execute(self._record_applied, ([env.id for env, _pos in items],))
         counters: dict[tuple[Any, ...], Add] = {}
-        run: _Run | None = None
+        rounds = Rounds(self._keys or {})
+        notices: list[str] = []
         for env, pos in items:
             ctx = Context(
                 env.id, env.tenant_id, env.causation_id, env.time, pos.partition, pos.offset
@@ -254,23 +242,16 @@ class ProjectionStore:
             for op in project(env.data, ctx):
                 if isinstance(op, Add):
                     _merge(counters, op)
-                elif isinstance(op, Upsert):
-                    if run is None or not run.takes(op):
-                        await self._insert(conn, run)
-                        run = _Run(op)
-                    run.add(op)
-                else:
-                    await self._insert(conn, run)
-                    run = None
-                    await self._execute(conn, op)
-        await self._insert(conn, run)
-        run = None
-        for op in counters.values():  # one row each: runs of one shape
-            if run is None or not run.takes(op):
-                await self._insert(conn, run)
-                run = _Run(op)
-            run.add(op)
-        await self._insert(conn, run)
+                elif isinstance(op, Notify):
+                    notices.append(op.key)
+                elif not isinstance(op, Update) or op.values:
+                    rounds.add(op)
+        for op in counters.values():  # one per row, on tables only counters write
+            rounds.add(op)
+        for group in rounds.groups():
+            await self._write_group(conn, group)
+        if notices and self.live:  # a rebuild beside the live tables has no readers to wake
+            await conn.execute(self._notify_all, (self._channel, notices))
         await self._save_positions(conn, ends)
         return len(items)
 
@@ -312,50 +293,46 @@ class ProjectionStore:
         new = {str(r["event_id"]) for r in rows}
         return [item for item in items if item[0].id in new]
 
-    async def _insert(self, conn: AsyncConnection[DictRow], run: _Run | None) -> None:
-        """Write a run of inserts as one statement over its rows as one JSON array,
+    async def _write_group(self, conn: AsyncConnection[DictRow], group: Group) -> None:
+        """Write a group's rows with one statement, over the rows as one JSON array,
         which Postgres turns into rows of the table's own types. A statement per row
-        cost a replay most of its time in per-statement work, and arrays per column
-        most of the rest in psycopg's dumping of them."""
-        if run is None or not run.rows:
-            return
-        query = self._queries.get(run.shape)
+        cost most of a batch's time in per-statement work, and arrays per column most
+        of the rest in psycopg's dumping of them."""
+        first = group.first
+        key = shape(first)
+        query = self._queries.get(key)
         if query is None:
-            query = self._queries[run.shape] = self._insert_query(run.op, run.columns).as_bytes(
-                None
+            composed = (
+                self._update_query(first)
+                if isinstance(first, Update)
+                else self._insert_query(first, tuple(first.row))
             )
-        rows = json.dumps(
-            [{c: storable(row[c]) for c in run.columns} for row in run.rows],
+            query = self._queries[key] = composed.as_bytes(None)
+        if isinstance(first, Update):
+            columns = (*first.values, *first.key)
+            rows = [{**op.values, **op.key} for op in group.ops if isinstance(op, Update)]
+        else:
+            columns = tuple(first.row)
+            rows = [op.row for op in group.ops if not isinstance(op, Update)]
+        encoded = json.dumps(
+            [{c: storable(row[c]) for c in columns} for row in rows],
             default=json_scalar,
             ensure_ascii=False,
         )
-        await conn.execute(query, (rows,))
+        await conn.execute(query, (encoded,))
 
-    async def _execute(self, conn: AsyncConnection[DictRow], op: Op) -> None:
-        if isinstance(op, Notify):
-            if self.live:  # a rebuild beside the live tables has no readers to wake
-                await conn.execute("SELECT pg_notify(%s, %s)", (self._channel, op.key))
-            return
-        if isinstance(op, Upsert | Add):
-            run = _Run(op)
-            run.add(op)
-            await self._insert(conn, run)
-            return
-        if not op.values:
-            return
-        shape = ("update", op.table, tuple(op.values), tuple(op.key))
-        query = self._queries.get(shape)
-        if query is None:
-            assignments = [sql.SQL("{} = %s").format(sql.Identifier(c)) for c in op.values]
-            where = sql.SQL(" AND ").join(
-                sql.SQL("{} = %s").format(sql.Identifier(c)) for c in op.key
-            )
-            query = self._queries[shape] = (
-                sql.SQL("UPDATE {} SET {} WHERE {}")
-                .format(self._table(op.table), sql.SQL(", ").join(assignments), where)
-                .as_bytes(None)
-            )
-        await conn.execute(query, [*map(_adapt, op.values.values()), *op.key.values()])
+    def _update_query(self, op: Update) -> sql.Composed:
+        if set(op.values) & set(op.key):
+            raise ValueError(f"an update of {op.table} sets a column of its key")
+        return sql.SQL(
+            "UPDATE {0} AS t SET {1} FROM jsonb_populate_recordset(NULL::{0}, %s) AS v WHERE {2}"
+        ).format(
+            self._table(op.table),
+            sql.SQL(", ").join(sql.SQL("{0} = v.{0}").format(sql.Identifier(c)) for c in op.values),
+            sql.SQL(" AND ").join(
+                sql.SQL("t.{0} = v.{0}").format(sql.Identifier(c)) for c in op.key
+            ),
+        )
 
     def _insert_query(self, op: Upsert | Add, columns: tuple[str, ...]) -> sql.Composed:
         conflict: sql.Composable
