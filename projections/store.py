@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import json
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any, TypeVar
 
+import orjson
 from psycopg import AsyncConnection, sql
 from psycopg.errors import UniqueViolation
 from psycopg.rows import DictRow
@@ -39,6 +39,19 @@ def json_scalar(value: Any) -> str:
     if isinstance(value, Decimal):
         return str(value)
     raise TypeError(f"not storable: {type(value).__name__}")
+
+
+def rows_json(rows: list[dict[str, Any]]) -> str:
+    """Rows as one JSON array, made ``storable`` only if they need it (seldom: checked
+    once encoded, which is the cheap way round)."""
+    try:
+        encoded = orjson.dumps(rows, default=json_scalar)
+        clean = b"\\u0000" not in encoded  # NUL, which Postgres's text and jsonb cannot hold
+    except TypeError:  # a lone surrogate, which orjson does not encode (nor Postgres store)
+        clean = False
+    if not clean:
+        encoded = orjson.dumps(storable(rows), default=json_scalar)
+    return encoded.decode()
 
 
 def storable(value: Any) -> Any:
@@ -308,18 +321,8 @@ class ProjectionStore:
                 else self._insert_query(first, tuple(first.row))
             )
             query = self._queries[key] = composed.as_bytes(None)
-        if isinstance(first, Update):
-            columns = (*first.values, *first.key)
-            rows = [{**op.values, **op.key} for op in group.ops if isinstance(op, Update)]
-        else:
-            columns = tuple(first.row)
-            rows = [op.row for op in group.ops if not isinstance(op, Update)]
-        encoded = json.dumps(
-            [{c: storable(row[c]) for c in columns} for row in rows],
-            default=json_scalar,
-            ensure_ascii=False,
-        )
-        await conn.execute(query, (encoded,))
+        rows = [{**op.values, **op.key} if isinstance(op, Update) else op.row for op in group.ops]
+        await conn.execute(query, (rows_json(rows),))
 
     def _update_query(self, op: Update) -> sql.Composed:
         if set(op.values) & set(op.key):

@@ -525,9 +525,20 @@ async def test_nul_and_lone_surrogates_are_stored_as_replacement_characters(
         tenant_id="t-nul",
     )
 
-    assert await store.apply(Log().extend([session, request])) == 2
+    only_nul = envelope(
+        events.SessionCreated(session_id="s-nul-only", agent_id="a-1", metadata={"k": "v\x00"}),
+        source=SOURCE,
+        tenant_id="t-nul",
+    )
 
-    (row,) = await select(db, schema, "SELECT metadata FROM {s}.sessions")
-    assert row["metadata"] == {"k\ufffd": "v\ufffd", "\ufffd": "\ufffd"}
+    log = Log()
+    assert await store.apply(log.extend([session, request])) == 2
+    assert await store.apply(log.extend([only_nul])) == 1  # in a batch of its own
+
+    rows = await select(db, schema, "SELECT metadata FROM {s}.sessions ORDER BY session_id")
+    assert [row["metadata"] for row in rows] == [
+        {"k\ufffd": "v\ufffd", "\ufffd": "\ufffd"},
+        {"k": "v\ufffd"},
+    ]
     (turn,) = await select(db, schema, "SELECT request FROM {s}.turns")
     assert turn["request"] == "a\ufffdb\ufffd"
