@@ -78,13 +78,14 @@ def _merge(counters: dict[tuple[Any, ...], Add], op: Add) -> None:
     """Sum a batch's additions to one row into one: counters commute, and a row updated
     once per batch, not once per event, keeps Postgres from walking a chain of row
     versions the transaction itself made (it was twice as slow on a hot aggregate)."""
-    key = (op.table, op.key, op.sums, tuple(op.row[c] for c in op.key))
+    key = (op.table, op.key, op.sums, *[op.row[c] for c in op.key])
     found = counters.get(key)
-    if found is None:
-        counters[key] = op
+    if found is None:  # a row of its own, which the sums below change in place
+        counters[key] = Add(op.table, op.key, dict(op.row), op.sums)
         return
-    summed = {c: found.row[c] + op.row[c] for c in op.sums}
-    counters[key] = Add(op.table, op.key, {**found.row, **summed}, op.sums)
+    row = found.row
+    for c in op.sums:
+        row[c] += op.row[c]
 
 
 T = TypeVar("T")
