@@ -59,12 +59,13 @@ test-fast: $(STAMP) ## the suite without tests marked slow
 	$(install-test-tools)
 	$(BIN)/pytest $(PARALLEL) -m 'not slow'
 
-bench: $(STAMP) ## print broker, consume-hop, platform, projection, cold-start, billing, local-mode, tracing and dashboard figures (installs wrk if missing)
+bench: $(STAMP) ## print broker, consume-hop, platform, projection, live-projector, cold-start, billing, local-mode, tracing and dashboard figures (installs wrk if missing)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
 	$(BIN)/python -m tests.bench.bench_broker
 	$(BIN)/python -m tests.bench.bench_hop
 	$(BIN)/python -m tests.bench.bench_platform
 	$(BIN)/python -m tests.bench.bench_rebuild
+	$(BIN)/python -m tests.bench.bench_live
 	$(BIN)/python -m tests.bench.bench_cold_start
 	$(BIN)/python -m tests.bench.bench_billing
 	$(BIN)/python -m tests.bench.bench_local

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,38 +134,28 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=1_000)
     args = parser.parse_args()
     tag = f"bench_rebuild_{uuid.uuid4().hex[:8]}"
-    with tempfile.TemporaryDirectory() as data:
-        broker = BrokerProcess(Path(data) / "data").start()
-        env = bench_env(broker.bootstrap, tag)
-        cli = [sys.executable, "-m", "agentlog_cli"]
-        try:
-            subprocess.run([*cli, "migrate"], cwd=REPO, env=env, check=True, capture_output=True)
-            catalog = Catalog(f"{tag}.")
-            # The commands first, untimed; then the events, folded live and timed.
-            produced_s = produce(
-                broker.bootstrap, catalog, args.events, args.sessions, catalog.commands
-            )
-            commands = asyncio.run(_records(broker.bootstrap, catalog))
-            fold(cli, env, tag, commands)
-            produced_s += produce(
-                broker.bootstrap, catalog, args.events, args.sessions, catalog.events
-            )
-            total = asyncio.run(_records(broker.bootstrap, catalog))
-            live = fold(cli, env, tag, total)
-            started = time.perf_counter()
-            rebuilt = subprocess.run(
-                [*cli, "projections", "rebuild", "core", "--no-swap"],
-                cwd=REPO,
-                env=env,
-                capture_output=True,
-                text=True,
-            )
-            if rebuilt.returncode != 0:
-                raise SystemExit(f"the rebuild failed:\n{rebuilt.stdout}{rebuilt.stderr[-3000:]}")
-            rebuild_s = time.perf_counter() - started
-        finally:
-            broker.stop()
-            drop_schemas(tag)
+    with deployed(tag) as (broker, env, cli):
+        catalog = Catalog(f"{tag}.")
+        # The commands first, untimed; then the events, folded live and timed.
+        produced_s = produce(
+            broker.bootstrap, catalog, args.events, args.sessions, catalog.commands
+        )
+        commands = asyncio.run(_records(broker.bootstrap, catalog))
+        fold(cli, env, tag, commands)
+        produced_s += produce(broker.bootstrap, catalog, args.events, args.sessions, catalog.events)
+        total = asyncio.run(_records(broker.bootstrap, catalog))
+        live = fold(cli, env, tag, total)
+        started = time.perf_counter()
+        rebuilt = subprocess.run(
+            [*cli, "projections", "rebuild", "core", "--no-swap"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if rebuilt.returncode != 0:
+            raise SystemExit(f"the rebuild failed:\n{rebuilt.stdout}{rebuilt.stderr[-3000:]}")
+        rebuild_s = time.perf_counter() - started
     print(f"core projection: {total:,} records ({args.sessions:,} sessions, model-only turns)")
     print(f"  produced in                      {produced_s:6.1f} s (not measured)")
     rate = (total - commands) / live.seconds
@@ -181,6 +173,25 @@ def main() -> None:
     for line in rebuilt.stdout.splitlines():
         if line.startswith("rebuild:"):
             print(f"    {line}")
+
+
+@contextlib.contextmanager
+def deployed(
+    tag: str, **settings: str
+) -> Iterator[tuple[BrokerProcess, dict[str, Any], list[str]]]:
+    """A broker of the benchmark's own (in a temporary directory), the environment of
+    its ``agentlog`` processes (``bench_env``) and the command that runs them, with the
+    schemas migrated; afterwards the broker is stopped and the schemas dropped."""
+    with tempfile.TemporaryDirectory() as data:
+        broker = BrokerProcess(Path(data) / "data").start()
+        env = bench_env(broker.bootstrap, tag, **settings)
+        cli = [sys.executable, "-m", "agentlog_cli"]
+        try:
+            subprocess.run([*cli, "migrate"], cwd=REPO, env=env, check=True, capture_output=True)
+            yield broker, env, cli
+        finally:
+            broker.stop()
+            drop_schemas(tag)
 
 
 def bench_env(bootstrap: str, tag: str, **settings: str) -> dict[str, Any]:
