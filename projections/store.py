@@ -152,10 +152,11 @@ class ProjectionStore:
             .format(self._table("applied_events"))
             .as_bytes(None)
         )
-        self._save_position = (
+        self._save_positions_query = (
             sql.SQL(
                 "INSERT INTO {} (projection, topic, partition, next_offset)"
-                " VALUES (%s, %s, %s, %s) ON CONFLICT (projection, topic, partition)"
+                " SELECT %s, * FROM unnest(%s::text[], %s::int[], %s::bigint[])"
+                " ON CONFLICT (projection, topic, partition)"
                 " DO UPDATE SET next_offset = greatest({}.next_offset, EXCLUDED.next_offset)"
             )
             .format(self._table("projection_positions"), sql.Identifier("projection_positions"))
@@ -264,9 +265,7 @@ class ProjectionStore:
             rounds.add(op)
         for group in rounds.groups():
             await self._write_group(conn, group)
-        if notices and self.live:  # a rebuild beside the live tables has no readers to wake
-            await conn.execute(self._notify_all, (self._channel, notices))
-        await self._save_positions(conn, ends)
+        await self._save_positions(conn, ends, notices)
         return len(items)
 
     async def advance(self, ends: dict[tuple[str, int], int]) -> None:
@@ -285,14 +284,27 @@ class ProjectionStore:
         await self._save_positions(conn, ends)
 
     async def _save_positions(
-        self, conn: AsyncConnection[DictRow], ends: dict[tuple[str, int], int]
+        self,
+        conn: AsyncConnection[DictRow],
+        ends: dict[tuple[str, int], int],
+        notices: list[str] | None = None,
     ) -> None:
-        """Save each next offset (never moving one back), and notify it."""
-        for (topic, partition), offset in ends.items():
-            await conn.execute(self._save_position, (self.projection, topic, partition, offset))
-            if self.live:
-                saved = f"{position_key(topic, partition, self.projection)}@{offset}"
-                await conn.execute("SELECT pg_notify(%s, %s)", (self._channel, saved))
+        """Save each next offset (never moving one back); notify ``notices``, then each
+        position saved (a rebuild beside the live tables has no readers to wake). One
+        statement each, whatever the number of partitions."""
+        saved = list(ends.items())
+        await conn.execute(
+            self._save_positions_query,
+            (
+                self.projection,
+                [topic for (topic, _p), _o in saved],
+                [partition for (_t, partition), _o in saved],
+                [offset for _tp, offset in saved],
+            ),
+        )
+        if self.live:
+            keys = [f"{position_key(t, p, self.projection)}@{o}" for (t, p), o in saved]
+            await conn.execute(self._notify_all, (self._channel, [*(notices or ()), *keys]))
 
     async def _never_applied(
         self, conn: AsyncConnection[DictRow], items: list[tuple[Envelope[Any], Position]]
