@@ -6,13 +6,18 @@ the same on Postgres, for the folds' operations."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
+from psycopg import AsyncConnection, sql
 
+from projections.migrate import BILLING_SCRIPTS, upgrade
 from projections.ops import Add, Update, Upsert
 from projections.rounds import Rounds, RowOp
+
+from .conftest import DATABASE_URL
 
 # Two tables keyed by ``id``; ``tag`` is no key (an update by it may touch any row).
 PRIMARY_KEYS = {"a": ("id",), "b": ("id",)}
@@ -81,3 +86,30 @@ def test_rounds_leave_the_rows_one_by_one_leaves(ops: list[RowOp]) -> None:
 
     assert planned == in_order
     assert sum(len(g.ops) for g in statements) == len(ops)
+
+
+async def test_the_read_models_have_no_foreign_keys_and_no_triggers(
+    schema: str, db: AsyncConnection[Any]
+) -> None:
+    """Rounds order a batch's operations by row and by table, not across tables: a
+    foreign key or a trigger would make that order matter. One added to a read model
+    must come with a planner that orders by it."""
+    billing = f"{schema}_billing"
+    await asyncio.to_thread(upgrade, DATABASE_URL, billing, BILLING_SCRIPTS)
+    schemas = [schema, billing]
+    try:
+        found = await (
+            await db.execute(
+                "SELECT n.nspname, c.conname FROM pg_constraint c"
+                " JOIN pg_namespace n ON n.oid = c.connamespace"
+                " WHERE c.contype = 'f' AND n.nspname = ANY(%s)"
+                " UNION ALL SELECT n.nspname, t.tgname FROM pg_trigger t"
+                " JOIN pg_class r ON r.oid = t.tgrelid"
+                " JOIN pg_namespace n ON n.oid = r.relnamespace"
+                " WHERE NOT t.tgisinternal AND n.nspname = ANY(%s)",
+                (schemas, schemas),
+            )
+        ).fetchall()
+    finally:
+        await db.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(billing)))
+    assert found == []
