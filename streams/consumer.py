@@ -73,9 +73,11 @@ class ConsumerRuntime:
         transient: tuple[type[Exception], ...] = (),
         max_records: int = 500,
         session_timeout_ms: int = 10_000,
+        max_partition_fetch_bytes: int = 1 << 20,
     ) -> None:
         """``transient``: the handler's own outage errors (its database's), retried like
-        Kafka's until they pass."""
+        Kafka's until they pass. ``max_partition_fetch_bytes``: how much of a partition
+        one fetch brings at most (see ``subscribe``)."""
         self.handler = handler
         self.hooks = Hooks.of(handler)
         self.publisher = publisher
@@ -86,6 +88,7 @@ class ConsumerRuntime:
         self.failed = asyncio.Event()
         self._max_records = max_records
         self._session_timeout_ms = session_timeout_ms
+        self._max_partition_fetch_bytes = max_partition_fetch_bytes
         self._stopping = asyncio.Event()
         self._subscriber: PromptBatchSubscriber | None = None
         self._busy = asyncio.Lock()  # held while a batch is handled or partitions prepared
@@ -129,6 +132,10 @@ class ConsumerRuntime:
             # CPU is mostly these polls, a dozen consumers' worth).
             batch_timeout_ms=1000,
             fetch_max_wait_ms=1000,
+            # aiokafka sends a broker its next fetch only once the last one returned:
+            # catching up, a fetch for partitions at their end holds the others' back
+            # for the whole wait, so the more a fetch brings, the fewer such waits.
+            max_partition_fetch_bytes=self._max_partition_fetch_bytes,
             session_timeout_ms=self._session_timeout_ms,
             heartbeat_interval_ms=max(self._session_timeout_ms // 6, 100),
             parser=parse_poll,
