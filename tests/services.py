@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from projections.secrets import new_key
 from streams.embedded import LocalServices, resolve
 from streams.settings import Settings
 
@@ -36,8 +37,16 @@ def redis_url() -> str:
 
 
 def settings(**overrides: Any) -> Settings:
-    """Settings on the session's Postgres and Redis."""
-    return Settings(**{"database_url": database_url(), "redis_url": redis_url(), **overrides})
+    """Settings on the session's Postgres and Redis, with a secrets key of their own (or
+    the key would be read from, or written to, ``.agentlog/`` in the working tree)."""
+    return Settings(
+        **{
+            "database_url": database_url(),
+            "redis_url": redis_url(),
+            "secrets_key": new_key(),
+            **overrides,
+        }
+    )
 
 
 class SessionServices:

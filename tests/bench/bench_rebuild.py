@@ -29,6 +29,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
+from projections.secrets import new_key
 from schemas import events
 from schemas.base import Fact
 from schemas.envelope import envelope, to_kafka
@@ -204,6 +205,7 @@ def bench_env(bootstrap: str, tag: str, **settings: str) -> dict[str, Any]:
         "AGENTLOG_DATABASE_SCHEMA": tag,
         "AGENTLOG_DATABASE_URL": DATABASE_URL,
         "AGENTLOG_LOG_LEVEL": "WARNING",
+        "AGENTLOG_SECRETS_KEY": new_key(),  # not the working tree's .agentlog/
         **settings,
     }
 
