@@ -16,6 +16,7 @@ from faststream import FastStream
 from faststream.specification import AsyncAPI
 from pydantic import BaseModel, Field
 
+from projections.secrets import new_key
 from streams.catalog import DEAD_LETTER, SPECS, Catalog, facts_on, named_union
 from streams.settings import Settings
 
@@ -131,9 +132,13 @@ def _cloudevents_headers(spec: dict[str, Any]) -> None:
 
 
 def document(settings: Settings | None = None) -> str:
-    """The document as YAML; by default for a deployment without a topic prefix."""
+    """The document as YAML; by default for a deployment without a topic prefix. The
+    roles are built for their subscribers alone, with a secrets key of their own: the
+    tool role would otherwise read or write ``.agentlog/secrets.key`` in the working
+    directory."""
     settings = settings or Settings(topic_prefix="", kafka_bootstrap_servers="127.0.0.1:9092")
-    spec = application(settings).schema.to_specification().to_jsonable()
+    roles = settings.model_copy(update={"secrets_key": new_key()})
+    spec = application(roles).schema.to_specification().to_jsonable()
     _cloudevents_headers(spec)
     # FastStream lists channels in the order of a weak set; sorted, the file is stable.
     text: str = yaml.safe_dump(spec, sort_keys=True, allow_unicode=True)
