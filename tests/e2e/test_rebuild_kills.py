@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from projections.rebuild import table_hashes
+from projections.secrets import new_key
 from streams.catalog import Catalog
 from streams.settings import Settings
 from tests.bench.bench_billing import plans_and_requests, produce_usage
@@ -63,6 +64,7 @@ def test_a_rebuild_killed_anywhere_leaves_the_live_tables_and_the_next_gives_the
         topic_prefix=f"{tag}.",
         database_url=DATABASE_URL,
         database_schema=tag,
+        secrets_key=new_key(),  # not the working tree's .agentlog/
     )
     env = {
         "PATH": "/usr/bin:/bin",
@@ -72,6 +74,7 @@ def test_a_rebuild_killed_anywhere_leaves_the_live_tables_and_the_next_gives_the
         "AGENTLOG_REDIS_URL": redis_url(),
         "AGENTLOG_DATABASE_SCHEMA": tag,
         "AGENTLOG_LOG_LEVEL": "WARNING",
+        "AGENTLOG_SECRETS_KEY": settings.secrets_key,
     }
     asyncio.run(prepare(settings))
     catalog = Catalog.from_settings(settings)
